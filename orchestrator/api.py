@@ -1,0 +1,50 @@
+"""The Python API: ``await search(question, recipe)`` and a sync bridge for notebooks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.engines.base import Engine
+from orchestrator.problem import Problem
+from orchestrator.recipe import Recipe, load_recipe
+from orchestrator.results import ProblemResult
+from orchestrator.runner import Orchestrator
+
+
+def _as_recipe(recipe: Recipe | str | Path) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def _as_problem(problem: Problem | str, index: int = 0) -> Problem:
+    return problem if isinstance(problem, Problem) else Problem(id=f"q{index}", question=problem)
+
+
+async def search(
+    problem: Problem | str, recipe: Recipe | str | Path, *, engine: Engine | None = None
+) -> ProblemResult:
+    """Search one problem with a recipe (a Recipe or a YAML path)."""
+    (result,) = await search_many([problem], recipe, engine=engine)
+    return result
+
+
+async def search_many(
+    problems: Sequence[Problem | str],
+    recipe: Recipe | str | Path,
+    *,
+    engine: Engine | None = None,
+) -> list[ProblemResult]:
+    """Search many problems concurrently on one engine; results in input order."""
+    items = [_as_problem(p, i) for i, p in enumerate(problems)]
+    async with Orchestrator(_as_recipe(recipe), engine=engine) as orchestrator:
+        return await orchestrator.run(items)
+
+
+def search_sync(
+    problems: Problem | str | Sequence[Problem | str], recipe: Recipe | str | Path
+) -> list[ProblemResult]:
+    """The only sync bridge: runs :func:`search_many` in a fresh event loop."""
+    if isinstance(problems, (Problem, str)):
+        problems = [problems]
+    return asyncio.run(search_many(problems, recipe))

@@ -1,0 +1,123 @@
+"""Budgets (what a search may spend) and usage (what it did spend).
+
+Generated tokens are reserved when a request is issued (``n * max_tokens``) and the unused
+part is returned when it completes, so concurrent expansions can never overshoot the budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.errors import BudgetExhausted
+
+
+class Budget(BaseModel):
+    """Limits for one problem's search; None means unlimited."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_generated_tokens: int | None = Field(None, ge=1, description="Sampled tokens.")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Prompt tokens sent.")
+    max_engine_calls: int | None = Field(None, ge=1, description="Generation requests.")
+    max_scorer_calls: int | None = Field(None, ge=1, description="Nodes sent to scorers.")
+    max_seconds: float | None = Field(None, gt=0, description="Wall-clock seconds.")
+    max_nodes: int | None = Field(None, ge=1, description="Nodes in the search graph.")
+
+
+@dataclass
+class Usage:
+    """Everything one search spent; every field is traceable to graph nodes."""
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    engine_calls: int = 0
+    scorer_calls: int = 0
+    scorer_cache_hits: int = 0
+    nodes: int = 0
+    aborted_requests: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        for key, value in asdict(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+class BudgetTracker:
+    """Checks and records spending against a :class:`Budget` for one search."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.usage = Usage()
+        self._reserved_tokens = 0
+        self._started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def seconds_left(self) -> float | None:
+        if self.budget.max_seconds is None:
+            return None
+        return self.budget.max_seconds - self.elapsed
+
+    def generated_tokens_left(self) -> int | None:
+        if self.budget.max_generated_tokens is None:
+            return None
+        return self.budget.max_generated_tokens - self.usage.generated_tokens - self._reserved_tokens
+
+    @property
+    def exhausted(self) -> bool:
+        """True when no further generation request could be issued."""
+        try:
+            self.check_request(n=1, max_tokens=1, new_nodes=1)
+        except BudgetExhausted:
+            return True
+        return False
+
+    def check_request(self, *, n: int, max_tokens: int, new_nodes: int) -> int:
+        """Raise if a request cannot start; return the max_tokens it may use per sample."""
+        b, u = self.budget, self.usage
+        if b.max_engine_calls is not None and u.engine_calls >= b.max_engine_calls:
+            raise BudgetExhausted("engine call budget spent")
+        if b.max_nodes is not None and u.nodes + new_nodes > b.max_nodes:
+            raise BudgetExhausted("node budget spent")
+        left_seconds = self.seconds_left()
+        if left_seconds is not None and left_seconds <= 0:
+            raise BudgetExhausted("time budget spent")
+        if b.max_prompt_tokens is not None and u.prompt_tokens >= b.max_prompt_tokens:
+            raise BudgetExhausted("prompt token budget spent")
+        left_tokens = self.generated_tokens_left()
+        if left_tokens is None:
+            return max_tokens
+        per_sample = min(max_tokens, left_tokens // n)
+        if per_sample < 1:
+            raise BudgetExhausted("generated token budget spent")
+        return per_sample
+
+    def reserve(self, tokens: int) -> None:
+        self._reserved_tokens += tokens
+        self.usage.engine_calls += 1
+
+    def settle(self, reserved: int, generated: int, prompt: int, cached: int, nodes: int) -> None:
+        """Replace a reservation with what the request actually used."""
+        self._reserved_tokens -= reserved
+        self.usage.generated_tokens += generated
+        self.usage.prompt_tokens += prompt
+        self.usage.cached_prompt_tokens += cached
+        self.usage.nodes += nodes
+
+    def check_scoring(self, count: int) -> None:
+        b = self.budget
+        if b.max_scorer_calls is not None and self.usage.scorer_calls + count > b.max_scorer_calls:
+            raise BudgetExhausted("scorer call budget spent")
+
+    def finish(self) -> Usage:
+        self.usage.seconds = self.elapsed
+        return self.usage

@@ -1,0 +1,32 @@
+"""The built-in strategies and scorers, registered lazily by import path.
+
+Nothing here is imported until a recipe (or `branchwise strategies`) names it.
+"""
+
+from __future__ import annotations
+
+from orchestrator.scoring import SCORERS
+from strategies.base import STRATEGIES
+
+_BUILTIN_STRATEGIES = {
+    "best_of_n": "strategies.best_of_n:BestOfN",
+    "self_consistency": "strategies.self_consistency:SelfConsistency",
+}
+
+_BUILTIN_SCORERS = {
+    "reference_answer": "verifiers.reference:ReferenceAnswer",
+    "mean_logprob": "rewards.intrinsic:MeanLogprob",
+}
+
+
+def register_builtins() -> None:
+    """Idempotently add the built-ins to the registries."""
+    for name, target in _BUILTIN_STRATEGIES.items():
+        if name not in STRATEGIES.names():
+            STRATEGIES.register(name, target)
+    for name, target in _BUILTIN_SCORERS.items():
+        if name not in SCORERS.names():
+            SCORERS.register(name, target)
+
+
+register_builtins()

@@ -1,0 +1,149 @@
+"""The ``branchwise`` command: run, validate, and list strategies and scorers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.datasets import load_problems
+from orchestrator.errors import BranchwiseError
+from orchestrator.problem import Problem
+from orchestrator.recipe import Recipe, load_recipe
+from orchestrator.report import summarise
+from orchestrator.results import ProblemResult, ResultStore
+from orchestrator.runner import Orchestrator
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except BranchwiseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished problems are saved", file=sys.stderr)
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="branchwise", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    run = sub.add_parser("run", help="run a recipe over its dataset (or --question)")
+    run.add_argument("recipe", type=Path)
+    run.add_argument("--question", action="append", help="solve this question (repeatable)")
+    run.add_argument("--limit", type=int, help="only the first N dataset problems")
+    run.add_argument("--out", type=Path, help="JSONL results; a rerun resumes from it")
+    run.add_argument("--traces", action="store_true", help="store each search graph in --out")
+    run.add_argument("--quiet", action="store_true", help="only the summary")
+    run.set_defaults(handler=_run)
+
+    validate = sub.add_parser("validate", help="check a recipe without running it")
+    validate.add_argument("recipe", type=Path)
+    validate.set_defaults(handler=_validate)
+
+    strategies = sub.add_parser("strategies", help="list registered strategies")
+    strategies.set_defaults(handler=_list_strategies)
+
+    scorers = sub.add_parser("scorers", help="list registered verifiers and reward models")
+    scorers.set_defaults(handler=_list_scorers)
+    return parser
+
+
+def _problems(recipe: Recipe, args: argparse.Namespace) -> list[Problem]:
+    if args.question:
+        return [Problem(id=f"q{i}", question=q) for i, q in enumerate(args.question)]
+    if recipe.dataset is None:
+        raise BranchwiseError("the recipe has no `dataset`; pass --question")
+    limit = args.limit or recipe.dataset.limit
+    return load_problems(recipe.resolve(recipe.dataset.path), format=recipe.dataset.format,
+                         limit=limit)
+
+
+def _run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    problems = _problems(recipe, args)
+    store = ResultStore(args.out, with_traces=args.traces) if args.out else None
+    todo = [p for p in problems if store is None or not store.done(p.id)]
+    if store is not None and len(todo) < len(problems):
+        print(f"resuming: {len(problems) - len(todo)} problems already in {args.out}")
+    results = asyncio.run(_run_async(recipe, todo, store, quiet=args.quiet))
+    if store is not None:
+        records = [store.records[p.id] for p in problems if p.id in store.records]
+    else:
+        records = [r.to_record() for r in results]
+    print(summarise(records))
+    return 0
+
+
+async def _run_async(
+    recipe: Recipe, problems: list[Problem], store: ResultStore | None, *, quiet: bool
+) -> list[ProblemResult]:
+    results = []
+    async with Orchestrator(recipe) as orchestrator:
+        async for result in orchestrator.stream(problems):
+            if store is not None:
+                store.append(result)
+            results.append(result)
+            if not quiet:
+                print(_line(result), flush=True)
+    return results
+
+
+def _line(result: ProblemResult) -> str:
+    if result.error:
+        return f"{result.problem_id}: FAILED {result.error}"
+    mark = {True: "correct", False: "wrong", None: ""}[result.correct]
+    ref = f" (reference {result.reference}, {mark})" if result.reference is not None else ""
+    tokens = result.usage.get("generated_tokens", 0)
+    return f"{result.problem_id}: answer={result.answer}{ref} generated_tokens={tokens}"
+
+
+def _validate(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    summary = {
+        "engine": recipe.engine.kind,
+        "strategy": recipe.strategy.name,
+        "scorers": [s.alias for s in recipe.scorers],
+    }
+    print(f"{args.recipe}: ok {json.dumps(summary)}")
+    return 0
+
+
+def _list_strategies(args: argparse.Namespace) -> int:
+    from strategies.base import STRATEGIES
+
+    for name, cls in STRATEGIES:
+        print(f"{name}: {cls.description}")
+        _print_fields(cls.config_model, skip={"name"})
+    return 0
+
+
+def _list_scorers(args: argparse.Namespace) -> int:
+    from orchestrator.scoring import SCORERS
+
+    for name, cls in SCORERS:
+        level = "step" if cls.step_level else "outcome"
+        print(f"{name} [{level}]: {cls.description}")
+        _print_fields(cls.config_model, skip={"kind", "name"})
+    return 0
+
+
+def _print_fields(model: type, skip: set[str]) -> None:
+    fields = getattr(model, "model_fields", {})
+    for field_name, info in fields.items():
+        if field_name in skip:
+            continue
+        default = "required" if info.is_required() else f"default {info.default!r}"
+        print(f"    {field_name} ({default}): {info.description or ''}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

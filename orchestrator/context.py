@@ -1,0 +1,275 @@
+"""The search context: everything a strategy may do, and nothing else.
+
+Strategies expand nodes, score them, prune them and read the budget through this object, so
+the same strategy runs on in-process vLLM, an HTTP fleet or the scripted engine. The context
+owns token accounting, budget enforcement, per-node seeds and score memoisation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+from orchestrator.budget import BudgetTracker
+from orchestrator.engines.base import Engine
+from orchestrator.engines.types import (
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    SamplingSpec,
+)
+from orchestrator.errors import BudgetExhausted, EngineError
+from orchestrator.graph import Node, Score, SearchGraph
+from orchestrator.problem import Problem
+from orchestrator.scoring import Candidate, Scorer
+from orchestrator.seeding import derive_seed
+from verifiers.answers import AnswerSpec, extract_answer
+
+
+class SearchContext:
+    """One problem's search: its graph, budget, rng, engine access and scorers."""
+
+    def __init__(
+        self,
+        *,
+        problem: Problem,
+        prompt: str,
+        prompt_token_ids: tuple[int, ...],
+        engine: Engine,
+        sampling: SamplingSpec,
+        step_delimiter: str,
+        scorers: dict[str, Scorer],
+        budget: BudgetTracker,
+        answer_spec: AnswerSpec,
+        seed: int,
+        run_id: str = "run",
+    ) -> None:
+        self.problem = problem
+        self.engine = engine
+        self.sampling = sampling
+        self.step_delimiter = step_delimiter
+        self.scorers = scorers
+        self.budget = budget
+        self.answer_spec = answer_spec
+        self.seed = seed
+        self.run_id = run_id
+        self.graph = SearchGraph(problem.id, prompt_token_ids, prompt)
+        self.rng = random.Random(derive_seed(seed, problem.id, "strategy"))
+        self._inflight_scores: dict[tuple[str, str], asyncio.Future[Score]] = {}
+
+    @property
+    def root(self) -> Node:
+        return self.graph.root
+
+    async def expand(
+        self,
+        node: Node,
+        k: int,
+        *,
+        one_step: bool = True,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """Sample ``k`` children of ``node``: one step each, or to the end (``one_step=False``).
+
+        Raises BudgetExhausted when the budget cannot pay for one token per child; the
+        request's seed derives from the run seed and the children's path, so results do not
+        depend on when this call happens relative to others.
+        """
+        if k < 1:
+            return []
+        spec = self._sampling_for(one_step, max_tokens, temperature, logprobs)
+        per_sample = self.budget.check_request(n=k, max_tokens=spec.max_tokens, new_nodes=k)
+        child_ids = self.graph.reserve_child_ids(node.id, k)
+        seed = derive_seed(self.seed, self.problem.id, child_ids[0])
+        spec = spec.model_copy(update={"max_tokens": per_sample, "seed": seed})
+        request = GenerationRequest(
+            request_id=f"{self.run_id}:{self.problem.id}:{child_ids[0]}x{k}",
+            prompt_token_ids=self.graph.full_token_ids(node.id),
+            sampling=spec,
+            n=k,
+            affinity=self.problem.id,
+        )
+        reserved = per_sample * k
+        self.budget.reserve(reserved)
+        settled = False
+        try:
+            result = await self._generate(request)
+            completions = result.completions
+            self.budget.settle(
+                reserved,
+                generated=sum(len(c.token_ids) for c in completions),
+                prompt=result.prompt_tokens,
+                cached=result.cached_prompt_tokens,
+                nodes=len(completions),
+            )
+            settled = True
+        finally:
+            if not settled:
+                self.budget.settle(reserved, 0, 0, 0, 0)
+                self.budget.usage.aborted_requests += 1
+        children = [
+            self.graph.add_child(self._make_node(node, cid, c, one_step))
+            for cid, c in zip(child_ids, completions, strict=False)
+        ]
+        return children
+
+    async def sample(
+        self,
+        k: int,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """``k`` whole solutions from the root (best-of-N, self-consistency)."""
+        return await self.expand(
+            self.root,
+            k,
+            one_step=False,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            logprobs=logprobs,
+        )
+
+    async def score(self, nodes: Sequence[Node], scorer: str) -> list[Score]:
+        """Scores of ``nodes`` by the named scorer; each node is scored at most once."""
+        if scorer not in self.scorers:
+            known = ", ".join(sorted(self.scorers)) or "none configured"
+            raise KeyError(f"strategy asked for scorer {scorer!r}; recipe has: {known}")
+        todo: list[Node] = []
+        waits: list[asyncio.Future[Score]] = []
+        seen: set[str] = set()
+        for node in nodes:
+            key = (node.id, scorer)
+            if self.graph.score(node.id, scorer) is not None or node.id in seen:
+                continue
+            if key in self._inflight_scores:
+                waits.append(self._inflight_scores[key])
+                continue
+            seen.add(node.id)
+            todo.append(node)
+        self.budget.usage.scorer_cache_hits += len(nodes) - len(todo)
+        if todo:
+            await self._score_batch(todo, scorer)
+        if waits:
+            await asyncio.gather(*waits)
+        out: list[Score] = []
+        for node in nodes:
+            found = self.graph.score(node.id, scorer)
+            assert found is not None
+            out.append(found)
+        return out
+
+    async def _score_batch(self, todo: list[Node], scorer: str) -> None:
+        self.budget.check_scoring(len(todo))
+        loop = asyncio.get_running_loop()
+        futures = {n.id: loop.create_future() for n in todo}
+        for node_id, fut in futures.items():
+            self._inflight_scores[(node_id, scorer)] = fut
+        try:
+            self.budget.usage.scorer_calls += len(todo)
+            candidates = [self.candidate(n) for n in todo]
+            try:
+                scores = await self.scorers[scorer].score(self.problem, candidates)
+                if len(scores) != len(todo):
+                    raise ValueError(f"returned {len(scores)} scores for {len(todo)} nodes")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failing scorer marks its nodes, the search goes on
+                error = f"{scorer}: {type(exc).__name__}: {exc}"
+                scores = [Score(value=None, error=error) for _ in todo]
+            for node, score in zip(todo, scores, strict=True):
+                self.graph.set_score(node.id, scorer, score)
+                futures[node.id].set_result(score)
+        finally:
+            for node_id, fut in futures.items():
+                self._inflight_scores.pop((node_id, scorer), None)
+                if not fut.done():
+                    fut.cancel()
+
+    def candidate(self, node: Node) -> Candidate:
+        path = self.graph.path(node.id)
+        logprobs: list[float] = []
+        tops: list[tuple[float, ...]] = []
+        for n in path[1:]:
+            logprobs.extend(n.token_logprobs)
+            tops.extend(n.top_logprobs)
+        return Candidate(
+            node_id=node.id,
+            prompt=path[0].text,
+            steps=tuple(n.text for n in path[1:]),
+            answer=node.answer,
+            terminal=node.terminal,
+            token_logprobs=tuple(logprobs),
+            top_logprobs=tuple(tops),
+        )
+
+    def prune(self, nodes: Sequence[Node]) -> None:
+        """Mark nodes as pruned; they stay in the graph as part of the trace."""
+        for node in nodes:
+            self.graph.mark(node.id, "pruned")
+
+    def solution(self, node: Node) -> str:
+        return self.graph.solution_text(node.id)
+
+    def _sampling_for(
+        self,
+        one_step: bool,
+        max_tokens: int | None,
+        temperature: float | None,
+        logprobs: int | None,
+    ) -> SamplingSpec:
+        update: dict[str, object] = {}
+        if one_step:
+            update["stop"] = (self.step_delimiter,)
+        if max_tokens is not None:
+            update["max_tokens"] = max_tokens
+        if temperature is not None:
+            update["temperature"] = temperature
+        if logprobs is not None:
+            update["logprobs"] = logprobs
+        return self.sampling.model_copy(update=update) if update else self.sampling
+
+    async def _generate(self, request: GenerationRequest) -> GenerationResult:
+        seconds = self.budget.seconds_left()
+        try:
+            if seconds is None:
+                return await self.engine.generate(request)
+            async with asyncio.timeout(seconds):
+                return await self.engine.generate(request)
+        except TimeoutError:
+            raise BudgetExhausted(
+                "time budget spent during generation", problem_id=self.problem.id
+            ) from None
+        except EngineError as exc:
+            exc.problem_id = exc.problem_id or self.problem.id
+            raise
+
+    def _make_node(self, parent: Node, node_id: str, c: Completion, one_step: bool) -> Node:
+        terminal = not (one_step and c.ended_by_stop_string)
+        cum = parent.cum_logprob + sum(c.token_logprobs)
+        node = Node(
+            id=node_id,
+            parent_id=parent.id,
+            depth=parent.depth + 1,
+            token_ids=c.token_ids,
+            text=c.text,
+            token_logprobs=c.token_logprobs,
+            top_logprobs=c.top_logprobs,
+            cum_logprob=cum,
+            finish_reason=c.finish_reason,
+            terminal=terminal,
+        )
+        if terminal:
+            text = self.graph.solution_text(parent.id) + c.text
+            node = _with_answer(node, extract_answer(text, self.answer_spec))
+        return node
+
+
+def _with_answer(node: Node, answer: str | None) -> Node:
+    from dataclasses import replace
+
+    return replace(node, answer=answer)

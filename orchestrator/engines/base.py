@@ -1,0 +1,46 @@
+"""The engine protocol: the only way the orchestrator reaches a language model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from orchestrator.engines.types import GenerationRequest, GenerationResult
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An async text generator that works on exact token ids.
+
+    Cancelling the task awaiting :meth:`generate` must abort the request inside the engine,
+    so a pruned branch stops costing tokens at once.
+    """
+
+    name: str
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Sample ``request.n`` continuations of the prompt tokens."""
+        ...
+
+    async def tokenize(self, text: str) -> tuple[int, ...]:
+        """Token ids of a prompt text, exactly as the engine would encode it."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class StreamingEngine(Engine, Protocol):
+    """An engine that can also stream partial results (for token-level branching)."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
+        """Yield cumulative results as tokens arrive; closing the iterator aborts the request."""
+        ...

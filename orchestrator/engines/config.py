@@ -1,0 +1,95 @@
+"""Engine configs: one pydantic model per engine kind, registered by ``kind``.
+
+Each config knows how to build its engine; the engine module is imported only then, so a
+recipe for a remote fleet never imports vllm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.registry import Registry
+
+if TYPE_CHECKING:
+    from orchestrator.engines.base import Engine
+
+
+class EngineConfig(BaseModel):
+    """Base of every engine config; ``kind`` selects the engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(description="Engine kind: vllm, openai or scripted.")
+
+    def build(self, base_dir: Path | None = None) -> Engine:
+        raise NotImplementedError
+
+
+class VLLMEngineConfig(EngineConfig):
+    """In-process vLLM. Memory utilisation on CPU is the share of RAM for the KV cache."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str = Field(description="Model folder (relative to the recipe) or name.")
+    dtype: str = Field("auto", description="Weights dtype, e.g. float32 on CPU.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length cap.")
+    gpu_memory_utilization: float = Field(
+        0.25, gt=0, le=1, description="Share of device memory (RAM on CPU) for the KV cache."
+    )
+    enforce_eager: bool = Field(True, description="Skip graph compilation (fast start).")
+    max_num_seqs: int = Field(256, ge=1, description="Most sequences batched at once.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model.")
+    seed: int = Field(0, description="Engine seed (per-request seeds come from the recipe).")
+
+    def resolved_model(self, base_dir: Path | None) -> str:
+        path = Path(self.model)
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+            return str((base_dir / path).resolve())
+        return str(path.resolve()) if path.exists() else self.model
+
+    def build(self, base_dir: Path | None = None) -> Engine:
+        from orchestrator.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(self, base_dir)
+
+
+class OpenAIEngineConfig(EngineConfig):
+    """One or several OpenAI-compatible ``/v1/completions`` servers (e.g. ``vllm serve``)."""
+
+    kind: Literal["openai"] = "openai"
+    base_urls: list[str] = Field(min_length=1, description="Server roots, e.g. http://h:8000.")
+    model: str = Field(description="Model name the servers serve.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per HTTP request.")
+    max_retries: int = Field(4, ge=0, description="Retries on 5xx, time-outs, refused.")
+    backoff_seconds: float = Field(0.5, gt=0, description="First retry delay; doubles each try.")
+    requests_per_second: float | None = Field(
+        None, gt=0, description="Rate limit across all servers (asyncio-throttle)."
+    )
+    max_concurrency: int = Field(64, ge=1, description="Most requests in flight at once.")
+    api_key_env: str | None = Field(None, description="Environment variable with an API key.")
+
+    def build(self, base_dir: Path | None = None) -> Engine:
+        from orchestrator.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(self)
+
+
+class ScriptedEngineConfig(EngineConfig):
+    """A deterministic stand-in engine that replays reference solutions with errors."""
+
+    kind: Literal["scripted"] = "scripted"
+    error_rate: float = Field(0.3, ge=0, le=1, description="Chance that a step goes wrong.")
+    seconds_per_token: float = Field(0.0, ge=0, description="Simulated decode latency.")
+
+    def build(self, base_dir: Path | None = None) -> Engine:
+        from orchestrator.engines.scripted import ScriptedEngine
+
+        return ScriptedEngine(error_rate=self.error_rate, seconds_per_token=self.seconds_per_token)
+
+
+ENGINES: Registry[EngineConfig] = Registry("engine", EngineConfig)
+ENGINES.register("vllm", VLLMEngineConfig)
+ENGINES.register("openai", OpenAIEngineConfig)
+ENGINES.register("scripted", ScriptedEngineConfig)

@@ -1,0 +1,246 @@
+"""A deterministic engine for unit tests: same protocol and accounting as the real ones.
+
+It tokenizes by character, simulates prefix caching in 16-token blocks and, when asked,
+decode latency, so cancellation and concurrency behave like a real engine. What it writes
+comes from a :class:`ScriptedPolicy`; the default replays reference solutions with a set
+per-step error rate, which gives search something real to find.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+from orchestrator.engines.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+)
+from orchestrator.errors import EngineError
+from orchestrator.seeding import derive_seed
+
+EOS = "\x00"
+_OFFSET = 3
+_BLOCK = 16
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What the policy would write next: text (EOS marks the end) and per-char logprobs."""
+
+    text: str
+    logprobs: tuple[float, ...]
+
+
+class ScriptedPolicy(Protocol):
+    def continue_text(self, prompt: str, rng: random.Random) -> Continuation: ...
+
+
+class ReferencePolicy:
+    """Replays a problem's reference solution line by line, corrupting lines at random.
+
+    A corrupted line has its result off by 1-9; after the first error the path stays wrong
+    and ends with a wrong answer (reference + the first error's offset), so wrong answers
+    spread over a few values while right ones agree.
+    """
+
+    def __init__(self, solutions: Mapping[str, str], error_rate: float) -> None:
+        self.solutions = dict(solutions)
+        self.error_rate = error_rate
+        self._prompt_cache: dict[str, str] = {}
+
+    def continue_text(self, prompt: str, rng: random.Random) -> Continuation:
+        question = self._find_question(prompt)
+        if question is None:
+            return Continuation("I do not know.\n" + EOS, (-3.0,) * 16)
+        reference = self.solutions[question].rstrip("\n").split("\n")
+        generated = prompt.split(question, 1)[1]
+        generated = generated[1:] if generated.startswith("\n") else generated
+        done = generated.split("\n")
+        finished_lines, partial = done[:-1], done[-1]
+        offset = _first_offset(finished_lines, reference)
+        parts: list[str] = []
+        logprobs: list[float] = []
+        for index in range(len(finished_lines), len(reference)):
+            line = reference[index]
+            if index == len(finished_lines) and partial:
+                line = line[len(partial) :] if line.startswith(partial) else ""
+            if offset is None and rng.random() < self.error_rate:
+                offset = rng.randint(1, 9)
+                line = _shift_last_number(line, offset)
+                lp = [-0.05] * len(line)
+                if lp:
+                    lp[-1] = -2.0
+            elif offset is not None:
+                if index == len(reference) - 1:
+                    line = _shift_last_number(line, offset)
+                lp = [-0.6] * len(line)
+            else:
+                lp = [-0.05] * len(line)
+            last = index == len(reference) - 1
+            parts.append(line + (EOS if last else "\n"))
+            logprobs.extend(lp + [-0.01])
+        return Continuation("".join(parts), tuple(logprobs))
+
+    def _find_question(self, prompt: str) -> str | None:
+        for key, question in self._prompt_cache.items():
+            if prompt.startswith(key):
+                return question
+        found = next((q for q in self.solutions if q in prompt), None)
+        if found is not None:
+            key = prompt[: prompt.index(found) + len(found)]
+            self._prompt_cache[key] = found
+        return found
+
+
+def _first_offset(lines: list[str], reference: list[str]) -> int | None:
+    for line, ref in zip(lines, reference, strict=False):
+        if line != ref:
+            return (_last_number(line) or 0) - (_last_number(ref) or 0) or 1
+    return None
+
+
+def _last_number(line: str) -> int | None:
+    digits = ""
+    for ch in reversed(line):
+        if ch.isdigit():
+            digits = ch + digits
+        elif digits:
+            break
+    return int(digits) if digits else None
+
+
+def _shift_last_number(line: str, offset: int) -> str:
+    value = _last_number(line)
+    if value is None:
+        return line
+    head = line[: line.rfind(str(value))]
+    return f"{head}{value + offset}"
+
+
+class ScriptedEngine:
+    """Character-level, deterministic engine driven by a policy."""
+
+    name = "scripted"
+
+    def __init__(
+        self,
+        policy: ScriptedPolicy | None = None,
+        *,
+        error_rate: float = 0.3,
+        seconds_per_token: float = 0.0,
+        fail_after: int | None = None,
+    ) -> None:
+        self.policy: ScriptedPolicy = policy or ReferencePolicy({}, error_rate)
+        self.seconds_per_token = seconds_per_token
+        self.fail_after = fail_after
+        self.requests: list[GenerationRequest] = []
+        self.aborted: list[str] = []
+        self.generated_tokens = 0
+        self._cached_blocks: set[tuple[int, ...]] = set()
+
+    def learn(self, solutions: Mapping[str, str]) -> None:
+        """Add reference solutions to the default policy."""
+        if isinstance(self.policy, ReferencePolicy):
+            self.policy.solutions.update(solutions)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def tokenize(self, text: str) -> tuple[int, ...]:
+        return tuple(ord(ch) + _OFFSET for ch in text)
+
+    def detokenize(self, token_ids: tuple[int, ...]) -> str:
+        return "".join(chr(t - _OFFSET) for t in token_ids if t >= _OFFSET)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        if self.fail_after is not None and len(self.requests) > self.fail_after:
+            raise EngineError(f"scripted engine died at request {request.request_id}")
+        prompt = self.detokenize(request.prompt_token_ids)
+        cached = self._cache_lookup(request.prompt_token_ids)
+        completions = []
+        for index in range(request.n):
+            seed = derive_seed(request.sampling.seed, request.request_id, index)
+            if request.sampling.seed is not None:
+                seed = derive_seed(request.sampling.seed, index)
+            rng = random.Random(seed)
+            completions.append(self._complete(prompt, rng, request))
+        longest = max((len(c.token_ids) for c in completions), default=0)
+        try:
+            if self.seconds_per_token:
+                await asyncio.sleep(self.seconds_per_token * longest)
+            else:
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self.aborted.append(request.request_id)
+            raise
+        self.generated_tokens += sum(len(c.token_ids) for c in completions)
+        return GenerationResult(
+            tuple(completions),
+            prompt_tokens=len(request.prompt_token_ids),
+            cached_prompt_tokens=cached,
+        )
+
+    def _complete(
+        self, prompt: str, rng: random.Random, request: GenerationRequest
+    ) -> Completion:
+        spec = request.sampling
+        cont = self.policy.continue_text(prompt, rng)
+        text, logprobs = cont.text, list(cont.logprobs)
+        finish: FinishReason = "length"
+        stop_reason: str | None = None
+        cut = len(text)
+        eos_at = text.find(EOS)
+        if eos_at >= 0:
+            cut, finish = eos_at, "stop"
+        for stop in spec.stop:
+            at = text.find(stop, 0, cut)
+            if at >= 0 and at + len(stop) <= cut:
+                end = at + len(stop)
+                if end <= cut:
+                    cut, finish, stop_reason = end, "stop", stop
+        if cut > spec.max_tokens:
+            cut, finish, stop_reason = spec.max_tokens, "length", None
+        kept = text[:cut]
+        if stop_reason is not None and not spec.include_stop_in_output:
+            kept = kept[: -len(stop_reason)]
+        token_ids = tuple(ord(ch) + _OFFSET for ch in text[:cut])
+        chosen = tuple(logprobs[:cut]) if spec.logprobs is not None else ()
+        tops: tuple[tuple[float, ...], ...] = ()
+        if spec.logprobs:
+            tops = tuple(
+                tuple(max(lp, -0.7) - 1.5 * r for r in range(spec.logprobs)) for lp in chosen
+            )
+        return Completion(
+            token_ids=token_ids,
+            text=kept,
+            finish_reason=finish,
+            stop_reason=stop_reason,
+            token_logprobs=chosen,
+            top_logprobs=tops,
+            prompt_tokens=len(request.prompt_token_ids),
+        )
+
+    def _cache_lookup(self, ids: tuple[int, ...]) -> int:
+        hits = 0
+        for end in range(_BLOCK, len(ids) + 1, _BLOCK):
+            block = ids[:end]
+            if block in self._cached_blocks:
+                hits = end
+            else:
+                self._cached_blocks.add(block)
+        return hits

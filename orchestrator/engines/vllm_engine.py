@@ -1,0 +1,197 @@
+"""In-process vLLM (``AsyncLLM``): the only module that imports vllm for generation.
+
+vLLM's Python API moves between releases; everything version-specific stays in this file and
+is translated into :mod:`orchestrator.engines.types` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from orchestrator.engines.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    SamplingSpec,
+)
+from orchestrator.errors import EngineError
+
+if TYPE_CHECKING:
+    from orchestrator.engines.config import VLLMEngineConfig
+
+
+class VLLMEngine:
+    """Drives one in-process ``AsyncLLM``; prompts are exact token ids, prefix caching on."""
+
+    name = "vllm"
+
+    def __init__(self, config: VLLMEngineConfig, base_dir: Path | None = None) -> None:
+        self.config = config
+        self.model_path = config.resolved_model(base_dir)
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._inflight: set[str] = set()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._llm is not None:
+            return
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        c = self.config
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            tokenizer=self.model_path,
+            dtype=c.dtype,
+            max_model_len=c.max_model_len,
+            gpu_memory_utilization=c.gpu_memory_utilization,
+            enforce_eager=c.enforce_eager,
+            enable_prefix_caching=True,
+            max_num_seqs=c.max_num_seqs,
+            seed=c.seed,
+            tensor_parallel_size=c.tensor_parallel_size,
+            disable_log_stats=True,
+        )
+        try:
+            self._llm = AsyncLLM.from_engine_args(args)
+        except Exception as exc:
+            raise EngineError(f"vLLM failed to start on {self.model_path}: {exc}") from exc
+        self._tokenizer = self._llm.get_tokenizer()
+
+    async def close(self) -> None:
+        """Abort every in-flight request, then shut the engine down."""
+        if self._llm is None:
+            return
+        if self._inflight:
+            await self._llm.abort(list(self._inflight))
+        self._llm.shutdown()
+        self._llm = None
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            raise EngineError("VLLMEngine used before start(); use `async with VLLMEngine(...)`")
+        return self._llm
+
+    async def tokenize(self, text: str) -> tuple[int, ...]:
+        self.llm  # noqa: B018 - raise early if not started
+        return tuple(int(t) for t in self._tokenizer.encode(text, add_special_tokens=True))
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        final: Any = None
+        async for output in self._run(request, stream=False):
+            final = output
+        if final is None:
+            raise EngineError(f"vLLM returned nothing for {request.request_id}")
+        return _to_result(final, request.sampling)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
+        """Cumulative results as tokens arrive; leaving the loop early aborts the request."""
+        async for output in self._run(request, stream=True):
+            yield _to_result(output, request.sampling)
+
+    async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncIterator[Any]:
+        from vllm.inputs import TokensPrompt
+
+        params = _sampling_params(request, stream=stream)
+        prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
+        rid = request.request_id
+        self._inflight.add(rid)
+        generator = self.llm.generate(prompt, params, request_id=rid)
+        try:
+            async for output in generator:
+                yield output
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise EngineError(f"vLLM failed request {rid}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._inflight.discard(rid)
+            await generator.aclose()  # aborts in the engine if it had not finished
+
+
+def _sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    s = request.sampling
+    return SamplingParams(
+        n=request.n,
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
+        seed=s.seed,
+        stop=list(s.stop) or None,
+        include_stop_str_in_output=s.include_stop_in_output,
+        logprobs=s.logprobs,
+        output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def _to_result(output: Any, sampling: SamplingSpec) -> GenerationResult:
+    prompt_tokens = len(output.prompt_token_ids or ())
+    cached = int(output.num_cached_tokens or 0)
+    completions = tuple(
+        _to_completion(c, sampling, prompt_tokens, cached)
+        for c in sorted(output.outputs, key=lambda c: c.index)
+    )
+    return GenerationResult(completions, prompt_tokens=prompt_tokens, cached_prompt_tokens=cached)
+
+
+def _to_completion(c: Any, sampling: SamplingSpec, prompt_tokens: int, cached: int) -> Completion:
+    token_ids = tuple(int(t) for t in c.token_ids)
+    chosen: tuple[float, ...] = ()
+    tops: tuple[tuple[float, ...], ...] = ()
+    if sampling.logprobs is not None and c.logprobs is not None:
+        chosen, tops = _read_logprobs(c.logprobs, token_ids, sampling.logprobs)
+    reason: FinishReason = c.finish_reason if c.finish_reason in ("stop", "length") else "abort"
+    if c.finish_reason is None:
+        reason = "abort"
+    return Completion(
+        token_ids=token_ids,
+        text=c.text,
+        finish_reason=reason,
+        stop_reason=c.stop_reason,
+        token_logprobs=chosen,
+        top_logprobs=tops,
+        prompt_tokens=prompt_tokens,
+        cached_prompt_tokens=cached,
+    )
+
+
+def _read_logprobs(
+    positions: Sequence[Any], token_ids: tuple[int, ...], k: int
+) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+    chosen: list[float] = []
+    tops: list[tuple[float, ...]] = []
+    for token_id, position in zip(token_ids, positions, strict=False):
+        if position is None:
+            chosen.append(0.0)
+            tops.append(())
+            continue
+        picked = position.get(token_id)
+        chosen.append(float(picked.logprob) if picked is not None else float("-inf"))
+        ranked = sorted(
+            (lp for lp in position.values() if lp.rank is not None and lp.rank <= k),
+            key=lambda lp: lp.rank,
+        )
+        tops.append(tuple(float(lp.logprob) for lp in ranked))
+    return tuple(chosen), tuple(tops)

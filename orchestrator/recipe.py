@@ -1,0 +1,171 @@
+"""Recipes: one YAML file = engine + strategy + scorers + sampling + budget + data.
+
+The YAML maps one to one onto :class:`Recipe`. The strategy, scorer and engine sections are
+validated by the config model their registered name selects, and every error names the
+file, the key path, the bad value and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+import orchestrator.catalog  # noqa: F401 - registers the built-ins
+from orchestrator.budget import Budget
+from orchestrator.engines.config import ENGINES, EngineConfig
+from orchestrator.engines.types import SamplingSpec
+from orchestrator.errors import RecipeError, RegistryError
+from orchestrator.scoring import SCORERS, ScorerConfig
+from strategies.base import STRATEGIES, StrategyConfig
+from verifiers.answers import AnswerSpec
+
+
+class DatasetSpec(BaseModel):
+    """Where the problems come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="JSONL file (relative to the recipe).")
+    format: Literal["branchwise", "gsm8k"] = Field(
+        "branchwise",
+        description="branchwise: id/question/answer[/solution]; gsm8k: question/answer '#### x'.",
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first `limit` problems.")
+
+
+class Recipe(BaseModel):
+    """A complete, validated description of a search run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: EngineConfig = Field(description="The policy engine (kind: vllm/openai/scripted).")
+    strategy: StrategyConfig = Field(description="The strategy and its hyperparameters.")
+    scorers: list[ScorerConfig] = Field(default_factory=list, description="Verifiers and RMs.")
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Sampling defaults.")
+    step_delimiter: str = Field("\n", min_length=1, description="Text that ends a step.")
+    prompt_template: str = Field("{question}\n", description="Prompt; `{question}` is filled.")
+    answer: AnswerSpec = Field(default_factory=AnswerSpec, description="Answer extraction.")
+    budget: Budget = Field(default_factory=Budget, description="Per-problem limits.")
+    seed: int = Field(0, description="Run seed; per-node seeds derive from it.")
+    concurrency: int = Field(64, ge=1, description="Problems searched at once.")
+    dataset: DatasetSpec | None = Field(None, description="Problems for `branchwise run`.")
+    base_dir: Path = Field(
+        default_factory=Path.cwd, exclude=True, description="Folder relative paths start from."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_registered(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("engine"), dict):
+            data["engine"] = _validate_entry(ENGINES, data["engine"], "engine", "kind", None)
+        if isinstance(data.get("strategy"), dict):
+            data["strategy"] = _validate_entry(
+                STRATEGIES, data["strategy"], "strategy", "name", "config_model"
+            )
+        if isinstance(data.get("scorers"), list):
+            data["scorers"] = [
+                _validate_entry(SCORERS, entry, f"scorers.{i}", "kind", "config_model")
+                if isinstance(entry, dict)
+                else entry
+                for i, entry in enumerate(data["scorers"])
+            ]
+        return data
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Recipe:
+        names = [s.alias for s in self.scorers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"scorers: duplicate names {dupes}; give each a distinct `name`")
+        for field_name in ("scorer", "value_scorer", "verifier"):
+            wanted = getattr(self.strategy, field_name, None)
+            if isinstance(wanted, str) and wanted not in names:
+                raise ValueError(
+                    f"strategy.{field_name}: {wanted!r} is not a scorer in this recipe "
+                    f"(scorers: {names or 'none'})"
+                )
+        if "{question}" not in self.prompt_template:
+            raise ValueError("prompt_template: must contain {question}")
+        return self
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the recipe, relative to the recipe's folder."""
+        path = Path(relative)
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+def _validate_entry(
+    registry: Any, entry: dict[str, Any], where: str, key: str, attr: str | None
+) -> BaseModel:
+    name = entry.get(key)
+    if not isinstance(name, str):
+        raise RecipeError(f"{where}.{key}: missing; expected one of {registry.names()}")
+    try:
+        target = registry.get(name)
+    except RegistryError as exc:
+        raise RecipeError(f"{where}.{key}: {exc}") from None
+    model = getattr(target, attr) if attr else target
+    try:
+        validated: BaseModel = model.model_validate(entry)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(exc, where)) from None
+    return validated
+
+
+def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        path = ".".join(p for p in (prefix, loc) if p)
+        got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key")
+        else:
+            lines.append(f"{path or '<recipe>'}: {err['msg']}{got}")
+    return "; ".join(lines)
+
+
+def parse_recipe(data: dict[str, Any], *, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+    """Validate a recipe mapping; errors name ``source`` and the key path."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping, got {type(data).__name__}")
+    payload = dict(data)
+    payload["base_dir"] = base_dir or Path.cwd()
+    try:
+        return Recipe.model_validate(payload)
+    except RecipeError as exc:
+        raise RecipeError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        raise RecipeError(f"{source}: {_format_errors(exc)}") from None
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a YAML recipe; relative paths in it start at its folder."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise RecipeError(f"{file}: cannot read recipe: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{file}: not valid YAML: {exc}") from None
+    if overrides:
+        data = _merge(data if isinstance(data, dict) else {}, overrides)
+    return parse_recipe(data, source=str(file), base_dir=file.resolve().parent)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,95 @@
+"""Per-problem results and the append-only, crash-safe result store.
+
+Each finished problem is one JSON line, flushed and fsynced before the next is written, so a
+killed run loses at most the problem in flight. A torn last line (a crash mid-write) is
+ignored on resume and that problem runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.graph import SearchGraph
+
+
+@dataclass
+class ProblemResult:
+    """The outcome of one problem's search."""
+
+    problem_id: str
+    answer: str | None
+    node_id: str | None = None
+    reference: str | None = None
+    correct: bool | None = None
+    usage: dict[str, float | int] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    graph: SearchGraph | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_record(self, *, with_trace: bool = False) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "problem_id": self.problem_id,
+            "answer": self.answer,
+            "node_id": self.node_id,
+            "reference": self.reference,
+            "correct": self.correct,
+            "usage": self.usage,
+            "detail": self.detail,
+            "error": self.error,
+        }
+        if with_trace and self.graph is not None:
+            record["trace"] = self.graph.to_dict()
+        return record
+
+
+class ResultStore:
+    """Append-only JSONL of finished problems, keyed by problem id."""
+
+    def __init__(self, path: str | Path, *, with_traces: bool = False) -> None:
+        self.path = Path(path)
+        self.with_traces = with_traces
+        self.records: dict[str, dict[str, Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn final line from a crash: that problem simply reruns
+            if isinstance(record, dict) and "problem_id" in record:
+                self.records[str(record["problem_id"])] = record
+
+    def done(self, problem_id: str) -> bool:
+        return problem_id in self.records
+
+    def append(self, result: ProblemResult) -> None:
+        record = result.to_record(with_trace=self.with_traces)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records[result.problem_id] = record
+
+    def _repair_tail(self) -> None:
+        """Cut a torn last line so new records never glue onto it."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with self.path.open("rb+") as handle:
+            data = handle.read()
+            if data.endswith(b"\n"):
+                return
+            cut = data.rfind(b"\n") + 1
+            handle.truncate(cut)

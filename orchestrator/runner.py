@@ -1,0 +1,164 @@
+"""The orchestrator: runs a recipe's strategy over many problems on one shared engine.
+
+Problems run concurrently up to ``recipe.concurrency``, so requests from many searches share
+the engine's continuous batching. A problem that fails is recorded with its error and the
+rest go on; cancelling the run cancels every search, which aborts their engine requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from orchestrator.budget import BudgetTracker
+from orchestrator.context import SearchContext
+from orchestrator.engines.base import Engine
+from orchestrator.errors import BudgetExhausted
+from orchestrator.problem import Problem
+from orchestrator.recipe import Recipe
+from orchestrator.results import ProblemResult
+from orchestrator.scoring import SCORERS, Scorer, ScorerResources
+from strategies.base import STRATEGIES
+from verifiers.reference import answers_match
+
+log = logging.getLogger(__name__)
+_run_ids = itertools.count()
+
+
+def build_scorers(recipe: Recipe, engine: Engine | None) -> dict[str, Scorer]:
+    resources = ScorerResources(engine=engine, base_dir=recipe.base_dir)
+    scorers: dict[str, Scorer] = {}
+    for config in recipe.scorers:
+        scorers[config.alias] = SCORERS.get(config.kind)(config, resources)
+    return scorers
+
+
+class Orchestrator:
+    """Owns an engine and the scorers of one recipe; use as ``async with``."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        engine: Engine | None = None,
+        scorers: dict[str, Scorer] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self._owns_engine = engine is None
+        self.engine: Engine = engine or recipe.engine.build(recipe.base_dir)
+        self.scorers = scorers if scorers is not None else build_scorers(recipe, self.engine)
+        self.run_id = f"bw{next(_run_ids)}"
+
+    async def __aenter__(self) -> Self:
+        if self._owns_engine:
+            await self.engine.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for scorer in self.scorers.values():
+            await scorer.aclose()
+        if self._owns_engine:
+            await self.engine.__aexit__(exc_type, exc, tb)
+
+    async def solve(self, problem: Problem) -> ProblemResult:
+        """Search one problem; errors become a failed result, never an exception."""
+        learn: Callable[[dict[str, str]], None] | None = getattr(self.engine, "learn", None)
+        if learn is not None and problem.solution is not None:
+            learn({problem.question: problem.solution})
+        tracker = BudgetTracker(self.recipe.budget)
+        ctx: SearchContext | None = None
+        try:
+            prompt = problem.prompt(self.recipe.prompt_template)
+            prompt_ids = await self.engine.tokenize(prompt)
+            ctx = SearchContext(
+                problem=problem,
+                prompt=prompt,
+                prompt_token_ids=prompt_ids,
+                engine=self.engine,
+                sampling=self.recipe.sampling,
+                step_delimiter=self.recipe.step_delimiter,
+                scorers=self.scorers,
+                budget=tracker,
+                answer_spec=self.recipe.answer,
+                seed=self.recipe.seed,
+                run_id=self.run_id,
+            )
+            strategy = STRATEGIES.get(self.recipe.strategy.name)(self.recipe.strategy)
+            try:
+                outcome = await strategy.search(ctx)
+            except BudgetExhausted:
+                outcome = strategy.anytime(ctx)
+            correct = None
+            if problem.reference is not None:
+                correct = answers_match(outcome.answer, problem.reference)
+            return ProblemResult(
+                problem_id=problem.id,
+                answer=outcome.answer,
+                node_id=outcome.node_id,
+                reference=problem.reference,
+                correct=correct,
+                usage=tracker.finish().to_dict(),
+                detail=outcome.detail,
+                graph=ctx.graph,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("problem %s failed: %s", problem.id, exc)
+            return ProblemResult(
+                problem_id=problem.id,
+                answer=None,
+                reference=problem.reference,
+                usage=tracker.finish().to_dict(),
+                error=f"{type(exc).__name__}: {exc}",
+                graph=ctx.graph if ctx is not None else None,
+            )
+
+    async def stream(self, problems: Iterable[Problem]) -> AsyncIterator[ProblemResult]:
+        """Yield results as problems finish, with at most ``concurrency`` in flight."""
+        queue: asyncio.Queue[ProblemResult] = asyncio.Queue()
+        pending = iter(problems)
+        limit = self.recipe.concurrency
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def run_one(problem: Problem) -> None:
+            await queue.put(await self.solve(problem))
+
+        def start_next() -> bool:
+            problem = next(pending, None)
+            if problem is None:
+                return False
+            task = asyncio.create_task(run_one(problem), name=f"problem:{problem.id}")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return True
+
+        try:
+            outstanding = 0
+            while outstanding < limit and start_next():
+                outstanding += 1
+            while outstanding:
+                result = await queue.get()
+                outstanding -= 1
+                yield result
+                if start_next():
+                    outstanding += 1
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run(self, problems: Sequence[Problem]) -> list[ProblemResult]:
+        """All results, in the order of ``problems``."""
+        by_id = {r.problem_id: r async for r in self.stream(problems)}
+        return [by_id[p.id] for p in problems]

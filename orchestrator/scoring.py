@@ -1,0 +1,88 @@
+"""The scorer protocol shared by verifiers and reward models.
+
+A scorer sees :class:`Candidate` views of nodes (the path's steps, text, answer, logprobs),
+never the graph, and returns one :class:`Score` per candidate, in order. Step-level scorers
+fill ``Score.step_values`` with one value per step. The search context memoises scores per
+node, so a scorer is never asked twice about the same node.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.graph import Score
+from orchestrator.problem import Problem
+from orchestrator.registry import Registry
+
+if TYPE_CHECKING:
+    from orchestrator.engines.base import Engine
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a scorer may look at: one node's whole path from the prompt."""
+
+    node_id: str
+    prompt: str
+    steps: tuple[str, ...]
+    answer: str | None
+    terminal: bool
+    token_logprobs: tuple[float, ...] = ()
+    top_logprobs: tuple[tuple[float, ...], ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+
+class ScorerConfig(BaseModel):
+    """Common fields of every scorer entry in a recipe's ``scorers`` list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(description="Registered scorer kind (see `branchwise scorers`).")
+    name: str | None = Field(None, description="Name strategies use; defaults to the kind.")
+
+    @property
+    def alias(self) -> str:
+        return self.name or self.kind
+
+
+@dataclass
+class ScorerResources:
+    """Things a scorer may need to build itself: the policy engine and the recipe folder."""
+
+    engine: Engine | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+
+class Scorer(ABC):
+    """Base class of verifiers and reward models (the registry checks subclassing)."""
+
+    config_model: ClassVar[type[ScorerConfig]] = ScorerConfig
+    description: ClassVar[str] = ""
+    step_level: ClassVar[bool] = False
+
+    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+        self.config = config
+        self.resources = resources
+
+    @property
+    def name(self) -> str:
+        return self.config.alias
+
+    @abstractmethod
+    async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
+        """One score per candidate, in order; raise only if the whole batch failed."""
+
+    async def aclose(self) -> None:
+        """Release models or clients; the default has nothing to release."""
+
+
+SCORERS: Registry[Scorer] = Registry("scorer", Scorer)

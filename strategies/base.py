@@ -1,0 +1,62 @@
+"""The strategy contract: a pydantic config plus ``async search(ctx) -> SearchResult``.
+
+A strategy talks only to the :class:`~orchestrator.context.SearchContext`. If it runs out of
+budget mid-search, the runner catches :class:`BudgetExhausted` and asks :meth:`anytime` for
+the best answer the graph holds so far.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.registry import Registry
+from strategies.selection import majority_vote
+
+if TYPE_CHECKING:
+    from orchestrator.context import SearchContext
+
+
+class StrategyConfig(BaseModel):
+    """Base of every strategy's config; ``name`` selects the registered strategy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Registered strategy name (see `branchwise strategies`).")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A strategy's answer, the node it came from, and strategy-specific facts."""
+
+    answer: str | None
+    node_id: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """Base class of all strategies (the registry checks subclassing)."""
+
+    config_model: ClassVar[type[StrategyConfig]] = StrategyConfig
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: StrategyConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    async def search(self, ctx: SearchContext) -> SearchResult:
+        """Run the search for one problem."""
+
+    def anytime(self, ctx: SearchContext) -> SearchResult:
+        """Best answer so far when the budget ran out: a vote over finished nodes."""
+        finished = [n for n in ctx.graph.terminals() if n.answer is not None]
+        vote = majority_vote(finished)
+        return SearchResult(
+            answer=vote.answer, node_id=vote.node_id, detail={"anytime": True, **vote.detail}
+        )
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy", Strategy)

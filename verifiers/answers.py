@@ -1,0 +1,76 @@
+"""Final-answer extraction and light normalisation, shared by voting and grading."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ExtractionMethod = Literal["answer_line", "last_number", "boxed", "gsm8k", "regex"]
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$")
+_GSM8K = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+
+
+class AnswerSpec(BaseModel):
+    """How a final answer is read from a solution text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: ExtractionMethod = Field(
+        "answer_line",
+        description="answer_line: 'Answer: X'; last_number; boxed: \\boxed{X}; gsm8k: '#### X'; "
+        "regex: the first group of `pattern`.",
+    )
+    pattern: str | None = Field(None, description="Regex for method=regex (first group wins).")
+
+
+def extract_answer(text: str, spec: AnswerSpec | None = None) -> str | None:
+    """The normalised final answer in ``text``, or None when it has none."""
+    spec = spec or AnswerSpec()
+    raw: str | None
+    if spec.method == "answer_line":
+        matches = _ANSWER_LINE.findall(text)
+        raw = matches[-1] if matches else None
+    elif spec.method == "gsm8k":
+        matches = _GSM8K.findall(text)
+        raw = matches[-1] if matches else None
+    elif spec.method == "boxed":
+        raw = _last_boxed(text)
+    elif spec.method == "last_number":
+        numbers = _NUMBER.findall(text)
+        raw = numbers[-1] if numbers else None
+    else:
+        if spec.pattern is None:
+            raise ValueError("answer method 'regex' needs a pattern")
+        found = re.search(spec.pattern, text)
+        raw = found.group(1) if found else None
+    return normalise_answer(raw) if raw is not None else None
+
+
+def normalise_answer(raw: str) -> str | None:
+    """Strip decoration so '1,000.' and '1000' vote together; None if nothing is left."""
+    value = raw.strip().rstrip(".").strip()
+    if value.startswith("$") and value.endswith("$") and len(value) > 1:
+        value = value[1:-1].strip()
+    if _NUMBER.fullmatch(value):
+        value = value.replace(",", "")
+        if "." in value:
+            value = value.rstrip("0").rstrip(".")
+        if value in {"-0", ""}:
+            value = "0"
+    return value or None
+
+
+def _last_boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 1, start + len("\\boxed{")
+    begin = i
+    while i < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    return text[begin : i - 1] if depth == 0 else None

@@ -1,0 +1,35 @@
+"""Grading against the problem's reference answer (an oracle: for evaluation and coverage)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchestrator.graph import Score
+from orchestrator.problem import Problem
+from orchestrator.scoring import Candidate, Scorer
+from verifiers.answers import normalise_answer
+
+
+def answers_match(answer: str | None, reference: str | None) -> bool:
+    """Exact match after normalisation; None never matches."""
+    if answer is None or reference is None:
+        return False
+    return normalise_answer(answer) == normalise_answer(reference)
+
+
+class ReferenceAnswer(Scorer):
+    """1.0 when the candidate's final answer equals the reference, else 0.0.
+
+    It reads the reference, so it is an oracle: use it to grade or to measure coverage,
+    not to steer a search you report as fair.
+    """
+
+    description = "Oracle: 1 if the extracted answer equals the problem's reference answer."
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
+        if problem.reference is None:
+            raise ValueError(f"problem {problem.id} has no reference answer")
+        return [
+            Score(value=1.0 if answers_match(c.answer, problem.reference) else 0.0)
+            for c in candidates
+        ]
