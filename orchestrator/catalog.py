@@ -15,6 +15,7 @@ _BUILTIN_STRATEGIES = {
 
 _BUILTIN_SCORERS = {
     "reference_answer": "verifiers.reference:ReferenceAnswer",
+    "reference_steps": "verifiers.reference:ReferenceSteps",
     "mean_logprob": "rewards.intrinsic:MeanLogprob",
 }
 

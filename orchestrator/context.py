@@ -200,7 +200,7 @@ class SearchContext:
         return Candidate(
             node_id=node.id,
             prompt=path[0].text,
-            steps=tuple(n.text for n in path[1:]),
+            steps=split_steps("".join(n.text for n in path[1:]), self.step_delimiter),
             answer=node.answer,
             terminal=node.terminal,
             token_logprobs=tuple(logprobs),
@@ -267,6 +267,15 @@ class SearchContext:
             text = self.graph.solution_text(parent.id) + c.text
             node = _with_answer(node, extract_answer(text, self.answer_spec))
         return node
+
+
+def split_steps(text: str, delimiter: str) -> tuple[str, ...]:
+    """Steps of a solution text, each keeping its delimiter; an empty tail is dropped."""
+    parts = text.split(delimiter)
+    steps = [part + delimiter for part in parts[:-1]]
+    if parts[-1]:
+        steps.append(parts[-1])
+    return tuple(steps)
 
 
 def _with_answer(node: Node, answer: str | None) -> Node:

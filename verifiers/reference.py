@@ -33,3 +33,30 @@ class ReferenceAnswer(Scorer):
             Score(value=1.0 if answers_match(c.answer, problem.reference) else 0.0)
             for c in candidates
         ]
+
+
+class ReferenceSteps(Scorer):
+    """Oracle step scores: step i is 1.0 while the path matches the reference solution.
+
+    Once a step departs from the reference, it and every later step score 0.0. It needs the
+    problem's ``solution`` (one step per line) and is meant for tests and for measuring how
+    far a learned PRM is from perfect.
+    """
+
+    description = "Oracle PRM: 1 per step while the path follows the reference solution."
+    step_level = True
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
+        if problem.solution is None:
+            raise ValueError(f"problem {problem.id} has no reference solution")
+        reference = [line.strip() for line in problem.solution.strip().split("\n")]
+        scores = []
+        for c in candidates:
+            values: list[float] = []
+            on_track = True
+            for index, step in enumerate(c.steps):
+                expected = reference[index] if index < len(reference) else None
+                on_track = on_track and step.strip() == expected
+                values.append(1.0 if on_track else 0.0)
+            scores.append(Score(value=values[-1] if values else None, step_values=tuple(values)))
+        return scores

@@ -1,0 +1,202 @@
+"""OpenAI-compatible ``/v1/completions`` on one or several vLLM servers.
+
+Prompts go as token ids, so a child extends its parent's exact tokens on the server too.
+Transient failures (5xx, time-outs, refused connections) are retried with exponential
+backoff, on the next server when there are several. A rate limit (asyncio-throttle) and a
+concurrency cap protect the fleet; requests of one problem stick to one server (affinity) so
+that its prefix cache is reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import httpx
+from asyncio_throttle import Throttler
+
+from orchestrator.engines.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+)
+from orchestrator.errors import EngineError, EngineTimeout
+
+if TYPE_CHECKING:
+    from orchestrator.engines.config import OpenAIEngineConfig
+
+_RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
+
+
+class OpenAIEngine:
+    """Engine over HTTP; each server keeps a count of requests in flight for load spread."""
+
+    name = "openai"
+
+    def __init__(self, config: OpenAIEngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.servers = [url.rstrip("/") for url in config.base_urls]
+        self._inflight = [0] * len(self.servers)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._limit = asyncio.Semaphore(config.max_concurrency)
+        self._throttle = (
+            Throttler(rate_limit=max(1, round(config.requests_per_second)), period=1.0)
+            if config.requests_per_second
+            else None
+        )
+        self.retries = 0
+
+    async def __aenter__(self) -> Self:
+        headers = {}
+        if self.config.api_key_env:
+            key = os.environ.get(self.config.api_key_env)
+            if not key:
+                raise EngineError(f"environment variable {self.config.api_key_env} is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.AsyncClient(
+            timeout=self.config.timeout,
+            headers=headers,
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=self.config.max_concurrency),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise EngineError("OpenAIEngine used outside `async with`")
+        return self._client
+
+    async def tokenize(self, text: str) -> tuple[int, ...]:
+        body = {"model": self.config.model, "prompt": text, "add_special_tokens": True}
+        data = await self._post("/tokenize", body, affinity=None, request_id="tokenize")
+        return tuple(int(t) for t in data["tokens"])
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "prompt": list(request.prompt_token_ids),
+            "n": request.n,
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k,
+            "min_p": s.min_p,
+            "stop": list(s.stop),
+            "include_stop_str_in_output": s.include_stop_in_output,
+            "return_token_ids": True,
+            "return_tokens_as_token_ids": True,
+            "skip_special_tokens": True,
+        }
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.logprobs is not None:
+            body["logprobs"] = s.logprobs
+        data = await self._post(
+            "/v1/completions", body, affinity=request.affinity, request_id=request.request_id
+        )
+        return _to_result(data, request)
+
+    def _pick_server(self, affinity: str | None, attempt: int) -> int:
+        if affinity is not None:
+            digest = hashlib.blake2b(affinity.encode(), digest_size=4).digest()
+            return (int.from_bytes(digest, "big") + attempt) % len(self.servers)
+        least = min(self._inflight)
+        candidates = [i for i, load in enumerate(self._inflight) if load == least]
+        return candidates[attempt % len(candidates)]
+
+    async def _post(
+        self, path: str, body: dict[str, Any], *, affinity: str | None, request_id: str
+    ) -> dict[str, Any]:
+        delay = self.config.backoff_seconds
+        last_error = "no attempt made"
+        for attempt in range(self.config.max_retries + 1):
+            server = self._pick_server(affinity, attempt)
+            url = self.servers[server] + path
+            try:
+                async with self._limit:
+                    if self._throttle is not None:
+                        async with self._throttle:
+                            pass
+                    self._inflight[server] += 1
+                    try:
+                        response = await self.client.post(
+                            url, json=body, headers={"X-Request-Id": request_id}
+                        )
+                    finally:
+                        self._inflight[server] -= 1
+            except httpx.TimeoutException:
+                last_error = f"timed out after {self.config.timeout}s at {url}"
+                timed_out = True
+            except _RETRYABLE as exc:
+                last_error = f"{type(exc).__name__} at {url}: {exc}"
+                timed_out = False
+            else:
+                if response.status_code < 400:
+                    payload: dict[str, Any] = response.json()
+                    return payload
+                detail = response.text[:300]
+                if response.status_code < 500:
+                    raise EngineError(f"{url} rejected request {request_id}: "
+                                      f"{response.status_code} {detail}")
+                last_error = f"{url} answered {response.status_code}: {detail}"
+                timed_out = False
+            if attempt < self.config.max_retries:
+                self.retries += 1
+                await asyncio.sleep(delay)
+                delay *= 2
+        message = f"request {request_id} failed after {self.config.max_retries + 1} tries: {last_error}"
+        raise EngineTimeout(message) if timed_out else EngineError(message)
+
+
+def _to_result(data: dict[str, Any], request: GenerationRequest) -> GenerationResult:
+    usage = data.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    prompt_tokens = int(usage.get("prompt_tokens") or len(request.prompt_token_ids))
+    cached = int(details.get("cached_tokens") or 0)
+    k = request.sampling.logprobs
+    completions = []
+    for choice in sorted(data["choices"], key=lambda c: c["index"]):
+        chosen: tuple[float, ...] = ()
+        tops: tuple[tuple[float, ...], ...] = ()
+        logprobs = choice.get("logprobs")
+        if k is not None and logprobs:
+            chosen = tuple(
+                float(v) if v is not None else 0.0 for v in logprobs.get("token_logprobs") or []
+            )
+            tops = tuple(
+                tuple(sorted((float(v) for v in (top or {}).values()), reverse=True)[:k])
+                for top in logprobs.get("top_logprobs") or []
+            )
+        reason = choice.get("finish_reason")
+        finish: FinishReason = reason if reason in ("stop", "length") else "abort"
+        completions.append(
+            Completion(
+                token_ids=tuple(int(t) for t in choice.get("token_ids") or ()),
+                text=choice["text"],
+                finish_reason=finish,
+                stop_reason=choice.get("stop_reason"),
+                token_logprobs=chosen,
+                top_logprobs=tops,
+                prompt_tokens=prompt_tokens,
+                cached_prompt_tokens=cached,
+            )
+        )
+    return GenerationResult(tuple(completions), prompt_tokens=prompt_tokens,
+                            cached_prompt_tokens=cached)

@@ -1,0 +1,126 @@
+"""One real vLLM engine (and one `vllm serve` process) per test session.
+
+The in-process engine lives on its own event loop in a background thread; tests hand it
+coroutines through :meth:`EngineLoop.run`. That keeps the engine alive across tests without
+tying every test to one pytest-managed loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from orchestrator.engines.config import VLLMEngineConfig
+from orchestrator.engines.vllm_engine import VLLMEngine
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = REPO / "examples" / "testbed" / "models" / "policy"
+T = TypeVar("T")
+
+
+class EngineLoop:
+    """A private asyncio loop in a thread, owning one started VLLMEngine."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T] | Awaitable[T], timeout: float = 600) -> T:
+        future = asyncio.run_coroutine_threadsafe(_wrap(coro), self.loop)
+        return future.result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+async def _wrap(coro: Awaitable[T]) -> T:
+    return await coro
+
+
+def policy_config(**overrides: Any) -> VLLMEngineConfig:
+    values: dict[str, Any] = {
+        "model": str(POLICY),
+        "dtype": "float32",
+        "max_model_len": 256,
+        "gpu_memory_utilization": 0.1,
+        "enforce_eager": True,
+    }
+    values.update(overrides)
+    return VLLMEngineConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def engine_loop() -> Iterator[EngineLoop]:
+    loop = EngineLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(engine_loop: EngineLoop) -> Iterator[VLLMEngine]:
+    """The session's in-process vLLM engine on the testbed policy."""
+    if not (POLICY / "config.json").exists():
+        pytest.fail(f"testbed policy missing at {POLICY}; run examples/testbed/train_policy.py")
+    engine = VLLMEngine(policy_config())
+    engine_loop.run(engine.start())
+    yield engine
+    engine_loop.run(engine.close())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[str]:
+    """A `vllm serve`-equivalent OpenAI server on loopback; yields its base URL."""
+    port = _free_port()
+    (REPO / ".pytest_cache").mkdir(exist_ok=True)
+    log = open(REPO / ".pytest_cache" / "vllm_server.log", "w")  # noqa: SIM115
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(POLICY), "--served-model-name", "policy",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--max-model-len", "256",
+        "--gpu-memory-utilization", "0.1", "--enforce-eager",
+        "--enable-prompt-tokens-details", "--seed", "0",
+    ]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM server exited with {process.returncode}; see {log.name}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail(f"vLLM server not ready in 300 s; see {log.name}")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
