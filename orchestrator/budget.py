@@ -70,7 +70,9 @@ class BudgetTracker:
     def generated_tokens_left(self) -> int | None:
         if self.budget.max_generated_tokens is None:
             return None
-        return self.budget.max_generated_tokens - self.usage.generated_tokens - self._reserved_tokens
+        return (
+            self.budget.max_generated_tokens - self.usage.generated_tokens - self._reserved_tokens
+        )
 
     @property
     def exhausted(self) -> bool:

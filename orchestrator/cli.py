@@ -63,8 +63,9 @@ def _problems(recipe: Recipe, args: argparse.Namespace) -> list[Problem]:
     if recipe.dataset is None:
         raise BranchwiseError("the recipe has no `dataset`; pass --question")
     limit = args.limit or recipe.dataset.limit
-    return load_problems(recipe.resolve(recipe.dataset.path), format=recipe.dataset.format,
-                         limit=limit)
+    return load_problems(
+        recipe.resolve(recipe.dataset.path), format=recipe.dataset.format, limit=limit
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -22,8 +22,9 @@ from orchestrator.engines.types import (
 from orchestrator.errors import BudgetExhausted, EngineError
 from orchestrator.graph import Node, Score, SearchGraph
 from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer
+from orchestrator.scoring import Candidate, PairwiseScorer, Scorer
 from orchestrator.seeding import derive_seed
+from orchestrator.streaming import NodeStream
 from verifiers.answers import AnswerSpec, extract_answer
 
 
@@ -133,6 +134,116 @@ class SearchContext:
             temperature=temperature,
             logprobs=logprobs,
         )
+
+    def stream_expand(
+        self,
+        node: Node,
+        *,
+        one_step: bool = True,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> NodeStream:
+        """One child of ``node`` streamed token by token; use as ``async with``.
+
+        The child id and seed are fixed here, in call order; the budget is checked when
+        the block is entered (raising BudgetExhausted). See :class:`NodeStream` for how
+        partial and aborted children are recorded. Engines that cannot stream yield one
+        final result, so the same strategy still runs there (without early stopping).
+        """
+        spec = self._sampling_for(one_step, max_tokens, temperature, logprobs)
+        child_id = self.graph.reserve_child_ids(node.id, 1)[0]
+        seed = derive_seed(self.seed, self.problem.id, child_id)
+        request = GenerationRequest(
+            request_id=f"{self.run_id}:{self.problem.id}:{child_id}x1",
+            prompt_token_ids=self.graph.full_token_ids(node.id),
+            sampling=spec.model_copy(update={"seed": seed}),
+            n=1,
+            affinity=self.problem.id,
+        )
+        return NodeStream(self, node, child_id, request, one_step)
+
+    async def extend(
+        self, node: Node, token_ids: Sequence[int], *, token_logprobs: Sequence[float] = ()
+    ) -> Node:
+        """A child of ``node`` made of the given tokens, not sampled (``forced``).
+
+        It costs no generated tokens (token-level branching forces an alternative token, or
+        copies a prefix that was already paid for). Its text is decoded by the engine; a
+        forced end-of-sequence token makes it terminal with an extracted answer.
+        """
+        ids = tuple(token_ids)
+        if not ids:
+            raise ValueError("extend needs at least one token")
+        nodes_cap = self.budget.budget.max_nodes
+        if nodes_cap is not None and self.budget.usage.nodes + 1 > nodes_cap:
+            raise BudgetExhausted("node budget spent", problem_id=self.problem.id)
+        child_id = self.graph.reserve_child_ids(node.id, 1)[0]
+        text = await self._decode_after(node, ids)
+        eos = getattr(self.engine, "eos_token_id", None)
+        terminal = eos is not None and ids[-1] == eos
+        chosen = tuple(token_logprobs)
+        child = Node(
+            id=child_id,
+            parent_id=node.id,
+            depth=node.depth + 1,
+            token_ids=ids,
+            text=text,
+            token_logprobs=chosen,
+            cum_logprob=node.cum_logprob + sum(chosen),
+            finish_reason="stop" if terminal else None,
+            terminal=terminal,
+            forced=True,
+        )
+        if terminal:
+            whole = self.graph.solution_text(node.id) + text
+            child = _with_answer(child, extract_answer(whole, self.answer_spec))
+        self.budget.usage.nodes += 1
+        return self.graph.add_child(child)
+
+    async def _decode_after(self, node: Node, ids: tuple[int, ...]) -> str:
+        decode = getattr(self.engine, "decode", None)
+        if decode is None:
+            raise EngineError(
+                f"engine {self.engine.name!r} cannot decode tokens, which ctx.extend needs",
+                problem_id=self.problem.id,
+            )
+        # Decode in context: some tokenizers write a token differently after a prefix.
+        prefix = self.graph.full_token_ids(node.id)
+        head = str(await decode(prefix))
+        whole = str(await decode(prefix + ids))
+        return whole[len(head) :] if whole.startswith(head) else str(await decode(ids))
+
+    async def compare(self, pairs: Sequence[tuple[Node, Node]], scorer: str) -> list[Score]:
+        """A pairwise scorer's verdict on each pair (no memo: ask each pair once).
+
+        Each pair counts as one scorer call. A failing scorer yields error scores for the
+        whole batch, never plausible values.
+        """
+        found = self.scorers.get(scorer)
+        if found is None:
+            known = ", ".join(sorted(self.scorers)) or "none configured"
+            raise KeyError(f"strategy asked for scorer {scorer!r}; recipe has: {known}")
+        if not isinstance(found, PairwiseScorer):
+            raise TypeError(
+                f"scorer {scorer!r} ({found.config.kind}) cannot compare pairs; "
+                "it must be a PairwiseScorer"
+            )
+        if not pairs:
+            return []
+        self.budget.check_scoring(len(pairs))
+        self.budget.usage.scorer_calls += len(pairs)
+        views = [(self.candidate(a), self.candidate(b)) for a, b in pairs]
+        try:
+            scores = await found.compare(self.problem, views)
+            if len(scores) != len(pairs):
+                raise ValueError(f"returned {len(scores)} scores for {len(pairs)} pairs")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # recorded as errors; the strategy decides what to do
+            error = f"{scorer}: {type(exc).__name__}: {exc}"
+            scores = [Score(value=None, error=error) for _ in pairs]
+        return scores
 
     async def score(self, nodes: Sequence[Node], scorer: str) -> list[Score]:
         """Scores of ``nodes`` by the named scorer; each node is scored at most once."""

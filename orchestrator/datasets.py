@@ -14,7 +14,9 @@ from verifiers.answers import AnswerSpec, extract_answer
 
 
 def load_problems(
-    path: str | Path, *, format: Literal["branchwise", "gsm8k"] = "branchwise",
+    path: str | Path,
+    *,
+    format: Literal["branchwise", "gsm8k"] = "branchwise",
     limit: int | None = None,
 ) -> list[Problem]:
     """Problems from a JSONL file; a bad line raises naming the file and line number."""

@@ -51,6 +51,14 @@ class Node:
     answer: str | None = None
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    forced: bool = False
+    """Tokens placed by the strategy (``ctx.extend``), not sampled: they cost no generated
+    tokens, so token accounting skips them."""
+
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens the engine sampled for this node (0 for forced nodes)."""
+        return 0 if self.forced else len(self.token_ids)
 
     @property
     def segment_logprob(self) -> float:
@@ -188,6 +196,7 @@ class SearchGraph:
                     "cum_logprob": round(node.cum_logprob, 6),
                     "finish_reason": node.finish_reason,
                     "terminal": node.terminal,
+                    "forced": node.forced,
                     "answer": node.answer,
                     "status": state.status,
                     "error": state.error,

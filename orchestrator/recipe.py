@@ -131,7 +131,9 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def parse_recipe(data: dict[str, Any], *, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+def parse_recipe(
+    data: dict[str, Any], *, source: str = "<recipe>", base_dir: Path | None = None
+) -> Recipe:
     """Validate a recipe mapping; errors name ``source`` and the key path."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping, got {type(data).__name__}")

@@ -11,7 +11,7 @@ import difflib
 import importlib
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from orchestrator.errors import RegistryError
 
@@ -21,7 +21,7 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to subclasses of ``base``; rejects duplicates and suggests near names."""
 
-    def __init__(self, kind: str, base: type[T]) -> None:
+    def __init__(self, kind: str, base: type[Any]) -> None:
         self.kind = kind
         self.base = base
         self._entries: dict[str, type[T] | str] = {}

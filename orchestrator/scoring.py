@@ -81,8 +81,25 @@ class Scorer(ABC):
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
         """One score per candidate, in order; raise only if the whole batch failed."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release models or clients; the default has nothing to release."""
+
+
+class PairwiseScorer(Scorer):
+    """A scorer that also judges pairs of candidates (MBR's judge utility, tournaments).
+
+    ``compare`` returns one :class:`Score` per pair whose value says how much the first
+    candidate agrees with (or is as good as) the second, in [0, 1]; ``symmetric`` promises
+    that swapping a pair gives the same value, so callers ask each unordered pair once.
+    """
+
+    symmetric: ClassVar[bool] = True
+
+    @abstractmethod
+    async def compare(
+        self, problem: Problem, pairs: Sequence[tuple[Candidate, Candidate]]
+    ) -> list[Score]:
+        """One score per pair, in order; raise only if the whole batch failed."""
 
 
 SCORERS: Registry[Scorer] = Registry("scorer", Scorer)

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import httpx
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 
 from orchestrator.engines.types import (
     Completion,
@@ -37,7 +37,9 @@ class OpenAIEngine:
 
     name = "openai"
 
-    def __init__(self, config: OpenAIEngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, config: OpenAIEngineConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.config = config
         self.servers = [url.rstrip("/") for url in config.base_urls]
         self._inflight = [0] * len(self.servers)
@@ -153,15 +155,18 @@ class OpenAIEngine:
                     return payload
                 detail = response.text[:300]
                 if response.status_code < 500:
-                    raise EngineError(f"{url} rejected request {request_id}: "
-                                      f"{response.status_code} {detail}")
+                    raise EngineError(
+                        f"{url} rejected request {request_id}: {response.status_code} {detail}"
+                    )
                 last_error = f"{url} answered {response.status_code}: {detail}"
                 timed_out = False
             if attempt < self.config.max_retries:
                 self.retries += 1
                 await asyncio.sleep(delay)
                 delay *= 2
-        message = f"request {request_id} failed after {self.config.max_retries + 1} tries: {last_error}"
+        message = (
+            f"request {request_id} failed after {self.config.max_retries + 1} tries: {last_error}"
+        )
         raise EngineTimeout(message) if timed_out else EngineError(message)
 
 
@@ -198,5 +203,6 @@ def _to_result(data: dict[str, Any], request: GenerationRequest) -> GenerationRe
                 cached_prompt_tokens=cached,
             )
         )
-    return GenerationResult(tuple(completions), prompt_tokens=prompt_tokens,
-                            cached_prompt_tokens=cached)
+    return GenerationResult(
+        tuple(completions), prompt_tokens=prompt_tokens, cached_prompt_tokens=cached
+    )

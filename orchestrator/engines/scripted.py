@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -31,10 +31,15 @@ _BLOCK = 16
 
 @dataclass(frozen=True)
 class Continuation:
-    """What the policy would write next: text (EOS marks the end) and per-char logprobs."""
+    """What the policy would write next: text (EOS marks the end) and per-char logprobs.
+
+    ``top_logprobs`` (optional, one tuple per char) replaces the engine's synthetic top-k
+    log-probabilities, so a test policy can make chosen positions confident or uncertain.
+    """
 
     text: str
     logprobs: tuple[float, ...]
+    top_logprobs: tuple[tuple[float, ...], ...] = ()
 
 
 class ScriptedPolicy(Protocol):
@@ -84,7 +89,7 @@ class ReferencePolicy:
                 lp = [-0.05] * len(line)
             last = index == len(reference) - 1
             parts.append(line + (EOS if last else "\n"))
-            logprobs.extend(lp + [-0.01])
+            logprobs.extend([*lp, -0.01])
         return Continuation("".join(parts), tuple(logprobs))
 
     def _find_question(self, prompt: str) -> str | None:
@@ -96,6 +101,20 @@ class ReferencePolicy:
             key = prompt[: prompt.index(found) + len(found)]
             self._prompt_cache[key] = found
         return found
+
+
+def _alternative_ids(token: int, count: int) -> tuple[int, ...]:
+    """Synthetic top-k token ids: the sampled token first, then nearby characters.
+
+    Digits get other digits as alternatives (so a fork changes a number), anything else the
+    next printable characters.
+    """
+    ch = chr(token - _OFFSET)
+    if ch.isdigit():
+        alts = [str((int(ch) + r) % 10) for r in range(count)]
+    else:
+        alts = [chr(32 + (ord(ch) - 32 + r) % 95) for r in range(count)]
+    return tuple(ord(a) + _OFFSET for a in alts)
 
 
 def _first_offset(lines: list[str], reference: list[str]) -> int | None:
@@ -163,10 +182,14 @@ class ScriptedEngine:
     async def tokenize(self, text: str) -> tuple[int, ...]:
         return tuple(ord(ch) + _OFFSET for ch in text)
 
-    def detokenize(self, token_ids: tuple[int, ...]) -> str:
+    def detokenize(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(t - _OFFSET) for t in token_ids if t >= _OFFSET)
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of token ids (the async form engines share)."""
+        return self.detokenize(token_ids)
+
+    def _sample_all(self, request: GenerationRequest) -> tuple[list[Completion], int]:
         self.requests.append(request)
         if self.fail_after is not None and len(self.requests) > self.fail_after:
             raise EngineError(f"scripted engine died at request {request.request_id}")
@@ -179,6 +202,10 @@ class ScriptedEngine:
                 seed = derive_seed(request.sampling.seed, index)
             rng = random.Random(seed)
             completions.append(self._complete(prompt, rng, request))
+        return completions, cached
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        completions, cached = self._sample_all(request)
         longest = max((len(c.token_ids) for c in completions), default=0)
         try:
             if self.seconds_per_token:
@@ -195,9 +222,7 @@ class ScriptedEngine:
             cached_prompt_tokens=cached,
         )
 
-    def _complete(
-        self, prompt: str, rng: random.Random, request: GenerationRequest
-    ) -> Completion:
+    def _complete(self, prompt: str, rng: random.Random, request: GenerationRequest) -> Completion:
         spec = request.sampling
         cont = self.policy.continue_text(prompt, rng)
         text, logprobs = cont.text, list(cont.logprobs)
@@ -221,9 +246,16 @@ class ScriptedEngine:
         token_ids = tuple(ord(ch) + _OFFSET for ch in text[:cut])
         chosen = tuple(logprobs[:cut]) if spec.logprobs is not None else ()
         tops: tuple[tuple[float, ...], ...] = ()
+        top_ids: tuple[tuple[int, ...], ...] = ()
         if spec.logprobs:
-            tops = tuple(
-                tuple(max(lp, -0.7) - 1.5 * r for r in range(spec.logprobs)) for lp in chosen
+            k = spec.logprobs
+            if cont.top_logprobs:
+                tops = tuple(tuple(top[:k]) for top in cont.top_logprobs[:cut])
+            else:
+                tops = tuple(tuple(max(lp, -0.7) - 1.5 * r for r in range(k)) for lp in chosen)
+            top_ids = tuple(
+                _alternative_ids(token, len(top))
+                for token, top in zip(token_ids, tops, strict=True)
             )
         return Completion(
             token_ids=token_ids,
@@ -232,7 +264,55 @@ class ScriptedEngine:
             stop_reason=stop_reason,
             token_logprobs=chosen,
             top_logprobs=tops,
+            top_token_ids=top_ids,
             prompt_tokens=len(request.prompt_token_ids),
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
+        """Cumulative results one token step at a time, as :meth:`VLLMEngine.stream` yields.
+
+        Each step takes ``seconds_per_token``, so aborting mid-stream happens at a real
+        point in time. A token counts as generated when it is yielded; closing the iterator
+        (or cancelling its consumer) before the end records the request in :attr:`aborted`.
+        Partial completions report ``finish_reason="abort"`` until their last token, as
+        vLLM's unfinished outputs do.
+        """
+        completions, cached = self._sample_all(request)
+        longest = max((len(c.token_ids) for c in completions), default=0)
+        prompt_tokens = len(request.prompt_token_ids)
+        finished = False
+        try:
+            for step in range(1, longest + 1):
+                await asyncio.sleep(self.seconds_per_token)
+                self.generated_tokens += sum(1 for c in completions if len(c.token_ids) >= step)
+                finished = step == longest
+                partial = tuple(self._prefix(c, step) for c in completions)
+                yield GenerationResult(
+                    partial, prompt_tokens=prompt_tokens, cached_prompt_tokens=cached
+                )
+            if longest == 0:
+                finished = True
+                yield GenerationResult(
+                    tuple(completions), prompt_tokens=prompt_tokens, cached_prompt_tokens=cached
+                )
+        except (asyncio.CancelledError, GeneratorExit):
+            if not finished:
+                self.aborted.append(request.request_id)
+            raise
+
+    def _prefix(self, completion: Completion, step: int) -> Completion:
+        if len(completion.token_ids) <= step:
+            return completion
+        ids = completion.token_ids[:step]
+        return replace(
+            completion,
+            token_ids=ids,
+            text=self.detokenize(ids),
+            finish_reason="abort",
+            stop_reason=None,
+            token_logprobs=completion.token_logprobs[:step],
+            top_logprobs=completion.top_logprobs[:step],
+            top_token_ids=completion.top_token_ids[:step],
         )
 
     def _cache_lookup(self, ids: tuple[int, ...]) -> int:

@@ -59,6 +59,9 @@ class Completion:
     """Log-probability of each sampled token (empty when logprobs were not asked)."""
     top_logprobs: tuple[tuple[float, ...], ...] = ()
     """Per position, the top-k log-probabilities (for entropy and confidence)."""
+    top_token_ids: tuple[tuple[int, ...], ...] = ()
+    """Per position, the token ids of ``top_logprobs`` in the same order (empty when the
+    engine cannot name them); token-level branching forks on these."""
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
 

@@ -59,8 +59,8 @@ class VLLMEngine:
         args = AsyncEngineArgs(
             model=self.model_path,
             tokenizer=self.model_path,
-            dtype=c.dtype,
-            max_model_len=c.max_model_len,
+            dtype=c.dtype,  # type: ignore[arg-type]  # validated by vLLM itself
+            max_model_len=c.max_model_len,  # type: ignore[arg-type]  # None = model's own
             gpu_memory_utilization=c.gpu_memory_utilization,
             enforce_eager=c.enforce_eager,
             enable_prefix_caching=True,
@@ -93,6 +93,18 @@ class VLLMEngine:
     async def tokenize(self, text: str) -> tuple[int, ...]:
         self.llm  # noqa: B018 - raise early if not started
         return tuple(int(t) for t in self._tokenizer.encode(text, add_special_tokens=True))
+
+    async def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of token ids as vLLM writes outputs (special tokens skipped)."""
+        self.llm  # noqa: B018 - raise early if not started
+        return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The end-of-sequence token: a forced EOS ends a path (token-level branching)."""
+        self.llm  # noqa: B018 - raise early if not started
+        eos = self._tokenizer.eos_token_id
+        return int(eos) if eos is not None else None
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         final: Any = None
@@ -160,8 +172,9 @@ def _to_completion(c: Any, sampling: SamplingSpec, prompt_tokens: int, cached: i
     token_ids = tuple(int(t) for t in c.token_ids)
     chosen: tuple[float, ...] = ()
     tops: tuple[tuple[float, ...], ...] = ()
+    top_ids: tuple[tuple[int, ...], ...] = ()
     if sampling.logprobs is not None and c.logprobs is not None:
-        chosen, tops = _read_logprobs(c.logprobs, token_ids, sampling.logprobs)
+        chosen, tops, top_ids = _read_logprobs(c.logprobs, token_ids, sampling.logprobs)
     reason: FinishReason = c.finish_reason if c.finish_reason in ("stop", "length") else "abort"
     if c.finish_reason is None:
         reason = "abort"
@@ -172,6 +185,7 @@ def _to_completion(c: Any, sampling: SamplingSpec, prompt_tokens: int, cached: i
         stop_reason=c.stop_reason,
         token_logprobs=chosen,
         top_logprobs=tops,
+        top_token_ids=top_ids,
         prompt_tokens=prompt_tokens,
         cached_prompt_tokens=cached,
     )
@@ -179,19 +193,22 @@ def _to_completion(c: Any, sampling: SamplingSpec, prompt_tokens: int, cached: i
 
 def _read_logprobs(
     positions: Sequence[Any], token_ids: tuple[int, ...], k: int
-) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tuple[tuple[int, ...], ...]]:
     chosen: list[float] = []
     tops: list[tuple[float, ...]] = []
+    top_ids: list[tuple[int, ...]] = []
     for token_id, position in zip(token_ids, positions, strict=False):
         if position is None:
             chosen.append(0.0)
             tops.append(())
+            top_ids.append(())
             continue
         picked = position.get(token_id)
         chosen.append(float(picked.logprob) if picked is not None else float("-inf"))
         ranked = sorted(
-            (lp for lp in position.values() if lp.rank is not None and lp.rank <= k),
-            key=lambda lp: lp.rank,
+            (item for item in position.items() if item[1].rank is not None and item[1].rank <= k),
+            key=lambda item: item[1].rank,
         )
-        tops.append(tuple(float(lp.logprob) for lp in ranked))
-    return tuple(chosen), tuple(tops)
+        tops.append(tuple(float(lp.logprob) for _, lp in ranked))
+        top_ids.append(tuple(int(tid) for tid, _ in ranked))
+    return tuple(chosen), tuple(tops), tuple(top_ids)

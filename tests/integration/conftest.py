@@ -93,15 +93,34 @@ def vllm_server() -> Iterator[str]:
     (REPO / ".pytest_cache").mkdir(exist_ok=True)
     log = open(REPO / ".pytest_cache" / "vllm_server.log", "w")  # noqa: SIM115
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(POLICY), "--served-model-name", "policy",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--max-model-len", "256",
-        "--gpu-memory-utilization", "0.1", "--enforce-eager",
-        "--enable-prompt-tokens-details", "--seed", "0",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(POLICY),
+        "--served-model-name",
+        "policy",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "256",
+        "--gpu-memory-utilization",
+        "0.1",
+        "--enforce-eager",
+        "--enable-prompt-tokens-details",
+        "--seed",
+        "0",
     ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     try:

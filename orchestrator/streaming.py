@@ -1,0 +1,167 @@
+"""Streaming one child of a node: partial completions as tokens arrive, abort on demand.
+
+Token-level strategies (DeepConf online, first-finish, entropy-adaptive branching) watch a
+sample while it is written and stop it early. :class:`NodeStream` is the handle they get from
+:meth:`SearchContext.stream_expand`; whatever happens inside its ``async with`` block, the
+child is recorded in the graph on exit and every token the engine reported is accounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from orchestrator.engines.base import Engine, StreamingEngine
+from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
+from orchestrator.errors import BudgetExhausted, EngineError
+from orchestrator.graph import Node
+
+if TYPE_CHECKING:
+    from orchestrator.context import SearchContext
+
+
+class NodeStream:
+    """A child of ``parent`` being generated token by token (one sample, ``n=1``).
+
+    Use as ``async with ctx.stream_expand(node) as stream:`` then ``async for partial in
+    stream``; each partial is the cumulative :class:`Completion` so far (its
+    ``finish_reason`` is ``"abort"`` until the last one). Leaving the block before the engine
+    finishes aborts the request. On exit the child is added to the graph: a finished one as
+    :meth:`SearchContext.expand` would add it, an unfinished one with the tokens seen so far,
+    ``finish_reason="abort"`` and status ``"aborted"``; :attr:`node` holds it. Those partial
+    tokens count as generated, so usage always equals the tokens in the graph.
+    """
+
+    def __init__(
+        self,
+        ctx: SearchContext,
+        parent: Node,
+        child_id: str,
+        request: GenerationRequest,
+        one_step: bool,
+    ) -> None:
+        self._ctx = ctx
+        self.parent = parent
+        self.child_id = child_id
+        self.request = request
+        self._one_step = one_step
+        self._reserved = 0
+        self._iterator: AsyncIterator[GenerationResult] | None = None
+        self._last: GenerationResult | None = None
+        self.node: Node | None = None
+        """The recorded child, set when the ``async with`` block exits."""
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def aborted(self) -> bool:
+        """True once recorded as aborted (stopped before the engine finished)."""
+        return self.node is not None and self.node.finish_reason == "abort"
+
+    async def __aenter__(self) -> Self:
+        budget = self._ctx.budget
+        spec = self.request.sampling
+        per_sample = budget.check_request(n=1, max_tokens=spec.max_tokens, new_nodes=1)
+        self.request = replace(
+            self.request, sampling=spec.model_copy(update={"max_tokens": per_sample})
+        )
+        budget.reserve(per_sample)
+        self._reserved = per_sample
+        self._iterator = _open(self._ctx.engine, self.request)
+        return self
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Completion:
+        if self._iterator is None:
+            raise RuntimeError("use NodeStream inside `async with`")
+        seconds = self._ctx.budget.seconds_left()
+        try:
+            async with asyncio.timeout(seconds):
+                result = await anext(self._iterator)
+        except TimeoutError:
+            raise BudgetExhausted(
+                "time budget spent during generation",
+                problem_id=self._ctx.problem.id,
+                node_id=self.child_id,
+            ) from None
+        except EngineError as exc:
+            exc.problem_id = exc.problem_id or self._ctx.problem.id
+            exc.node_id = exc.node_id or self.child_id
+            raise
+        if not result.completions:
+            raise EngineError(
+                "engine streamed a result without completions",
+                problem_id=self._ctx.problem.id,
+                node_id=self.child_id,
+            )
+        self._last = result
+        return result.completions[0]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            aclose = getattr(self._iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()  # aborts the request if the engine had not finished
+        finally:
+            if self._iterator is not None:
+                self._record(exc)
+
+    def _record(self, exc: BaseException | None) -> None:
+        ctx, last = self._ctx, self._last
+        completion = last.completions[0] if last is not None else None
+        finished = completion is not None and completion.finish_reason in ("stop", "length")
+        ctx.budget.settle(
+            self._reserved,
+            generated=len(completion.token_ids) if completion is not None else 0,
+            prompt=last.prompt_tokens if last is not None else 0,
+            cached=last.cached_prompt_tokens if last is not None else 0,
+            nodes=1,
+        )
+        if finished:
+            assert completion is not None
+            self.node = ctx.graph.add_child(
+                ctx._make_node(self.parent, self.child_id, completion, self._one_step)
+            )
+            return
+        ctx.budget.usage.aborted_requests += 1
+        node = Node(
+            id=self.child_id,
+            parent_id=self.parent.id,
+            depth=self.parent.depth + 1,
+            token_ids=completion.token_ids if completion is not None else (),
+            text=completion.text if completion is not None else "",
+            token_logprobs=completion.token_logprobs if completion is not None else (),
+            top_logprobs=completion.top_logprobs if completion is not None else (),
+            cum_logprob=self.parent.cum_logprob
+            + (sum(completion.token_logprobs) if completion is not None else 0.0),
+            finish_reason="abort",
+        )
+        self.node = ctx.graph.add_child(node)
+        if isinstance(exc, EngineError):
+            ctx.graph.mark(node.id, "failed", error=str(exc))
+        else:
+            ctx.graph.mark(node.id, "aborted")
+
+
+def _open(engine: Engine, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
+    """The engine's stream, or one final result for engines that cannot stream."""
+    if isinstance(engine, StreamingEngine):
+        return engine.stream(request)
+    return _one_shot(engine, request)
+
+
+async def _one_shot(engine: Engine, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
+    # Cancelling the consumer cancels generate(), which aborts the request in the engine.
+    yield await engine.generate(request)

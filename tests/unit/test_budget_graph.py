@@ -1,0 +1,77 @@
+"""Budgets, usage accounting and the search graph's bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator.budget import Budget, BudgetTracker
+from orchestrator.errors import BudgetExhausted
+from orchestrator.graph import Node, SearchGraph
+from orchestrator.runner import Orchestrator
+from tests.conftest import make_problem, scripted_recipe
+
+
+def test_request_max_tokens_is_clamped_to_what_is_left() -> None:
+    tracker = BudgetTracker(Budget(max_generated_tokens=100))
+    assert tracker.check_request(n=4, max_tokens=64, new_nodes=4) == 25
+    tracker.reserve(100)
+    with pytest.raises(BudgetExhausted):
+        tracker.check_request(n=1, max_tokens=1, new_nodes=1)
+    tracker.settle(100, generated=40, prompt=10, cached=0, nodes=4)
+    assert tracker.generated_tokens_left() == 60
+    assert tracker.usage.generated_tokens == 40 and tracker.usage.nodes == 4
+
+
+def test_engine_call_and_node_budgets() -> None:
+    tracker = BudgetTracker(Budget(max_engine_calls=1, max_nodes=3))
+    tracker.check_request(n=3, max_tokens=8, new_nodes=3)
+    with pytest.raises(BudgetExhausted):
+        tracker.check_request(n=4, max_tokens=8, new_nodes=4)
+    tracker.reserve(0)
+    assert tracker.exhausted
+
+
+def test_graph_paths_children_and_trace() -> None:
+    graph = SearchGraph("p", (1, 2), "Q\n")
+    for i, cid in enumerate(graph.reserve_child_ids("r", 11)):
+        graph.add_child(Node(id=cid, parent_id="r", depth=1, token_ids=(i,), text=f"s{i}\n"))
+    graph.add_child(
+        Node(
+            id="r.10.0",
+            parent_id="r.10",
+            depth=2,
+            token_ids=(9,),
+            text="end",
+            terminal=True,
+            answer="3",
+        )
+    )
+    assert [n.id for n in graph.children("r")][-2:] == ["r.9", "r.10"]
+    assert graph.full_token_ids("r.10.0") == (1, 2, 10, 9)
+    assert graph.solution_text("r.10.0") == "s10\nend"
+    assert [n.id for n in graph.terminals()] == ["r.10.0"]
+    graph.mark("r.10.0", "pruned")
+    assert graph.terminals() == []
+    trace = graph.to_dict()
+    assert len(trace["nodes"]) == 13  # type: ignore[arg-type]
+    assert graph.is_acyclic()
+
+
+def test_usage_matches_the_graph_and_reports_cache_hits() -> None:
+    recipe = scripted_recipe({"name": "self_consistency", "n": 4, "batch": 2})
+    problem = make_problem(0)
+
+    async def go() -> None:
+        async with Orchestrator(recipe) as orchestrator:
+            result = await orchestrator.solve(problem)
+        assert result.graph is not None
+        assert result.usage["engine_calls"] == 2
+        assert result.usage["nodes"] == 4
+        generated = sum(len(n.token_ids) for n in result.graph.nodes() if n.parent_id)
+        assert result.usage["generated_tokens"] == generated
+        # the second request repeats the prompt: its full blocks are cache hits
+        assert result.usage["cached_prompt_tokens"] > 0
+
+    asyncio.run(go())

@@ -1,0 +1,69 @@
+"""Recipes validate at the edge and name the file, key path, value and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import RecipeError
+from orchestrator.recipe import load_recipe, parse_recipe
+from strategies.self_consistency import SelfConsistencyConfig
+
+BASE = {"engine": {"kind": "scripted"}, "strategy": {"name": "self_consistency", "n": 4}}
+
+
+def test_yaml_maps_onto_the_registered_config(tmp_path: Path) -> None:
+    file = tmp_path / "r.yaml"
+    file.write_text(
+        "engine: {kind: scripted, error_rate: 0.1}\n"
+        "strategy: {name: self_consistency, n: 5, weighting: path_probability}\n"
+        "sampling: {temperature: 0.7, max_tokens: 32}\n"
+        "budget: {max_generated_tokens: 1000}\n"
+        "seed: 3\n"
+    )
+    recipe = load_recipe(file)
+    assert isinstance(recipe.strategy, SelfConsistencyConfig)
+    assert recipe.strategy.n == 5 and recipe.strategy.weighting == "path_probability"
+    assert recipe.sampling.temperature == 0.7
+    assert recipe.budget.max_generated_tokens == 1000
+    assert recipe.base_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"strategy": {"name": "self_consistency", "n": 0}}, "strategy.n"),
+        ({"strategy": {"name": "self_consistncy"}}, "did you mean 'self_consistency'"),
+        ({"strategy": {"name": "self_consistency", "bogus": 1}}, "strategy.bogus: unknown key"),
+        ({"engine": {"kind": "nope"}}, "engine.kind"),
+        ({"sampling": {"temperature": -1}}, "sampling.temperature"),
+        ({"strategy": {"name": "best_of_n", "scorer": "prm"}}, "'prm' is not a scorer"),
+        ({"scorers": [{"kind": "reference_answer", "bad": 1}]}, "scorers.0.bad"),
+        ({"prompt_template": "no placeholder"}, "{question}"),
+    ],
+)
+def test_errors_name_the_key_path(patch: dict[str, object], expected: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        parse_recipe({**BASE, **patch}, source="my.yaml")
+    assert expected in str(info.value)
+    assert "my.yaml" in str(info.value)
+
+
+def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "broken.yaml"
+    file.write_text("strategy: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"broken\.yaml: not valid YAML"):
+        load_recipe(file)
+
+
+def test_missing_file_is_a_recipe_error(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="cannot read recipe"):
+        load_recipe(tmp_path / "absent.yaml")
+
+
+def test_shipped_recipes_validate() -> None:
+    recipes = sorted(Path(__file__).resolve().parents[2].glob("examples/recipes/*.yaml"))
+    assert recipes, "examples/recipes should ship recipes"
+    for file in recipes:
+        load_recipe(file)
