@@ -122,7 +122,7 @@ class VLLMEngine:
     async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncIterator[Any]:
         from vllm.inputs import TokensPrompt
 
-        params = _sampling_params(request, stream=stream)
+        params = to_sampling_params(request, stream=stream)
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         rid = request.request_id
         self._inflight.add(rid)
@@ -139,7 +139,7 @@ class VLLMEngine:
             await generator.aclose()  # aborts in the engine if it had not finished
 
 
-def _sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
+def to_sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     s = request.sampling

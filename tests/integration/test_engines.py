@@ -1,0 +1,144 @@
+"""Real vLLM, in process and as an OpenAI-compatible server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.datasets import load_problems
+from orchestrator.engines.config import OpenAIEngineConfig
+from orchestrator.engines.openai_engine import OpenAIEngine
+from orchestrator.engines.types import GenerationRequest, SamplingSpec
+from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.problem import Problem
+from orchestrator.recipe import Recipe, parse_recipe
+from orchestrator.results import ProblemResult
+from orchestrator.runner import Orchestrator
+from tests.integration.conftest import POLICY, EngineLoop
+
+pytestmark = pytest.mark.vllm
+EVAL = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "data" / "eval.jsonl"
+
+
+def _problems(count: int) -> list[Problem]:
+    return load_problems(EVAL, limit=count)
+
+
+def _recipe(strategy: dict[str, object], **extra: object) -> Recipe:
+    data: dict[str, object] = {
+        "engine": {"kind": "vllm", "model": str(POLICY)},
+        "strategy": strategy,
+        "sampling": {"temperature": 1.0, "max_tokens": 96},
+        "seed": 11,
+    }
+    data.update(extra)
+    return parse_recipe(data)
+
+
+def _solve(loop: EngineLoop, recipe: Recipe, engine: object, problems: list[Problem]
+           ) -> list[ProblemResult]:
+    async def go() -> list[ProblemResult]:
+        async with Orchestrator(recipe, engine=engine) as orchestrator:  # type: ignore[arg-type]
+            return await orchestrator.run(problems)
+
+    return loop.run(go())
+
+
+def test_generate_exact_tokens_stop_logprobs_seed(
+    engine_loop: EngineLoop, vllm_engine: VLLMEngine
+) -> None:
+    problem = _problems(1)[0]
+
+    async def go() -> None:
+        prompt = await vllm_engine.tokenize(problem.question + "\n")
+        spec = SamplingSpec(max_tokens=40, stop=("\n",), logprobs=3, seed=123)
+        first = await vllm_engine.generate(GenerationRequest("g1", prompt, spec, n=4))
+        again = await vllm_engine.generate(GenerationRequest("g2", prompt, spec, n=4))
+        assert [c.text for c in first.completions] == [c.text for c in again.completions]
+        for c in first.completions:
+            assert c.text.endswith("\n") and c.text.count("\n") == 1
+            assert c.ended_by_stop_string
+            assert len(c.token_logprobs) == len(c.token_ids)
+            assert all(len(top) == 3 for top in c.top_logprobs)
+            assert all(top[0] >= top[1] >= top[2] for top in c.top_logprobs)
+        # the repeated prompt hits the prefix cache (16-token blocks)
+        assert again.cached_prompt_tokens >= 16 * (len(prompt) // 16) - 16
+        # a child extends its parent's exact tokens
+        step = first.completions[0]
+        child = await vllm_engine.generate(
+            GenerationRequest("g3", prompt + step.token_ids, spec.model_copy(update={"seed": 1}))
+        )
+        assert child.prompt_tokens == len(prompt) + len(step.token_ids)
+
+    engine_loop.run(go())
+
+
+def test_cancelling_aborts_the_request_in_vllm(
+    engine_loop: EngineLoop, vllm_engine: VLLMEngine
+) -> None:
+    async def go() -> float:
+        prompt = await vllm_engine.tokenize("1")
+        spec = SamplingSpec(max_tokens=200, temperature=1.0, seed=3)
+        task = asyncio.create_task(
+            vllm_engine.generate(GenerationRequest("long", prompt, spec, n=64))
+        )
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert "long" not in vllm_engine._inflight
+        llm = vllm_engine.llm
+        assert not llm.output_processor.has_unfinished_requests()
+        return time.monotonic() - started
+
+    assert engine_loop.run(go()) < 5
+
+
+def test_self_consistency_and_best_of_n_end_to_end_in_process(
+    engine_loop: EngineLoop, vllm_engine: VLLMEngine
+) -> None:
+    problems = _problems(6)
+    sc = _solve(engine_loop, _recipe({"name": "self_consistency", "n": 8}), vllm_engine, problems)
+    bon = _solve(
+        engine_loop,
+        _recipe(
+            {"name": "best_of_n", "n": 8, "scorer": "lp"},
+            scorers=[{"kind": "mean_logprob", "name": "lp"}],
+            sampling={"temperature": 1.0, "max_tokens": 96, "logprobs": 0},
+        ),
+        vllm_engine,
+        problems,
+    )
+    for result in sc + bon:
+        assert result.error is None, result.error
+        assert result.graph is not None and len(result.graph) == 9
+        assert result.usage["generated_tokens"] > 0
+        assert result.answer is not None
+    assert sum(bool(r.correct) for r in sc) >= 1
+
+
+def test_openai_engine_matches_in_process_engine(
+    engine_loop: EngineLoop, vllm_engine: VLLMEngine, vllm_server: str
+) -> None:
+    problems = _problems(5)
+    recipe = _recipe({"name": "self_consistency", "n": 6})
+    local = _solve(engine_loop, recipe, vllm_engine, problems)
+    remote_engine = OpenAIEngine(OpenAIEngineConfig(base_urls=[vllm_server], model="policy"))
+
+    async def remote() -> list[ProblemResult]:
+        async with remote_engine, Orchestrator(recipe, engine=remote_engine) as orchestrator:
+            return await orchestrator.run(problems)
+
+    served = engine_loop.run(remote())
+    for a, b in zip(local, served, strict=True):
+        assert b.error is None, b.error
+        assert a.answer == b.answer
+        assert a.graph is not None and b.graph is not None
+        texts_a = [n.text for n in a.graph.nodes()]
+        texts_b = [n.text for n in b.graph.nodes()]
+        assert texts_a == texts_b
+        assert a.usage["generated_tokens"] == b.usage["generated_tokens"]

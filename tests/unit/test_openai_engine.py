@@ -1,0 +1,133 @@
+"""OpenAIEngine's retry, backoff and load spreading, against an in-process HTTP transport.
+
+The real-server path is covered by tests/integration/test_engines.py; here the transport
+lets us inject 5xx answers and refused connections deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from orchestrator.engines.config import OpenAIEngineConfig
+from orchestrator.engines.openai_engine import OpenAIEngine
+from orchestrator.engines.types import GenerationRequest, SamplingSpec
+from orchestrator.errors import EngineError
+
+
+def _completion(body: dict[str, object]) -> dict[str, object]:
+    n = int(body["n"])  # type: ignore[call-overload]
+    return {
+        "choices": [
+            {
+                "index": i,
+                "text": "1+1=2\n",
+                "token_ids": [10, 11, 12, 13, 14, 15],
+                "finish_reason": "stop",
+                "stop_reason": "\n",
+                "logprobs": {
+                    "token_logprobs": [-0.1] * 6,
+                    "top_logprobs": [{"token_id:10": -0.1, "token_id:99": -2.5}] * 6,
+                },
+            }
+            for i in range(n)
+        ],
+        "usage": {"prompt_tokens": 3, "prompt_tokens_details": {"cached_tokens": 0}},
+    }
+
+
+def _request(affinity: str | None = None) -> GenerationRequest:
+    return GenerationRequest(
+        request_id="t",
+        prompt_token_ids=(1, 2, 3),
+        sampling=SamplingSpec(max_tokens=8, stop=("\n",), logprobs=1, seed=5),
+        n=2,
+        affinity=affinity,
+    )
+
+
+def _config(urls: list[str], **extra: object) -> OpenAIEngineConfig:
+    return OpenAIEngineConfig(
+        base_urls=urls, model="m", backoff_seconds=0.001, **extra  # type: ignore[arg-type]
+    )
+
+
+def test_retries_5xx_and_refused_then_succeeds() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        if len(calls) == 1:
+            return httpx.Response(503, text="busy")
+        if len(calls) == 2:
+            raise httpx.ConnectError("refused", request=request)
+        body = json.loads(request.content)
+        assert body["prompt"] == [1, 2, 3] and body["seed"] == 5 and body["n"] == 2
+        return httpx.Response(200, json=_completion(body))
+
+    async def go() -> None:
+        engine = OpenAIEngine(_config(["http://a"]), transport=httpx.MockTransport(handler))
+        async with engine:
+            result = await engine.generate(_request())
+        assert engine.retries == 2
+        assert len(result.completions) == 2
+        first = result.completions[0]
+        assert first.ended_by_stop_string and first.token_ids == (10, 11, 12, 13, 14, 15)
+        assert first.top_logprobs[0] == (-0.1,)
+
+    asyncio.run(go())
+
+
+def test_client_errors_are_not_retried() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, text="bad max_tokens")
+
+    async def go() -> None:
+        engine = OpenAIEngine(_config(["http://a"]), transport=httpx.MockTransport(handler))
+        async with engine:
+            with pytest.raises(EngineError, match="400 bad max_tokens"):
+                await engine.generate(_request())
+        assert engine.retries == 0
+
+    asyncio.run(go())
+
+
+def test_gives_up_after_max_retries_with_a_clear_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, text="boom")
+
+    async def go() -> None:
+        engine = OpenAIEngine(
+            _config(["http://a"], max_retries=2), transport=httpx.MockTransport(handler)
+        )
+        async with engine:
+            with pytest.raises(EngineError, match="failed after 3 tries"):
+                await engine.generate(_request())
+
+    asyncio.run(go())
+
+
+def test_requests_spread_across_servers_and_affinity_sticks() -> None:
+    hosts: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        await asyncio.sleep(0.01)
+        return httpx.Response(200, json=_completion(json.loads(request.content)))
+
+    async def go() -> None:
+        engine = OpenAIEngine(
+            _config(["http://a", "http://b"]), transport=httpx.MockTransport(handler)
+        )
+        async with engine:
+            await asyncio.gather(*(engine.generate(_request()) for _ in range(8)))
+            assert sorted(set(hosts)) == ["a", "b"]
+            assert abs(hosts.count("a") - hosts.count("b")) <= 2
+            hosts.clear()
+            await asyncio.gather(*(engine.generate(_request("problem-7")) for _ in range(6)))
+            assert len(set(hosts)) == 1
+
+    asyncio.run(go())
