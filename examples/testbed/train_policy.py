@@ -1,0 +1,159 @@
+"""Train the testbed's policy: a tiny character-level Llama that writes step-by-step solutions.
+
+The model sees `<s>` + question + "\\n" and learns to write the solution lines and `</s>`; the loss
+covers only the solution, so all capacity goes to solving rather than to modelling questions.
+Same seed and arguments give the same weights (fixed step count, seeded data order and init).
+
+    python examples/testbed/train_policy.py --out examples/testbed/models/policy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from charlm import build_tokenizer, encode_chars, llama_config, write_generation_config
+from task import Problem, make_splits, prompt_for
+
+IGNORE = -100
+
+
+def encode_problem(tokenizer: PreTrainedTokenizerFast, problem: Problem) -> tuple[list[int], int]:
+    """Token ids of BOS + prompt + solution + EOS, and the length of the unlabelled prefix."""
+    prompt = [tokenizer.bos_token_id, *encode_chars(tokenizer, prompt_for(problem.question))]
+    target = [*encode_chars(tokenizer, problem.solution), tokenizer.eos_token_id]
+    return prompt + target, len(prompt)
+
+
+def make_batch(
+    rows: Sequence[tuple[list[int], int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels (prompt and padding ignored)."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (seq, prompt_len) in enumerate(rows):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, prompt_len : len(seq)] = torch.tensor(seq[prompt_len:])
+    return ids, mask, labels
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train the testbed policy.")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "policy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=60_000)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--intermediate", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=100)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    tokenizer = build_tokenizer()
+    splits = make_splits(args.seed, {"eval": 600, "val": 300, "train": args.train_size})
+    rows = [encode_problem(tokenizer, p) for p in splits["train"]]
+    config = llama_config(
+        tokenizer,
+        hidden_size=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        intermediate_size=args.intermediate,
+    )
+    model = LlamaForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"policy: {n_params:,} parameters, {len(rows):,} training problems", flush=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01
+    )
+    order: list[int] = []
+    start = time.perf_counter()
+    model.train()
+    for step in range(args.steps):
+        if len(order) < args.batch_size:
+            fresh = list(range(len(rows)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        batch_idx, order = order[: args.batch_size], order[args.batch_size :]
+        ids, mask, labels = make_batch([rows[i] for i in batch_idx], tokenizer.pad_token_id)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % args.log_every == 0 or step == args.steps - 1:
+            elapsed = time.perf_counter() - start
+            print(f"step {step:5d}  loss {loss.item():.4f}  {elapsed:6.0f}s", flush=True)
+    seconds = time.perf_counter() - start
+    save_policy(args.out, model, tokenizer, vars(args), n_params, seconds)
+    print(f"saved to {args.out} after {seconds:.0f}s of training", flush=True)
+
+
+def save_policy(
+    out: Path,
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    args: dict[str, object],
+    n_params: int,
+    seconds: float,
+) -> None:
+    """Write weights, tokenizer, generation config and a record of how they were made."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.architectures = ["LlamaForCausalLM"]
+    model.save_pretrained(out, safe_serialization=True)
+    save_tokenizer(out, tokenizer)
+    write_generation_config(out, tokenizer)
+    info = {
+        "parameters": n_params,
+        "training_seconds": round(seconds, 1),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in args.items()},
+    }
+    (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def save_tokenizer(out: Path, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Save tokenizer files, naming the class every transformers version knows."""
+    tokenizer.save_pretrained(out)
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tests of the bundled testbed: task generator, step checker, training scripts, models."""
