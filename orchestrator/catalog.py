@@ -17,6 +17,12 @@ _BUILTIN_SCORERS = {
     "reference_answer": "verifiers.reference:ReferenceAnswer",
     "reference_steps": "verifiers.reference:ReferenceSteps",
     "mean_logprob": "rewards.intrinsic:MeanLogprob",
+    "answer_equivalence": "verifiers.equivalence:AnswerEquivalence",
+    "arithmetic_steps": "verifiers.arithmetic_scorer:ArithmeticSteps",
+    "code_tests": "verifiers.code_execution:CodeTests",
+    "judge_pointwise": "verifiers.judges:PointwiseJudge",
+    "judge_pairwise": "verifiers.judges:PairwiseJudge",
+    "judge_tournament": "verifiers.judges:TournamentJudge",
 }
 
 
