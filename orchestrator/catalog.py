@@ -11,6 +11,11 @@ from strategies.base import STRATEGIES
 _BUILTIN_STRATEGIES = {
     "best_of_n": "strategies.best_of_n:BestOfN",
     "self_consistency": "strategies.self_consistency:SelfConsistency",
+    "adaptive_self_consistency": "strategies.adaptive_consistency:AdaptiveSelfConsistency",
+    "deepconf": "strategies.deepconf:DeepConf",
+    "mbr": "strategies.mbr:MBR",
+    "first_finish": "strategies.first_finish:FirstFinish",
+    "entropy_branching": "strategies.entropy_branching:EntropyBranching",
 }
 
 _BUILTIN_SCORERS = {

@@ -111,10 +111,10 @@ def _alternative_ids(token: int, count: int) -> tuple[int, ...]:
     """
     ch = chr(token - _OFFSET)
     if ch.isdigit():
-        alts = [str((int(ch) + r) % 10) for r in range(count)]
+        alts = [str((int(ch) + r) % 10) for r in range(1, count)]
     else:
-        alts = [chr(32 + (ord(ch) - 32 + r) % 95) for r in range(count)]
-    return tuple(ord(a) + _OFFSET for a in alts)
+        alts = [chr(32 + (ord(ch) - 32 + r) % 95) for r in range(1, count)]
+    return (token, *(ord(a) + _OFFSET for a in alts))[:count]
 
 
 def _first_offset(lines: list[str], reference: list[str]) -> int | None:

@@ -16,4 +16,11 @@ CONTRACT_SCORERS: list[dict[str, Any]] = [
 STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     "best_of_n": {"name": "best_of_n", "n": 6, "scorer": "prm"},
     "self_consistency": {"name": "self_consistency", "n": 6},
+    "adaptive_self_consistency": {"name": "adaptive_self_consistency", "max_samples": 8},
+    "deepconf": {"name": "deepconf", "mode": "online", "n": 6, "warmup": 3, "window": 8},
+    "deepconf_offline": {"name": "deepconf", "n": 6, "keep_percent": 50},
+    "mbr": {"name": "mbr", "n": 6},
+    "first_finish": {"name": "first_finish", "n": 4},
+    "entropy_branching": {"name": "entropy_branching", "entropy_threshold": 0.5,
+                          "max_paths": 4, "min_gap": 8},
 }

@@ -88,5 +88,11 @@ def test_tokens_are_accounted(name: str) -> None:
     assert generated == engine.generated_tokens
     for result in results:
         assert result.graph is not None
-        in_graph = sum(len(n.token_ids) for n in result.graph.nodes() if n.parent_id)
+        # Forced nodes (ctx.extend) hold tokens nobody sampled; aborted nodes hold the
+        # partial tokens generated before the abort, which were paid for.
+        in_graph = sum(n.generated_tokens for n in result.graph.nodes() if n.parent_id)
         assert in_graph == result.usage["generated_tokens"]
+        for node in result.graph.nodes():
+            if node.finish_reason == "abort":
+                assert result.graph.state(node.id).status in ("aborted", "failed")
+                assert not node.terminal and node.answer is None

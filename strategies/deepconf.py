@@ -1,0 +1,193 @@
+"""DeepConf: vote with the traces the model is confident in; stop weak traces early."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from orchestrator.errors import BudgetExhausted
+from orchestrator.graph import Node
+from rewards.confidence import (
+    ConfidenceMeasure,
+    SlidingMean,
+    lowest_group_confidence,
+    percentile,
+    token_confidence,
+    token_confidences,
+    trace_confidence,
+)
+from strategies.base import SearchResult, Strategy, StrategyConfig
+from strategies.sampling import sample_solutions
+from strategies.selection import majority_vote, weighted_vote
+
+if TYPE_CHECKING:
+    from orchestrator.context import SearchContext
+
+
+class DeepConfConfig(StrategyConfig):
+    name: Literal["deepconf"] = "deepconf"
+    mode: Literal["offline", "online"] = Field(
+        "offline",
+        description="offline: sample all traces, keep the most confident, vote; online: "
+        "warm-up traces set a threshold and later traces stop once a window falls below it.",
+    )
+    n: int = Field(16, ge=1, description="Traces in all (warm-up traces included).")
+    batch: int | None = Field(None, ge=1, description="Samples per request (offline sampling).")
+    top_k_logprobs: int = Field(
+        5, ge=1, le=20, description="Top-k logprobs per token the confidence averages over."
+    )
+    window: int = Field(
+        16, ge=1, description="Tokens per sliding window (group); shrunk for shorter traces."
+    )
+    measure: ConfidenceMeasure = Field(
+        "lowest_group",
+        description="Trace confidence for filtering and vote weights: lowest_group (weakest "
+        "window), bottom_group (mean of the weakest `bottom_share` windows), tail (last "
+        "`tail_tokens` tokens) or mean (all tokens).",
+    )
+    bottom_share: float = Field(0.1, gt=0, le=1, description="Share of windows bottom_group uses.")
+    tail_tokens: int = Field(16, ge=1, description="Tokens the tail measure averages.")
+    keep_percent: float = Field(
+        90.0,
+        gt=0,
+        le=100,
+        description="Percent of traces kept by confidence (DeepConf-high 90, -low 10). Offline: "
+        "the most confident keep_percent % vote; online: the stop threshold is the "
+        "(100 - keep_percent)-th percentile of the warm-up traces' lowest group confidence.",
+    )
+    warmup: int = Field(4, ge=1, description="Warm-up traces that set the online threshold.")
+    weighted: bool = Field(True, description="Weight each kept vote by its trace confidence.")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> DeepConfConfig:
+        if self.mode == "online" and self.warmup >= self.n:
+            raise ValueError(f"online mode needs warmup ({self.warmup}) < n ({self.n})")
+        return self
+
+
+class DeepConf(Strategy):
+    """DeepConf (Fu et al. 2025, "Deep Think with Confidence").
+
+    Token confidence is minus the mean top-k logprob; group confidence its mean over a
+    sliding ``window`` (shrunk to the trace for short ones). Offline: sample ``n`` traces,
+    keep the ``keep_percent`` most confident by ``measure`` and take a confidence-weighted
+    vote. Online: sample ``warmup`` traces, set the threshold at the (100 - keep_percent)-th
+    percentile of their lowest group confidence, then stream the other ``n - warmup``
+    concurrently and abort each as soon as its latest window's confidence falls below the
+    threshold (aborted traces stay in the graph, status "aborted", and do not vote). Warm-up
+    traces below the threshold do not vote either. Cost: at most ``n`` traces with top-k
+    logprobs; online saves the tokens after each stop. No scorer calls.
+    """
+
+    config_model = DeepConfConfig
+    description = "Confidence-filtered, confidence-weighted voting; online mode stops weak traces."
+
+    def __init__(self, config: DeepConfConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+
+    async def search(self, ctx: SearchContext) -> SearchResult:
+        if self.cfg.mode == "offline":
+            nodes = await sample_solutions(
+                ctx, self.cfg.n, self.cfg.batch, logprobs=self.cfg.top_k_logprobs
+            )
+            return self._vote(nodes, {"samples": len(nodes)})
+        return await self._online(ctx)
+
+    def anytime(self, ctx: SearchContext) -> SearchResult:
+        result = self._vote(ctx.graph.terminals(), {})
+        return SearchResult(result.answer, result.node_id, {"anytime": True, **result.detail})
+
+    async def _online(self, ctx: SearchContext) -> SearchResult:
+        cfg = self.cfg
+        warm = await ctx.sample(cfg.warmup, logprobs=cfg.top_k_logprobs)
+        lows = [self._lowest(n) for n in warm if any(n.top_logprobs)]
+        if not lows:
+            raise ValueError("deepconf needs top-k logprobs; the engine returned none")
+        threshold = percentile(lows, 100.0 - cfg.keep_percent)
+        outcomes = await asyncio.gather(
+            *(self._watched_trace(ctx, threshold) for _ in range(cfg.n - cfg.warmup)),
+            return_exceptions=True,
+        )
+        traces: list[Node] = []
+        finished: list[Node] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BudgetExhausted):
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            node, below = outcome
+            traces.append(node)
+            if below and node.finish_reason != "abort":
+                ctx.prune([node])  # fell below on its last token: finished, but not trusted
+            elif not below:
+                finished.append(node)
+        stopped = [n for n in traces if n.finish_reason == "abort"]
+        warm_passed = [n for n in warm if self._lowest(n) >= threshold]
+        detail = {
+            "threshold": round(threshold, 6),
+            "samples": len(warm) + len(traces),
+            "stopped_early": len(stopped),
+            "stopped_tokens": sum(len(n.token_ids) for n in stopped),
+            "warmup_below_threshold": len(warm) - len(warm_passed),
+        }
+        return self._vote(warm_passed + finished, detail, filter_share=False)
+
+    async def _watched_trace(self, ctx: SearchContext, threshold: float) -> tuple[Node, bool]:
+        """One streamed trace, aborted at the first full window below ``threshold``."""
+        monitor = SlidingMean(self.cfg.window)
+        async with ctx.stream_expand(
+            ctx.root, one_step=False, logprobs=self.cfg.top_k_logprobs
+        ) as stream:
+            seen = 0
+            below = False
+            async for partial in stream:
+                for top in partial.top_logprobs[seen:]:
+                    group = monitor.push(token_confidence(top)) if top else None
+                    if group is not None and group < threshold:
+                        below = True
+                        break
+                seen = len(partial.top_logprobs)
+                if below:
+                    break
+        assert stream.node is not None
+        return stream.node, below
+
+    def _lowest(self, node: Node) -> float:
+        confidences = token_confidences(node.top_logprobs)
+        if not confidences:
+            return -math.inf
+        return lowest_group_confidence(confidences, self.cfg.window)
+
+    def _confidence(self, node: Node) -> float | None:
+        if not any(node.top_logprobs):
+            return None
+        return trace_confidence(
+            node.top_logprobs,
+            self.cfg.measure,
+            window=self.cfg.window,
+            tail=self.cfg.tail_tokens,
+            bottom_share=self.cfg.bottom_share,
+        )
+
+    def _vote(
+        self, nodes: list[Node], detail: Mapping[str, object], *, filter_share: bool = True
+    ) -> SearchResult:
+        confidence = {n.id: self._confidence(n) for n in nodes if n.answer is not None}
+        rated = [n for n in nodes if confidence.get(n.id) is not None]
+        if filter_share and rated:
+            count = max(1, math.ceil(len(rated) * self.cfg.keep_percent / 100))
+            # Stable sort: equal confidences keep node-id order, so the cut is reproducible.
+            order = {n.id: i for i, n in enumerate(nodes)}
+            rated = sorted(rated, key=lambda n: -(confidence[n.id] or 0.0))[:count]
+            rated.sort(key=lambda n: order[n.id])
+        if self.cfg.weighted:
+            picked = weighted_vote(rated, lambda n: confidence[n.id] or 0.0)
+        else:
+            picked = majority_vote(rated)
+        summary = {"voters": len(rated), **detail, **picked.detail}
+        return SearchResult(picked.answer, picked.node_id, summary)

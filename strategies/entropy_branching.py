@@ -1,0 +1,216 @@
+"""Entropy-adaptive branching (EAGer): one path until the model is unsure, then fork."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from orchestrator.errors import BudgetExhausted
+from orchestrator.graph import Node
+from rewards.aggregate import Aggregation, aggregate_steps
+from rewards.confidence import predictive_entropy
+from strategies.base import SearchResult, Strategy, StrategyConfig
+from strategies.selection import Selection, argmax, majority_vote
+
+if TYPE_CHECKING:
+    from orchestrator.context import SearchContext
+
+
+class EntropyBranchingConfig(StrategyConfig):
+    name: Literal["entropy_branching"] = "entropy_branching"
+    top_k_logprobs: int = Field(
+        5, ge=2, le=20, description="Top-k logprobs per token (entropy estimate and fork options)."
+    )
+    entropy_threshold: float = Field(
+        1.0, ge=0, description="Fork where the renormalised top-k entropy (nats) reaches this."
+    )
+    branch_factor: int = Field(
+        3, ge=2, description="Branches per fork: the top tokens at the uncertain position."
+    )
+    max_paths: int = Field(
+        8, ge=1, description="Per-problem cap on paths (leaves); easy prompts use fewer."
+    )
+    initial_paths: int = Field(1, ge=1, description="Paths sampled from the prompt at the start.")
+    min_gap: int = Field(
+        4, ge=1, description="Tokens a path writes after its start (or fork) before it may fork."
+    )
+    selection: Literal["majority", "scorer"] = Field(
+        "majority", description="majority: vote over finished paths; scorer: best by `scorer`."
+    )
+    scorer: str | None = Field(None, description="Scorer for selection=scorer.")
+    aggregation: Aggregation = Field("min", description="Step-score aggregation (scorer).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EntropyBranchingConfig:
+        ceiling = math.log(self.top_k_logprobs)
+        if self.entropy_threshold >= ceiling:
+            raise ValueError(
+                f"entropy_threshold {self.entropy_threshold} can never be reached with "
+                f"top_k_logprobs {self.top_k_logprobs} (top-k entropy < ln k = {ceiling:.3f})"
+            )
+        if self.branch_factor > self.top_k_logprobs:
+            raise ValueError(
+                f"branch_factor ({self.branch_factor}) exceeds top_k_logprobs "
+                f"({self.top_k_logprobs}): a fork takes its branches from the top-k tokens"
+            )
+        if self.initial_paths > self.max_paths:
+            raise ValueError(
+                f"initial_paths ({self.initial_paths}) exceeds max_paths ({self.max_paths})"
+            )
+        if self.selection == "scorer" and not self.scorer:
+            raise ValueError("selection 'scorer' needs `scorer` (a scorer name from the recipe)")
+        return self
+
+
+class EntropyBranching(Strategy):
+    """Entropy-adaptive branching after EAGer (Scalena et al. 2025, "EAGer").
+
+    Each path streams with top-k logprobs. At the first position (at least ``min_gap``
+    tokens into the segment) whose renormalised top-k entropy reaches ``entropy_threshold``,
+    the stream is aborted (its partial tokens stay as an aborted node) and the path forks:
+    a forced trunk node copies the tokens before the fork, and each of the top
+    ``branch_factor`` tokens there becomes a forced child from which a new path streams
+    (so every branch prompt is the parent's exact tokens + the prefix + the alternative).
+    Elsewhere a path stays single. Cost: one streamed request per path segment; forced
+    tokens are not sampled; no scorer calls unless ``selection=scorer``.
+
+    Budget: ``max_paths`` caps the leaves of one problem. Each path carries a share of that
+    cap and a fork splits its share among the branches (never more branches than the share),
+    so decisions never depend on which branch runs faster; a prompt that never hits an
+    uncertain token uses one path and leaves the rest unspent (reported as
+    ``unused_paths``). Moving that unspent share to other problems (EAGer's cross-prompt
+    reallocation) is not done: it would make one problem's search depend on the timing of
+    others. A path that finishes on the very token that would fork is not forked.
+    """
+
+    config_model = EntropyBranchingConfig
+    description = "Sample one path and fork into top-k alternatives where token entropy is high."
+
+    def __init__(self, config: EntropyBranchingConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+        self._forks: list[str] = []
+
+    async def search(self, ctx: SearchContext) -> SearchResult:
+        cfg = self.cfg
+        self._forks = []
+        outcomes = await asyncio.gather(
+            *(
+                self._path(ctx, ctx.root, share)
+                for share in _split(cfg.max_paths, cfg.initial_paths)
+            ),
+            return_exceptions=True,
+        )
+        if all(isinstance(o, BudgetExhausted) for o in outcomes) and len(ctx.graph) == 1:
+            raise next(o for o in outcomes if isinstance(o, BudgetExhausted))
+        _leaves(outcomes)  # re-raises anything but a budget stop
+        leaves = sum(o for o in outcomes if isinstance(o, int))
+        finished = [n for n in ctx.graph.terminals() if n.answer is not None]
+        picked = await self._select(ctx, finished)
+        detail: dict[str, object] = {
+            "paths": leaves,
+            "unused_paths": cfg.max_paths - leaves,
+            "forks": len(self._forks),
+            "fork_nodes": sorted(self._forks),
+            "finished": len(finished),
+            **picked.detail,
+        }
+        return SearchResult(picked.answer, picked.node_id, detail)
+
+    async def _path(self, ctx: SearchContext, start: Node, share: int) -> int:
+        """Grow one path from ``start``; returns how many leaves it ended as (<= share)."""
+        cfg = self.cfg
+        if start.terminal:  # a forced end-of-sequence token finished this branch
+            return 1
+        written = len(ctx.graph.full_token_ids(start.id)) - len(ctx.root.token_ids)
+        room = ctx.sampling.max_tokens - written
+        if room < 1:
+            return 1
+        fork_at: int | None = None
+        options: tuple[int, ...] = ()
+        async with ctx.stream_expand(
+            start, one_step=False, max_tokens=room, logprobs=cfg.top_k_logprobs
+        ) as stream:
+            seen = 0
+            async for partial in stream:
+                if share >= 2:
+                    fork_at = self._fork_position(partial.top_logprobs, partial.top_token_ids, seen)
+                seen = len(partial.top_logprobs)
+                if fork_at is not None:
+                    options = partial.top_token_ids[fork_at]
+                    break
+        node = stream.node
+        assert node is not None
+        if fork_at is None or not stream.aborted:
+            return 1
+        return await self._fork(ctx, start, node, fork_at, options, share)
+
+    def _fork_position(
+        self,
+        tops: tuple[tuple[float, ...], ...],
+        top_ids: tuple[tuple[int, ...], ...],
+        start: int,
+    ) -> int | None:
+        for pos in range(max(start, self.cfg.min_gap), len(tops)):
+            top = tops[pos]
+            options = top_ids[pos] if pos < len(top_ids) else ()
+            forkable = len(top) >= 2 and len(options) >= 2
+            if forkable and predictive_entropy(top) >= self.cfg.entropy_threshold:
+                return pos
+        return None
+
+    async def _fork(
+        self,
+        ctx: SearchContext,
+        start: Node,
+        sampled: Node,
+        pos: int,
+        options: tuple[int, ...],
+        share: int,
+    ) -> int:
+        trunk = await ctx.extend(
+            start, sampled.token_ids[:pos], token_logprobs=sampled.token_logprobs[:pos]
+        )
+        self._forks.append(trunk.id)
+        top = sampled.top_logprobs[pos]
+        count = min(self.cfg.branch_factor, share, len(options))
+        branches: list[tuple[Node, int]] = []
+        for index, share_i in enumerate(_split(share, count)):
+            lp = top[index] if index < len(top) else None
+            child = await ctx.extend(
+                trunk, (options[index],), token_logprobs=(lp,) if lp is not None else ()
+            )
+            branches.append((child, share_i))
+        outcomes = await asyncio.gather(
+            *(self._path(ctx, c, s) for c, s in branches),
+            return_exceptions=True,
+        )
+        return _leaves(outcomes)
+
+    async def _select(self, ctx: SearchContext, finished: list[Node]) -> Selection:
+        if self.cfg.selection == "majority" or not finished:
+            return majority_vote(finished)
+        assert self.cfg.scorer is not None
+        scores = await ctx.score(finished, self.cfg.scorer)
+        values: dict[str, float | None] = {}
+        for node, score in zip(finished, scores, strict=True):
+            steps = score.step_values
+            value = aggregate_steps(steps, self.cfg.aggregation) if steps else score.value
+            values[node.id] = value if score.ok else None
+        return argmax(finished, lambda n: values[n.id])
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` paths shared by ``parts`` branches as evenly as possible, earlier ones first."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _leaves(outcomes: list[int | BaseException]) -> int:
+    """Leaves grown by sibling paths; one that could not start still holds its node."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, BudgetExhausted):
+            raise outcome
+    return sum(o if isinstance(o, int) else 1 for o in outcomes)

@@ -1,0 +1,146 @@
+"""Scripted policies and helpers for the sampling-level strategy tests.
+
+The policies control what the scripted engine writes *and* its top-k logprobs, so a test can
+make traces confident or uncertain, or put a high-entropy token at a chosen spot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.budget import Budget, BudgetTracker
+from orchestrator.context import SearchContext
+from orchestrator.engines.scripted import EOS, Continuation, ReferencePolicy, ScriptedEngine
+from orchestrator.engines.types import SamplingSpec
+from orchestrator.problem import Problem
+from orchestrator.recipe import parse_recipe
+from orchestrator.results import ProblemResult
+from orchestrator.runner import Orchestrator
+from verifiers.answers import AnswerSpec
+
+PEAKED = (-0.01, -5.0, -6.0, -7.0, -8.0)
+"""A confident position: token confidence 5.2, top-5 entropy ~0.06 nats."""
+FLAT = (-1.55, -1.6, -1.6, -1.65, -1.65)
+"""An uncertain position: token confidence 1.6, top-5 entropy ~1.61 nats (ln 5 = 1.609)."""
+
+
+class ChoicePolicy:
+    """Writes one of a few fixed solutions, picked at random by weight.
+
+    Each option is ``(text, weight, confident)``; confident options get :data:`PEAKED`
+    top-k logprobs at every character, the others :data:`FLAT`. Only for sampling from the
+    prompt (it ignores what a prompt already holds).
+    """
+
+    def __init__(self, options: Sequence[tuple[str, float, bool]]) -> None:
+        self.options = list(options)
+
+    def continue_text(self, prompt: str, rng: random.Random) -> Continuation:
+        weights = [w for _, w, _ in self.options]
+        text, _, confident = rng.choices(self.options, weights=weights)[0]
+        top = PEAKED if confident else FLAT
+        body = text + EOS
+        return Continuation(body, (top[0],) * len(body), (top,) * len(body))
+
+
+class HardSpotPolicy:
+    """Replays reference solutions without errors; uncertain only at chosen spots.
+
+    The spot is the first character after ``=`` on line ``hard_line`` (0-based) of the
+    solution: the first digit of that step's result. Everywhere else the top-k is peaked.
+    ``hard_line=None`` makes every position uncertain.
+    """
+
+    def __init__(self, hard_line: int | None) -> None:
+        self.reference = ReferencePolicy({}, error_rate=0.0)
+        self.hard_line = hard_line
+
+    def learn(self, solutions: dict[str, str]) -> None:
+        self.reference.solutions.update(solutions)
+
+    def continue_text(self, prompt: str, rng: random.Random) -> Continuation:
+        cont = self.reference.continue_text(prompt, rng)
+        question = next((q for q in self.reference.solutions if q in prompt), None)
+        written = prompt.split(question, 1)[1][1:] if question else ""
+        tops = []
+        for ch in cont.text:
+            line = written.split("\n")[-1]
+            hard = self.hard_line is None or (
+                written.count("\n") == self.hard_line and line.endswith("=")
+            )
+            tops.append(FLAT if hard else PEAKED)
+            written += ch
+        return Continuation(cont.text, cont.logprobs, tuple(tops))
+
+
+class LearningEngine(ScriptedEngine):
+    """A scripted engine whose custom policy also learns reference solutions."""
+
+    def learn(self, solutions: dict[str, str]) -> None:  # type: ignore[override]
+        learn = getattr(self.policy, "learn", None)
+        if learn is not None:
+            learn(solutions)
+        else:
+            super().learn(solutions)
+
+
+def run_strategy(
+    strategy: dict[str, Any],
+    problems: list[Problem],
+    engine: ScriptedEngine,
+    *,
+    seed: int = 0,
+    budget: dict[str, Any] | None = None,
+    scorers: list[dict[str, Any]] | None = None,
+    max_tokens: int = 64,
+) -> list[ProblemResult]:
+    recipe = parse_recipe(
+        {
+            "engine": {"kind": "scripted"},
+            "strategy": strategy,
+            "scorers": scorers or [],
+            "sampling": {"temperature": 1.0, "max_tokens": max_tokens},
+            "budget": budget or {},
+            "seed": seed,
+        }
+    )
+
+    async def go() -> list[ProblemResult]:
+        async with Orchestrator(recipe, engine=engine) as orchestrator:
+            return await orchestrator.run(problems)
+
+    return asyncio.run(go())
+
+
+async def make_context(
+    engine: ScriptedEngine,
+    problem: Problem,
+    *,
+    budget: Budget | None = None,
+    max_tokens: int = 64,
+    seed: int = 0,
+) -> SearchContext:
+    """A search context on ``engine`` for one problem, as the runner would build it."""
+    if problem.solution is not None:
+        engine.learn({problem.question: problem.solution})
+    prompt = problem.prompt("{question}\n")
+    return SearchContext(
+        problem=problem,
+        prompt=prompt,
+        prompt_token_ids=await engine.tokenize(prompt),
+        engine=engine,
+        sampling=SamplingSpec(max_tokens=max_tokens),
+        step_delimiter="\n",
+        scorers={},
+        budget=BudgetTracker(budget or Budget()),
+        answer_spec=AnswerSpec(),
+        seed=seed,
+    )
+
+
+def generated_in_graph(result: ProblemResult) -> int:
+    assert result.graph is not None
+    return sum(n.generated_tokens for n in result.graph.nodes() if n.parent_id)

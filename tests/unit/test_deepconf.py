@@ -1,0 +1,134 @@
+"""DeepConf: the confidence maths, offline filtering and online early stopping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestrator.engines.scripted import ScriptedEngine
+from rewards.confidence import (
+    SlidingMean,
+    bottom_group_confidence,
+    group_confidences,
+    lowest_group_confidence,
+    percentile,
+    predictive_entropy,
+    tail_confidence,
+    token_confidence,
+)
+from tests.conftest import make_problem
+from tests.unit.sampling_support import (
+    FLAT,
+    PEAKED,
+    ChoicePolicy,
+    generated_in_graph,
+    run_strategy,
+)
+
+
+def test_token_confidence_is_minus_the_mean_top_logprob() -> None:
+    assert token_confidence((-0.1, -2.0, -3.9)) == pytest.approx(2.0)
+    assert token_confidence(PEAKED) > token_confidence(FLAT)
+    with pytest.raises(ValueError):
+        token_confidence(())
+
+
+def test_group_confidence_uses_sliding_windows_shrunk_for_short_traces() -> None:
+    values = [5.0, 5.0, 1.0, 1.0, 5.0, 5.0]
+    assert group_confidences(values, 2) == [5.0, 3.0, 1.0, 3.0, 5.0]
+    assert lowest_group_confidence(values, 2) == 1.0
+    assert lowest_group_confidence(values, 100) == pytest.approx(22 / 6)  # one window: the mean
+    assert bottom_group_confidence(values, 2, 0.4) == pytest.approx(2.0)  # mean of 1.0, 3.0
+    assert tail_confidence(values, 3) == pytest.approx(11 / 3)
+
+
+def test_entropy_of_renormalised_top_k() -> None:
+    assert predictive_entropy((-0.5, -0.5)) == pytest.approx(math.log(2))
+    assert predictive_entropy((0.0,)) == 0.0
+    assert predictive_entropy(FLAT) > 1.55 > 0.1 > predictive_entropy(PEAKED)
+
+
+def test_percentile_interpolates_and_sliding_mean_waits_for_a_full_window() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([3.0, 1.0, 2.0], 0) == 1.0 and percentile([3.0, 1.0], 100) == 3.0
+    window = SlidingMean(3)
+    assert [window.push(v) for v in (3.0, 3.0, 3.0, 0.0)] == [None, None, 3.0, 2.0]
+
+
+# Two wrong, uncertain answers outnumber the right, confident one.
+OPTIONS = [
+    ("1+1=2\nAnswer: 7", 0.45, False),
+    ("1+1=2\nAnswer: 8", 0.2, False),
+    ("1+1=2\nAnswer: 9", 0.35, True),
+]
+
+
+def test_offline_keeps_the_confident_traces_where_the_majority_is_wrong() -> None:
+    problems = [make_problem(i) for i in range(6)]
+    voted = run_strategy(
+        {"name": "self_consistency", "n": 12}, problems, ScriptedEngine(ChoicePolicy(OPTIONS))
+    )
+    confident = run_strategy(
+        {"name": "deepconf", "n": 12, "keep_percent": 30},
+        problems,
+        ScriptedEngine(ChoicePolicy(OPTIONS)),
+    )
+    assert sum(r.answer == "7" for r in voted) >= 4  # the plain vote mostly follows the crowd
+    assert all(r.answer == "9" for r in confident)
+    for result in confident:
+        assert result.detail["voters"] == math.ceil(12 * 0.3)
+
+
+def test_offline_weighting_alone_tilts_a_close_vote_to_confident_traces() -> None:
+    close = [("Answer: 7", 0.5, False), ("Answer: 9", 0.5, True)]
+    results = run_strategy(
+        {"name": "deepconf", "n": 16, "keep_percent": 100},
+        [make_problem(i) for i in range(4)],
+        ScriptedEngine(ChoicePolicy(close)),
+    )
+    for result in results:
+        votes = result.detail["votes"]
+        assert result.answer == "9" or votes["7"] > 3 * votes.get("9", 0)
+
+
+def test_online_stops_uncertain_traces_at_the_first_window_below_threshold() -> None:
+    engine = ScriptedEngine(ChoicePolicy(OPTIONS), seconds_per_token=0.0005)
+    strategy = {
+        "name": "deepconf",
+        "mode": "online",
+        "n": 12,
+        "warmup": 4,
+        "window": 4,
+        "keep_percent": 50,
+    }
+    offline = run_strategy(
+        {**strategy, "mode": "offline"}, [make_problem(0)], ScriptedEngine(ChoicePolicy(OPTIONS))
+    )
+    [result] = run_strategy(strategy, [make_problem(0)], engine)
+    graph = result.graph
+    assert graph is not None
+    stopped = [n for n in graph.nodes() if n.finish_reason == "abort"]
+    assert len(stopped) == result.detail["stopped_early"] > 0
+    threshold = result.detail["threshold"]
+    assert token_confidence(FLAT) < threshold <= token_confidence(PEAKED)
+    for node in stopped:
+        # Every flat position is below the threshold: the stop comes on the first full window.
+        assert len(node.token_ids) == 4
+        assert graph.state(node.id).status == "aborted"
+        assert any(rid.endswith(f":{node.id}x1") for rid in engine.aborted)
+    assert result.answer == "9"
+    assert result.usage["generated_tokens"] == generated_in_graph(result)
+    assert result.usage["generated_tokens"] < offline[0].usage["generated_tokens"]
+    assert result.usage["aborted_requests"] == len(stopped)
+
+
+def test_online_warmup_must_leave_traces_to_watch() -> None:
+    from orchestrator.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="warmup"):
+        run_strategy(
+            {"name": "deepconf", "mode": "online", "n": 4, "warmup": 4},
+            [make_problem(0)],
+            ScriptedEngine(),
+        )

@@ -1,0 +1,143 @@
+"""MBR: equals majority vote under answer equality, picks the medoid, asks each pair once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import pytest
+
+from orchestrator.engines.scripted import ScriptedEngine
+from orchestrator.errors import RecipeError
+from orchestrator.graph import Score
+from orchestrator.problem import Problem
+from orchestrator.scoring import SCORERS, Candidate, PairwiseScorer
+from strategies.utilities import chrf
+from tests.conftest import make_problem
+from tests.unit.sampling_support import ChoicePolicy, run_strategy
+
+
+class NumericDistanceJudge(PairwiseScorer):
+    """Test judge: agreement = 1 - |a - b| / 100 between numeric answers; logs its pairs."""
+
+    description = "test-only pairwise judge"
+    asked: ClassVar[list[tuple[str, str]]] = []
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
+        raise NotImplementedError("pairwise only")
+
+    async def compare(
+        self, problem: Problem, pairs: Sequence[tuple[Candidate, Candidate]]
+    ) -> list[Score]:
+        out = []
+        for a, b in pairs:
+            self.asked.append((a.node_id, b.node_id))
+            if a.answer is None or b.answer is None or "99" in (a.answer, b.answer):
+                out.append(Score(value=None, error="judge output unreadable"))
+            else:
+                out.append(Score(value=1 - abs(float(a.answer) - float(b.answer)) / 100))
+        return out
+
+
+if "test_numeric_judge" not in SCORERS.names():
+    SCORERS.register("test_numeric_judge", NumericDistanceJudge)
+
+
+def test_chrf_values() -> None:
+    assert chrf("abc", "abc") == 1.0
+    assert chrf("abc", "xyz") == 0.0
+    assert chrf("ab", "abc") == pytest.approx(14 / 19)  # P = 1, R = (2/3 + 1/2) / 2
+    assert chrf("a b", "ab") == 1.0  # whitespace is ignored
+    assert chrf("ab", "abc") == pytest.approx(chrf("abc", "ab"))  # beta 1 is symmetric
+    assert chrf("ab", "abc", beta=2) != pytest.approx(chrf("abc", "ab", beta=2))
+    assert chrf("", "") == 1.0 and chrf("", "a") == 0.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_answer_equality_mbr_is_majority_vote(seed: int) -> None:
+    problems = [make_problem(i, steps=4) for i in range(10)]
+    mbr = run_strategy(
+        {"name": "mbr", "n": 9, "utility": "answer_equality"},
+        problems,
+        ScriptedEngine(error_rate=0.4),
+        seed=seed,
+    )
+    vote = run_strategy(
+        {"name": "self_consistency", "n": 9}, problems, ScriptedEngine(error_rate=0.4), seed=seed
+    )
+    assert [r.answer for r in mbr] == [r.answer for r in vote]
+    assert [r.node_id for r in mbr] == [r.node_id for r in vote]
+
+
+def test_judge_utility_picks_the_medoid_and_asks_each_pair_once() -> None:
+    options = [(f"Answer: {v}", 1.0, True) for v in (10, 11, 13, 20, 40)]
+    NumericDistanceJudge.asked.clear()
+    [result] = run_strategy(
+        {"name": "mbr", "n": 7, "utility": "judge", "scorer": "judge", "pair_batch": 5},
+        [make_problem(0)],
+        ScriptedEngine(ChoicePolicy(options)),
+        scorers=[{"kind": "test_numeric_judge", "name": "judge"}],
+    )
+    graph = result.graph
+    assert graph is not None
+    answers = sorted(float(n.answer) for n in graph.terminals() if n.answer is not None)
+    assert len(answers) == 7
+    # Utility is minus the distance, so the medoid of numbers on a line is their median.
+    assert float(result.answer or "nan") == answers[3]
+    asked = NumericDistanceJudge.asked
+    assert len(asked) == 21 == result.detail["pairs"] == result.usage["scorer_calls"]
+    assert len({frozenset(p) for p in asked}) == 21
+
+
+def test_chrf_mbr_picks_the_text_medoid() -> None:
+    texts = ["1+2=3\nAnswer: 3", "1+2=3\n3+4=7\nAnswer: 7", "5+5=10\n10+4=14\nAnswer: 14"]
+    options = [(t, 1.0, True) for t in texts]
+    for seed in range(4):
+        [result] = run_strategy(
+            {"name": "mbr", "n": 5},
+            [make_problem(0)],
+            ScriptedEngine(ChoicePolicy(options)),
+            seed=seed,
+        )
+        assert result.graph is not None
+        pool = [n for n in result.graph.terminals() if n.answer is not None]
+
+        def total(a: str, pool_texts: list[str]) -> float:
+            return sum(chrf(a, b) for b in pool_texts)
+
+        solutions = [result.graph.solution_text(n.id) for n in pool]
+        sums = [total(s, solutions) for s in solutions]
+        best = max(sums)
+        medoids = {pool[i].answer for i, s in enumerate(sums) if s == pytest.approx(best)}
+        assert result.answer in medoids
+        assert result.detail["pairs"] == 10
+
+
+def test_pairs_the_judge_failed_are_left_out_not_guessed() -> None:
+    # 99 is the most common answer, but the judge cannot read any pair that involves it.
+    options = [("Answer: 99", 3.0, True), ("Answer: 5", 1.0, True), ("Answer: 6", 1.0, True)]
+    [result] = run_strategy(
+        {"name": "mbr", "n": 8, "utility": "judge", "scorer": "judge"},
+        [make_problem(0)],
+        ScriptedEngine(ChoicePolicy(options)),
+        scorers=[{"kind": "test_numeric_judge", "name": "judge"}],
+    )
+    assert result.graph is not None
+    answers = [n.answer for n in result.graph.terminals()]
+    assert answers.count("99") >= 2 and len(set(answers)) > 1
+    assert result.detail["failed_pairs"] > 0
+    assert result.answer in ("5", "6")
+    failed_ids = {n.id for n in result.graph.terminals() if n.answer == "99"}
+    assert failed_ids.isdisjoint(result.detail["expected_utility"])
+
+
+def test_judge_utility_needs_a_scorer_and_only_it_does() -> None:
+    with pytest.raises(RecipeError, match="scorer"):
+        run_strategy({"name": "mbr", "utility": "judge"}, [make_problem(0)], ScriptedEngine())
+    with pytest.raises(RecipeError, match="only used"):
+        run_strategy(
+            {"name": "mbr", "utility": "chrf", "scorer": "oracle"},
+            [make_problem(0)],
+            ScriptedEngine(),
+            scorers=[{"kind": "reference_answer", "name": "oracle"}],
+        )
