@@ -56,6 +56,7 @@ class BudgetTracker:
         self.budget = budget
         self.usage = Usage()
         self._reserved_tokens = 0
+        self._reserved_nodes = 0
         self._started = time.monotonic()
 
     @property
@@ -88,7 +89,7 @@ class BudgetTracker:
         b, u = self.budget, self.usage
         if b.max_engine_calls is not None and u.engine_calls >= b.max_engine_calls:
             raise BudgetExhausted("engine call budget spent")
-        if b.max_nodes is not None and u.nodes + new_nodes > b.max_nodes:
+        if b.max_nodes is not None and u.nodes + self._reserved_nodes + new_nodes > b.max_nodes:
             raise BudgetExhausted("node budget spent")
         left_seconds = self.seconds_left()
         if left_seconds is not None and left_seconds <= 0:
@@ -103,13 +104,25 @@ class BudgetTracker:
             raise BudgetExhausted("generated token budget spent")
         return per_sample
 
-    def reserve(self, tokens: int) -> None:
+    def reserve(self, tokens: int, nodes: int = 0) -> None:
+        """Hold tokens (and nodes) for a request in flight, so concurrent ones cannot overshoot."""
         self._reserved_tokens += tokens
+        self._reserved_nodes += nodes
         self.usage.engine_calls += 1
 
-    def settle(self, reserved: int, generated: int, prompt: int, cached: int, nodes: int) -> None:
+    def settle(
+        self,
+        reserved: int,
+        generated: int,
+        prompt: int,
+        cached: int,
+        nodes: int,
+        *,
+        reserved_nodes: int = 0,
+    ) -> None:
         """Replace a reservation with what the request actually used."""
         self._reserved_tokens -= reserved
+        self._reserved_nodes -= reserved_nodes
         self.usage.generated_tokens += generated
         self.usage.prompt_tokens += prompt
         self.usage.cached_prompt_tokens += cached

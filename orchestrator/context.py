@@ -94,7 +94,7 @@ class SearchContext:
             affinity=self.problem.id,
         )
         reserved = per_sample * k
-        self.budget.reserve(reserved)
+        self.budget.reserve(reserved, nodes=k)
         settled = False
         try:
             result = await self._generate(request)
@@ -105,11 +105,12 @@ class SearchContext:
                 prompt=result.prompt_tokens,
                 cached=result.cached_prompt_tokens,
                 nodes=len(completions),
+                reserved_nodes=k,
             )
             settled = True
         finally:
             if not settled:
-                self.budget.settle(reserved, 0, 0, 0, 0)
+                self.budget.settle(reserved, 0, 0, 0, 0, reserved_nodes=k)
                 self.budget.usage.aborted_requests += 1
         children = [
             self.graph.add_child(self._make_node(node, cid, c, one_step))
