@@ -16,6 +16,12 @@ _BUILTIN_STRATEGIES = {
     "mbr": "strategies.mbr:MBR",
     "first_finish": "strategies.first_finish:FirstFinish",
     "entropy_branching": "strategies.entropy_branching:EntropyBranching",
+    "beam_search": "strategies.beam_search:BeamSearch",
+    "dvts": "strategies.dvts:DVTS",
+    "mcts": "strategies.mcts:MCTS",
+    "ab_mcts": "strategies.ab_mcts:ABMCTS",
+    "particle_filter": "strategies.particle_filter:ParticleFilter",
+    "a_star": "strategies.a_star:AStar",
 }
 
 _BUILTIN_SCORERS = {

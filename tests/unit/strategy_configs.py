@@ -23,4 +23,11 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     "first_finish": {"name": "first_finish", "n": 4},
     "entropy_branching": {"name": "entropy_branching", "entropy_threshold": 0.5,
                           "max_paths": 4, "min_gap": 8},
+    "beam_search": {"name": "beam_search", "beam_width": 2, "expansions": 3, "scorer": "prm"},
+    "dvts": {"name": "dvts", "subtrees": 2, "expansions": 3, "scorer": "prm"},
+    "mcts": {"name": "mcts", "iterations": 8, "expansion_width": 2, "scorer": "prm",
+             "verifier": "oracle", "parallel": 2},
+    "ab_mcts": {"name": "ab_mcts", "iterations": 12, "scorer": "prm", "parallel": 2},
+    "particle_filter": {"name": "particle_filter", "particles": 4, "scorer": "prm"},
+    "a_star": {"name": "a_star", "expansions": 3, "scorer": "prm", "verifier": "oracle"},
 }

@@ -1,0 +1,224 @@
+"""A* over reasoning steps: expand the frontier node with the lowest f = g + h."""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from orchestrator.errors import BudgetExhausted
+from orchestrator.graph import Node
+from rewards.aggregate import Aggregation
+from strategies.base import SearchResult, Strategy, StrategyConfig
+from strategies.step_search import drop_duplicates, id_key, path_values, settle, stored_value
+
+if TYPE_CHECKING:
+    from orchestrator.context import SearchContext
+
+
+class AStarConfig(StrategyConfig):
+    name: Literal["a_star"] = "a_star"
+    expansions: int = Field(4, ge=1, description="Next steps sampled each time a node expands.")
+    g: Literal["neg_logprob", "steps"] = Field(
+        "neg_logprob",
+        description="Path cost: neg_logprob (minus the path's log-probability) or steps taken.",
+    )
+    g_scale: float = Field(
+        0.1,
+        ge=0,
+        description="Multiplier of g: larger searches wider (toward uniform-cost search), "
+        "smaller goes deeper (toward greedy best-first on the scorer).",
+    )
+    scorer: str = Field(description="Step-level scorer (by recipe name) behind the heuristic.")
+    aggregation: Aggregation = Field(
+        "min", description="How a path's step scores become its value: min, product, last, mean."
+    )
+    h_scale: float = Field(1.0, ge=0, description="h = (1 - aggregated score) * h_scale.")
+    verifier: str | None = Field(
+        None,
+        description="Scorer that must accept a finished path popped from the frontier "
+        "(none: the first finished path popped is the answer).",
+    )
+    verifier_threshold: float = Field(
+        0.5, description="A finished path is accepted when the verifier's value is >= this."
+    )
+    max_expansions: int = Field(32, ge=1, description="Most nodes expanded before giving up.")
+    max_depth: int = Field(16, ge=1, description="Most steps a path may take.")
+    merge_duplicates: bool = Field(
+        True,
+        description="Sibling steps with identical text are one state (A*'s closed set): the "
+        "copies are pruned unscored.",
+    )
+    revisit_penalty: float | None = Field(
+        0.5,
+        ge=0,
+        description="Sampling gives a node only some of its next steps, so after each expansion "
+        "it returns to the frontier at f + penalty * times expanded to draw more; null expands "
+        "every node once (classic A*).",
+    )
+    parallel: int = Field(
+        1, ge=1, description="Frontier nodes expanded at once (1 = strict best-first order)."
+    )
+    step_max_tokens: int | None = Field(
+        None, ge=1, description="Token cap per step (default: the recipe's sampling.max_tokens)."
+    )
+
+
+class Frontier:
+    """A priority queue of node ids on f; ties go to the earlier node id."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, tuple[int, ...], str]] = []
+
+    def push(self, node_id: str, f: float) -> None:
+        heapq.heappush(self._heap, (f, id_key(node_id), node_id))
+
+    def pop(self) -> tuple[str, float]:
+        f, _, node_id = heapq.heappop(self._heap)
+        return node_id, f
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class AStar(Strategy):
+    """A* decoding over steps (in the spirit of "A*-decoding", Chatziveroglou 2025, and
+    Q*-style heuristic search).
+
+    The frontier is ordered by f = g + h: g is the path cost so far (minus its log-probability,
+    or its number of steps, times ``g_scale``), h the step-level scorer's doubt,
+    (1 - aggregated score) * ``h_scale``. The node with the lowest f (earlier id on ties) is
+    expanded into ``expansions`` sampled next steps, each scored once; identical sibling steps
+    are one state (``merge_duplicates``, A*'s closed set), without which equal-f copies make
+    the search exponentially wide. Successors are sampled, not enumerated, so an expanded node
+    re-enters the frontier at f + ``revisit_penalty`` * (times expanded) to draw more. A
+    finished path is tested when popped, as A* tests goals: the ``verifier`` must value it at
+    least ``verifier_threshold`` (without a verifier the first one popped wins). The search
+    stops there, or after ``max_expansions``, an empty frontier or the budget, answering with
+    the unrejected finished path of lowest f. Cost per expansion: one request of
+    n=``expansions`` and as many scorer calls, plus one verifier call per finished path popped.
+    ``parallel`` > 1 pops and expands that many nodes at once, trading strict best-first order
+    for engine throughput.
+    """
+
+    config_model = AStarConfig
+    description = "A*: expand the frontier node with the lowest g + h (h from the PRM)."
+
+    def __init__(self, config: AStarConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+
+    async def search(self, ctx: SearchContext) -> SearchResult:
+        cfg = self.cfg
+        frontier = Frontier()
+        frontier.push(ctx.root.id, 0.0)
+        f_of: dict[str, float] = {ctx.root.id: 0.0}
+        kept: dict[str, list[Node]] = {}  # children drawn so far, per expanded node
+        expanded: list[str] = []
+        exhausted = False
+        while frontier and len(expanded) < cfg.max_expansions and not exhausted:
+            batch: list[Node] = []
+            while frontier and len(batch) < min(cfg.parallel, cfg.max_expansions - len(expanded)):
+                node = ctx.graph.node(frontier.pop()[0])
+                if node.terminal:
+                    try:
+                        accepted = await self._accept(ctx, node)
+                    except BudgetExhausted:
+                        exhausted = True
+                        break
+                    if accepted:
+                        detail = {"expanded": expanded, "accepted": True, "f": self._f(ctx, node)}
+                        return SearchResult(node.answer, node.id, detail)
+                elif node.depth >= cfg.max_depth:
+                    ctx.prune([node])  # a dead end: too deep to finish
+                else:
+                    batch.append(node)
+            if exhausted:
+                break
+            results, budget_hit = await settle(
+                [self._expand(ctx, n, kept.get(n.id, [])) for n in batch]
+            )
+            exhausted = exhausted or budget_hit
+            for node, children in zip(batch, results, strict=True):
+                if children is None:
+                    continue
+                expanded.append(node.id)
+                kept.setdefault(node.id, []).extend(child for child, _ in children)
+                for child, f in children:
+                    f_of[child.id] = f
+                    frontier.push(child.id, f)
+                if cfg.revisit_penalty is not None:
+                    times = expanded.count(node.id)
+                    frontier.push(node.id, f_of[node.id] + cfg.revisit_penalty * times)
+        result = self._fallback(ctx)
+        result.detail.update({"expanded": expanded, "budget_exhausted": exhausted})
+        return result
+
+    async def _expand(
+        self, ctx: SearchContext, node: Node, known: list[Node]
+    ) -> list[tuple[Node, float]]:
+        cfg = self.cfg
+        logprobs = 0 if cfg.g == "neg_logprob" else None
+        children = await ctx.expand(
+            node, cfg.expansions, max_tokens=cfg.step_max_tokens, logprobs=logprobs
+        )
+        if cfg.merge_duplicates:
+            children = drop_duplicates(ctx, children, known)
+        try:
+            values = await path_values(ctx, children, cfg.scorer, cfg.aggregation)
+        except BudgetExhausted:
+            ctx.prune(children)  # no heuristic, never on the frontier
+            raise
+        return [
+            (c, self._g(c) + (1.0 - v) * cfg.h_scale)
+            for c, v in zip(children, values, strict=True)
+            if v is not None
+        ]
+
+    async def _accept(self, ctx: SearchContext, node: Node) -> bool:
+        if node.answer is None:
+            return False  # cut off or unparsable: not a goal
+        if self.cfg.verifier is None:
+            return True
+        values = await path_values(ctx, [node], self.cfg.verifier, "last")
+        return values[0] is not None and values[0] >= self.cfg.verifier_threshold
+
+    def _g(self, node: Node) -> float:
+        if self.cfg.g == "neg_logprob":
+            return -node.cum_logprob * self.cfg.g_scale
+        return node.depth * self.cfg.g_scale
+
+    def _f(self, ctx: SearchContext, node: Node) -> float | None:
+        value = stored_value(ctx, node, self.cfg.scorer, self.cfg.aggregation)
+        return None if value is None else self._g(node) + (1.0 - value) * self.cfg.h_scale
+
+    def _rejected(self, ctx: SearchContext, node: Node) -> bool:
+        if self.cfg.verifier is None:
+            return False
+        verdict = ctx.graph.score(node.id, self.cfg.verifier)
+        if verdict is None:
+            return False  # never popped, so never judged
+        return not verdict.ok or (verdict.value or 0.0) < self.cfg.verifier_threshold
+
+    def _fallback(self, ctx: SearchContext) -> SearchResult:
+        """No accepted path: the unrejected finished path of lowest f (rejected ones last)."""
+        best: tuple[bool, float, tuple[int, ...]] | None = None
+        pick: Node | None = None
+        for node in ctx.graph.terminals():
+            f = self._f(ctx, node)
+            if f is None or node.answer is None:
+                continue
+            key = (self._rejected(ctx, node), f, id_key(node.id))
+            if best is None or key < best:
+                best, pick = key, node
+        if pick is None or best is None:
+            return SearchResult(None, None, {"accepted": False})
+        return SearchResult(
+            pick.answer, pick.id, {"accepted": False, "rejected": best[0], "f": best[1]}
+        )
+
+    def anytime(self, ctx: SearchContext) -> SearchResult:
+        result = self._fallback(ctx)
+        result.detail["anytime"] = True
+        return result

@@ -1,0 +1,180 @@
+"""Step-level beam search guided by a process reward model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from orchestrator.errors import BudgetExhausted
+from orchestrator.graph import Node
+from rewards.aggregate import Aggregation
+from strategies.base import SearchResult, Strategy, StrategyConfig
+from strategies.step_search import (
+    FinalRule,
+    choose_final,
+    drop_duplicates,
+    path_values,
+    ranked,
+    settle,
+    stored_value,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.context import SearchContext
+
+
+class BeamSearchConfig(StrategyConfig):
+    name: Literal["beam_search"] = "beam_search"
+    beam_width: int = Field(4, ge=1, description="Partial solutions kept after each step (B).")
+    expansions: int = Field(4, ge=1, description="Next steps sampled per kept beam (M).")
+    scorer: str = Field(description="Step-level scorer (by recipe name) that ranks paths.")
+    aggregation: Aggregation = Field(
+        "min", description="How a path's step scores become its value: min, product, last, mean."
+    )
+    max_depth: int = Field(16, ge=1, description="Most steps a path may take.")
+    step_max_tokens: int | None = Field(
+        None, ge=1, description="Token cap per step (default: the recipe's sampling.max_tokens)."
+    )
+    final: FinalRule = Field(
+        "best",
+        description="Answer among finished beams: best (highest value), weighted_vote "
+        "(answers weighted by value) or vote (one vote per finished beam).",
+    )
+    merge_duplicates: bool = Field(
+        False,
+        description="Sibling steps with identical text count once (copies pruned unscored), so "
+        "the beam holds distinct paths; off, copies of a good prefix draw more samples from it.",
+    )
+
+
+@dataclass
+class BeamRun:
+    """What one beam search left: its finished beams and every candidate's value."""
+
+    finished: list[Node] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+    depth: int = 0
+    exhausted: bool = False
+
+    def value(self, node: Node) -> float | None:
+        return self.values.get(node.id)
+
+
+async def run_beam(
+    ctx: SearchContext,
+    start: Node,
+    *,
+    width: int,
+    expansions: int,
+    scorer: str,
+    aggregation: Aggregation,
+    max_depth: int,
+    step_max_tokens: int | None,
+    merge_duplicates: bool = False,
+) -> BeamRun:
+    """Beam search from ``start``; never raises BudgetExhausted (it stops and reports it).
+
+    Each open beam is expanded and its children scored as soon as the beam is known, with
+    no wait on its siblings; only the choice of the best ``width`` waits for the whole depth,
+    because that choice needs every candidate of the depth (the one barrier beam search has).
+    Finished beams compete for slots with open candidates; once a finished beam wins a slot
+    it stays finished (never expanded, never pruned), even if it later loses the slot.
+    """
+    run = BeamRun()
+    beam = [start]
+    finished_ids: set[str] = set()
+    while not run.exhausted:
+        growing = [n for n in beam if not n.terminal and n.depth < max_depth]
+        if not growing:
+            break
+        grown, run.exhausted = await settle(
+            [
+                _grow(ctx, node, expansions, scorer, aggregation, step_max_tokens, merge_duplicates)
+                for node in growing
+            ]
+        )
+        candidates = [pair for pairs in grown if pairs for pair in pairs]
+        run.values.update({n.id: v for n, v in candidates if v is not None})
+        pool = [n for n in beam if n.terminal] + [n for n, v in candidates if v is not None]
+        order = ranked(pool, run.value)
+        beam = order[:width]
+        ctx.prune([n for n in order[width:] if n.id not in finished_ids])
+        for node in beam:
+            if node.terminal and node.id not in finished_ids:
+                finished_ids.add(node.id)
+                run.finished.append(node)
+        run.depth += 1
+    return run
+
+
+async def _grow(
+    ctx: SearchContext,
+    node: Node,
+    expansions: int,
+    scorer: str,
+    aggregation: Aggregation,
+    step_max_tokens: int | None,
+    merge_duplicates: bool,
+) -> list[tuple[Node, float | None]]:
+    children = await ctx.expand(node, expansions, max_tokens=step_max_tokens)
+    if merge_duplicates:
+        children = drop_duplicates(ctx, children)
+    try:
+        values = await path_values(ctx, children, scorer, aggregation)
+    except BudgetExhausted:
+        ctx.prune(children)  # unscored children can never be chosen
+        raise
+    return list(zip(children, values, strict=True))
+
+
+class BeamSearch(Strategy):
+    """PRM-guided step-level beam search (Snell et al. 2024, "Scaling LLM test-time compute").
+
+        Keep B partial solutions; sample M next steps for each; score every new path with the
+        step-level scorer, aggregate its step scores (min, product, last or mean) and keep the best
+        B among the new candidates and the finished beams (identical sibling steps count once with
+    ``merge_duplicates``). Cost per depth: B generation requests of
+        n=M (one step each) and B*M scorer calls. Hyperparameters: ``beam_width`` (B),
+        ``expansions`` (M), ``aggregation``, ``max_depth``, ``final`` (best finished beam, or a
+        vote weighted by path value). Ties go to the earlier node id.
+    """
+
+    config_model = BeamSearchConfig
+    description = "Step-level beam search: keep the B best partial paths by PRM score."
+
+    def __init__(self, config: BeamSearchConfig) -> None:
+        super().__init__(config)
+        self.cfg = config
+
+    async def search(self, ctx: SearchContext) -> SearchResult:
+        cfg = self.cfg
+        run = await run_beam(
+            ctx,
+            ctx.root,
+            width=cfg.beam_width,
+            expansions=cfg.expansions,
+            scorer=cfg.scorer,
+            aggregation=cfg.aggregation,
+            max_depth=cfg.max_depth,
+            step_max_tokens=cfg.step_max_tokens,
+            merge_duplicates=cfg.merge_duplicates,
+        )
+        picked = choose_final(run.finished, run.value, cfg.final)
+        detail = {
+            "finished": len(run.finished),
+            "depth": run.depth,
+            "budget_exhausted": run.exhausted,
+            **picked.detail,
+        }
+        return SearchResult(picked.answer, picked.node_id, detail)
+
+    def anytime(self, ctx: SearchContext) -> SearchResult:
+        cfg = self.cfg
+        picked = choose_final(
+            ctx.graph.terminals(),
+            lambda n: stored_value(ctx, n, cfg.scorer, cfg.aggregation),
+            cfg.final,
+        )
+        return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})

@@ -1,0 +1,128 @@
+"""Shared pieces of the step-level strategies: path values, settled gathers, final picks.
+
+A step-level strategy scores partial paths with a (process) scorer and aggregates the step
+scores into one value per node. A node whose score failed gets the explicit ``failed`` status
+and no value: it is left out of every ranking instead of being given a plausible number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from orchestrator.errors import BudgetExhausted
+from orchestrator.graph import Node, Score
+from rewards.aggregate import Aggregation, aggregate_steps
+from strategies.selection import Selection, argmax, majority_vote, weighted_vote
+
+if TYPE_CHECKING:
+    from orchestrator.context import SearchContext
+
+T = TypeVar("T")
+
+FinalRule = Literal["best", "weighted_vote", "vote"]
+"""best: the finished node with the highest value; weighted_vote: answers weighted by value;
+vote: one vote per finished node."""
+
+
+def id_key(node_id: str) -> tuple[int, ...]:
+    """Canonical order of node ids (path order: r.2 < r.10 < r.10.0)."""
+    return tuple(int(part) for part in node_id.split(".")[1:])
+
+
+def score_value(score: Score, aggregation: Aggregation) -> float | None:
+    """One number from a score: aggregated step values, else the plain value; None if failed."""
+    if not score.ok:
+        return None
+    if score.step_values:
+        return aggregate_steps(score.step_values, aggregation)
+    return score.value
+
+
+async def path_values(
+    ctx: SearchContext, nodes: Sequence[Node], scorer: str, aggregation: Aggregation
+) -> list[float | None]:
+    """Aggregated scores of ``nodes`` (one batched scorer call); failed nodes are marked."""
+    if not nodes:
+        return []
+    scores = await ctx.score(nodes, scorer)
+    values: list[float | None] = []
+    for node, score in zip(nodes, scores, strict=True):
+        value = score_value(score, aggregation)
+        if value is None:
+            ctx.graph.mark(node.id, "failed", score.error or f"{scorer}: no value for this node")
+        values.append(value)
+    return values
+
+
+def stored_value(
+    ctx: SearchContext, node: Node, scorer: str, aggregation: Aggregation
+) -> float | None:
+    """The memoised aggregated score of ``node`` (None if never scored or failed)."""
+    score = ctx.graph.score(node.id, scorer)
+    return None if score is None else score_value(score, aggregation)
+
+
+async def settle(aws: Sequence[Awaitable[T]]) -> tuple[list[T | None], bool]:
+    """Run ``aws`` concurrently; a budget refusal gives None in its place.
+
+    Returns the results in input order and whether any part hit the budget. Any other error
+    is raised, but only after every part has finished, so nothing is left running.
+    """
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    out: list[T | None] = []
+    exhausted = False
+    for result in results:
+        if isinstance(result, BudgetExhausted):
+            out.append(None)
+            exhausted = True
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            out.append(result)
+    return out, exhausted
+
+
+def choose_final(
+    nodes: Sequence[Node], value: Callable[[Node], float | None], rule: FinalRule
+) -> Selection:
+    """The answer among finished ``nodes`` (ordered canonically) by ``rule``.
+
+    Nodes without an answer or without a value never take part; negative values add no weight.
+    """
+    ordered = sorted((n for n in nodes if n.answer is not None), key=lambda n: id_key(n.id))
+    valued = [n for n in ordered if value(n) is not None]
+    if rule == "best":
+        return argmax(valued, value)
+    if rule == "vote":
+        return majority_vote(valued)
+    return weighted_vote(valued, lambda n: max(value(n) or 0.0, 0.0))
+
+
+def drop_duplicates(
+    ctx: SearchContext, siblings: Sequence[Node], seen: Sequence[Node] = ()
+) -> list[Node]:
+    """Siblings with the same text are the same state: keep the earliest, prune the others.
+
+    ``seen`` are siblings already kept earlier. Since siblings share their prefix, merging
+    them at every expansion keeps every path in the search distinct.
+    """
+    texts = {n.text for n in seen}
+    kept: list[Node] = []
+    copies: list[Node] = []
+    for node in sorted(siblings, key=lambda n: id_key(n.id)):
+        (copies if node.text in texts else kept).append(node)
+        texts.add(node.text)
+    ctx.prune(copies)
+    return kept
+
+
+def ranked(nodes: Sequence[Node], value: Callable[[Node], float | None]) -> list[Node]:
+    """Nodes by value, best first; ties go to the earlier id; valueless nodes last."""
+
+    def key(node: Node) -> tuple[int, float, tuple[int, ...]]:
+        v = value(node)
+        return (0 if v is not None else 1, -(v or 0.0), id_key(node.id))
+
+    return sorted(nodes, key=key)

@@ -1,0 +1,103 @@
+"""Beam search keeps the top B by aggregated score; finished beams stay finished."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.graph import Node, SearchGraph
+from rewards.aggregate import Aggregation, aggregate_steps
+from strategies.step_search import ranked
+from tests.conftest import make_problem
+from tests.unit.step_helpers import run_strategy
+
+NOISY = [{"kind": "noisy_prm", "name": "prm", "noise": 0.3}]
+
+
+def _value(graph: SearchGraph, node: Node, how: Aggregation) -> float:
+    score = graph.score(node.id, "prm")
+    assert score is not None and score.ok
+    value = aggregate_steps(score.step_values, how)
+    assert value is not None
+    return value
+
+
+def _beam(**extra: Any) -> dict[str, Any]:
+    return {"name": "beam_search", "beam_width": 3, "expansions": 3, "scorer": "prm", **extra}
+
+
+@pytest.mark.parametrize("how", ["min", "product", "last", "mean"])
+def test_each_depth_keeps_the_top_b_by_aggregated_score(how: Aggregation) -> None:
+    problems = [make_problem(i, steps=4) for i in range(4)]
+    results, _ = run_strategy(_beam(aggregation=how), problems, scorers=NOISY, error_rate=0.4)
+    for result in results:
+        graph = result.graph
+        assert graph is not None and result.error is None
+        finished_before: list[Node] = []
+        for depth in range(1, 7):
+            candidates = [n for n in graph.nodes() if n.depth == depth]
+            if not candidates:
+                break
+            kept = [n for n in candidates if graph.state(n.id).status != "pruned"]
+            dropped = [n for n in candidates if graph.state(n.id).status == "pruned"]
+            assert len(kept) + len(finished_before) >= min(3, len(candidates))
+            assert len(kept) <= 3
+            if kept and dropped:
+                worst_kept = min(_value(graph, n, how) for n in kept)
+                best_dropped = max(_value(graph, n, how) for n in dropped)
+                assert worst_kept >= best_dropped
+            finished_before += [n for n in kept if n.terminal]
+        for node in graph.nodes():  # only kept beams were expanded
+            if graph.children(node.id):
+                assert graph.state(node.id).status != "pruned"
+
+
+def test_ranking_breaks_ties_by_node_id() -> None:
+    nodes = [Node(id=i, parent_id="r", depth=1, token_ids=(), text="") for i in ("r.10", "r.2")]
+    values = {"r.10": 0.5, "r.2": 0.5}
+    assert [n.id for n in ranked(nodes, lambda n: values[n.id])] == ["r.2", "r.10"]
+    values["r.10"] = 0.6
+    assert [n.id for n in ranked(nodes, lambda n: values[n.id])] == ["r.10", "r.2"]
+
+
+def test_finished_beams_stay_finished_and_answer_is_the_best_finished() -> None:
+    problems = [make_problem(i, steps=3) for i in range(6)]
+    results, _ = run_strategy(_beam(), problems, scorers=NOISY, error_rate=0.4)
+    for result in results:
+        graph = result.graph
+        assert graph is not None
+        for node in graph.nodes():
+            if node.terminal:
+                assert graph.children(node.id) == []  # never expanded again
+        finished = graph.terminals()  # terminal and not pruned: the finished beams
+        assert finished and result.node_id in {n.id for n in finished}
+        best = max(_value(graph, n, "min") for n in finished)
+        assert result.node_id is not None
+        assert _value(graph, graph.node(result.node_id), "min") == best
+
+
+def test_weighted_vote_final_rule_counts_every_finished_beam() -> None:
+    problems = [make_problem(i, steps=3) for i in range(3)]
+    results, _ = run_strategy(_beam(final="weighted_vote"), problems, scorers=NOISY)
+    for result in results:
+        assert result.graph is not None
+        votes = result.detail["votes"]
+        answers = {n.answer for n in result.graph.terminals()}
+        assert set(votes) == answers - {None}
+        assert result.answer == max(votes, key=votes.get)
+
+
+def test_each_depth_samples_m_steps_per_open_beam_in_one_request_each() -> None:
+    problems = [make_problem(0, steps=3)]
+    _, engine = run_strategy(_beam(), problems, scorers=NOISY)
+    assert engine.requests and all(r.n == 3 for r in engine.requests)
+    assert all(r.sampling.stop == ("\n",) for r in engine.requests)
+
+
+def test_budget_stops_the_search_with_an_answer_from_finished_beams() -> None:
+    problems = [make_problem(i, steps=3) for i in range(3)]
+    results, _ = run_strategy(_beam(), problems, budget={"max_generated_tokens": 150})
+    for result in results:
+        assert result.error is None
+        assert result.usage["generated_tokens"] <= 150
