@@ -27,6 +27,7 @@ _BUILTIN_STRATEGIES = {
 _BUILTIN_SCORERS = {
     "reference_answer": "verifiers.reference:ReferenceAnswer",
     "reference_steps": "verifiers.reference:ReferenceSteps",
+    "agreement_judge": "verifiers.agreement_judge:AgreementJudge",
     "mean_logprob": "rewards.intrinsic:MeanLogprob",
     "answer_equivalence": "verifiers.equivalence:AnswerEquivalence",
     "arithmetic_steps": "verifiers.arithmetic_scorer:ArithmeticSteps",

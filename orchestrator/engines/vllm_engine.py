@@ -53,9 +53,15 @@ class VLLMEngine:
         if self._llm is not None:
             return
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
+        # Every request we send is seeded. On CPU, vLLM rewinds a seeded request's generator
+        # when it drops a token sampled during a partial (chunked) prefill, which CPU
+        # generators cannot do ("CPU Generator does not use offset"): the engine core dies.
+        # Whole prefills never drop a token, so on CPU prefill is not chunked.
+        chunked_prefill = False if current_platform.is_cpu() else None
         args = AsyncEngineArgs(
             model=self.model_path,
             tokenizer=self.model_path,
@@ -64,6 +70,7 @@ class VLLMEngine:
             gpu_memory_utilization=c.gpu_memory_utilization,
             enforce_eager=c.enforce_eager,
             enable_prefix_caching=True,
+            enable_chunked_prefill=chunked_prefill,
             max_num_seqs=c.max_num_seqs,
             seed=c.seed,
             tensor_parallel_size=c.tensor_parallel_size,

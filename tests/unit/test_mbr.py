@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Sequence
 from typing import ClassVar
 
 import pytest
 
-from orchestrator.engines.scripted import ScriptedEngine
+from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
 from orchestrator.errors import RecipeError
 from orchestrator.graph import Score
 from orchestrator.problem import Problem
 from orchestrator.scoring import SCORERS, Candidate, PairwiseScorer
 from strategies.utilities import chrf
 from tests.conftest import make_problem
-from tests.unit.sampling_support import ChoicePolicy, run_strategy
+from tests.unit.sampling_support import ChoicePolicy, LearningEngine, run_strategy
 
 
 class NumericDistanceJudge(PairwiseScorer):
@@ -141,3 +143,41 @@ def test_judge_utility_needs_a_scorer_and_only_it_does() -> None:
             ScriptedEngine(),
             scorers=[{"kind": "reference_answer", "name": "oracle"}],
         )
+
+
+class _JudgingPolicy:
+    """Solves like the reference policy; asked for agreement, compares the two answers."""
+
+    def __init__(self, error_rate: float) -> None:
+        from orchestrator.engines.scripted import ReferencePolicy
+
+        self.solver = ReferencePolicy({}, error_rate)
+
+    def learn(self, solutions: dict[str, str]) -> None:
+        self.solver.solutions.update(solutions)
+
+    def continue_text(self, prompt: str, rng: random.Random) -> Continuation:
+        if "reach the same final answer" not in prompt:
+            return self.solver.continue_text(prompt, rng)
+        answers = re.findall(r"Answer: (\S+)", prompt)
+        verdict = " Yes" if len(answers) == 2 and answers[0] == answers[1] else " No"
+        return Continuation(verdict + EOS, (-0.1,) * (len(verdict) + 1))
+
+
+def test_agreement_judge_through_ctx_compare_acts_like_answer_equality() -> None:
+    problems = [make_problem(i) for i in range(5)]
+    engine = LearningEngine(_JudgingPolicy(error_rate=0.4))
+    judged = run_strategy(
+        {"name": "mbr", "n": 7, "utility": "judge", "scorer": "agree"},
+        problems,
+        engine,
+        scorers=[{"kind": "agreement_judge", "name": "agree"}],
+    )
+    vote = run_strategy(
+        {"name": "self_consistency", "n": 7}, problems, ScriptedEngine(error_rate=0.4)
+    )
+    assert [r.answer for r in judged] == [r.answer for r in vote]
+    judge_requests = [r for r in engine.requests if r.request_id.startswith("judge:")]
+    pairs = sum(int(r.detail["pairs"]) for r in judged)
+    assert pairs == sum(r.usage["scorer_calls"] for r in judged)
+    assert len(judge_requests) == 2 * pairs  # both presentation orders per unordered pair
