@@ -104,6 +104,12 @@ class BudgetTracker:
             raise BudgetExhausted("generated token budget spent")
         return per_sample
 
+    def check_nodes(self, count: int) -> None:
+        """Raise if ``count`` more nodes would pass the node budget (nodes without tokens)."""
+        b, u = self.budget, self.usage
+        if b.max_nodes is not None and u.nodes + self._reserved_nodes + count > b.max_nodes:
+            raise BudgetExhausted("node budget spent")
+
     def reserve(self, tokens: int, nodes: int = 0) -> None:
         """Hold tokens (and nodes) for a request in flight, so concurrent ones cannot overshoot."""
         self._reserved_tokens += tokens

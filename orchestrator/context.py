@@ -176,9 +176,11 @@ class SearchContext:
         ids = tuple(token_ids)
         if not ids:
             raise ValueError("extend needs at least one token")
-        nodes_cap = self.budget.budget.max_nodes
-        if nodes_cap is not None and self.budget.usage.nodes + 1 > nodes_cap:
-            raise BudgetExhausted("node budget spent", problem_id=self.problem.id)
+        try:
+            self.budget.check_nodes(1)
+        except BudgetExhausted as exc:
+            exc.problem_id = self.problem.id
+            raise
         child_id = self.graph.reserve_child_ids(node.id, 1)[0]
         text = await self._decode_after(node, ids)
         eos = getattr(self.engine, "eos_token_id", None)

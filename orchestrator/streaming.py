@@ -70,7 +70,7 @@ class NodeStream:
         self.request = replace(
             self.request, sampling=spec.model_copy(update={"max_tokens": per_sample})
         )
-        budget.reserve(per_sample)
+        budget.reserve(per_sample, nodes=1)
         self._reserved = per_sample
         self._iterator = _open(self._ctx.engine, self.request)
         return self
@@ -128,6 +128,7 @@ class NodeStream:
             prompt=last.prompt_tokens if last is not None else 0,
             cached=last.cached_prompt_tokens if last is not None else 0,
             nodes=1,
+            reserved_nodes=1,
         )
         if finished:
             assert completion is not None

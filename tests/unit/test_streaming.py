@@ -203,3 +203,38 @@ def test_extend_adds_forced_tokens_that_cost_nothing_and_prompt_the_next_request
     assert ctx.budget.usage.generated_tokens == len(child.token_ids)
     assert ended.terminal and ended.finish_reason == "stop" and ended.text == "#"
     assert ctx.graph.state(ended.id).status == "terminal"
+
+
+def test_streams_in_flight_hold_their_node_so_the_node_budget_cannot_overshoot() -> None:
+    engine = ScriptedEngine(error_rate=0.0)
+
+    async def go() -> Any:
+        ctx = await make_context(engine, make_problem(8), budget=Budget(max_nodes=2))
+        async with ctx.stream_expand(ctx.root, one_step=False) as first:
+            async with ctx.stream_expand(ctx.root, one_step=False) as second:
+                with pytest.raises(BudgetExhausted):
+                    await ctx.extend(ctx.root, (70,))
+                with pytest.raises(BudgetExhausted):
+                    async with ctx.stream_expand(ctx.root, one_step=False):
+                        pass
+                async for _ in second:
+                    pass
+            async for _ in first:
+                pass
+        return ctx
+
+    ctx = asyncio.run(go())
+    assert len(ctx.graph) == 3 and ctx.budget.usage.nodes == 2
+
+
+def test_first_finish_starts_only_the_samples_the_node_budget_allows() -> None:
+    from tests.unit.sampling_support import run_strategy
+
+    [result] = run_strategy(
+        {"name": "first_finish", "n": 6},
+        [make_problem(0)],
+        ScriptedEngine(error_rate=0.0),
+        budget={"max_nodes": 3},
+    )
+    assert result.error is None and result.graph is not None
+    assert len(result.graph.children("r")) == 3 and result.answer is not None
