@@ -1,0 +1,174 @@
+"""Step-level strategies on real vLLM with the testbed's exact step checker as the PRM.
+
+Small sizes: five eval problems, a few dozen steps each. The assertions are about the
+machinery (graph sanity, answers parse, budget kept, nothing left running), not accuracy:
+the testbed policy may be barely trained.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.datasets import load_problems
+from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.problem import Problem
+from orchestrator.recipe import parse_recipe
+from orchestrator.results import ProblemResult
+from orchestrator.runner import Orchestrator
+from tests.integration.conftest import POLICY, EngineLoop
+
+pytestmark = pytest.mark.vllm
+EVAL = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "data" / "eval.jsonl"
+TOKEN_BUDGET = 1200
+SCORERS = [
+    {"kind": "arithmetic_steps", "name": "prm"},
+    {"kind": "reference_answer", "name": "oracle"},
+]
+
+
+def _problems(count: int = 5) -> list[Problem]:
+    return load_problems(EVAL, limit=count)
+
+
+def _solve(loop: EngineLoop, engine: VLLMEngine, strategy: dict[str, Any]) -> list[ProblemResult]:
+    recipe = parse_recipe(
+        {
+            "engine": {"kind": "vllm", "model": str(POLICY)},
+            "strategy": strategy,
+            "scorers": SCORERS,
+            "sampling": {"temperature": 1.0, "max_tokens": 96},
+            "budget": {"max_generated_tokens": TOKEN_BUDGET},
+            "seed": 5,
+        }
+    )
+
+    async def go() -> list[ProblemResult]:
+        async with Orchestrator(recipe, engine=engine) as orchestrator:
+            return await orchestrator.run(_problems())
+
+    results = loop.run(go())
+    for result in results:
+        _check_graph(result)
+    assert not engine._inflight  # nothing left running in vLLM
+    answered = [r.answer for r in results if r.answer is not None]
+    assert answered, "no strategy run produced a parsable answer"
+    assert all(re.fullmatch(r"-?\d+", a) for a in answered), answered
+    return results
+
+
+def _check_graph(result: ProblemResult) -> None:
+    assert result.error is None, result.error
+    graph = result.graph
+    assert graph is not None and graph.is_acyclic()
+    assert result.usage["generated_tokens"] <= TOKEN_BUDGET
+    in_graph = sum(n.generated_tokens for n in graph.nodes() if n.parent_id)
+    assert in_graph == result.usage["generated_tokens"]
+    for node in graph.nodes():
+        if node.parent_id is not None:
+            assert graph.node(node.parent_id).depth + 1 == node.depth
+        if node.terminal:
+            assert graph.children(node.id) == []  # a finished path is never extended
+    if result.node_id is not None:
+        picked = graph.node(result.node_id)
+        assert picked.terminal and picked.answer == result.answer
+        assert graph.state(picked.id).status != "pruned"
+
+
+def test_beam_search(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> None:
+    strategy = {
+        "name": "beam_search",
+        "beam_width": 2,
+        "expansions": 3,
+        "scorer": "prm",
+        "max_depth": 8,
+        "step_max_tokens": 24,
+    }
+    for result in _solve(engine_loop, vllm_engine, strategy):
+        assert result.graph is not None
+        assert result.detail.get("depth", 0) >= 1 or result.detail.get("anytime")
+
+
+def test_dvts(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> None:
+    strategy = {
+        "name": "dvts",
+        "subtrees": 3,
+        "expansions": 2,
+        "scorer": "prm",
+        "max_depth": 8,
+        "step_max_tokens": 24,
+    }
+    for result in _solve(engine_loop, vllm_engine, strategy):
+        assert result.graph is not None and len(result.graph.children("r")) == 6
+
+
+def test_mcts(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> None:
+    strategy = {
+        "name": "mcts",
+        "iterations": 10,
+        "expansion_width": 2,
+        "scorer": "prm",
+        "policy": "puct",
+        "rollout": True,
+        "verifier": "oracle",
+        "parallel": 2,
+        "max_depth": 8,
+        "step_max_tokens": 24,
+        "rollout_max_tokens": 64,
+    }
+    for result in _solve(engine_loop, vllm_engine, strategy):
+        graph = result.graph
+        assert graph is not None
+        steps = [n for n in graph.nodes() if n.parent_id == "r"]
+        assert steps and all(n.token_logprobs for n in steps)  # PUCT priors need logprobs
+
+
+def test_ab_mcts(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> None:
+    strategy = {
+        "name": "ab_mcts",
+        "iterations": 10,
+        "scorer": "prm",
+        "verifier": "oracle",
+        "parallel": 2,
+        "max_depth": 8,
+        "step_max_tokens": 24,
+        "rollout_max_tokens": 64,
+    }
+    for result in _solve(engine_loop, vllm_engine, strategy):
+        if not result.detail.get("anytime") and not result.detail.get("budget_exhausted"):
+            assert result.detail["generated"] == 10
+
+
+def test_particle_filter(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> None:
+    strategy = {
+        "name": "particle_filter",
+        "particles": 6,
+        "scorer": "prm",
+        "ess_threshold": 0.9,
+        "max_depth": 8,
+        "step_max_tokens": 24,
+    }
+    for result in _solve(engine_loop, vllm_engine, strategy):
+        graph = result.graph
+        assert graph is not None
+        assert all(not n.terminal for n in graph.nodes() if graph.state(n.id).status == "pruned")
+
+
+def test_a_star(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> None:
+    strategy = {
+        "name": "a_star",
+        "expansions": 3,
+        "scorer": "prm",
+        "verifier": "oracle",
+        "max_expansions": 12,
+        "max_depth": 8,
+        "step_max_tokens": 24,
+    }
+    for result in _solve(engine_loop, vllm_engine, strategy):
+        expanded = result.detail.get("expanded", [])
+        assert len(expanded) <= 12
+        if result.detail.get("accepted"):
+            assert result.correct  # the oracle verifier accepted it
