@@ -29,12 +29,18 @@ _BUILTIN_SCORERS = {
     "reference_steps": "verifiers.reference:ReferenceSteps",
     "agreement_judge": "verifiers.agreement_judge:AgreementJudge",
     "mean_logprob": "rewards.intrinsic:MeanLogprob",
+    "perplexity": "rewards.intrinsic:Perplexity",
+    "self_certainty": "rewards.intrinsic:SelfCertainty",
+    "token_entropy": "rewards.intrinsic:TokenEntropy",
+    "group_confidence": "rewards.intrinsic:GroupConfidence",
     "answer_equivalence": "verifiers.equivalence:AnswerEquivalence",
     "arithmetic_steps": "verifiers.arithmetic_scorer:ArithmeticSteps",
     "code_tests": "verifiers.code_execution:CodeTests",
     "judge_pointwise": "verifiers.judges:PointwiseJudge",
     "judge_pairwise": "verifiers.judges:PairwiseJudge",
     "judge_tournament": "verifiers.judges:TournamentJudge",
+    "prm": "rewards.prm:ProcessRewardModel",
+    "orm": "rewards.prm:OutcomeRewardModel",
 }
 
 

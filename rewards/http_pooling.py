@@ -1,0 +1,78 @@
+"""A token-classification reward model behind a vLLM server's ``/pooling`` endpoint.
+
+Start the server with the pooling runner and the token_classify task, e.g.
+``python -m vllm.entrypoints.openai.api_server --model <prm> --runner pooling
+--pooler-config '{"task": "token_classify"}'``. Inputs travel as token ids (tokenized by the
+server's ``/tokenize``), so the positions the scorer reads are exactly the server's tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from orchestrator.errors import ScorerError
+
+
+class HTTPTokenScores:
+    """One vLLM pooling server; ``model`` is the name it serves."""
+
+    name = "http"
+
+    def __init__(
+        self, base_url: str, model: str, *, timeout: float = 60.0, max_length: int | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self.max_length = max_length
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self.start()
+        assert self._client is not None
+        try:
+            response = await self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise ScorerError(f"reward server {self.base_url}{path}: {exc!r}") from exc
+        if response.status_code != 200:
+            raise ScorerError(
+                f"reward server {self.base_url}{path}: HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        body = {"model": self.model, "prompt": text, "add_special_tokens": add_special_tokens}
+        data = await self._post("/tokenize", body)
+        return [int(t) for t in data["tokens"]]
+
+    async def logits_at(self, items: Sequence[tuple[list[int], list[int]]]) -> list[np.ndarray]:
+        body = {
+            "model": self.model,
+            "input": [ids for ids, _ in items],
+            "task": "token_classify",
+            "use_activation": False,
+        }
+        data = await self._post("/pooling", body)
+        rows = sorted(data["data"], key=lambda d: d["index"])
+        if len(rows) != len(items):
+            raise ScorerError(f"reward server returned {len(rows)} results for {len(items)}")
+        out = []
+        for row, (_, positions) in zip(rows, items, strict=True):
+            logits = np.asarray(row["data"], dtype=np.float32)
+            out.append(logits[positions])
+        return out
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,204 @@
+"""Reward models through every backend, and a PRM engine beside the policy engine.
+
+The PRM under test is the testbed's (examples/testbed/models/prm) when it exists, else a tiny
+random Llama token classifier built here: either way the three backends (vLLM in-process
+pooling, a vLLM pooling server over HTTP, transformers) must give the same step scores within
+ABS_TOL, which covers float32 kernel differences between vLLM's CPU path and torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.engines.types import GenerationRequest, SamplingSpec
+from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.problem import Problem
+from orchestrator.scoring import Candidate, ScorerResources
+from rewards.prm import ProcessRewardModel, RewardModelConfig
+from tests.integration.conftest import REPO, EngineLoop
+from tests.tiny_prm import make_tiny_prm
+
+pytestmark = pytest.mark.vllm
+
+TESTBED_PRM = REPO / "examples" / "testbed" / "models" / "prm"
+ABS_TOL = 1e-4
+QUESTION = "Mia has 7 pens. She gets 15 more. She loses 4. She triples them. How many pens now?"
+PROBLEM = Problem(id="t0", question=QUESTION, reference="54")
+PATHS = [
+    ("7+15=22\n", "22-4=18\n", "18*3=54\n", "Answer: 54"),
+    ("7+15=22\n", "22-4=17\n", "17*3=51\n", "Answer: 51"),
+    ("7+15=23\n",),
+    ("7+15=22\n", "22-4=18\n"),
+]
+
+
+def candidates() -> list[Candidate]:
+    return [
+        Candidate(
+            node_id=f"r.{i}",
+            prompt=QUESTION + "\n",
+            steps=steps,
+            answer=None,
+            terminal=steps[-1].startswith("Answer"),
+        )
+        for i, steps in enumerate(PATHS)
+    ]
+
+
+@pytest.fixture(scope="module")
+def prm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if (TESTBED_PRM / "config.json").exists():
+        return TESTBED_PRM
+    return make_tiny_prm(tmp_path_factory.mktemp("tiny_prm"))
+
+
+def _config(folder: Path, **extra: object) -> RewardModelConfig:
+    values = {
+        "kind": "prm",
+        "model": str(folder),
+        "max_model_len": 256,
+        "gpu_memory_utilization": 0.1,
+        **extra,
+    }
+    return RewardModelConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def prm_server(prm_folder: Path) -> Iterator[str]:
+    """`vllm serve` equivalent with the pooling runner on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    (REPO / ".pytest_cache").mkdir(exist_ok=True)
+    log = open(REPO / ".pytest_cache" / "prm_server.log", "w")  # noqa: SIM115
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(prm_folder),
+        "--served-model-name",
+        "prm",
+        "--runner",
+        "pooling",
+        "--pooler-config",
+        '{"task": "token_classify"}',
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "256",
+        "--gpu-memory-utilization",
+        "0.1",
+        "--enforce-eager",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"PRM server exited with {process.returncode}; see {log.name}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail(f"PRM server not ready in 300 s; see {log.name}")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def vllm_prm(prm_folder: Path, engine_loop: EngineLoop) -> Iterator[ProcessRewardModel]:
+    """The in-process pooling PRM; it lives on the session's engine loop beside the policy."""
+    prm = ProcessRewardModel(_config(prm_folder, backend="vllm"), ScorerResources())
+    yield prm
+    engine_loop.run(prm.aclose())
+
+
+def test_vllm_http_and_torch_give_the_same_step_scores(
+    prm_folder: Path,
+    prm_server: str,
+    engine_loop: EngineLoop,
+    vllm_engine: VLLMEngine,
+    vllm_prm: ProcessRewardModel,
+) -> None:
+    torch_prm = ProcessRewardModel(_config(prm_folder, backend="torch"), ScorerResources())
+    http_prm = ProcessRewardModel(
+        _config(prm_folder, backend="http", base_url=prm_server, model="prm"), ScorerResources()
+    )
+
+    async def policy_and_prm_together() -> tuple[list[object], list[object]]:
+        """The policy's AsyncLLM and the PRM's AsyncLLM serve at once on one event loop."""
+        request = GenerationRequest(
+            request_id="prm-it",
+            prompt_token_ids=await vllm_engine.tokenize(QUESTION + "\n"),
+            sampling=SamplingSpec(max_tokens=48, temperature=1.0, seed=1),
+            n=4,
+        )
+        generated, scores = await asyncio.gather(
+            vllm_engine.generate(request), vllm_prm.score(PROBLEM, candidates())
+        )
+        return list(generated.completions), list(scores)
+
+    completions, by_vllm = engine_loop.run(policy_and_prm_together())
+    by_torch = asyncio.run(torch_prm.score(PROBLEM, candidates()))
+    by_http = asyncio.run(http_prm.score(PROBLEM, candidates()))
+    assert len(completions) == 4
+    for v, h, t, steps in zip(by_vllm, by_http, by_torch, PATHS, strict=True):
+        assert v.ok and h.ok and t.ok, (v.error, h.error, t.error)  # type: ignore[attr-defined]
+        assert len(t.step_values) == len(steps)
+        assert v.step_values == pytest.approx(t.step_values, abs=ABS_TOL)  # type: ignore[attr-defined]
+        assert h.step_values == pytest.approx(t.step_values, abs=ABS_TOL)  # type: ignore[attr-defined]
+
+
+def test_a_child_is_scored_from_its_parents_cached_steps(
+    engine_loop: EngineLoop, vllm_prm: ProcessRewardModel
+) -> None:
+    parent = Candidate(
+        node_id="r.7",
+        prompt="Bob has 3 cups. He doubles them. How many?\n",
+        steps=("3*2=6\n",),
+        answer=None,
+        terminal=False,
+    )
+    child = Candidate(
+        node_id="r.7.0",
+        prompt=parent.prompt,
+        steps=(*parent.steps, "Answer: 6"),
+        answer="6",
+        terminal=True,
+    )
+    before = vllm_prm.stats.steps_scored, vllm_prm.stats.steps_reused
+    (first,) = engine_loop.run(vllm_prm.score(PROBLEM, [parent]))
+    (second,) = engine_loop.run(vllm_prm.score(PROBLEM, [child]))
+    assert vllm_prm.stats.steps_scored - before[0] == 2  # one step each time
+    assert vllm_prm.stats.steps_reused - before[1] == 1
+    assert second.step_values[0] == first.step_values[0]
