@@ -132,13 +132,16 @@ async def _grow(
 class BeamSearch(Strategy):
     """PRM-guided step-level beam search (Snell et al. 2024, "Scaling LLM test-time compute").
 
-        Keep B partial solutions; sample M next steps for each; score every new path with the
-        step-level scorer, aggregate its step scores (min, product, last or mean) and keep the best
-        B among the new candidates and the finished beams (identical sibling steps count once with
-    ``merge_duplicates``). Cost per depth: B generation requests of
-        n=M (one step each) and B*M scorer calls. Hyperparameters: ``beam_width`` (B),
-        ``expansions`` (M), ``aggregation``, ``max_depth``, ``final`` (best finished beam, or a
-        vote weighted by path value). Ties go to the earlier node id.
+    Keep B partial solutions; sample M next steps for each; score every new path with the
+    step-level scorer, aggregate its step scores (min, product, last or mean) and keep the best
+    B among the new candidates and the finished beams (with ``merge_duplicates``, identical
+    sibling steps count once). Each beam is expanded and its children scored as soon as it is
+    chosen, with no wait on the other beams; only the choice of the best B waits for the whole
+    depth, because that choice needs every candidate (the one barrier beam search has). Cost
+    per depth: B generation requests of n=M (one step each) and B*M scorer calls.
+    Hyperparameters: ``beam_width`` (B), ``expansions`` (M), ``aggregation``, ``max_depth``,
+    ``final`` (best finished beam, or a vote weighted by path value). Ties go to the earlier
+    node id.
     """
 
     config_model = BeamSearchConfig

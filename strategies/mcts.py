@@ -101,19 +101,19 @@ Outcome = list[tuple[Node, float, float]]  # (node, value, prior); one entry for
 
 class MCTS(Strategy):
     """Monte Carlo tree search over steps (Kocsis & Szepesvári 2006; PUCT as in AlphaZero;
-        for LLM reasoning e.g. ReST-MCTS*, rStar).
+    for LLM reasoning e.g. ReST-MCTS*, rStar).
 
-        Each simulation selects a path from the root by UCT or PUCT (prior: exp(step logprob)
-        normalised among siblings), expands the leaf into ``expansion_width`` sampled next steps
-    (identical siblings merged),
-        values each new node (the step-level scorer, a ``verifier`` for finished paths, or, with
-        ``rollout``, the value of one sampled completion to the end), and backs the values up as a
-        running mean. A finished or depth-capped leaf is not expanded: its value is backed up again.
-        ``parallel`` simulations run per wave with virtual loss steering them apart; a wave's
-        results are backed up in selection order after it ends, so the tree depends on the seed
-        only, never on completion order. Cost per simulation: one request of n=``expansion_width``
-        and as many scorer calls (plus one rollout each with ``rollout``). The answer is the
-        best-valued finished path, a vote, or the most visited line of play.
+    Each simulation selects a path from the root by UCT or PUCT (prior: exp(step logprob)
+    normalised among siblings), expands the leaf into ``expansion_width`` sampled next steps
+    (identical siblings merged), values each new node (the step-level scorer, a ``verifier``
+    for finished paths, or, with ``rollout``, the value of one sampled completion to the end),
+    and backs the values up as a running mean. A finished or depth-capped leaf is not
+    expanded: its value is backed up again. ``parallel`` simulations run per wave with virtual
+    loss steering them apart; a wave's results are backed up in selection order after it ends,
+    so the tree depends on the seed only, never on completion order. Cost per simulation: one
+    request of n=``expansion_width`` and as many scorer calls (plus one rollout each with
+    ``rollout``). The answer is the best-valued finished path, a vote, or the most visited
+    line of play.
     """
 
     config_model = MCTSConfig
