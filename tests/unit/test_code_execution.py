@@ -137,3 +137,19 @@ def test_kernel_layers_hold_without_the_audit_hook(tmp_path: Path) -> None:
     assert "'.ssh'" not in lines["home"]
     assert lines["pids"] == "[1, 2]"
     assert not (tmp_path / "x").exists()
+
+
+def test_the_audit_hook_alone_stops_sockets_forks_and_writes(tmp_path: Path) -> None:
+    """What a machine without namespaces still gets (e.g. a user without root)."""
+    limits = FAST.model_copy(update={"namespaces": False})
+    probes = {
+        "socket": "import socket\nsocket.socket()",
+        "fork": "import os\nos.fork()",
+        "write": f"open({str(tmp_path / 'x')!r}, 'w')",
+        "spawn": "import subprocess\nsubprocess.run(['true'])",
+    }
+    for name, code in probes.items():
+        result = asyncio.run(run_python({"main.py": code}, "main.py", limits))
+        assert result.layers == ("rlimits", "audit_hook"), name
+        assert result.verdict == "exit_code" and "PermissionError: sandbox" in result.stderr, name
+    assert not (tmp_path / "x").exists()
