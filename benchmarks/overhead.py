@@ -101,6 +101,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         dtype="float32",
         max_model_len=256,
         gpu_memory_utilization=0.2,
+        block_size=32,
         max_num_seqs=512,
     )
     async with VLLMEngine(config) as engine:

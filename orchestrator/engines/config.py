@@ -42,6 +42,13 @@ class VLLMEngineConfig(EngineConfig):
     max_num_seqs: int = Field(256, ge=1, description="Most sequences batched at once.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model.")
     seed: int = Field(0, description="Engine seed (per-request seeds come from the recipe).")
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        description="KV-cache block size in tokens; prefix caching reuses whole blocks only. "
+        "None: vLLM's default (128 on CPU, coarser than short prompts; the CPU backend needs a "
+        "multiple of 32).",
+    )
 
     def resolved_model(self, base_dir: Path | None) -> str:
         path = Path(self.model)

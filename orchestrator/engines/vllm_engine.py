@@ -75,6 +75,7 @@ class VLLMEngine:
             seed=c.seed,
             tensor_parallel_size=c.tensor_parallel_size,
             disable_log_stats=True,
+            block_size=c.block_size,
         )
         try:
             self._llm = AsyncLLM.from_engine_args(args)

