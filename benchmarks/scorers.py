@@ -1,9 +1,10 @@
 """Reward-model scoring: throughput per backend, and what memoisation saves in a search.
 
 1. Throughput: the same nodes (step prefixes of testbed solutions, right and corrupted) are
-   scored through each backend (vLLM in-process pooling, a vLLM pooling server over HTTP,
-   transformers), as concurrent searches would send them: one ``score`` call per problem,
-   all at once, through the shared micro-batching queue. The step-prefix cache is off here,
+   scored through each backend (vLLM in-process pooling, a vLLM pooling server over HTTP with
+   its /tokenize or with the tokenizer loaded locally, transformers), as concurrent searches
+   would send them: one ``score`` call per problem, all at once, through the shared
+   micro-batching queue. The step-prefix cache is off here,
    so every node costs a model pass. Reported: nodes scored per second, mean batch size.
 2. Memoisation: a step-level search on the testbed with the PRM as its scorer. Reported:
    how many node scores the strategy asked for, how many the per-node memo answered, how many
@@ -207,22 +208,26 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = workload(load_problems(VAL, limit=max(args.problems, args.nodes // 6)), args.nodes)
     data: dict[str, Any] = {"prm": which, "machine": f"{platform.machine()}, {os.cpu_count()} cpus"}
     base = {"kind": "prm", "model": str(folder), "cache_steps": 0, "max_model_len": 256}
-    for backend in args.backends.split(","):
-        server = None
-        extra: dict[str, Any] = {"backend": backend}
-        if backend == "http":
-            server = start_server(folder, args.port, scratch / "server.log")
-            extra.update(base_url=f"http://127.0.0.1:{args.port}", model="prm")
-        if backend == "torch":
-            extra["threads"] = 2
-        try:
+    backends = args.backends.split(",")
+    server = None
+    if any(b.startswith("http") for b in backends):
+        server = start_server(folder, args.port, scratch / "server.log")
+    try:
+        for backend in backends:
+            extra: dict[str, Any] = {"backend": backend.split("_")[0]}
+            if backend.startswith("http"):
+                extra.update(base_url=f"http://127.0.0.1:{args.port}", model="prm")
+            if backend == "http_local_tokenizer":
+                extra["tokenizer"] = str(folder)
+            if backend == "torch":
+                extra["threads"] = 2
             config = RewardModelConfig(**{**base, **extra})
             data[backend] = await throughput(config, work)
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-        print(f"{backend}: {data[backend]}", flush=True)
+            print(f"{backend}: {data[backend]}", flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
     data["memoisation"] = await memoisation(folder, problems, args.engine)
     return data
 
@@ -233,7 +238,11 @@ def main() -> None:
     )
     parser.add_argument("--nodes", type=int, default=256)
     parser.add_argument("--problems", type=int, default=16)
-    parser.add_argument("--backends", default="vllm,http,torch")
+    parser.add_argument(
+        "--backends",
+        default="vllm,http,http_local_tokenizer,torch",
+        help="http asks the server to tokenize; http_local_tokenizer encodes locally",
+    )
     parser.add_argument(
         "--engine",
         choices=["scripted", "vllm"],

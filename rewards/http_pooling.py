@@ -3,7 +3,8 @@
 Start the server with the pooling runner and the token_classify task, e.g.
 ``python -m vllm.entrypoints.openai.api_server --model <prm> --runner pooling
 --pooler-config '{"task": "token_classify"}'``. Inputs travel as token ids (tokenized by the
-server's ``/tokenize``), so the positions the scorer reads are exactly the server's tokens.
+server's ``/tokenize``, or locally with the same tokenizer when ``tokenizer`` names its
+folder), so the positions the scorer reads are exactly the server's tokens.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ class HTTPTokenScores:
     name = "http"
 
     def __init__(
-        self, base_url: str, model: str, *, timeout: float = 60.0, max_length: int | None = None
+        self,
+        base_url: str,
+        model: str,
+        *,
+        timeout: float = 60.0,
+        max_length: int | None = None,
+        tokenizer: str | None = None,
     ) -> None:
+        self.tokenizer_path = tokenizer
+        self._tokenizer: Any = None
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout = timeout
@@ -51,6 +60,13 @@ class HTTPTokenScores:
         return data
 
     async def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        if self.tokenizer_path is not None:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+            ids = self._tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+            return [int(i) for i in ids]
         body = {"model": self.model, "prompt": text, "add_special_tokens": add_special_tokens}
         data = await self._post("/tokenize", body)
         return [int(t) for t in data["tokens"]]

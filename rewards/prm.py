@@ -38,11 +38,17 @@ from rewards.pooling import Activation, TokenScoreBackend, class_score
 
 class RewardModelConfig(ScorerConfig):
     backend: Literal["vllm", "http", "torch"] = Field(
-        "vllm", description="vllm: in-process pooling engine; http: a vLLM /pooling server; "
+        "vllm",
+        description="vllm: in-process pooling engine; http: a vLLM /pooling server; "
         "torch: transformers in this process.",
-    )  # fmt: skip
+    )
     model: str = Field(description="Model folder (relative to the recipe), or served name (http).")
     base_url: str | None = Field(None, description="Server root for backend=http.")
+    tokenizer: str | None = Field(
+        None,
+        description="backend=http: tokenizer folder to encode with locally instead of asking "
+        "the server's /tokenize (it must be the served model's tokenizer).",
+    )
     label: int = Field(1, ge=0, description="Class whose probability is the score.")
     activation: Activation = Field("softmax", description="Applied to the class logits.")
     aggregation: StepAggregation = Field(
@@ -97,6 +103,7 @@ class ProcessRewardModel(Scorer):
         self.stats = ScoringStats()
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._prompt_ids: dict[str, list[int]] = {}
+        self._step_ids: OrderedDict[str, list[int]] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[list[float]]] = {}
         self._batcher: MicroBatcher[_Request, list[float]] = MicroBatcher(
             self._run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms
@@ -158,14 +165,24 @@ class ProcessRewardModel(Scorer):
     async def _tokens(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         if prompt not in self._prompt_ids:
             self._prompt_ids[prompt] = await self.backend.encode(prompt, add_special_tokens=True)
+        # A step recurs in every descendant: encode each distinct step once, the new ones
+        # concurrently (over HTTP each is a round trip).
+        new = [step for step in dict.fromkeys(steps) if step not in self._step_ids]
+        pieces = await asyncio.gather(
+            *(self.backend.encode(step, add_special_tokens=False) for step in new)
+        )
+        for step, piece in zip(new, pieces, strict=True):
+            self._step_ids[step] = piece
         ids = list(self._prompt_ids[prompt])
         ends: list[int] = []
         for step in steps:
-            piece = await self.backend.encode(step, add_special_tokens=False)
+            piece = self._step_ids[step]
             if not piece:
                 raise ValueError(f"step {step!r} encodes to no tokens")
             ids.extend(piece)
             ends.append(len(ids) - 1)
+        while len(self._step_ids) > max(self.cfg.cache_steps, 4096):
+            self._step_ids.popitem(last=False)
         return ids, ends
 
     async def _run_batch(self, batch: list[_Request]) -> list[list[float]]:
@@ -227,8 +244,16 @@ def build_backend(config: RewardModelConfig, resources: ScorerResources) -> Toke
         from rewards.http_pooling import HTTPTokenScores
 
         assert config.base_url is not None
-        return HTTPTokenScores(config.base_url, model, timeout=config.timeout_seconds,
-                               max_length=config.max_model_len)  # fmt: skip
+        tokenizer = config.tokenizer
+        if tokenizer is not None and (resources.base_dir / tokenizer).exists():
+            tokenizer = str((resources.base_dir / tokenizer).resolve())
+        return HTTPTokenScores(
+            config.base_url,
+            model,
+            timeout=config.timeout_seconds,
+            max_length=config.max_model_len,
+            tokenizer=tokenizer,
+        )
     from rewards.vllm_pooling import VLLMTokenScores
 
     return VLLMTokenScores(

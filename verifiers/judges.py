@@ -140,8 +140,10 @@ class PointwiseJudge(_Judge):
                 completion, prompt = await client.complete(prompt, self.sampling())
             text = completion.text
             if cfg.read == "text":
-                return Score(value=parse_score(text, cfg.score_pattern, cfg.low, cfg.high),
-                             detail={"judge": text})  # fmt: skip
+                return Score(
+                    value=parse_score(text, cfg.score_pattern, cfg.low, cfg.high),
+                    detail={"judge": text},
+                )
             mass = await client.option_mass(
                 completion, prompt, {"yes": cfg.yes_words, "no": cfg.no_words}
             )
@@ -224,8 +226,9 @@ class PairwiseJudge(_PairwiseBase):
                 reason = errors[0] if errors else "no other solution to compare with"
                 scores.append(Score(value=None, error=f"no readable comparison: {reason}"))
             else:
-                scores.append(Score(value=sum(wins[i]) / len(wins[i]),
-                                    detail={"comparisons": len(wins[i])}))  # fmt: skip
+                scores.append(
+                    Score(value=sum(wins[i]) / len(wins[i]), detail={"comparisons": len(wins[i])})
+                )
         return scores
 
 

@@ -121,7 +121,10 @@ async def run_python(
             ),
         }
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", str(BOOT), json.dumps(config),
+            sys.executable,
+            "-I",
+            str(BOOT),
+            json.dumps(config),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -129,7 +132,7 @@ async def run_python(
             env=scrubbed_env(workdir),
             start_new_session=True,
             pass_fds=(write_fd,),
-        )  # fmt: skip
+        )
         os.close(write_fd)
         write_fd = -1
         report_task = asyncio.ensure_future(_read_capped_fd(read_fd, 4 * 1024 * 1024))

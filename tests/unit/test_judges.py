@@ -50,8 +50,13 @@ class JudgePolicy:
 
 
 def candidate(i: int, answer: str) -> Candidate:
-    return Candidate(node_id=f"r.{i}", prompt="", steps=("6*7 is ...\n", f"Answer: {answer}"),
-                     answer=answer, terminal=True)  # fmt: skip
+    return Candidate(
+        node_id=f"r.{i}",
+        prompt="",
+        steps=("6*7 is ...\n", f"Answer: {answer}"),
+        answer=answer,
+        terminal=True,
+    )
 
 
 def judge(cls: type, policy: JudgePolicy, **config: object) -> tuple[object, ScriptedEngine]:

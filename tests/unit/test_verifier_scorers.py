@@ -22,8 +22,14 @@ def cand(text: str, answer: str | None = None, **extra: object) -> Candidate:
     steps = tuple(line + "\n" for line in text.split("\n")[:-1]) + (
         (text.split("\n")[-1],) if text.split("\n")[-1] else ()
     )
-    return Candidate(node_id="r.0", prompt=QUESTION + "\n", steps=steps, answer=answer,
-                     terminal=answer is not None, **extra)  # type: ignore[arg-type]  # fmt: skip
+    return Candidate(
+        node_id="r.0",
+        prompt=QUESTION + "\n",
+        steps=steps,
+        answer=answer,
+        terminal=answer is not None,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def build(kind: str, **config: object) -> object:
@@ -60,8 +66,9 @@ def test_answer_equivalence_modes(
 
 
 def test_answer_equivalence_scorer_grades_against_the_reference() -> None:
-    scorer = AnswerEquivalence(AnswerEquivalenceConfig(kind="answer_equivalence"),
-                               ScorerResources())  # fmt: skip
+    scorer = AnswerEquivalence(
+        AnswerEquivalenceConfig(kind="answer_equivalence"), ScorerResources()
+    )
     problem = Problem(id="h", question="half?", reference="\\frac{1}{2}")
     scores = run(scorer, problem, [cand("x", "0.5"), cand("x", "0.25"), cand("x", None)])
     assert [s.value for s in scores] == [1.0, 0.0, 0.0]
