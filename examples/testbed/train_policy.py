@@ -74,6 +74,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--intermediate", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=0, help="also save to OUT/step-N (calibration)"
+    )
     return parser.parse_args(argv)
 
 
@@ -118,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if step % args.log_every == 0 or step == args.steps - 1:
             elapsed = time.perf_counter() - start
             print(f"step {step:5d}  loss {loss.item():.4f}  {elapsed:6.0f}s", flush=True)
+        if args.checkpoint_every and (step + 1) % args.checkpoint_every == 0:
+            elapsed = time.perf_counter() - start
+            save_policy(
+                args.out / f"step-{step + 1}", model, tokenizer, vars(args), n_params, elapsed
+            )
     seconds = time.perf_counter() - start
     save_policy(args.out, model, tokenizer, vars(args), n_params, seconds)
     print(f"saved to {args.out} after {seconds:.0f}s of training", flush=True)

