@@ -178,8 +178,11 @@ async def memoisation(folder: Path, problems: list[Problem], engine: str) -> dic
     built = recipe.engine.build(recipe.base_dir)
     if engine == "scripted":
         built.learn({p.question: p.solution or "" for p in problems})  # type: ignore[attr-defined]
-    async with Orchestrator(recipe, engine=built, scorers={"prm": prm}) as orchestrator:
+    async with built, Orchestrator(recipe, engine=built, scorers={"prm": prm}) as orchestrator:
         results = await orchestrator.run(problems)
+    failed = [r.error for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} searches failed, first: {failed[0]}")
     asked = sum(
         int(r.usage.get("scorer_calls", 0)) + int(r.usage.get("scorer_cache_hits", 0))
         for r in results
