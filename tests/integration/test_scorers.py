@@ -9,19 +9,15 @@ ABS_TOL, which covers float32 kernel differences between vLLM's CPU path and tor
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from orchestrator.engines.types import GenerationRequest, SamplingSpec
 from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.engines.vllm_server import VLLMServer
+from orchestrator.errors import EngineError
 from orchestrator.problem import Problem
 from orchestrator.scoring import Candidate, ScorerResources
 from rewards.prm import ProcessRewardModel, RewardModelConfig
@@ -76,63 +72,21 @@ def _config(folder: Path, **extra: object) -> RewardModelConfig:
 @pytest.fixture(scope="module")
 def prm_server(prm_folder: Path) -> Iterator[str]:
     """`vllm serve` equivalent with the pooling runner on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    (REPO / ".pytest_cache").mkdir(exist_ok=True)
-    log = open(REPO / ".pytest_cache" / "prm_server.log", "w")  # noqa: SIM115
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(prm_folder),
-        "--served-model-name",
-        "prm",
-        "--runner",
-        "pooling",
-        "--pooler-config",
-        '{"task": "token_classify"}',
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--max-model-len",
-        "256",
-        "--gpu-memory-utilization",
-        "0.1",
-        "--enforce-eager",
-    ]
-    process = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
-    )
-    url = f"http://127.0.0.1:{port}"
+    args = [
+        "--runner", "pooling", "--pooler-config", '{"task": "token_classify"}',
+        "--dtype", "float32", "--max-model-len", "256",
+        "--gpu-memory-utilization", "0.1", "--enforce-eager",
+    ]  # fmt: skip
+    log = REPO / ".pytest_cache" / "prm_server.log"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"PRM server exited with {process.returncode}; see {log.name}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail(f"PRM server not ready in 300 s; see {log.name}")
-        yield url
+        server = VLLMServer(prm_folder, served_name="prm", args=args, log_path=log)
+        server.start()
+    except EngineError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(scope="module")

