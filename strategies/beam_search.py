@@ -13,12 +13,12 @@ from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.step_search import (
     FinalRule,
+    anytime_by_scores,
     choose_final,
     drop_duplicates,
     path_values,
     ranked,
     settle,
-    stored_value,
 )
 
 if TYPE_CHECKING:
@@ -175,9 +175,5 @@ class BeamSearch(Strategy):
 
     def anytime(self, ctx: SearchContext) -> SearchResult:
         cfg = self.cfg
-        picked = choose_final(
-            ctx.graph.terminals(),
-            lambda n: stored_value(ctx, n, cfg.scorer, cfg.aggregation),
-            cfg.final,
-        )
+        picked = anytime_by_scores(ctx, cfg.scorer, cfg.aggregation, cfg.final)
         return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})

@@ -10,7 +10,13 @@ from orchestrator.graph import Node
 from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.beam_search import BeamRun, run_beam
-from strategies.step_search import FinalRule, choose_final, ranked, settle, stored_value
+from strategies.step_search import (
+    FinalRule,
+    anytime_by_scores,
+    choose_final,
+    ranked,
+    settle,
+)
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext
@@ -91,11 +97,7 @@ class DVTS(Strategy):
 
     def anytime(self, ctx: SearchContext) -> SearchResult:
         cfg = self.cfg
-        picked = choose_final(
-            ctx.graph.terminals(),
-            lambda n: stored_value(ctx, n, cfg.scorer, cfg.aggregation),
-            cfg.final,
-        )
+        picked = anytime_by_scores(ctx, cfg.scorer, cfg.aggregation, cfg.final)
         return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})
 
 

@@ -84,6 +84,15 @@ async def settle(aws: Sequence[Awaitable[T]]) -> tuple[list[T | None], bool]:
     return out, exhausted
 
 
+def anytime_by_scores(
+    ctx: SearchContext, scorer: str, aggregation: Aggregation, rule: FinalRule
+) -> Selection:
+    """The best answer among the graph's finished nodes by their memoised scores."""
+    return choose_final(
+        ctx.graph.terminals(), lambda n: stored_value(ctx, n, scorer, aggregation), rule
+    )
+
+
 def choose_final(
     nodes: Sequence[Node], value: Callable[[Node], float | None], rule: FinalRule
 ) -> Selection:
