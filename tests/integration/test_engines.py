@@ -38,8 +38,9 @@ def _recipe(strategy: dict[str, object], **extra: object) -> Recipe:
     return parse_recipe(data)
 
 
-def _solve(loop: EngineLoop, recipe: Recipe, engine: object, problems: list[Problem]
-           ) -> list[ProblemResult]:
+def _solve(
+    loop: EngineLoop, recipe: Recipe, engine: object, problems: list[Problem]
+) -> list[ProblemResult]:
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:  # type: ignore[arg-type]
             return await orchestrator.run(problems)
