@@ -51,7 +51,10 @@ def _request(affinity: str | None = None) -> GenerationRequest:
 
 def _config(urls: list[str], **extra: object) -> OpenAIEngineConfig:
     return OpenAIEngineConfig(
-        base_urls=urls, model="m", backoff_seconds=0.001, **extra  # type: ignore[arg-type]
+        base_urls=urls,
+        model="m",
+        backoff_seconds=0.001,
+        **extra,  # type: ignore[arg-type]
     )
 
 
