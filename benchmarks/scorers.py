@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.markdown import table, write_json
+from benchmarks.markdown import table, write_json, write_section
 from orchestrator.datasets import load_problems
 from orchestrator.engines.vllm_server import VLLMServer
 from orchestrator.problem import Problem
@@ -232,16 +232,24 @@ def main() -> None:
         ]
         for b in args.backends.split(",")
     ]
-    print(f"PRM: {data['prm']}")
-    print(table(["backend", "nodes", "seconds", "nodes/s", "mean batch", "failed"], rows))
+    backends = table(["backend", "nodes", "seconds", "nodes/s", "mean batch", "failed"], rows)
     memo = data["memoisation"]
-    print(
-        table(
-            ["measure", "value"],
-            [[k, f"{v:.3f}" if isinstance(v, float) else v] for k, v in memo.items()],
-        )
+    memo_table = table(
+        ["measure", "value"],
+        [[k, f"{v:.3f}" if isinstance(v, float) else v] for k, v in memo.items()],
     )
+    print(f"PRM: {data['prm']}")
+    print(backends)
+    print(memo_table)
     print(f"results: {write_json('scorers', data)}")
+    command = " ".join(["python benchmarks/scorers.py", *sys.argv[1:]])
+    write_section(
+        "scorers",
+        "## Scorer throughput and memoisation\n\n"
+        f"PRM: {data['prm']} ({data['machine']}). Command: `{command}`.\n\n"
+        f"Nodes scored per second by backend:\n\n{backends}\n\n"
+        f"Scoring requests saved in a {args.engine}-policy search run:\n\n{memo_table}\n",
+    )
 
 
 if __name__ == "__main__":
