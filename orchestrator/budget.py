@@ -56,6 +56,7 @@ class BudgetTracker:
         self.budget = budget
         self.usage = Usage()
         self._reserved_tokens = 0
+        self._reserved_prompt = 0
         self._reserved_nodes = 0
         self._started = time.monotonic()
 
@@ -84,7 +85,9 @@ class BudgetTracker:
             return True
         return False
 
-    def check_request(self, *, n: int, max_tokens: int, new_nodes: int) -> int:
+    def check_request(
+        self, *, n: int, max_tokens: int, new_nodes: int, prompt_tokens: int = 0
+    ) -> int:
         """Raise if a request cannot start; return the max_tokens it may use per sample."""
         b, u = self.budget, self.usage
         if b.max_engine_calls is not None and u.engine_calls >= b.max_engine_calls:
@@ -94,7 +97,11 @@ class BudgetTracker:
         left_seconds = self.seconds_left()
         if left_seconds is not None and left_seconds <= 0:
             raise BudgetExhausted("time budget spent")
-        if b.max_prompt_tokens is not None and u.prompt_tokens >= b.max_prompt_tokens:
+        if (
+            b.max_prompt_tokens is not None
+            and u.prompt_tokens + self._reserved_prompt + max(prompt_tokens, 1)
+            > b.max_prompt_tokens
+        ):
             raise BudgetExhausted("prompt token budget spent")
         left_tokens = self.generated_tokens_left()
         if left_tokens is None:
@@ -110,10 +117,11 @@ class BudgetTracker:
         if b.max_nodes is not None and u.nodes + self._reserved_nodes + count > b.max_nodes:
             raise BudgetExhausted("node budget spent")
 
-    def reserve(self, tokens: int, nodes: int = 0) -> None:
+    def reserve(self, tokens: int, nodes: int = 0, prompt: int = 0) -> None:
         """Hold tokens (and nodes) for a request in flight, so concurrent ones cannot overshoot."""
         self._reserved_tokens += tokens
         self._reserved_nodes += nodes
+        self._reserved_prompt += prompt
         self.usage.engine_calls += 1
 
     def settle(
@@ -125,10 +133,12 @@ class BudgetTracker:
         nodes: int,
         *,
         reserved_nodes: int = 0,
+        reserved_prompt: int = 0,
     ) -> None:
         """Replace a reservation with what the request actually used."""
         self._reserved_tokens -= reserved
         self._reserved_nodes -= reserved_nodes
+        self._reserved_prompt -= reserved_prompt
         self.usage.generated_tokens += generated
         self.usage.prompt_tokens += prompt
         self.usage.cached_prompt_tokens += cached

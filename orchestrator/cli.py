@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -59,13 +60,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _problems(recipe: Recipe, args: argparse.Namespace) -> list[Problem]:
     if args.question:
-        return [Problem(id=f"q{i}", question=q) for i, q in enumerate(args.question)]
+        # ids from the text, so a rerun with other questions never "resumes" old answers
+        return [Problem(id=question_id(q), question=q) for q in dict.fromkeys(args.question)]
     if recipe.dataset is None:
         raise BranchwiseError("the recipe has no `dataset`; pass --question")
     limit = args.limit or recipe.dataset.limit
     return load_problems(
         recipe.resolve(recipe.dataset.path), format=recipe.dataset.format, limit=limit
     )
+
+
+def question_id(question: str) -> str:
+    """A stable id for a free-text question."""
+    return "q-" + hashlib.blake2b(question.encode(), digest_size=6).hexdigest()
 
 
 def _run(args: argparse.Namespace) -> int:

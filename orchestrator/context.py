@@ -19,7 +19,7 @@ from orchestrator.engines.types import (
     GenerationResult,
     SamplingSpec,
 )
-from orchestrator.errors import BudgetExhausted, EngineError
+from orchestrator.errors import BudgetExhausted, EngineError, EngineTimeout
 from orchestrator.graph import Node, Score, SearchGraph
 from orchestrator.problem import Problem
 from orchestrator.scoring import Candidate, PairwiseScorer, Scorer
@@ -82,19 +82,22 @@ class SearchContext:
         if k < 1:
             return []
         spec = self._sampling_for(one_step, max_tokens, temperature, logprobs)
-        per_sample = self.budget.check_request(n=k, max_tokens=spec.max_tokens, new_nodes=k)
+        prompt_ids = self.graph.full_token_ids(node.id)
+        per_sample = self.budget.check_request(
+            n=k, max_tokens=spec.max_tokens, new_nodes=k, prompt_tokens=len(prompt_ids)
+        )
         child_ids = self.graph.reserve_child_ids(node.id, k)
         seed = derive_seed(self.seed, self.problem.id, child_ids[0])
         spec = spec.model_copy(update={"max_tokens": per_sample, "seed": seed})
         request = GenerationRequest(
             request_id=f"{self.run_id}:{self.problem.id}:{child_ids[0]}x{k}",
-            prompt_token_ids=self.graph.full_token_ids(node.id),
+            prompt_token_ids=prompt_ids,
             sampling=spec,
             n=k,
             affinity=self.problem.id,
         )
         reserved = per_sample * k
-        self.budget.reserve(reserved, nodes=k)
+        self.budget.reserve(reserved, nodes=k, prompt=len(prompt_ids))
         settled = False
         try:
             result = await self._generate(request)
@@ -106,16 +109,28 @@ class SearchContext:
                 cached=result.cached_prompt_tokens,
                 nodes=len(completions),
                 reserved_nodes=k,
+                reserved_prompt=len(prompt_ids),
             )
             settled = True
         finally:
             if not settled:
-                self.budget.settle(reserved, 0, 0, 0, 0, reserved_nodes=k)
+                self.budget.settle(
+                    reserved, 0, 0, 0, 0, reserved_nodes=k, reserved_prompt=len(prompt_ids)
+                )
                 self.budget.usage.aborted_requests += 1
-        children = [
-            self.graph.add_child(self._make_node(node, cid, c, one_step))
-            for cid, c in zip(child_ids, completions, strict=False)
-        ]
+        if len(completions) != k:
+            raise EngineError(
+                f"engine returned {len(completions)} completions for n={k}",
+                problem_id=self.problem.id,
+                node_id=child_ids[0],
+            )
+        children = []
+        for cid, c in zip(child_ids, completions, strict=True):
+            child = self.graph.add_child(self._make_node(node, cid, c, one_step))
+            if c.finish_reason in ("abort", "error"):
+                # a generation the engine cut off is a failure, never a candidate answer
+                self.graph.mark(child.id, "failed", error=f"generation {c.finish_reason}ed")
+            children.append(child)
         return children
 
     async def sample(
@@ -269,7 +284,11 @@ class SearchContext:
         if todo:
             await self._score_batch(todo, scorer)
         if waits:
-            await asyncio.gather(*waits)
+            # shield: our cancellation must not cancel another search's scoring
+            await asyncio.gather(*(asyncio.shield(w) for w in waits), return_exceptions=True)
+            orphans = {n.id: n for n in nodes if self.graph.score(n.id, scorer) is None}
+            if orphans:  # their owner was cancelled mid-way: score them here
+                await self._score_batch(list(orphans.values()), scorer)
         out: list[Score] = []
         for node in nodes:
             found = self.graph.score(node.id, scorer)
@@ -297,7 +316,8 @@ class SearchContext:
                 scores = [Score(value=None, error=error) for _ in todo]
             for node, score in zip(todo, scores, strict=True):
                 self.graph.set_score(node.id, scorer, score)
-                futures[node.id].set_result(score)
+                if not futures[node.id].done():
+                    futures[node.id].set_result(score)
         finally:
             for node_id, fut in futures.items():
                 self._inflight_scores.pop((node_id, scorer), None)
@@ -338,7 +358,8 @@ class SearchContext:
     ) -> SamplingSpec:
         update: dict[str, object] = {}
         if one_step:
-            update["stop"] = (self.step_delimiter,)
+            # the step delimiter first, then any stop strings the recipe adds
+            update["stop"] = tuple(dict.fromkeys((self.step_delimiter, *self.sampling.stop)))
         if max_tokens is not None:
             update["max_tokens"] = max_tokens
         if temperature is not None:
@@ -349,21 +370,26 @@ class SearchContext:
 
     async def _generate(self, request: GenerationRequest) -> GenerationResult:
         seconds = self.budget.seconds_left()
+        deadline = asyncio.timeout(seconds)
         try:
-            if seconds is None:
+            async with deadline:
                 return await self.engine.generate(request)
-            async with asyncio.timeout(seconds):
-                return await self.engine.generate(request)
-        except TimeoutError:
-            raise BudgetExhausted(
-                "time budget spent during generation", problem_id=self.problem.id
-            ) from None
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise BudgetExhausted(
+                    "time budget spent during generation", problem_id=self.problem.id
+                ) from None
+            # the engine's own time-out is an engine failure, never an empty anytime answer
+            raise EngineTimeout(
+                f"engine timed out on {request.request_id}: {exc}", problem_id=self.problem.id
+            ) from exc
         except EngineError as exc:
             exc.problem_id = exc.problem_id or self.problem.id
             raise
 
     def _make_node(self, parent: Node, node_id: str, c: Completion, one_step: bool) -> Node:
-        terminal = not (one_step and c.ended_by_stop_string)
+        failed = c.finish_reason in ("abort", "error")
+        terminal = not failed and not (one_step and c.ended_by_stop_string)
         cum = parent.cum_logprob + sum(c.token_logprobs)
         node = Node(
             id=node_id,

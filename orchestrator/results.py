@@ -62,7 +62,10 @@ class ResultStore:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        for line in self.path.read_text().splitlines():
+        text = self.path.read_text()
+        lines = text.split("\n")
+        # the part after the last newline was never completed: treat it as torn
+        for line in lines[:-1]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -71,7 +74,9 @@ class ResultStore:
                 self.records[str(record["problem_id"])] = record
 
     def done(self, problem_id: str) -> bool:
-        return problem_id in self.records
+        """Finished without error; failed problems run again on resume (last record wins)."""
+        record = self.records.get(problem_id)
+        return record is not None and not record.get("error")
 
     def append(self, result: ProblemResult) -> None:
         record = result.to_record(with_trace=self.with_traces)
@@ -85,11 +90,15 @@ class ResultStore:
 
     def _repair_tail(self) -> None:
         """Cut a torn last line so new records never glue onto it."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        if not self.path.exists():
+            return
+        size = self.path.stat().st_size
+        if size == 0:
             return
         with self.path.open("rb+") as handle:
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return  # the common case: one byte read, not the whole file
+            handle.seek(0)
             data = handle.read()
-            if data.endswith(b"\n"):
-                return
-            cut = data.rfind(b"\n") + 1
-            handle.truncate(cut)
+            handle.truncate(data.rfind(b"\n") + 1)

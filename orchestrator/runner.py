@@ -17,7 +17,7 @@ from typing import Self
 from orchestrator.budget import BudgetTracker
 from orchestrator.context import SearchContext
 from orchestrator.engines.base import Engine
-from orchestrator.errors import BudgetExhausted
+from orchestrator.errors import BranchwiseError, BudgetExhausted
 from orchestrator.problem import Problem
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
@@ -64,10 +64,12 @@ class Orchestrator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for scorer in self.scorers.values():
-            await scorer.aclose()
-        if self._owns_engine:
-            await self.engine.__aexit__(exc_type, exc, tb)
+        try:
+            for scorer in self.scorers.values():
+                await scorer.aclose()
+        finally:
+            if self._owns_engine:
+                await self.engine.__aexit__(exc_type, exc, tb)
 
     async def solve(self, problem: Problem) -> ProblemResult:
         """Search one problem; errors become a failed result, never an exception."""
@@ -110,18 +112,32 @@ class Orchestrator:
                 detail=outcome.detail,
                 graph=ctx.graph,
             )
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the run itself is being cancelled
+            # a stray cancellation inside the search (not of this task) is a failure
+            log.warning("problem %s failed: cancelled inside the search", problem.id)
+            return self._failed(problem, tracker, ctx, exc)
         except Exception as exc:
             log.warning("problem %s failed: %s", problem.id, exc)
-            return ProblemResult(
-                problem_id=problem.id,
-                answer=None,
-                reference=problem.reference,
-                usage=tracker.finish().to_dict(),
-                error=f"{type(exc).__name__}: {exc}",
-                graph=ctx.graph if ctx is not None else None,
-            )
+            return self._failed(problem, tracker, ctx, exc)
+
+    def _failed(
+        self,
+        problem: Problem,
+        tracker: BudgetTracker,
+        ctx: SearchContext | None,
+        exc: BaseException,
+    ) -> ProblemResult:
+        return ProblemResult(
+            problem_id=problem.id,
+            answer=None,
+            reference=problem.reference,
+            usage=tracker.finish().to_dict(),
+            error=f"{type(exc).__name__}: {exc}",
+            graph=ctx.graph if ctx is not None else None,
+        )
 
     async def stream(self, problems: Iterable[Problem]) -> AsyncIterator[ProblemResult]:
         """Yield results as problems finish, with at most ``concurrency`` in flight."""
@@ -131,7 +147,19 @@ class Orchestrator:
         tasks: set[asyncio.Task[None]] = set()
 
         async def run_one(problem: Problem) -> None:
-            await queue.put(await self.solve(problem))
+            try:
+                result = await self.solve(problem)
+            except asyncio.CancelledError:
+                # always answer the queue, or the loop below would wait forever
+                result = ProblemResult(
+                    problem.id,
+                    None,
+                    reference=problem.reference,
+                    error="CancelledError: the run was cancelled",
+                )
+                queue.put_nowait(result)
+                raise
+            queue.put_nowait(result)
 
         def start_next() -> bool:
             problem = next(pending, None)
@@ -160,5 +188,9 @@ class Orchestrator:
 
     async def run(self, problems: Sequence[Problem]) -> list[ProblemResult]:
         """All results, in the order of ``problems``."""
+        ids = [p.id for p in problems]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise BranchwiseError(f"duplicate problem ids: {dupes[:5]}")
         by_id = {r.problem_id: r async for r in self.stream(problems)}
         return [by_id[p.id] for p in problems]

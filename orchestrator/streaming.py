@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Self
 
 from orchestrator.engines.base import Engine, StreamingEngine
 from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
-from orchestrator.errors import BudgetExhausted, EngineError
+from orchestrator.errors import BudgetExhausted, EngineError, EngineTimeout
 from orchestrator.graph import Node
 
 if TYPE_CHECKING:
@@ -66,11 +66,14 @@ class NodeStream:
     async def __aenter__(self) -> Self:
         budget = self._ctx.budget
         spec = self.request.sampling
-        per_sample = budget.check_request(n=1, max_tokens=spec.max_tokens, new_nodes=1)
+        prompt = len(self.request.prompt_token_ids)
+        per_sample = budget.check_request(
+            n=1, max_tokens=spec.max_tokens, new_nodes=1, prompt_tokens=prompt
+        )
         self.request = replace(
             self.request, sampling=spec.model_copy(update={"max_tokens": per_sample})
         )
-        budget.reserve(per_sample, nodes=1)
+        budget.reserve(per_sample, nodes=1, prompt=prompt)
         self._reserved = per_sample
         self._iterator = _open(self._ctx.engine, self.request)
         return self
@@ -82,10 +85,17 @@ class NodeStream:
         if self._iterator is None:
             raise RuntimeError("use NodeStream inside `async with`")
         seconds = self._ctx.budget.seconds_left()
+        deadline = asyncio.timeout(seconds)
         try:
-            async with asyncio.timeout(seconds):
+            async with deadline:
                 result = await anext(self._iterator)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise EngineTimeout(
+                    f"engine timed out streaming {self.child_id}: {exc}",
+                    problem_id=self._ctx.problem.id,
+                    node_id=self.child_id,
+                ) from exc
             raise BudgetExhausted(
                 "time budget spent during generation",
                 problem_id=self._ctx.problem.id,
@@ -129,6 +139,7 @@ class NodeStream:
             cached=last.cached_prompt_tokens if last is not None else 0,
             nodes=1,
             reserved_nodes=1,
+            reserved_prompt=len(self.request.prompt_token_ids),
         )
         if finished:
             assert completion is not None

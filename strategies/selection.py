@@ -24,7 +24,7 @@ def weighted_vote(nodes: Sequence[Node], weight: Callable[[Node], float]) -> Sel
     """The answer with the largest total weight; its first node represents it."""
     totals: dict[str, float] = {}
     first: dict[str, Node] = {}
-    for node in nodes:
+    for node in _in_path_order(nodes):
         if node.answer is None:
             continue
         totals[node.answer] = totals.get(node.answer, 0.0) + weight(node)
@@ -34,6 +34,9 @@ def weighted_vote(nodes: Sequence[Node], weight: Callable[[Node], float]) -> Sel
     order = {answer: i for i, answer in enumerate(first)}
     best = max(totals, key=lambda a: (totals[a], -order[a]))
     rounded = {a: round(v, 6) for a, v in totals.items()}
+    if totals[best] <= 0:
+        # every weight failed or was zero: say so rather than crown the first sample
+        return Selection(None, None, {"votes": rounded, "no_positive_weight": True})
     return Selection(best, first[best].id, {"votes": rounded})
 
 
@@ -46,10 +49,15 @@ def argmax(nodes: Sequence[Node], value: Callable[[Node], float | None]) -> Sele
     """The node with the highest value (None values never win)."""
     best: Node | None = None
     best_value = float("-inf")
-    for node in nodes:
+    for node in _in_path_order(nodes):
         v = value(node)
         if v is not None and v > best_value:
             best, best_value = node, v
     if best is None:
         return Selection(None, None, {})
     return Selection(best.answer, best.id, {"value": best_value})
+
+
+def _in_path_order(nodes: Sequence[Node]) -> list[Node]:
+    """Canonical order (r.2 before r.10), whatever order the caller collected nodes in."""
+    return sorted(nodes, key=lambda n: tuple(int(part) for part in n.id.split(".")[1:]))

@@ -46,11 +46,7 @@ class OpenAIEngine:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._limit = asyncio.Semaphore(config.max_concurrency)
-        self._throttle = (
-            Throttler(rate_limit=max(1, round(config.requests_per_second)), period=1.0)
-            if config.requests_per_second
-            else None
-        )
+        self._throttle = _throttler(config.requests_per_second)
         self.retries = 0
 
     async def __aenter__(self) -> Self:
@@ -151,7 +147,12 @@ class OpenAIEngine:
                 timed_out = False
             else:
                 if response.status_code < 400:
-                    payload: dict[str, Any] = response.json()
+                    try:
+                        payload: dict[str, Any] = response.json()
+                    except ValueError:
+                        raise EngineError(
+                            f"{url} answered {request_id} with non-JSON: {response.text[:200]!r}"
+                        ) from None
                     return payload
                 detail = response.text[:300]
                 if response.status_code < 500:
@@ -170,6 +171,15 @@ class OpenAIEngine:
         raise EngineTimeout(message) if timed_out else EngineError(message)
 
 
+def _throttler(per_second: float | None) -> Throttler | None:
+    """A throttle for exactly ``per_second`` requests a second (fractions included)."""
+    if per_second is None:
+        return None
+    if per_second >= 1 and float(per_second).is_integer():
+        return Throttler(rate_limit=int(per_second), period=1.0)
+    return Throttler(rate_limit=1, period=1.0 / per_second)
+
+
 def _to_result(data: dict[str, Any], request: GenerationRequest) -> GenerationResult:
     usage = data.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
@@ -177,7 +187,15 @@ def _to_result(data: dict[str, Any], request: GenerationRequest) -> GenerationRe
     cached = int(details.get("cached_tokens") or 0)
     k = request.sampling.logprobs
     completions = []
-    for choice in sorted(data["choices"], key=lambda c: c["index"]):
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) != request.n:
+        raise EngineError(f"malformed completion response for {request.request_id}: {data!r:.300}")
+    for choice in sorted(choices, key=lambda c: c["index"]):
+        if choice.get("token_ids") is None and choice.get("text"):
+            raise EngineError(
+                f"server returned no token_ids for {request.request_id}; it must support "
+                "`return_token_ids` (vLLM >= 0.10.2) so children extend exact tokens"
+            )
         chosen: tuple[float, ...] = ()
         tops: tuple[tuple[float, ...], ...] = ()
         logprobs = choice.get("logprobs")

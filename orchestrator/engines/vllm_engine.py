@@ -7,7 +7,8 @@ is translated into :mod:`orchestrator.engines.types` at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -116,18 +117,21 @@ class VLLMEngine:
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         final: Any = None
-        async for output in self._run(request, stream=False):
-            final = output
+        async with contextlib.aclosing(self._run(request, stream=False)) as outputs:
+            async for output in outputs:
+                final = output
         if final is None:
             raise EngineError(f"vLLM returned nothing for {request.request_id}")
         return _to_result(final, request.sampling)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
         """Cumulative results as tokens arrive; leaving the loop early aborts the request."""
-        async for output in self._run(request, stream=True):
-            yield _to_result(output, request.sampling)
+        # aclosing: leaving early must abort in the engine now, not when GC finalises _run
+        async with contextlib.aclosing(self._run(request, stream=True)) as outputs:
+            async for output in outputs:
+                yield _to_result(output, request.sampling)
 
-    async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncIterator[Any]:
+    async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncGenerator[Any, None]:
         from vllm.inputs import TokensPrompt
 
         params = to_sampling_params(request, stream=stream)

@@ -94,3 +94,24 @@ def test_invalid_recipe_exits_with_a_clear_error(
     bad.write_text("engine: {kind: scripted}\nstrategy: {name: self_consistency, n: -1}\n")
     assert main(["validate", str(bad)]) == 2
     assert "strategy.n" in capsys.readouterr().err
+
+
+def test_failed_problems_run_again_on_resume(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+    store.append(ProblemResult(problem_id="a", answer=None, error="EngineError: died"))
+    store.append(ProblemResult(problem_id="b", answer="3"))
+    again = ResultStore(path)
+    assert not again.done("a") and again.done("b")
+    again.append(ProblemResult(problem_id="a", answer="7"))
+    assert ResultStore(path).done("a")
+    assert ResultStore(path).records["a"]["answer"] == "7"
+
+
+def test_a_complete_record_without_newline_is_rerun_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"problem_id": "a", "answer": "1"}\n{"problem_id": "b", "answer": "2"}')
+    store = ResultStore(path)
+    assert store.done("a") and not store.done("b")
+    store.append(ProblemResult(problem_id="b", answer="2"))
+    assert ResultStore(path).done("b")
