@@ -22,6 +22,7 @@ from orchestrator.engines.types import (
 from orchestrator.errors import BudgetExhausted, EngineError, EngineTimeout
 from orchestrator.graph import Node, Score, SearchGraph
 from orchestrator.problem import Problem
+from orchestrator.score_memo import ScoreMemo
 from orchestrator.scoring import Candidate, PairwiseScorer, Scorer
 from orchestrator.seeding import derive_seed
 from orchestrator.streaming import NodeStream
@@ -57,7 +58,13 @@ class SearchContext:
         self.run_id = run_id
         self.graph = SearchGraph(problem.id, prompt_token_ids, prompt)
         self.rng = random.Random(derive_seed(seed, problem.id, "strategy"))
-        self._inflight_scores: dict[tuple[str, str], asyncio.Future[Score]] = {}
+        self._memo = ScoreMemo(
+            problem=problem,
+            graph=self.graph,
+            budget=budget,
+            scorers=scorers,
+            candidate=self.candidate,
+        )
 
     @property
     def root(self) -> Node:
@@ -265,64 +272,7 @@ class SearchContext:
 
     async def score(self, nodes: Sequence[Node], scorer: str) -> list[Score]:
         """Scores of ``nodes`` by the named scorer; each node is scored at most once."""
-        if scorer not in self.scorers:
-            known = ", ".join(sorted(self.scorers)) or "none configured"
-            raise KeyError(f"strategy asked for scorer {scorer!r}; recipe has: {known}")
-        todo: list[Node] = []
-        waits: list[asyncio.Future[Score]] = []
-        seen: set[str] = set()
-        for node in nodes:
-            key = (node.id, scorer)
-            if self.graph.score(node.id, scorer) is not None or node.id in seen:
-                continue
-            if key in self._inflight_scores:
-                waits.append(self._inflight_scores[key])
-                continue
-            seen.add(node.id)
-            todo.append(node)
-        self.budget.usage.scorer_cache_hits += len(nodes) - len(todo)
-        if todo:
-            await self._score_batch(todo, scorer)
-        if waits:
-            # shield: our cancellation must not cancel another search's scoring
-            await asyncio.gather(*(asyncio.shield(w) for w in waits), return_exceptions=True)
-            orphans = {n.id: n for n in nodes if self.graph.score(n.id, scorer) is None}
-            if orphans:  # their owner was cancelled mid-way: score them here
-                await self._score_batch(list(orphans.values()), scorer)
-        out: list[Score] = []
-        for node in nodes:
-            found = self.graph.score(node.id, scorer)
-            assert found is not None
-            out.append(found)
-        return out
-
-    async def _score_batch(self, todo: list[Node], scorer: str) -> None:
-        self.budget.check_scoring(len(todo))
-        loop = asyncio.get_running_loop()
-        futures = {n.id: loop.create_future() for n in todo}
-        for node_id, fut in futures.items():
-            self._inflight_scores[(node_id, scorer)] = fut
-        try:
-            self.budget.usage.scorer_calls += len(todo)
-            candidates = [self.candidate(n) for n in todo]
-            try:
-                scores = await self.scorers[scorer].score(self.problem, candidates)
-                if len(scores) != len(todo):
-                    raise ValueError(f"returned {len(scores)} scores for {len(todo)} nodes")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failing scorer marks its nodes, the search goes on
-                error = f"{scorer}: {type(exc).__name__}: {exc}"
-                scores = [Score(value=None, error=error) for _ in todo]
-            for node, score in zip(todo, scores, strict=True):
-                self.graph.set_score(node.id, scorer, score)
-                if not futures[node.id].done():
-                    futures[node.id].set_result(score)
-        finally:
-            for node_id, fut in futures.items():
-                self._inflight_scores.pop((node_id, scorer), None)
-                if not fut.done():
-                    fut.cancel()
+        return await self._memo.score(nodes, scorer)
 
     def candidate(self, node: Node) -> Candidate:
         path = self.graph.path(node.id)
