@@ -12,11 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+# Sleep rather than spin while waiting for sibling threads: on a shared 2-core machine spinning
+# OpenMP threads stalled training many times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -64,10 +69,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60_000)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
