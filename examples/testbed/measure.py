@@ -177,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     best_key = f"prm_best_of_{args.prm_samples}_accuracy"
     print(f"best of {args.prm_samples} by PRM outcome:    {prm[best_key]:.3f}")
     print(f"PRM vLLM vs torch max gap:  {prm['prm_vllm_torch_max_abs_diff']:.2e}")
-    print(f"policy parameters:          {policy_info.get('parameters', '?'):,}")
-    print(f"PRM parameters:             {prm_info.get('parameters', '?'):,}")
+    print(f"policy parameters:          {policy_info.get('parameters', '?')}")
+    print(f"PRM parameters:             {prm_info.get('parameters', '?')}")
     print(f"policy training time:       {policy_info.get('training_seconds', '?')} s")
     print(f"PRM sampling time:          {prm_info.get('sampling_seconds', '?')} s")
     print(f"PRM training time:          {prm_info.get('training_seconds', '?')} s")

