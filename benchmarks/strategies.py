@@ -22,12 +22,13 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,9 +64,18 @@ STEP = {"max_depth": 8, "step_max_tokens": 32}  # testbed solutions have at most
 PRM_STRATEGIES = (
     "best_of_n", "beam_search", "dvts", "particle_filter", "mcts", "ab_mcts", "a_star"
 )  # fmt: skip
-# How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule, see
-# the BENCHMARKS.md note: every PRM strategy got the same small grid on the val split.
-PRM_KNOBS: dict[str, dict[str, Any]] = {name: {} for name in PRM_STRATEGIES}
+# How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule: every
+# PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
+# (benchmarks/strategies_tuning.py -> benchmarks/results/strategies_tuning.json).
+PRM_KNOBS: dict[str, dict[str, Any]] = {
+    "best_of_n": {"aggregation": "min", "weighted": True},
+    "beam_search": {"aggregation": "min", "final": "best"},
+    "dvts": {"aggregation": "last", "final": "weighted_vote"},
+    "particle_filter": {"aggregation": "last", "final": "weighted_vote"},
+    "mcts": {"aggregation": "min", "final": "weighted_vote"},
+    "ab_mcts": {"aggregation": "last", "final": "weighted_vote"},
+    "a_star": {"aggregation": "last", "verifier": "prm"},
+}
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
     "entropy_branching", *PRM_STRATEGIES,
@@ -159,7 +169,7 @@ class KeepOpen:
 
 def prm_scorer_config(model: Path) -> dict[str, Any]:
     return {"kind": "prm", "name": "prm", "model": str(model), "backend": "vllm",
-            "max_model_len": 256, "gpu_memory_utilization": 0.1}  # fmt: skip
+            "max_model_len": 256, "gpu_memory_utilization": 0.05}  # fmt: skip
 
 
 async def run_row(
@@ -214,6 +224,10 @@ async def run_rows(
         model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.15,
         block_size=32, max_num_seqs=512, seed=args.seed,
     )  # fmt: skip
+    # A SIGTERM cancels the run, so the engines shut down instead of outliving the process.
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGTERM, cast(asyncio.Task[Any], asyncio.current_task()).cancel
+    )
     done: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
         model, prm_label = prm_model(Path(scratch))

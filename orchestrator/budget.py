@@ -2,10 +2,18 @@
 
 Generated tokens are reserved when a request is issued (``n * max_tokens``) and the unused
 part is returned when it completes, so concurrent expansions can never overshoot the budget.
+
+Near the end of a budget, whether a request is cut short (``max_tokens`` clamped) or refused
+would depend on which requests in flight had already returned their unused reservation, that
+is, on timing. So such a request waits until no expansion is in flight, and waiting requests
+are decided one at a time in the order of their keys (node ids), never in arrival order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import time
 from dataclasses import asdict, dataclass
 
@@ -59,6 +67,9 @@ class BudgetTracker:
         self._reserved_prompt = 0
         self._reserved_nodes = 0
         self._started = time.monotonic()
+        self._expanding = 0  # waitable requests in flight: they finish without our help
+        self._waiters: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
 
     @property
     def elapsed(self) -> float:
@@ -111,14 +122,72 @@ class BudgetTracker:
             raise BudgetExhausted("generated token budget spent")
         return per_sample
 
+    async def admit(
+        self,
+        *,
+        n: int,
+        max_tokens: int,
+        new_nodes: int,
+        prompt_tokens: int,
+        key: str,
+        waitable: bool = True,
+    ) -> int:
+        """Reserve a request's budget; return the max_tokens each of its ``n`` samples may use.
+
+        A request that fits in full is admitted at once (settling could only free budget). One
+        that would be cut short or refused waits while expansions are in flight, so the cut is
+        the same whichever of them finishes first. ``waitable``: the request finishes on its own
+        (a plain generation), so others may wait for it; a stream, which finishes only as its
+        consumer reads it, must pass False.
+        """
+        while True:
+            try:
+                per_sample = self.check_request(
+                    n=n, max_tokens=max_tokens, new_nodes=new_nodes, prompt_tokens=prompt_tokens
+                )
+            except BudgetExhausted:
+                if self._expanding == 0:
+                    self._wake_next()
+                    raise
+            else:
+                if per_sample >= max_tokens or self._expanding == 0:
+                    self.reserve(
+                        per_sample * n, nodes=new_nodes, prompt=prompt_tokens, waitable=waitable
+                    )
+                    self._wake_next()
+                    return per_sample
+            await self._wait_turn(key)
+
+    async def _wait_turn(self, key: str) -> None:
+        """Wait until nothing waitable is in flight and no smaller key waits before us."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (key, next(self._arrivals), turn))
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._wake_next()  # our turn came but we will not use it: pass it on
+            else:
+                self._waiters = [w for w in self._waiters if w[2] is not turn]
+                heapq.heapify(self._waiters)
+            raise
+
+    def _wake_next(self) -> None:
+        if self._expanding == 0 and self._waiters:
+            heapq.heappop(self._waiters)[2].set_result(None)
+
     def check_nodes(self, count: int) -> None:
         """Raise if ``count`` more nodes would pass the node budget (nodes without tokens)."""
         b, u = self.budget, self.usage
         if b.max_nodes is not None and u.nodes + self._reserved_nodes + count > b.max_nodes:
             raise BudgetExhausted("node budget spent")
 
-    def reserve(self, tokens: int, nodes: int = 0, prompt: int = 0) -> None:
-        """Hold tokens (and nodes) for a request in flight, so concurrent ones cannot overshoot."""
+    def reserve(self, tokens: int, nodes: int = 0, prompt: int = 0, waitable: bool = False) -> None:
+        """Hold tokens (and nodes) for a request in flight, so concurrent ones cannot overshoot.
+
+        ``waitable``: see :meth:`admit`; settle it with the same flag.
+        """
+        self._expanding += waitable
         self._reserved_tokens += tokens
         self._reserved_nodes += nodes
         self._reserved_prompt += prompt
@@ -134,6 +203,7 @@ class BudgetTracker:
         *,
         reserved_nodes: int = 0,
         reserved_prompt: int = 0,
+        waitable: bool = False,
     ) -> None:
         """Replace a reservation with what the request actually used."""
         self._reserved_tokens -= reserved
@@ -143,6 +213,8 @@ class BudgetTracker:
         self.usage.prompt_tokens += prompt
         self.usage.cached_prompt_tokens += cached
         self.usage.nodes += nodes
+        self._expanding -= waitable
+        self._wake_next()
 
     def check_scoring(self, count: int) -> None:
         b = self.budget

@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="only the first N dataset problems")
     run.add_argument("--out", type=Path, help="JSONL results; a rerun resumes from it")
     run.add_argument("--traces", action="store_true", help="store each search graph in --out")
+    run.add_argument(
+        "--allow-recipe-change",
+        action="store_true",
+        help="resume --out even though it holds results of a different recipe",
+    )
     run.add_argument("--quiet", action="store_true", help="only the summary")
     run.set_defaults(handler=_run)
 
@@ -78,7 +83,14 @@ def question_id(question: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     problems = _problems(recipe, args)
-    store = ResultStore(args.out, with_traces=args.traces) if args.out else None
+    store = None
+    if args.out:
+        store = ResultStore(
+            args.out,
+            with_traces=args.traces,
+            recipe=recipe.fingerprint(),
+            allow_recipe_change=args.allow_recipe_change,
+        )
     todo = [p for p in problems if store is None or not store.done(p.id)]
     if store is not None and len(todo) < len(problems):
         print(f"resuming: {len(problems) - len(todo)} problems already in {args.out}")

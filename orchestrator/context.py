@@ -90,23 +90,27 @@ class SearchContext:
             return []
         spec = self._sampling_for(one_step, max_tokens, temperature, logprobs)
         prompt_ids = self.graph.full_token_ids(node.id)
-        per_sample = self.budget.check_request(
-            n=k, max_tokens=spec.max_tokens, new_nodes=k, prompt_tokens=len(prompt_ids)
-        )
-        child_ids = self.graph.reserve_child_ids(node.id, k)
-        seed = derive_seed(self.seed, self.problem.id, child_ids[0])
-        spec = spec.model_copy(update={"max_tokens": per_sample, "seed": seed})
-        request = GenerationRequest(
-            request_id=f"{self.run_id}:{self.problem.id}:{child_ids[0]}x{k}",
-            prompt_token_ids=prompt_ids,
-            sampling=spec,
+        per_sample = await self.budget.admit(
             n=k,
-            affinity=self.problem.id,
+            max_tokens=spec.max_tokens,
+            new_nodes=k,
+            prompt_tokens=len(prompt_ids),
+            key=node.id,
+            waitable=True,
         )
         reserved = per_sample * k
-        self.budget.reserve(reserved, nodes=k, prompt=len(prompt_ids))
         settled = False
-        try:
+        try:  # from here on the reservation must be settled, whatever happens
+            child_ids = self.graph.reserve_child_ids(node.id, k)
+            seed = derive_seed(self.seed, self.problem.id, child_ids[0])
+            spec = spec.model_copy(update={"max_tokens": per_sample, "seed": seed})
+            request = GenerationRequest(
+                request_id=f"{self.run_id}:{self.problem.id}:{child_ids[0]}x{k}",
+                prompt_token_ids=prompt_ids,
+                sampling=spec,
+                n=k,
+                affinity=self.problem.id,
+            )
             result = await self._generate(request)
             completions = result.completions
             self.budget.settle(
@@ -117,12 +121,20 @@ class SearchContext:
                 nodes=len(completions),
                 reserved_nodes=k,
                 reserved_prompt=len(prompt_ids),
+                waitable=True,
             )
             settled = True
         finally:
             if not settled:
                 self.budget.settle(
-                    reserved, 0, 0, 0, 0, reserved_nodes=k, reserved_prompt=len(prompt_ids)
+                    reserved,
+                    0,
+                    0,
+                    0,
+                    0,
+                    reserved_nodes=k,
+                    reserved_prompt=len(prompt_ids),
+                    waitable=True,
                 )
                 self.budget.usage.aborted_requests += 1
         if len(completions) != k:

@@ -7,6 +7,8 @@ file, the key path, the bad value and what was expected.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +95,20 @@ class Recipe(BaseModel):
         if "{question}" not in self.prompt_template:
             raise ValueError("prompt_template: must contain {question}")
         return self
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that decides a problem's answer.
+
+        Left out: how many problems run at once, which problems (``dataset``), and engine
+        plumbing (servers, timeouts, cache sizes; see ``EngineConfig.plumbing``). A result
+        store uses it to refuse mixing results of two different recipes on resume.
+        """
+        decisive = self.model_dump(
+            mode="json", exclude={"concurrency", "dataset", "base_dir"}, serialize_as_any=True
+        )
+        decisive["engine"] = self.engine.decisive()
+        text = json.dumps(decisive, sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     def resolve(self, relative: str) -> Path:
         """A path from the recipe, relative to the recipe's folder."""

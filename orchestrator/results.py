@@ -2,7 +2,8 @@
 
 Each finished problem is one JSON line, flushed and fsynced before the next is written, so a
 killed run loses at most the problem in flight. A torn last line (a crash mid-write) is
-ignored on resume and that problem runs again.
+ignored on resume and that problem runs again. Each line carries the recipe's fingerprint, so
+resuming with a changed recipe is refused instead of silently mixing two runs' results.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import BranchwiseError
 from orchestrator.graph import SearchGraph
 
 
@@ -53,11 +55,34 @@ class ProblemResult:
 class ResultStore:
     """Append-only JSONL of finished problems, keyed by problem id."""
 
-    def __init__(self, path: str | Path, *, with_traces: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        with_traces: bool = False,
+        recipe: str | None = None,
+        allow_recipe_change: bool = False,
+    ) -> None:
+        """``recipe``: the run's recipe fingerprint, stored on every line and checked on load."""
         self.path = Path(path)
         self.with_traces = with_traces
+        self.recipe = recipe
         self.records: dict[str, dict[str, Any]] = {}
         self._load()
+        if recipe is not None and not allow_recipe_change:
+            self._check_recipe(recipe)
+
+    def _check_recipe(self, recipe: str) -> None:
+        other = sorted(
+            {str(r["recipe"]) for r in self.records.values() if r.get("recipe")} - {recipe}
+        )
+        if other:
+            count = sum(r.get("recipe") in other for r in self.records.values())
+            raise BranchwiseError(
+                f"{self.path}: {count} results were made by a different recipe (fingerprint "
+                f"{', '.join(other)}; this recipe is {recipe}); resuming would mix the two runs. "
+                "Use another --out file, or pass --allow-recipe-change to keep the old results."
+            )
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -80,6 +105,8 @@ class ResultStore:
 
     def append(self, result: ProblemResult) -> None:
         record = result.to_record(with_trace=self.with_traces)
+        if self.recipe is not None:
+            record["recipe"] = self.recipe
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
         with self.path.open("a") as handle:

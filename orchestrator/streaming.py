@@ -67,13 +67,18 @@ class NodeStream:
         budget = self._ctx.budget
         spec = self.request.sampling
         prompt = len(self.request.prompt_token_ids)
-        per_sample = budget.check_request(
-            n=1, max_tokens=spec.max_tokens, new_nodes=1, prompt_tokens=prompt
+        # A stream ends only as its consumer reads it, so nothing may wait for it (waitable).
+        per_sample = await budget.admit(
+            n=1,
+            max_tokens=spec.max_tokens,
+            new_nodes=1,
+            prompt_tokens=prompt,
+            key=self.child_id,
+            waitable=False,
         )
         self.request = replace(
             self.request, sampling=spec.model_copy(update={"max_tokens": per_sample})
         )
-        budget.reserve(per_sample, nodes=1, prompt=prompt)
         self._reserved = per_sample
         self._iterator = _open(self._ctx.engine, self.request)
         return self

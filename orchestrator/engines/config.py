@@ -7,7 +7,7 @@ recipe for a remote fleet never imports vllm.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,15 +23,24 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str = Field(description="Engine kind: vllm, openai or scripted.")
+    # Fields that change how fast or where, not what is generated (left out of fingerprints).
+    plumbing: ClassVar[frozenset[str]] = frozenset()
 
     def build(self, base_dir: Path | None = None) -> Engine:
         raise NotImplementedError
+
+    def decisive(self) -> dict[str, Any]:
+        """The fields that decide what the engine generates."""
+        return self.model_dump(mode="json", exclude=set(self.plumbing))
 
 
 class VLLMEngineConfig(EngineConfig):
     """In-process vLLM. Memory utilisation on CPU is the share of RAM for the KV cache."""
 
     kind: Literal["vllm"] = "vllm"
+    plumbing: ClassVar[frozenset[str]] = frozenset(
+        {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager"}
+    )
     model: str = Field(description="Model folder (relative to the recipe) or name.")
     dtype: str = Field("auto", description="Weights dtype, e.g. float32 on CPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length cap.")
@@ -66,10 +75,14 @@ class OpenAIEngineConfig(EngineConfig):
     """One or several OpenAI-compatible ``/v1/completions`` servers (e.g. ``vllm serve``)."""
 
     kind: Literal["openai"] = "openai"
+    plumbing: ClassVar[frozenset[str]] = frozenset(
+        {"base_urls", "timeout", "max_retries", "backoff_seconds", "requests_per_second",
+         "max_concurrency", "api_key_env"}
+    )  # fmt: skip
     base_urls: list[str] = Field(min_length=1, description="Server roots, e.g. http://h:8000.")
     model: str = Field(description="Model name the servers serve.")
     timeout: float = Field(120.0, gt=0, description="Seconds per HTTP request.")
-    max_retries: int = Field(4, ge=0, description="Retries on 5xx, time-outs, refused.")
+    max_retries: int = Field(4, ge=0, description="Retries on 5xx, 429, 408, time-outs, refused.")
     backoff_seconds: float = Field(0.5, gt=0, description="First retry delay; doubles each try.")
     requests_per_second: float | None = Field(
         None, gt=0, description="Rate limit across all servers (asyncio-throttle)."
@@ -87,6 +100,7 @@ class ScriptedEngineConfig(EngineConfig):
     """A deterministic stand-in engine that replays reference solutions with errors."""
 
     kind: Literal["scripted"] = "scripted"
+    plumbing: ClassVar[frozenset[str]] = frozenset({"seconds_per_token"})
     error_rate: float = Field(0.3, ge=0, le=1, description="Chance that a step goes wrong.")
     seconds_per_token: float = Field(0.0, ge=0, description="Simulated decode latency.")
 

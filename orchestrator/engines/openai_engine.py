@@ -1,8 +1,9 @@
 """OpenAI-compatible ``/v1/completions`` on one or several vLLM servers.
 
 Prompts go as token ids, so a child extends its parent's exact tokens on the server too.
-Transient failures (5xx, time-outs, refused connections) are retried with exponential
-backoff, on the next server when there are several. A rate limit (asyncio-throttle) and a
+Transient failures (5xx, 429 rate limits, 408, time-outs, refused connections) are retried
+with exponential backoff (or the server's ``Retry-After``, when it sends one), on the next
+server when there are several. A rate limit (asyncio-throttle) and a
 concurrency cap protect the fleet; requests of one problem stick to one server (affinity) so
 that its prefix cache is reused.
 """
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from orchestrator.engines.config import OpenAIEngineConfig
 
 _RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
+_RETRYABLE_STATUS = frozenset({408, 429})  # request timeout, too many requests
+_MAX_RETRY_AFTER = 60.0  # seconds; a longer Retry-After is capped, not obeyed blindly
 
 
 class OpenAIEngine:
@@ -155,12 +158,14 @@ class OpenAIEngine:
                         ) from None
                     return payload
                 detail = response.text[:300]
-                if response.status_code < 500:
-                    raise EngineError(
-                        f"{url} rejected request {request_id}: {response.status_code} {detail}"
-                    )
-                last_error = f"{url} answered {response.status_code}: {detail}"
+                status = response.status_code
+                if status < 500 and status not in _RETRYABLE_STATUS:
+                    raise EngineError(f"{url} rejected request {request_id}: {status} {detail}")
+                last_error = f"{url} answered {status}: {detail}"
                 timed_out = False
+                wait = _retry_after(response)
+                if wait is not None:
+                    delay = max(delay, wait)
             if attempt < self.config.max_retries:
                 self.retries += 1
                 await asyncio.sleep(delay)
@@ -169,6 +174,18 @@ class OpenAIEngine:
             f"request {request_id} failed after {self.config.max_retries + 1} tries: {last_error}"
         )
         raise EngineTimeout(message) if timed_out else EngineError(message)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The server's Retry-After in seconds (delta form), capped; None if absent or a date."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
 def _throttler(per_second: float | None) -> Throttler | None:

@@ -75,3 +75,52 @@ def test_usage_matches_the_graph_and_reports_cache_hits() -> None:
         assert result.usage["cached_prompt_tokens"] > 0
 
     asyncio.run(go())
+
+
+def test_a_request_cut_by_reservations_waits_and_waiters_go_in_key_order() -> None:
+    async def go() -> list[tuple[str, int]]:
+        tracker = BudgetTracker(Budget(max_generated_tokens=20))
+        first = await tracker.admit(n=1, max_tokens=16, new_nodes=1, prompt_tokens=1, key="r.0")
+        assert first == 16
+        decided: list[tuple[str, int]] = []
+
+        async def request(key: str) -> None:
+            tokens = await tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
+            decided.append((key, tokens))
+
+        # "r.2" asks first, but both only fit once r.0's unused reservation is back
+        waiting = [asyncio.create_task(request(k)) for k in ("r.2", "r.1")]
+        await asyncio.sleep(0)
+        assert decided == []
+        tracker.settle(16, generated=10, prompt=1, cached=0, nodes=1, waitable=True)
+        await asyncio.sleep(0)  # r.1 is admitted in full; r.2 now waits for r.1
+        assert decided == [("r.1", 8)]
+        tracker.settle(8, generated=6, prompt=1, cached=0, nodes=1, waitable=True)
+        await asyncio.gather(*waiting)
+        return decided
+
+    assert asyncio.run(go()) == [("r.1", 8), ("r.2", 4)]
+
+
+def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    async def go() -> int:
+        tracker = BudgetTracker(Budget(max_generated_tokens=20))
+        await tracker.admit(n=1, max_tokens=16, new_nodes=1, prompt_tokens=1, key="r.0")
+
+        def ask(key: str) -> asyncio.Task[int]:
+            return asyncio.create_task(
+                tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
+            )
+
+        woken, next_in_line, never = ask("r.1"), ask("r.2"), ask("r.3")
+        await asyncio.sleep(0)
+        never.cancel()  # cancelled while waiting: simply leaves the queue
+        tracker.settle(16, generated=10, prompt=1, cached=0, nodes=1, waitable=True)
+        woken.cancel()  # its turn came, but it is cancelled before it could use it
+        tokens = await next_in_line
+        for task in (woken, never):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return tokens
+
+    assert asyncio.run(go()) == 8

@@ -115,3 +115,49 @@ def test_a_complete_record_without_newline_is_rerun_not_lost(tmp_path: Path) -> 
     assert store.done("a") and not store.done("b")
     store.append(ProblemResult(problem_id="b", answer="2"))
     assert ResultStore(path).done("b")
+
+
+def test_resume_with_a_changed_recipe_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = _dataset(tmp_path, 4)
+    recipe = _recipe(tmp_path, dataset)
+    out = tmp_path / "results.jsonl"
+    assert main(["run", str(recipe), "--out", str(out), "--limit", "2", "--quiet"]) == 0
+    before = out.read_text()
+    # the concurrency and the dataset slice are not part of the recipe's identity
+    recipe.write_text(recipe.read_text() + "concurrency: 3\n")
+    assert main(["run", str(recipe), "--out", str(out), "--limit", "3", "--quiet"]) == 0
+    assert len(out.read_text().splitlines()) == 3
+    before = out.read_text()
+    # a different n would mix two runs' answers in one file
+    recipe.write_text(recipe.read_text().replace("n: 5", "n: 3"))
+    assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 2
+    assert "3 results were made by a different recipe" in capsys.readouterr().err
+    assert out.read_text() == before  # nothing written, nothing lost
+    flag = ["--allow-recipe-change", "--quiet"]
+    assert main(["run", str(recipe), "--out", str(out), *flag]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["problem_id"] for r in records] == ["p0", "p1", "p2", "p3"]
+    assert len({r["recipe"] for r in records}) == 2
+
+
+def test_recipe_fingerprint_ignores_plumbing_only() -> None:
+    from orchestrator.recipe import parse_recipe
+
+    def fingerprint(**changes: object) -> str:
+        data: dict[str, object] = {
+            "engine": {"kind": "openai", "base_urls": ["http://a:1"], "model": "m"},
+            "strategy": {"name": "self_consistency", "n": 4},
+            "seed": 1,
+        }
+        data.update(changes)
+        return parse_recipe(data).fingerprint()
+
+    base = fingerprint()
+    moved = {"kind": "openai", "base_urls": ["http://b:2", "http://c:3"], "model": "m"}
+    assert fingerprint(engine=moved, concurrency=7) == base
+    assert fingerprint(seed=2) != base
+    assert fingerprint(strategy={"name": "self_consistency", "n": 5}) != base
+    other_model = {"kind": "openai", "base_urls": ["http://a:1"], "model": "other"}
+    assert fingerprint(engine=other_model) != base

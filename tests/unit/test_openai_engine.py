@@ -98,6 +98,30 @@ def test_client_errors_are_not_retried() -> None:
     asyncio.run(go())
 
 
+def test_rate_limits_are_retried_after_the_servers_delay() -> None:
+    answers = [
+        httpx.Response(429, text="slow down", headers={"Retry-After": "0.05"}),
+        httpx.Response(408, text="request timeout"),
+    ]
+    sent: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(asyncio.get_running_loop().time())
+        if answers:
+            return answers.pop(0)
+        return httpx.Response(200, json=_completion(json.loads(request.content)))
+
+    async def go() -> None:
+        engine = OpenAIEngine(_config(["http://a"]), transport=httpx.MockTransport(handler))
+        async with engine:
+            result = await engine.generate(_request())
+        assert engine.retries == 2 and len(result.completions) == 2
+        # the first retry waited the server's 0.05 s, not our own 0.001 s backoff
+        assert sent[1] - sent[0] >= 0.045
+
+    asyncio.run(go())
+
+
 def test_gives_up_after_max_retries_with_a_clear_error() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, text="boom")

@@ -48,3 +48,30 @@ def test_reserved_nodes_count_against_the_node_budget() -> None:
     tracker.settle(24, generated=6, prompt=5, cached=0, nodes=3, reserved_nodes=3)
     tracker.check_request(n=1, max_tokens=8, new_nodes=1)
     assert tracker.usage.nodes == 3
+
+
+# first_finish is a race by design: which path wins, and how far the others got, is timing.
+@pytest.mark.parametrize("name", sorted(set(STRATEGY_CONFIGS) - {"first_finish"}))
+@pytest.mark.parametrize("tokens", [45, 150])
+def test_a_binding_token_budget_does_not_depend_on_latency(name: str, tokens: int) -> None:
+    # Near the budget's end a request is cut short or refused; which one must not depend on
+    # which request in flight happened to return its unused reservation first.
+    problems = [make_problem(i, steps=3) for i in range(2)]
+    config = STRATEGY_CONFIGS[name]
+    budget = {"max_generated_tokens": tokens}
+    runs = [
+        run_strategy(
+            config,
+            problems,
+            scorers=CONTRACT_SCORERS,
+            error_rate=0.3,
+            seconds_per_token=latency,
+            budget=budget,
+        )[0]
+        for latency in (0.0, 2e-4)
+    ]
+    for a, b in zip(*runs, strict=True):
+        assert a.error is None and b.error is None
+        assert a.graph is not None and b.graph is not None
+        assert a.usage["generated_tokens"] <= tokens
+        assert a.answer == b.answer and a.graph.to_dict() == b.graph.to_dict()
