@@ -92,6 +92,16 @@ class Recipe(BaseModel):
                     f"strategy.{field_name}: {wanted!r} is not a scorer in this recipe "
                     f"(scorers: {names or 'none'})"
                 )
+        kinds = {s.alias: s.kind for s in self.scorers}
+        for field_name in self.strategy.partial_path_scorers:
+            wanted = getattr(self.strategy, field_name, None)
+            if isinstance(wanted, str) and SCORERS.get(kinds[wanted]).needs_answer:
+                raise ValueError(
+                    f"strategy.{field_name}: {wanted!r} ({kinds[wanted]}) only checks finished "
+                    f"answers, but {self.strategy.name} scores partial paths with it; use a "
+                    "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
+                    "intrinsic one (e.g. mean_logprob)"
+                )
         if "{question}" not in self.prompt_template:
             raise ValueError("prompt_template: must contain {question}")
         return self

@@ -68,6 +68,8 @@ class Scorer(ABC):
     config_model: ClassVar[type[ScorerConfig]] = ScorerConfig
     description: ClassVar[str] = ""
     step_level: ClassVar[bool] = False
+    # True for scorers that judge only a finished answer (a partial path has none to check).
+    needs_answer: ClassVar[bool] = False
 
     def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
         self.config = config

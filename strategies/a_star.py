@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class AStarConfig(StrategyConfig):
     name: Literal["a_star"] = "a_star"
+    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     expansions: int = Field(4, ge=1, description="Next steps sampled each time a node expands.")
     g: Literal["neg_logprob", "steps"] = Field(
         "neg_logprob",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 class ABMCTSConfig(StrategyConfig):
     name: Literal["ab_mcts"] = "ab_mcts"
+    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     iterations: int = Field(32, ge=1, description="Nodes generated in all (one per GEN decision).")
     scorer: str = Field(description="Step-level scorer (by recipe name) giving each node's score.")
     aggregation: Aggregation = Field(

@@ -26,6 +26,9 @@ class StrategyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="Registered strategy name (see `branchwise strategies`).")
+    # Fields naming a scorer that values partial paths (a recipe naming an answer checker there
+    # is refused: every unfinished path would score the same).
+    partial_path_scorers: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass(frozen=True)

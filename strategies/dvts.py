@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 class DVTSConfig(StrategyConfig):
     name: Literal["dvts"] = "dvts"
+    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     subtrees: int = Field(4, ge=1, description="Independent subtrees, all grown from the root.")
     expansions: int = Field(4, ge=1, description="Next steps sampled per kept node per step (M).")
     beam_width: int = Field(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 class MCTSConfig(StrategyConfig):
     name: Literal["mcts"] = "mcts"
+    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     iterations: int = Field(
         32, ge=1, description="Simulations (select, expand, evaluate, back up)."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 class ParticleFilterConfig(StrategyConfig):
     name: Literal["particle_filter"] = "particle_filter"
+    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     particles: int = Field(8, ge=1, description="Number of particles (N).")
     scorer: str = Field(description="Step-level scorer (by recipe name) giving the likelihoods.")
     aggregation: Aggregation = Field(

@@ -96,6 +96,7 @@ class CodeTests(Scorer):
 
     config_model = CodeTestsConfig
     description = "Runs the problem's unit tests on the candidate's code in a sandbox."
+    needs_answer = True
 
     def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)

@@ -96,6 +96,7 @@ class AnswerEquivalence(Scorer):
 
     config_model = AnswerEquivalenceConfig
     description = "Oracle: 1 if the answer equals the reference (exact / normalised / math)."
+    needs_answer = True
 
     def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)

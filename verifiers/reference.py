@@ -25,6 +25,7 @@ class ReferenceAnswer(Scorer):
     """
 
     description = "Oracle: 1 if the extracted answer equals the problem's reference answer."
+    needs_answer = True
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
         if problem.reference is None:

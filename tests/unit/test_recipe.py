@@ -67,3 +67,21 @@ def test_shipped_recipes_validate() -> None:
     assert recipes, "examples/recipes should ship recipes"
     for file in recipes:
         load_recipe(file)
+
+
+@pytest.mark.parametrize("strategy", ["beam_search", "particle_filter", "mcts", "a_star"])
+def test_step_searches_refuse_an_answer_checker_as_their_path_scorer(strategy: str) -> None:
+    recipe = {
+        "engine": {"kind": "scripted"},
+        "strategy": {"name": strategy, "scorer": "check"},
+        "scorers": [{"kind": "reference_answer", "name": "check"}],
+    }
+    with pytest.raises(RecipeError, match=r"strategy.scorer: 'check' \(reference_answer\) only"):
+        parse_recipe(recipe)
+    # intrinsic signals value partial paths, so they are allowed; so is the checker as verifier
+    recipe["scorers"] = [{"kind": "mean_logprob", "name": "check"}]
+    assert parse_recipe(recipe).strategy.name == strategy
+    if strategy in ("mcts", "a_star"):
+        recipe["scorers"].append({"kind": "reference_answer", "name": "final"})
+        recipe["strategy"] = {"name": strategy, "scorer": "check", "verifier": "final"}
+        assert parse_recipe(recipe).strategy.name == strategy
