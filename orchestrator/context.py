@@ -21,6 +21,7 @@ from orchestrator.engines.types import (
 )
 from orchestrator.errors import BudgetExhausted, EngineError, EngineTimeout
 from orchestrator.graph import Node, Score, SearchGraph
+from orchestrator.lending import PoolSeat
 from orchestrator.problem import Problem
 from orchestrator.score_memo import ScoreMemo
 from orchestrator.scoring import Candidate, PairwiseScorer, Scorer
@@ -46,8 +47,11 @@ class SearchContext:
         answer_spec: AnswerSpec,
         seed: int,
         run_id: str = "run",
+        pool: PoolSeat | None = None,
     ) -> None:
         self.problem = problem
+        self.pool = pool
+        """This problem's seat in the run's lending pool (None when solved on its own)."""
         self.engine = engine
         self.sampling = sampling
         self.step_delimiter = step_delimiter

@@ -1,8 +1,10 @@
 """The orchestrator: runs a recipe's strategy over many problems on one shared engine.
 
 Problems run concurrently up to ``recipe.concurrency``, so requests from many searches share
-the engine's continuous batching. A problem that fails is recorded with its error and the
-rest go on; cancelling the run cancels every search, which aborts their engine requests.
+the engine's continuous batching, and start in order, each with a seat in the run's lending
+pool (``orchestrator.lending``) through which strategies may pass on unspent budget. A
+problem that fails is recorded with its error and the rest go on; cancelling the run cancels
+every search, which aborts their engine requests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from orchestrator.budget import BudgetTracker
 from orchestrator.context import SearchContext
 from orchestrator.engines.base import Engine
 from orchestrator.errors import BranchwiseError, BudgetExhausted
+from orchestrator.lending import LendingPool, PoolSeat
 from orchestrator.problem import Problem
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
@@ -71,8 +74,19 @@ class Orchestrator:
             if self._owns_engine:
                 await self.engine.__aexit__(exc_type, exc, tb)
 
-    async def solve(self, problem: Problem) -> ProblemResult:
-        """Search one problem; errors become a failed result, never an exception."""
+    async def solve(self, problem: Problem, *, seat: PoolSeat | None = None) -> ProblemResult:
+        """Search one problem; errors become a failed result, never an exception.
+
+        ``seat``: the problem's place in its run's lending pool; it is closed when the search
+        ends, however it ends, so later problems never wait for it in vain.
+        """
+        try:
+            return await self._solve(problem, seat)
+        finally:
+            if seat is not None:
+                seat.close()
+
+    async def _solve(self, problem: Problem, seat: PoolSeat | None) -> ProblemResult:
         learn: Callable[[dict[str, str]], None] | None = getattr(self.engine, "learn", None)
         if learn is not None and problem.solution is not None:
             learn({problem.question: problem.solution})
@@ -93,6 +107,7 @@ class Orchestrator:
                 answer_spec=self.recipe.answer,
                 seed=self.recipe.seed,
                 run_id=self.run_id,
+                pool=seat,
             )
             strategy = STRATEGIES.get(self.recipe.strategy.name)(self.recipe.strategy)
             try:
@@ -142,13 +157,14 @@ class Orchestrator:
     async def stream(self, problems: Iterable[Problem]) -> AsyncIterator[ProblemResult]:
         """Yield results as problems finish, with at most ``concurrency`` in flight."""
         queue: asyncio.Queue[ProblemResult] = asyncio.Queue()
-        pending = iter(problems)
+        pending = enumerate(problems)
+        pool = LendingPool()  # problems start in order, so earlier seats are always running
         limit = self.recipe.concurrency
         tasks: set[asyncio.Task[None]] = set()
 
-        async def run_one(problem: Problem) -> None:
+        async def run_one(index: int, problem: Problem) -> None:
             try:
-                result = await self.solve(problem)
+                result = await self.solve(problem, seat=pool.seat(index))
             except asyncio.CancelledError:
                 # always answer the queue, or the loop below would wait forever
                 result = ProblemResult(
@@ -162,10 +178,11 @@ class Orchestrator:
             queue.put_nowait(result)
 
         def start_next() -> bool:
-            problem = next(pending, None)
-            if problem is None:
+            item = next(pending, None)
+            if item is None:
                 return False
-            task = asyncio.create_task(run_one(problem), name=f"problem:{problem.id}")
+            index, problem = item
+            task = asyncio.create_task(run_one(index, problem), name=f"problem:{problem.id}")
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -14,6 +15,7 @@ from rewards.aggregate import Aggregation, aggregate_steps
 from rewards.confidence import predictive_entropy
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.selection import Selection, argmax, majority_vote
+from strategies.step_search import id_key
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext
@@ -34,6 +36,12 @@ class EntropyBranchingConfig(StrategyConfig):
         8, ge=1, description="Per-problem cap on paths (leaves); easy prompts use fewer."
     )
     initial_paths: int = Field(1, ge=1, description="Paths sampled from the prompt at the start.")
+    borrow_limit: int = Field(
+        8,
+        ge=0,
+        description="Most extra paths one problem may take from the run's pool of paths other "
+        "problems left unused (0: lend only, never borrow).",
+    )
     min_gap: int = Field(
         4, ge=1, description="Tokens a path writes after its start (or fork) before it may fork."
     )
@@ -77,13 +85,21 @@ class EntropyBranching(Strategy):
     Elsewhere a path stays single. Cost: one streamed request per path segment; forced
     tokens are not sampled; no scorer calls unless ``selection=scorer``.
 
-    Budget: ``max_paths`` caps the leaves of one problem. Each path carries a share of that
-    cap and a fork splits its share among the branches (never more branches than the share),
-    so decisions never depend on which branch runs faster; a prompt that never hits an
-    uncertain token uses one path and leaves the rest unspent (reported as
-    ``unused_paths``). Moving that unspent share to other problems (EAGer's cross-prompt
-    reallocation) is not done: it would make one problem's search depend on the timing of
-    others. A path that finishes on the very token that would fork is not forked.
+    Budget: ``max_paths`` is one problem's share of paths (leaves). Each path carries a part
+    of that share and a fork splits its part among the branches (never more branches than the
+    part), so decisions never depend on which branch runs faster. A path whose part is down
+    to one does not fork; it notes its first uncertain token as a *missed fork* and goes on.
+
+    Then EAGer's reallocation: a prompt that never hit an uncertain token leaves most of its
+    share unspent, and the problems that branch most want more. When its paths are done, a
+    problem spends its own unused paths on its missed forks, lends the rest to the run's
+    pool (``ctx.pool``), and borrows up to ``borrow_limit`` more from paths earlier problems
+    of the run left unused. The extra paths go round-robin over the missed forks (in node
+    order): each is a forced trunk up to the uncertain token plus one of its other top
+    tokens, grown to the end without further forks. Borrowing waits for every earlier
+    problem's exchange, so what a problem gets never depends on timing (see
+    ``orchestrator.lending``). A path that finishes on the very token that would fork is not
+    forked.
     """
 
     config_model = EntropyBranchingConfig
@@ -93,10 +109,11 @@ class EntropyBranching(Strategy):
         super().__init__(config)
         self.cfg = config
         self._forks: list[str] = []
+        self._missed: list[MissedFork] = []
 
     async def search(self, ctx: SearchContext) -> SearchResult:
         cfg = self.cfg
-        self._forks = []
+        self._forks, self._missed = [], []
         outcomes = await asyncio.gather(
             *(
                 self._path(ctx, ctx.root, share)
@@ -108,19 +125,73 @@ class EntropyBranching(Strategy):
             raise next(o for o in outcomes if isinstance(o, BudgetExhausted))
         _leaves(outcomes)  # re-raises anything but a budget stop
         leaves = sum(o for o in outcomes if isinstance(o, int))
+        stopped = any(isinstance(o, BudgetExhausted) for o in outcomes)
+        late, pool = await self._reallocate(ctx, leaves, stopped)
         finished = [n for n in ctx.graph.terminals() if n.answer is not None]
         picked = await self._select(ctx, finished)
         detail: dict[str, object] = {
-            "paths": leaves,
-            "unused_paths": cfg.max_paths - leaves,
+            "paths": leaves + late,
+            "unused_paths": pool["lent"],
             "forks": len(self._forks),
             "fork_nodes": sorted(self._forks),
+            "missed_forks": len(self._missed),
+            "late_paths": late,
+            "borrowed_paths": pool["borrowed"],
             "finished": len(finished),
             **picked.detail,
         }
         return SearchResult(picked.answer, picked.node_id, detail)
 
-    async def _path(self, ctx: SearchContext, start: Node, share: int) -> int:
+    async def _reallocate(
+        self, ctx: SearchContext, leaves: int, stopped: bool
+    ) -> tuple[int, dict[str, int]]:
+        """Own unused paths, then borrowed ones, to the missed forks; (paths grown, ledger)."""
+        cfg = self.cfg
+        missed = sorted(self._missed, key=lambda m: (id_key(m.start.id), m.position))
+        want = 0 if stopped else sum(len(m.alternatives) for m in missed)
+        own = max(cfg.max_paths - leaves, 0)
+        borrowed = 0
+        if ctx.pool is not None:
+            borrowed = await ctx.pool.exchange(
+                lend=own - want, want=min(want - own, cfg.borrow_limit)
+            )
+        extra = min(want, own) + borrowed
+        picks: list[list[int]] = [[] for _ in missed]
+        for rank in range(cfg.branch_factor - 1):  # round-robin: every missed fork first
+            for slot, fork in enumerate(missed):
+                if extra and rank < len(fork.alternatives):
+                    picks[slot].append(rank)
+                    extra -= 1
+        branches: list[Node] = []
+        for fork, ranks in zip(missed, picks, strict=True):
+            if ranks:
+                branches += await self._late_branches(ctx, fork, ranks)
+        outcomes = await asyncio.gather(
+            *(self._path(ctx, b, 1, note_missed=False) for b in branches),
+            return_exceptions=True,
+        )
+        return _leaves(outcomes), {"lent": max(own - want, 0), "borrowed": borrowed}
+
+    async def _late_branches(
+        self, ctx: SearchContext, fork: MissedFork, ranks: list[int]
+    ) -> list[Node]:
+        sampled = fork.sampled
+        trunk = await ctx.extend(
+            fork.start,
+            sampled.token_ids[: fork.position],
+            token_logprobs=sampled.token_logprobs[: fork.position],
+        )
+        self._forks.append(trunk.id)
+        children = []
+        for rank in ranks:
+            token, logprob = fork.alternatives[rank]
+            lp = (logprob,) if logprob is not None else ()
+            children.append(await ctx.extend(trunk, (token,), token_logprobs=lp))
+        return children
+
+    async def _path(
+        self, ctx: SearchContext, start: Node, share: int, *, note_missed: bool = True
+    ) -> int:
         """Grow one path from ``start``; returns how many leaves it ended as (<= share)."""
         cfg = self.cfg
         if start.terminal:  # a forced end-of-sequence token finished this branch
@@ -130,23 +201,44 @@ class EntropyBranching(Strategy):
         if room < 1:
             return 1
         fork_at: int | None = None
+        missed_at: int | None = None
         options: tuple[int, ...] = ()
         async with ctx.stream_expand(
             start, one_step=False, max_tokens=room, logprobs=cfg.top_k_logprobs
         ) as stream:
             seen = 0
             async for partial in stream:
-                if share >= 2:
-                    fork_at = self._fork_position(partial.top_logprobs, partial.top_token_ids, seen)
+                looking = share >= 2 or (note_missed and missed_at is None)
+                if looking:
+                    found = self._fork_position(partial.top_logprobs, partial.top_token_ids, seen)
+                    if found is not None:
+                        options = partial.top_token_ids[found]
+                        if share >= 2:
+                            fork_at = found
+                            break
+                        missed_at = found  # out of share: note it and keep going
                 seen = len(partial.top_logprobs)
-                if fork_at is not None:
-                    options = partial.top_token_ids[fork_at]
-                    break
         node = stream.node
         assert node is not None
         if fork_at is None or not stream.aborted:
+            if missed_at is not None and not stream.aborted and missed_at < len(node.token_ids):
+                self._note_missed(start, node, missed_at, options)
             return 1
         return await self._fork(ctx, start, node, fork_at, options, share)
+
+    def _note_missed(
+        self, start: Node, node: Node, position: int, options: tuple[int, ...]
+    ) -> None:
+        """Remember a fork this path had no share for: the top tokens it did not sample."""
+        sampled = node.token_ids[position]
+        top = node.top_logprobs[position] if position < len(node.top_logprobs) else ()
+        alternatives = tuple(
+            (token, top[rank] if rank < len(top) else None)
+            for rank, token in enumerate(options)
+            if token != sampled
+        )[: self.cfg.branch_factor - 1]
+        if alternatives:
+            self._missed.append(MissedFork(start, node, position, alternatives))
 
     def _fork_position(
         self,
@@ -201,6 +293,16 @@ class EntropyBranching(Strategy):
             value = aggregate_steps(steps, self.cfg.aggregation) if steps else score.value
             values[node.id] = value if score.ok else None
         return argmax(finished, lambda n: values[n.id])
+
+
+@dataclass(frozen=True)
+class MissedFork:
+    """An uncertain token a path met with no share left to fork: where, and the other tokens."""
+
+    start: Node
+    sampled: Node
+    position: int
+    alternatives: tuple[tuple[int, float | None], ...]
 
 
 def _split(total: int, parts: int) -> list[int]:

@@ -51,12 +51,14 @@ class HardSpotPolicy:
 
     The spot is the first character after ``=`` on line ``hard_line`` (0-based) of the
     solution: the first digit of that step's result. Everywhere else the top-k is peaked.
-    ``hard_line=None`` makes every position uncertain.
+    ``hard_line=None`` makes every position uncertain. With ``hard_questions``, only those
+    questions have hard spots; the others are peaked everywhere.
     """
 
-    def __init__(self, hard_line: int | None) -> None:
+    def __init__(self, hard_line: int | None, hard_questions: set[str] | None = None) -> None:
         self.reference = ReferencePolicy({}, error_rate=0.0)
         self.hard_line = hard_line
+        self.hard_questions = hard_questions  # None: every question has the hard spot
 
     def learn(self, solutions: dict[str, str]) -> None:
         self.reference.solutions.update(solutions)
@@ -65,11 +67,13 @@ class HardSpotPolicy:
         cont = self.reference.continue_text(prompt, rng)
         question = next((q for q in self.reference.solutions if q in prompt), None)
         written = prompt.split(question, 1)[1][1:] if question else ""
+        easy = self.hard_questions is not None and question not in self.hard_questions
         tops = []
         for ch in cont.text:
             line = written.split("\n")[-1]
-            hard = self.hard_line is None or (
-                written.count("\n") == self.hard_line and line.endswith("=")
+            hard = not easy and (
+                self.hard_line is None
+                or (written.count("\n") == self.hard_line and line.endswith("="))
             )
             tops.append(FLAT if hard else PEAKED)
             written += ch
@@ -96,6 +100,7 @@ def run_strategy(
     budget: dict[str, Any] | None = None,
     scorers: list[dict[str, Any]] | None = None,
     max_tokens: int = 64,
+    concurrency: int = 64,
 ) -> list[ProblemResult]:
     recipe = parse_recipe(
         {
@@ -105,6 +110,7 @@ def run_strategy(
             "sampling": {"temperature": 1.0, "max_tokens": max_tokens},
             "budget": budget or {},
             "seed": seed,
+            "concurrency": concurrency,
         }
     )
 

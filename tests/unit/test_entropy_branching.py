@@ -115,3 +115,69 @@ def test_config_errors_are_explicit() -> None:
         run_strategy({**STRATEGY, "entropy_threshold": 2.0}, [make_problem(0)], engine)
     with pytest.raises(RecipeError, match="branch_factor"):
         run_strategy({**STRATEGY, "branch_factor": 6}, [make_problem(0)], engine)
+
+
+def _mixed_run(
+    hard: set[int], order: list[int], *, latency: float = 0.0, concurrency: int = 64
+) -> dict[str, dict[str, object]]:
+    problems = [make_problem(i) for i in order]
+    hard_questions = {p.question for p in problems if int(p.id[1:]) in hard}
+    engine = LearningEngine(
+        HardSpotPolicy(hard_line=None, hard_questions=hard_questions), seconds_per_token=latency
+    )
+    strategy = {**STRATEGY, "max_paths": 3, "min_gap": 3, "borrow_limit": 4}
+    results = run_strategy(strategy, problems, engine, concurrency=concurrency)
+    out: dict[str, dict[str, object]] = {}
+    for r in results:
+        assert r.error is None and r.graph is not None
+        assert r.usage["generated_tokens"] == generated_in_graph(r)
+        out[r.problem_id] = {**r.detail, "graph": r.graph.to_dict(), "answer": r.answer}
+    return out
+
+
+def test_unused_paths_move_to_a_later_problem_that_branches() -> None:
+    run = _mixed_run(hard={2}, order=[0, 1, 2])
+    for easy in ("p0", "p1"):  # sure of every token: one path, two lent to the pool
+        assert run[easy]["paths"] == 1 and run[easy]["unused_paths"] == 2
+        assert run[easy]["borrowed_paths"] == 0
+    hard = run["p2"]
+    # Out of share after its own forks, it noted missed forks and borrowed for them (up to
+    # the limit of 4 and the 4 lent), each borrowed path a late branch at a missed fork.
+    assert hard["missed_forks"] and hard["borrowed_paths"] == 4
+    assert hard["late_paths"] == 4 and hard["paths"] == 3 + 4
+    assert hard["unused_paths"] == 0
+
+
+def test_a_problem_borrows_only_what_earlier_problems_lent() -> None:
+    run = _mixed_run(hard={0}, order=[0, 1, 2])
+    assert run["p0"]["missed_forks"] and run["p0"]["borrowed_paths"] == 0  # nobody before it
+    assert run["p0"]["paths"] == 3
+    run = _mixed_run(hard={1, 2}, order=[0, 1, 2])
+    assert run["p1"]["borrowed_paths"] == 2  # p0 lent two
+    assert run["p2"]["borrowed_paths"] == 0  # p1 took them all
+
+
+def test_reallocation_does_not_depend_on_timing_or_concurrency() -> None:
+    def shape(run: dict[str, dict[str, object]]) -> dict[str, object]:
+        def node(n: dict[str, object]) -> tuple[object, ...]:
+            # aborted partial lengths depend on timing; everything else must not
+            return (
+                n["id"],
+                n["status"],
+                n["forced"],
+                n["text"] if n["status"] != "aborted" else "",
+            )
+
+        return {
+            pid: (
+                d["answer"],
+                d["borrowed_paths"],
+                d["paths"],
+                [node(n) for n in d["graph"]["nodes"]],  # type: ignore[index]
+            )
+            for pid, d in run.items()
+        }
+
+    baseline = shape(_mixed_run(hard={1, 3}, order=[0, 1, 2, 3]))
+    assert shape(_mixed_run(hard={1, 3}, order=[0, 1, 2, 3], latency=3e-4)) == baseline
+    assert shape(_mixed_run(hard={1, 3}, order=[0, 1, 2, 3], concurrency=1)) == baseline

@@ -1,0 +1,79 @@
+"""Lending unspent budget between the problems of one run, deterministically.
+
+Some strategies leave part of a problem's budget unspent (entropy branching on a prompt the
+model is sure about) and would like more on others. Each problem of a run gets a seat in the
+run's :class:`LendingPool`, in run order, and exchanges exactly once: it hands in what it left
+and asks for what it wants. A problem that asks waits until every earlier problem has
+exchanged, and draws only on their net lending, so what it gets never depends on timing or
+on later problems. Waiting only on earlier problems cannot deadlock: the runner starts
+problems in order, so every earlier problem is running or done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class LendingPool:
+    """The ledger of one run: per seat, units lent minus units granted."""
+
+    def __init__(self) -> None:
+        self._net: dict[int, int] = {}
+        self._settled = 0  # seats 0 .. _settled-1 have all exchanged
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+
+    def seat(self, index: int) -> PoolSeat:
+        return PoolSeat(self, index)
+
+    def _record(self, index: int, net: int) -> None:
+        if index in self._net:
+            raise RuntimeError(f"seat {index} exchanged twice")
+        self._net[index] = net
+        while self._settled in self._net:
+            self._settled += 1
+        for waiting in [i for i in self._waiters if i <= self._settled]:
+            future = self._waiters.pop(waiting)
+            if not future.done():
+                future.set_result(None)
+
+    async def _available_to(self, index: int) -> int:
+        """Net units lent by seats before ``index``, once they have all exchanged."""
+        if self._settled < index:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters[index] = future
+            await future
+        return sum(self._net[i] for i in range(index))
+
+
+class PoolSeat:
+    """One problem's place in the pool; exchange once, or close to lend and ask nothing."""
+
+    def __init__(self, pool: LendingPool, index: int) -> None:
+        self._pool = pool
+        self.index = index
+        self.lent = 0
+        self.granted = 0
+        self.done = False
+
+    async def exchange(self, *, lend: int, want: int) -> int:
+        """Hand in ``lend`` unused units and ask for ``want`` more; return the units granted.
+
+        Asking waits until every earlier problem has exchanged; lending alone never waits.
+        """
+        if self.done:
+            raise RuntimeError(f"seat {self.index} exchanged twice")
+        lend, want = max(lend, 0), max(want, 0)
+        granted = 0
+        if want:
+            available = await self._pool._available_to(self.index)
+            granted = min(want, max(available, 0))
+        self.done = True
+        self.lent, self.granted = lend, granted
+        self._pool._record(self.index, lend - granted)
+        return granted
+
+    def close(self) -> None:
+        """Settle a seat that never exchanged (a failed problem): lends and takes nothing."""
+        if not self.done:
+            self.done = True
+            self._pool._record(self.index, 0)
