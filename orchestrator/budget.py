@@ -5,8 +5,12 @@ part is returned when it completes, so concurrent expansions can never overshoot
 
 Near the end of a budget, whether a request is cut short (``max_tokens`` clamped) or refused
 would depend on which requests in flight had already returned their unused reservation, that
-is, on timing. So such a request waits until no expansion is in flight, and waiting requests
-are decided one at a time in the order of their keys (node ids), never in arrival order.
+is, on timing. So such a request waits until no plain generation is in flight, and from then
+on waiting requests are decided one at a time in node order, not in arrival order. This makes
+the cut independent of timing for strategies that issue their requests in waves; strategies
+that run independent loops at once (DVTS subtrees, parallel MCTS simulations, streams) can
+still see different cuts at a binding budget, since which requests are waiting at a given
+moment is itself a matter of timing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,7 +73,8 @@ class BudgetTracker:
         self._reserved_nodes = 0
         self._started = time.monotonic()
         self._expanding = 0  # waitable requests in flight: they finish without our help
-        self._waiters: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[tuple[int, ...], int, asyncio.Future[None]]] = []
+        self._turn_handed = False  # a waiter was woken and has not decided yet
         self._arrivals = itertools.count()
 
     @property
@@ -97,26 +103,40 @@ class BudgetTracker:
         return False
 
     def check_request(
-        self, *, n: int, max_tokens: int, new_nodes: int, prompt_tokens: int = 0
+        self,
+        *,
+        n: int,
+        max_tokens: int,
+        new_nodes: int,
+        prompt_tokens: int = 0,
+        count_reserved: bool = True,
     ) -> int:
-        """Raise if a request cannot start; return the max_tokens it may use per sample."""
+        """Raise if a request cannot start; return the max_tokens it may use per sample.
+
+        ``count_reserved=False`` answers as if every request in flight had returned its
+        unused reservation: what waiting for them could at best achieve.
+        """
         b, u = self.budget, self.usage
+        held = count_reserved
         if b.max_engine_calls is not None and u.engine_calls >= b.max_engine_calls:
             raise BudgetExhausted("engine call budget spent")
-        if b.max_nodes is not None and u.nodes + self._reserved_nodes + new_nodes > b.max_nodes:
+        if (
+            b.max_nodes is not None
+            and u.nodes + self._reserved_nodes * held + new_nodes > b.max_nodes
+        ):
             raise BudgetExhausted("node budget spent")
         left_seconds = self.seconds_left()
         if left_seconds is not None and left_seconds <= 0:
             raise BudgetExhausted("time budget spent")
         if (
             b.max_prompt_tokens is not None
-            and u.prompt_tokens + self._reserved_prompt + max(prompt_tokens, 1)
+            and u.prompt_tokens + self._reserved_prompt * held + max(prompt_tokens, 1)
             > b.max_prompt_tokens
         ):
             raise BudgetExhausted("prompt token budget spent")
-        left_tokens = self.generated_tokens_left()
-        if left_tokens is None:
+        if b.max_generated_tokens is None:
             return max_tokens
+        left_tokens = b.max_generated_tokens - u.generated_tokens - self._reserved_tokens * held
         per_sample = min(max_tokens, left_tokens // n)
         if per_sample < 1:
             raise BudgetExhausted("generated token budget spent")
@@ -134,46 +154,70 @@ class BudgetTracker:
     ) -> int:
         """Reserve a request's budget; return the max_tokens each of its ``n`` samples may use.
 
-        A request that fits in full is admitted at once (settling could only free budget). One
-        that would be cut short or refused waits while expansions are in flight, so the cut is
-        the same whichever of them finishes first. ``waitable``: the request finishes on its own
-        (a plain generation), so others may wait for it; a stream, which finishes only as its
-        consumer reads it, must pass False.
+        While nobody waits, a request that fits in full is admitted at once. One that would be
+        cut short or refused only because of reservations still in flight waits until no
+        waitable request is in flight; from then on requests are decided one at a time, in
+        node order of ``key``, never in the order their predecessors happened to finish.
+        ``waitable``: the request finishes on its own (a plain generation), so others may wait
+        for it; a stream, which finishes only as its consumer reads it, must pass False.
         """
+
+        def check(count_reserved: bool = True) -> int:
+            return self.check_request(
+                n=n,
+                max_tokens=max_tokens,
+                new_nodes=new_nodes,
+                prompt_tokens=prompt_tokens,
+                count_reserved=count_reserved,
+            )
+
+        woken = False
         while True:
-            try:
-                per_sample = self.check_request(
-                    n=n, max_tokens=max_tokens, new_nodes=new_nodes, prompt_tokens=prompt_tokens
-                )
-            except BudgetExhausted:
-                if self._expanding == 0:
-                    self._wake_next()
-                    raise
-            else:
-                if per_sample >= max_tokens or self._expanding == 0:
-                    self.reserve(
-                        per_sample * n, nodes=new_nodes, prompt=prompt_tokens, waitable=waitable
-                    )
-                    self._wake_next()
-                    return per_sample
+            if woken or not (self._waiters or self._turn_handed):
+                try:
+                    per_sample = check()
+                except BudgetExhausted:
+                    if self._expanding == 0 or not _curable(check):
+                        self._decided(woken)
+                        raise
+                else:
+                    cut = per_sample < max_tokens
+                    if not cut or self._expanding == 0 or not _curable(check):
+                        self.reserve(
+                            per_sample * n, nodes=new_nodes, prompt=prompt_tokens, waitable=waitable
+                        )
+                        self._decided(woken)
+                        return per_sample
+            if woken:
+                self._turn_handed = False
             await self._wait_turn(key)
+            woken = True
 
     async def _wait_turn(self, key: str) -> None:
-        """Wait until nothing waitable is in flight and no smaller key waits before us."""
+        """Wait until nothing waitable is in flight and no earlier node waits before us."""
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (key, next(self._arrivals), turn))
+        heapq.heappush(self._waiters, (_node_order(key), next(self._arrivals), turn))
+        self._wake_next()
         try:
             await turn
         except BaseException:
             if turn.done() and not turn.cancelled():
+                self._turn_handed = False
                 self._wake_next()  # our turn came but we will not use it: pass it on
             else:
                 self._waiters = [w for w in self._waiters if w[2] is not turn]
                 heapq.heapify(self._waiters)
             raise
 
+    def _decided(self, woken: bool) -> None:
+        """A request was admitted or refused: the next waiter may go once nothing is in flight."""
+        if woken:
+            self._turn_handed = False
+        self._wake_next()
+
     def _wake_next(self) -> None:
-        if self._expanding == 0 and self._waiters:
+        if self._expanding == 0 and self._waiters and not self._turn_handed:
+            self._turn_handed = True
             heapq.heappop(self._waiters)[2].set_result(None)
 
     def check_nodes(self, count: int) -> None:
@@ -224,3 +268,23 @@ class BudgetTracker:
     def finish(self) -> Usage:
         self.usage.seconds = self.elapsed
         return self.usage
+
+
+def _node_order(node_id: str) -> tuple[int, ...]:
+    """Path order of node ids ("r.2" < "r.10" < "r.10.0"); other keys sort by their text."""
+    parts = node_id.split(".")[1:]
+    if all(part.isdigit() for part in parts):
+        return tuple(int(part) for part in parts)
+    return tuple(ord(ch) for ch in node_id)
+
+
+def _curable(check: Callable[[bool], int]) -> bool:
+    """True if the requests in flight returning their unused reservations could help."""
+    try:
+        best = check(False)
+    except BudgetExhausted:
+        return False
+    try:
+        return best > check(True)
+    except BudgetExhausted:
+        return True

@@ -91,10 +91,12 @@ def _run(args: argparse.Namespace) -> int:
             recipe=recipe.fingerprint(),
             allow_recipe_change=args.allow_recipe_change,
         )
-    todo = [p for p in problems if store is None or not store.done(p.id)]
-    if store is not None and len(todo) < len(problems):
-        print(f"resuming: {len(problems) - len(todo)} problems already in {args.out}")
-    results = asyncio.run(_run_async(recipe, todo, store, quiet=args.quiet))
+    finished = {}
+    if store is not None:
+        finished = {p.id: store.lending(p.id) for p in problems if store.done(p.id)}
+        if finished:
+            print(f"resuming: {len(finished)} problems already in {args.out}")
+    results = asyncio.run(_run_async(recipe, problems, finished, store, quiet=args.quiet))
     if store is not None:
         records = [store.records[p.id] for p in problems if p.id in store.records]
     else:
@@ -104,11 +106,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _run_async(
-    recipe: Recipe, problems: list[Problem], store: ResultStore | None, *, quiet: bool
+    recipe: Recipe,
+    problems: list[Problem],
+    finished: dict[str, dict[str, int]],
+    store: ResultStore | None,
+    *,
+    quiet: bool,
 ) -> list[ProblemResult]:
-    results = []
+    """Run the problems not in ``finished``; finished ones keep their lending-pool seats."""
+    results: list[ProblemResult] = []
+    if len(finished) == len(problems):
+        return results  # nothing left: do not even start the engine
     async with Orchestrator(recipe) as orchestrator:
-        async for result in orchestrator.stream(problems):
+        async for result in orchestrator.stream(problems, finished=finished):
             if store is not None:
                 store.append(result)
             results.append(result)

@@ -6,7 +6,9 @@ run's :class:`LendingPool`, in run order, and exchanges exactly once: it hands i
 and asks for what it wants. A problem that asks waits until every earlier problem has
 exchanged, and draws only on their net lending, so what it gets never depends on timing or
 on later problems. Waiting only on earlier problems cannot deadlock: the runner starts
-problems in order, so every earlier problem is running or done.
+problems in order, so every earlier problem is running or done. Seats follow the order of the
+whole problem list, and a resumed run seats the problems finished earlier with the exchange
+they made then (stored with their results), so resuming changes no later problem's share.
 """
 
 from __future__ import annotations
@@ -54,23 +56,31 @@ class PoolSeat:
         self.lent = 0
         self.granted = 0
         self.done = False
+        self._exchanging = False
 
     async def exchange(self, *, lend: int, want: int) -> int:
         """Hand in ``lend`` unused units and ask for ``want`` more; return the units granted.
 
         Asking waits until every earlier problem has exchanged; lending alone never waits.
         """
-        if self.done:
+        if self.done or self._exchanging:
             raise RuntimeError(f"seat {self.index} exchanged twice")
+        self._exchanging = True
         lend, want = max(lend, 0), max(want, 0)
         granted = 0
         if want:
             available = await self._pool._available_to(self.index)
             granted = min(want, max(available, 0))
-        self.done = True
-        self.lent, self.granted = lend, granted
-        self._pool._record(self.index, lend - granted)
+        self.settle_as(lent=lend, granted=granted)
         return granted
+
+    def settle_as(self, *, lent: int, granted: int) -> None:
+        """Record an exchange made elsewhere (a problem finished by an earlier, resumed run)."""
+        if self.done:
+            raise RuntimeError(f"seat {self.index} exchanged twice")
+        self.done = True
+        self.lent, self.granted = lent, granted
+        self._pool._record(self.index, lent - granted)
 
     def close(self) -> None:
         """Settle a seat that never exchanged (a failed problem): lends and takes nothing."""

@@ -7,8 +7,6 @@ file, the key path, the bad value and what was expected.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +18,7 @@ from orchestrator.budget import Budget
 from orchestrator.engines.config import ENGINES, EngineConfig
 from orchestrator.engines.types import SamplingSpec
 from orchestrator.errors import RecipeError, RegistryError
+from orchestrator.fingerprint import fingerprint
 from orchestrator.scoring import SCORERS, ScorerConfig
 from strategies.base import STRATEGIES, StrategyConfig
 from verifiers.answers import AnswerSpec
@@ -93,11 +92,12 @@ class Recipe(BaseModel):
                     f"(scorers: {names or 'none'})"
                 )
         kinds = {s.alias: s.kind for s in self.scorers}
-        for field_name in self.strategy.partial_path_scorers:
+        for field_name in self.strategy.partial_path_scorers():
             wanted = getattr(self.strategy, field_name, None)
-            if isinstance(wanted, str) and SCORERS.get(kinds[wanted]).needs_answer:
+            kind = kinds.get(wanted) if isinstance(wanted, str) else None
+            if kind is not None and SCORERS.get(kind).needs_answer:
                 raise ValueError(
-                    f"strategy.{field_name}: {wanted!r} ({kinds[wanted]}) only checks finished "
+                    f"strategy.{field_name}: {wanted!r} ({kind}) only checks finished "
                     f"answers, but {self.strategy.name} scores partial paths with it; use a "
                     "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
                     "intrinsic one (e.g. mean_logprob)"
@@ -110,15 +110,12 @@ class Recipe(BaseModel):
         """A short hash of everything that decides a problem's answer.
 
         Left out: how many problems run at once, which problems (``dataset``), and engine
-        plumbing (servers, timeouts, cache sizes; see ``EngineConfig.plumbing``). A result
-        store uses it to refuse mixing results of two different recipes on resume.
+        plumbing (servers, time-outs, batch and cache sizes: the ``plumbing`` of each engine
+        and scorer config). A result store uses it to refuse mixing two recipes' results.
         """
-        decisive = self.model_dump(
-            mode="json", exclude={"concurrency", "dataset", "base_dir"}, serialize_as_any=True
-        )
-        decisive["engine"] = self.engine.decisive()
-        text = json.dumps(decisive, sort_keys=True, default=str)
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        skip = {"concurrency", "dataset", "base_dir"}
+        fields = {name: getattr(self, name) for name in Recipe.model_fields if name not in skip}
+        return fingerprint(fields)
 
     def resolve(self, relative: str) -> Path:
         """A path from the recipe, relative to the recipe's folder."""

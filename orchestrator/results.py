@@ -31,6 +31,8 @@ class ProblemResult:
     detail: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     graph: SearchGraph | None = None
+    lending: dict[str, int] = field(default_factory=dict)
+    """Paths (or other units) lent to / borrowed from the run's pool; see orchestrator.lending."""
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,8 @@ class ProblemResult:
             "detail": self.detail,
             "error": self.error,
         }
+        if self.lending:
+            record["lending"] = self.lending
         if with_trace and self.graph is not None:
             record["trace"] = self.graph.to_dict()
         return record
@@ -97,6 +101,12 @@ class ResultStore:
                 continue  # a torn final line from a crash: that problem simply reruns
             if isinstance(record, dict) and "problem_id" in record:
                 self.records[str(record["problem_id"])] = record
+
+    def lending(self, problem_id: str) -> dict[str, int]:
+        """What a stored problem lent to and borrowed from its run's pool."""
+        record = self.records.get(problem_id) or {}
+        stored = record.get("lending") or {}
+        return {"lent": int(stored.get("lent", 0)), "borrowed": int(stored.get("borrowed", 0))}
 
     def done(self, problem_id: str) -> bool:
         """Finished without error; failed problems run again on resume (last record wins)."""

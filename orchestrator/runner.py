@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -80,11 +80,15 @@ class Orchestrator:
         ``seat``: the problem's place in its run's lending pool; it is closed when the search
         ends, however it ends, so later problems never wait for it in vain.
         """
+        result: ProblemResult | None = None
         try:
-            return await self._solve(problem, seat)
+            result = await self._solve(problem, seat)
+            return result
         finally:
             if seat is not None:
                 seat.close()
+                if result is not None and (seat.lent or seat.granted):
+                    result.lending = {"lent": seat.lent, "borrowed": seat.granted}
 
     async def _solve(self, problem: Problem, seat: PoolSeat | None) -> ProblemResult:
         learn: Callable[[dict[str, str]], None] | None = getattr(self.engine, "learn", None)
@@ -154,17 +158,29 @@ class Orchestrator:
             graph=ctx.graph if ctx is not None else None,
         )
 
-    async def stream(self, problems: Iterable[Problem]) -> AsyncIterator[ProblemResult]:
-        """Yield results as problems finish, with at most ``concurrency`` in flight."""
+    async def stream(
+        self,
+        problems: Iterable[Problem],
+        *,
+        finished: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> AsyncIterator[ProblemResult]:
+        """Yield results as problems finish, with at most ``concurrency`` in flight.
+
+        ``finished``: problems of the list already solved by an earlier run of this recipe,
+        by id, with what they lent and borrowed then (``ResultStore.lending``). They are not
+        run again but keep their seats in the lending pool, so a resumed run gives every
+        other problem the share an uninterrupted run would have.
+        """
         queue: asyncio.Queue[ProblemResult] = asyncio.Queue()
-        pending = enumerate(problems)
+        finished = finished or {}
         pool = LendingPool()  # problems start in order, so earlier seats are always running
+        seats = ((pool.seat(index), problem) for index, problem in enumerate(problems))
         limit = self.recipe.concurrency
         tasks: set[asyncio.Task[None]] = set()
 
-        async def run_one(index: int, problem: Problem) -> None:
+        async def run_one(seat: PoolSeat, problem: Problem) -> None:
             try:
-                result = await self.solve(problem, seat=pool.seat(index))
+                result = await self.solve(problem, seat=seat)
             except asyncio.CancelledError:
                 # always answer the queue, or the loop below would wait forever
                 result = ProblemResult(
@@ -178,11 +194,14 @@ class Orchestrator:
             queue.put_nowait(result)
 
         def start_next() -> bool:
-            item = next(pending, None)
-            if item is None:
+            for seat, problem in seats:
+                earlier = finished.get(problem.id)
+                if earlier is None:
+                    break
+                seat.settle_as(lent=earlier.get("lent", 0), granted=earlier.get("borrowed", 0))
+            else:
                 return False
-            index, problem = item
-            task = asyncio.create_task(run_one(index, problem), name=f"problem:{problem.id}")
+            task = asyncio.create_task(run_one(seat, problem), name=f"problem:{problem.id}")
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             return True

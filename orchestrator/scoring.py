@@ -48,6 +48,8 @@ class ScorerConfig(BaseModel):
 
     kind: str = Field(description="Registered scorer kind (see `branchwise scorers`).")
     name: str | None = Field(None, description="Name strategies use; defaults to the kind.")
+    # Fields that change how fast or where, not the scores (see orchestrator.fingerprint).
+    plumbing: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def alias(self) -> str:

@@ -24,7 +24,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -37,6 +37,11 @@ from rewards.pooling import Activation, TokenScoreBackend, class_score
 
 
 class RewardModelConfig(ScorerConfig):
+    # the three backends give the same scores (within 1e-3, tested); the rest is speed
+    plumbing: ClassVar[frozenset[str]] = frozenset(
+        {"backend", "base_url", "tokenizer", "max_batch", "max_wait_ms", "timeout_seconds",
+         "cache_steps", "gpu_memory_utilization", "threads"}
+    )  # fmt: skip
     backend: Literal["vllm", "http", "torch"] = Field(
         "vllm",
         description="vllm: in-process pooling engine; http: a vLLM /pooling server; "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 class AStarConfig(StrategyConfig):
     name: Literal["a_star"] = "a_star"
-    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     expansions: int = Field(4, ge=1, description="Next steps sampled each time a node expands.")
     g: Literal["neg_logprob", "steps"] = Field(
         "neg_logprob",
@@ -64,6 +63,9 @@ class AStarConfig(StrategyConfig):
     step_max_tokens: int | None = Field(
         None, ge=1, description="Token cap per step (default: the recipe's sampling.max_tokens)."
     )
+
+    def partial_path_scorers(self) -> tuple[str, ...]:
+        return ("scorer",)
 
 
 class Frontier:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 class ABMCTSConfig(StrategyConfig):
     name: Literal["ab_mcts"] = "ab_mcts"
-    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     iterations: int = Field(32, ge=1, description="Nodes generated in all (one per GEN decision).")
     scorer: str = Field(description="Step-level scorer (by recipe name) giving each node's score.")
     aggregation: Aggregation = Field(
@@ -63,6 +62,10 @@ class ABMCTSConfig(StrategyConfig):
     final: FinalRule = Field(
         "best", description="Answer among finished paths: best, weighted_vote or vote."
     )
+
+    def partial_path_scorers(self) -> tuple[str, ...]:
+        # with rollouts, `scorer` only ever values finished rollouts (a test-based judge works)
+        return () if self.rollout else ("scorer",)
 
 
 @dataclass

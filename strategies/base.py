@@ -26,9 +26,11 @@ class StrategyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="Registered strategy name (see `branchwise strategies`).")
-    # Fields naming a scorer that values partial paths (a recipe naming an answer checker there
-    # is refused: every unfinished path would score the same).
-    partial_path_scorers: ClassVar[tuple[str, ...]] = ()
+
+    def partial_path_scorers(self) -> tuple[str, ...]:
+        """Fields naming a scorer this config uses on unfinished paths; a recipe naming an
+        answer-only checker there is refused (every unfinished path would score the same)."""
+        return ()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 class BeamSearchConfig(StrategyConfig):
     name: Literal["beam_search"] = "beam_search"
-    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     beam_width: int = Field(4, ge=1, description="Partial solutions kept after each step (B).")
     expansions: int = Field(4, ge=1, description="Next steps sampled per kept beam (M).")
     scorer: str = Field(description="Step-level scorer (by recipe name) that ranks paths.")
@@ -48,6 +47,9 @@ class BeamSearchConfig(StrategyConfig):
         description="Sibling steps with identical text count once (copies pruned unscored), so "
         "the beam holds distinct paths; off, copies of a good prefix draw more samples from it.",
     )
+
+    def partial_path_scorers(self) -> tuple[str, ...]:
+        return ("scorer",)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 class DVTSConfig(StrategyConfig):
     name: Literal["dvts"] = "dvts"
-    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     subtrees: int = Field(4, ge=1, description="Independent subtrees, all grown from the root.")
     expansions: int = Field(4, ge=1, description="Next steps sampled per kept node per step (M).")
     beam_width: int = Field(
@@ -46,6 +45,9 @@ class DVTSConfig(StrategyConfig):
         description="Across subtrees (one finished path each, its best): weighted_vote "
         "(answers weighted by path value), vote (one vote per subtree) or best.",
     )
+
+    def partial_path_scorers(self) -> tuple[str, ...]:
+        return ("scorer",)
 
 
 class DVTS(Strategy):

@@ -33,7 +33,10 @@ class EntropyBranchingConfig(StrategyConfig):
         3, ge=2, description="Branches per fork: the top tokens at the uncertain position."
     )
     max_paths: int = Field(
-        8, ge=1, description="Per-problem cap on paths (leaves); easy prompts use fewer."
+        8,
+        ge=1,
+        description="A problem's own share of paths (leaves); easy prompts use fewer and lend "
+        "the rest, so a problem may end with up to max_paths + borrow_limit.",
     )
     initial_paths: int = Field(1, ge=1, description="Paths sampled from the prompt at the start.")
     borrow_limit: int = Field(
@@ -163,9 +166,12 @@ class EntropyBranching(Strategy):
                     picks[slot].append(rank)
                     extra -= 1
         branches: list[Node] = []
-        for fork, ranks in zip(missed, picks, strict=True):
-            if ranks:
-                branches += await self._late_branches(ctx, fork, ranks)
+        try:
+            for fork, ranks in zip(missed, picks, strict=True):
+                if ranks:
+                    branches += await self._late_branches(ctx, fork, ranks)
+        except BudgetExhausted:
+            pass  # the node budget ends the late branches; grow the ones that exist
         outcomes = await asyncio.gather(
             *(self._path(ctx, b, 1, note_missed=False) for b in branches),
             return_exceptions=True,

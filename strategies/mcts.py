@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 class MCTSConfig(StrategyConfig):
     name: Literal["mcts"] = "mcts"
-    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     iterations: int = Field(
         32, ge=1, description="Simulations (select, expand, evaluate, back up)."
     )
@@ -67,6 +66,10 @@ class MCTSConfig(StrategyConfig):
         description="Answer: best (highest-valued finished path, rollouts included), "
         "weighted_vote / vote over finished paths, or most_visited (follow visits from the root).",
     )
+
+    def partial_path_scorers(self) -> tuple[str, ...]:
+        # with rollouts, `scorer` only ever values finished rollouts (a test-based judge works)
+        return () if self.rollout else ("scorer",)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 class ParticleFilterConfig(StrategyConfig):
     name: Literal["particle_filter"] = "particle_filter"
-    partial_path_scorers: ClassVar[tuple[str, ...]] = ("scorer",)
     particles: int = Field(8, ge=1, description="Number of particles (N).")
     scorer: str = Field(description="Step-level scorer (by recipe name) giving the likelihoods.")
     aggregation: Aggregation = Field(
@@ -61,6 +60,9 @@ class ParticleFilterConfig(StrategyConfig):
         description="Answer among finished particles: weighted_vote (by particle weight), "
         "best (highest score) or vote.",
     )
+
+    def partial_path_scorers(self) -> tuple[str, ...]:
+        return ("scorer",)
 
 
 def log_weight(score: float, temperature: float, clip: float) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -39,6 +39,7 @@ PAIRWISE = (
 
 
 class JudgeConfig(ScorerConfig):
+    plumbing: ClassVar[frozenset[str]] = frozenset({"max_concurrency"})
     engine: EngineConfig | None = Field(
         None, description="The judge's own engine (any engine kind); default: the policy's."
     )

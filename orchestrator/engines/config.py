@@ -7,7 +7,7 @@ recipe for a remote fleet never imports vllm.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,15 +23,11 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str = Field(description="Engine kind: vllm, openai or scripted.")
-    # Fields that change how fast or where, not what is generated (left out of fingerprints).
+    # Fields that change how fast or where, not what is generated (see orchestrator.fingerprint).
     plumbing: ClassVar[frozenset[str]] = frozenset()
 
     def build(self, base_dir: Path | None = None) -> Engine:
         raise NotImplementedError
-
-    def decisive(self) -> dict[str, Any]:
-        """The fields that decide what the engine generates."""
-        return self.model_dump(mode="json", exclude=set(self.plumbing))
 
 
 class VLLMEngineConfig(EngineConfig):

@@ -128,6 +128,7 @@ class OpenAIEngine:
         delay = self.config.backoff_seconds
         last_error = "no attempt made"
         for attempt in range(self.config.max_retries + 1):
+            server_wait = 0.0
             server = self._pick_server(affinity, attempt)
             url = self.servers[server] + path
             try:
@@ -162,13 +163,11 @@ class OpenAIEngine:
                 if status < 500 and status not in _RETRYABLE_STATUS:
                     raise EngineError(f"{url} rejected request {request_id}: {status} {detail}")
                 last_error = f"{url} answered {status}: {detail}"
-                timed_out = False
-                wait = _retry_after(response)
-                if wait is not None:
-                    delay = max(delay, wait)
+                timed_out = status == 408
+                server_wait = _retry_after(response) or 0.0
             if attempt < self.config.max_retries:
                 self.retries += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(max(delay, server_wait))  # the server's wait is not doubled
                 delay *= 2
         message = (
             f"request {request_id} failed after {self.config.max_retries + 1} tries: {last_error}"

@@ -124,3 +124,27 @@ def test_a_cancelled_waiter_passes_its_turn_on() -> None:
         return tokens
 
     assert asyncio.run(go()) == 8
+
+
+def test_a_refusal_waiting_cannot_cure_is_immediate_and_waiters_go_in_node_order() -> None:
+    async def go() -> list[str]:
+        tracker = BudgetTracker(Budget(max_generated_tokens=25, max_engine_calls=4))
+        await tracker.admit(n=1, max_tokens=20, new_nodes=1, prompt_tokens=1, key="r.0")
+        order: list[str] = []
+
+        async def request(key: str) -> None:
+            await tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
+            order.append(key)
+            tracker.settle(8, generated=1, prompt=1, cached=0, nodes=1, waitable=True)
+
+        waiting = [asyncio.create_task(request(k)) for k in ("r.10", "r.2", "r.3.1")]
+        await asyncio.sleep(0)
+        assert order == []
+        tracker.settle(20, generated=2, prompt=1, cached=0, nodes=1, waitable=True)
+        await asyncio.gather(*waiting)
+        # the engine-call budget is spent: no amount of waiting helps, so no waiting
+        with pytest.raises(BudgetExhausted, match="engine call"):
+            await tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key="r.4")
+        return order
+
+    assert asyncio.run(go()) == ["r.2", "r.3.1", "r.10"]

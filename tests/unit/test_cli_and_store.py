@@ -161,3 +161,32 @@ def test_recipe_fingerprint_ignores_plumbing_only() -> None:
     assert fingerprint(strategy={"name": "self_consistency", "n": 5}) != base
     other_model = {"kind": "openai", "base_urls": ["http://a:1"], "model": "other"}
     assert fingerprint(engine=other_model) != base
+
+
+def test_store_keeps_what_a_problem_lent_for_a_resumed_run(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    store = ResultStore(path)
+    store.append(ProblemResult("a", "3", lending={"lent": 2, "borrowed": 0}))
+    store.append(ProblemResult("b", "4"))
+    again = ResultStore(path)
+    assert again.lending("a") == {"lent": 2, "borrowed": 0}
+    assert again.lending("b") == {"lent": 0, "borrowed": 0}  # never lent: nothing stored
+    assert "lending" not in again.records["b"]
+
+
+def test_moving_the_reward_model_server_keeps_the_fingerprint() -> None:
+    from orchestrator.recipe import parse_recipe
+
+    def fingerprint(**prm: object) -> str:
+        scorer = {"kind": "prm", "model": "prm", "backend": "http", "base_url": "http://a:1"}
+        return parse_recipe(
+            {
+                "engine": {"kind": "scripted"},
+                "strategy": {"name": "beam_search", "scorer": "prm"},
+                "scorers": [{**scorer, **prm}],
+            }
+        ).fingerprint()
+
+    base = fingerprint()
+    assert fingerprint(base_url="http://b:2", max_batch=8) == base
+    assert fingerprint(label=0) != base

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import RecipeError
+from orchestrator.results import ProblemResult
 from tests.conftest import make_problem
 from tests.unit.sampling_support import (
     HardSpotPolicy,
@@ -181,3 +182,35 @@ def test_reallocation_does_not_depend_on_timing_or_concurrency() -> None:
     baseline = shape(_mixed_run(hard={1, 3}, order=[0, 1, 2, 3]))
     assert shape(_mixed_run(hard={1, 3}, order=[0, 1, 2, 3], latency=3e-4)) == baseline
     assert shape(_mixed_run(hard={1, 3}, order=[0, 1, 2, 3], concurrency=1)) == baseline
+
+
+def test_a_resumed_run_gives_later_problems_the_same_share() -> None:
+    import asyncio
+
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.runner import Orchestrator
+
+    problems = [make_problem(i) for i in range(3)]
+    strategy = {**STRATEGY, "max_paths": 3, "min_gap": 3, "borrow_limit": 4}
+    recipe = parse_recipe(
+        {"engine": {"kind": "scripted"}, "strategy": strategy, "sampling": {"max_tokens": 64}}
+    )
+
+    def engine() -> LearningEngine:
+        hard = {problems[2].question}
+        return LearningEngine(HardSpotPolicy(hard_line=None, hard_questions=hard))
+
+    async def go(finished: dict[str, dict[str, int]]) -> dict[str, ProblemResult]:
+        async with Orchestrator(recipe, engine=engine()) as orchestrator:
+            return {r.problem_id: r async for r in orchestrator.stream(problems, finished=finished)}
+
+    whole = asyncio.run(go({}))
+    assert whole["p0"].lending == {"lent": 2, "borrowed": 0}
+    assert whole["p2"].lending == {"lent": 0, "borrowed": 4}
+    # a crash after p0 and p1: the resumed run seats them with what they lent then
+    stored = {pid: {"lent": 2, "borrowed": 0} for pid in ("p0", "p1")}
+    resumed = asyncio.run(go(stored))
+    assert list(resumed) == ["p2"]
+    again, first = resumed["p2"], whole["p2"]
+    assert again.graph is not None and first.graph is not None
+    assert again.graph.to_dict() == first.graph.to_dict() and again.lending == first.lending

@@ -116,8 +116,10 @@ def test_rate_limits_are_retried_after_the_servers_delay() -> None:
         async with engine:
             result = await engine.generate(_request())
         assert engine.retries == 2 and len(result.completions) == 2
-        # the first retry waited the server's 0.05 s, not our own 0.001 s backoff
+        # the first retry waited the server's 0.05 s, not our own 0.001 s backoff; the next
+        # one is back on our backoff (the server's wait is not doubled)
         assert sent[1] - sent[0] >= 0.045
+        assert sent[2] - sent[1] < 0.045
 
     asyncio.run(go())
 

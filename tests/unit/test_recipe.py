@@ -85,3 +85,17 @@ def test_step_searches_refuse_an_answer_checker_as_their_path_scorer(strategy: s
         recipe["scorers"].append({"kind": "reference_answer", "name": "final"})
         recipe["strategy"] = {"name": strategy, "scorer": "check", "verifier": "final"}
         assert parse_recipe(recipe).strategy.name == strategy
+
+
+@pytest.mark.parametrize("strategy", ["mcts", "ab_mcts"])
+def test_tree_searches_with_rollouts_may_judge_finished_rollouts_by_tests(strategy: str) -> None:
+    # with rollouts the scorer only ever sees finished paths: a test-based judge is fine
+    recipe = {
+        "engine": {"kind": "scripted"},
+        "strategy": {"name": strategy, "scorer": "tests", "rollout": True},
+        "scorers": [{"kind": "reference_answer", "name": "tests"}],
+    }
+    assert parse_recipe(recipe).strategy.name == strategy
+    recipe["strategy"] = {"name": strategy, "scorer": "tests", "rollout": False}
+    with pytest.raises(RecipeError, match="only checks finished answers"):
+        parse_recipe(recipe)
