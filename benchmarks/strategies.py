@@ -95,9 +95,10 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         "mbr": {"n": n, "utility": "chrf"},
         "first_finish": {"n": n},
         # The cap alone does not buy tokens (most tokens are sure): a bigger budget also
-        # lowers the fork threshold, 0.8 nats at n = 4 down as 1/sqrt(n).
+        # starts more paths (n / 4) and lowers the fork threshold (0.8 nats at n = 4, / sqrt).
         "entropy_branching": {
             "max_paths": n,
+            "initial_paths": max(1, n // 4),
             "entropy_threshold": round(0.8 * (BASE_N / n) ** 0.5, 3),
             "branch_factor": 2,
             "min_gap": 4,
@@ -294,6 +295,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="rerun only --strategies and replace their rows in the existing results",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: redo the note, plot and BENCHMARKS.md section from the results JSON",
+    )
     args = parser.parse_args(argv)
     if args.merge and not args.strategies:
         parser.error("--merge needs --strategies (the ones to rerun)")
@@ -346,18 +352,30 @@ def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[s
         "rows": rows,
         "prm_knobs": PRM_KNOBS,
         "total_seconds": old["total_seconds"] + data["total_seconds"],
-        "commands": [*old.get("commands", [equivalent_command(old)]), command],
+        # the same merge again supersedes the earlier one
+        "commands": [c for c in old.get("commands", [equivalent_command(old)]) if c != command]
+        + [command],
     }
 
 
 def main() -> None:
     args = parse_args()
-    data = asyncio.run(main_async(args))
     name = "strategies_quick" if args.quick else "strategies"
-    if args.merge:
-        data = merged(data, RESULTS / f"{name}.json", args)
+    if args.render:
+        import json
+
+        data = json.loads((RESULTS / f"{name}.json").read_text())
     else:
-        data["commands"] = [" ".join(["python benchmarks/strategies.py", *sys.argv[1:]])]
+        data = asyncio.run(main_async(args))
+        if args.merge:
+            data = merged(data, RESULTS / f"{name}.json", args)
+        else:
+            data["commands"] = [" ".join(["python benchmarks/strategies.py", *sys.argv[1:]])]
+    publish(data, name, write_markdown=not args.quick)
+
+
+def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
+    """Comparison, note, table, JSON, plot and (unless quick) the BENCHMARKS.md section."""
     data["comparison"] = compare_to_self_consistency(data["rows"])
     data["note"] = note(data["comparison"], data)
     text = rows_table(data["rows"])
@@ -366,9 +384,9 @@ def main() -> None:
     write_json(name, data)
     plot(data["rows"], RESULTS / f"{name}.png", title=f"{data['problems']} testbed eval problems")
     print(f"wrote {RESULTS / name}.json, .png; total {data['total_seconds']:.0f} s")
-    if args.quick:
+    if not write_markdown:
         return
-    commands = " then ".join(f"`{c}`" for c in data["commands"] if c)
+    commands = " then ".join(f"`{c}`" for c in data.get("commands") or [equivalent_command(data)])
     write_section(
         "strategies",
         "## Strategies: accuracy against generated tokens\n\n"

@@ -76,10 +76,10 @@ def rows_table(rows: list[dict[str, Any]]) -> str:
     return table(headers, body)
 
 
-def sc_curve(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Self-consistency's (log tokens, accuracy), with the single sample as N = 1."""
+def sc_curve(rows: list[dict[str, Any]], key: str = "accuracy") -> tuple[np.ndarray, np.ndarray]:
+    """Self-consistency's (log tokens, ``key``), with the single sample as N = 1."""
     points = [
-        (r["tokens_per_problem"], r["accuracy"])
+        (r["tokens_per_problem"], r[key])
         for r in rows
         if (r["arm"] == "self_consistency" and r["set"] == "sampling")
         or r["arm"] == "single_sample"
@@ -95,6 +95,7 @@ def compare_to_self_consistency(rows: list[dict[str, Any]]) -> list[dict[str, An
     either end it is held at the end point (``inside`` is then false).
     """
     log_tokens, accuracy = sc_curve(rows)
+    _, coverage = sc_curve(rows, "coverage")
     if len(log_tokens) < 2:
         return []
     out = []
@@ -112,6 +113,7 @@ def compare_to_self_consistency(rows: list[dict[str, Any]]) -> list[dict[str, An
                 "accuracy": row["accuracy"],
                 "coverage": row["coverage"],
                 "sc_accuracy": sc,
+                "sc_coverage": float(np.interp(x, log_tokens, coverage)),
                 "difference": row["accuracy"] - sc,
                 "inside": bool(log_tokens[0] <= x <= log_tokens[-1]),
             }
@@ -120,7 +122,7 @@ def compare_to_self_consistency(rows: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def verdicts(comparison: list[dict[str, Any]], which: str) -> dict[str, dict[str, Any]]:
-    """Per strategy: beats / mixed / does not beat SC, the per-budget and mean differences."""
+    """Per strategy: ahead of / mixed against / behind SC, the per-budget and mean differences."""
     out: dict[str, dict[str, Any]] = {}
     for arm in dict.fromkeys(c["arm"] for c in comparison if c["set"] == which):
         points = [c for c in comparison if c["set"] == which and c["arm"] == arm]
@@ -128,38 +130,38 @@ def verdicts(comparison: list[dict[str, Any]], which: str) -> dict[str, dict[str
         diffs = ", ".join(
             f"{c['difference'] * 100:+.1f}" + ("" if c["inside"] else "*") for c in points
         )
-        kind = "beats" if wins == len(points) else "mixed" if wins else "does not beat"
+        kind = "ahead of" if wins == len(points) else "mixed against" if wins else "behind"
         out[arm] = {
             "kind": kind,
             "mean": sum(c["difference"] for c in points) / len(points),
             "coverage": sum(c["coverage"] for c in points) / len(points),
+            "sc_coverage": sum(c["sc_coverage"] for c in points) / len(points),
             "accuracy": sum(c["accuracy"] for c in points) / len(points),
-            "text": f"{kind} SC ({wins}/{len(points)} budgets: {diffs} pp)",
+            "text": f"{kind} SC ({wins}/{len(points)} budgets ahead: {diffs} pp)",
         }
     return out
 
 
 def diagnosis(learned: dict[str, Any], oracle: dict[str, Any] | None, se: float) -> str:
     """Why a PRM strategy did not beat SC, read off its oracle rows and its coverage."""
-    if oracle is not None and oracle["kind"] == "beats":
-        return (
-            "the same search with the exact checker beats SC at every budget (mean "
-            f"{oracle['mean'] * 100:+.1f} pp), so the learned PRM's mistakes hold it back"
-        )
-    gap = (learned["coverage"] - learned["accuracy"]) * 100
-    cause = (
-        f"a right answer was among its finished paths {gap:.0f} pp more often than it was "
-        "picked, so its final choice loses answers"
-        if gap > 2 * se
-        else "its finished paths rarely hold a right answer it missed, so its search, not its "
-        "choice, spends the tokens less well than independent samples"
+    held = (
+        f"a right answer was among its finished paths in {learned['coverage']:.0%} of problems "
+        f"(SC at the same tokens: {learned['sc_coverage']:.0%})"
     )
+    if (learned["sc_coverage"] - learned["coverage"]) * 100 > 2 * se:
+        cause = f"its PRM-guided pruning drops right paths: {held}"
+    elif (learned["coverage"] - learned["accuracy"]) * 100 > 2 * se:
+        cause = f"{held}, but its PRM-based final choice finds it no more often than SC's vote"
+    else:
+        cause = f"{held}; its search spends the tokens no better than independent samples"
     if oracle is None:
         return cause
-    return (
-        f"even with the exact checker it {oracle['kind']} SC (mean {oracle['mean'] * 100:+.1f} "
-        f"pp); {cause}"
-    )
+    if oracle["kind"] == "ahead of":
+        return (
+            f"{cause}. The same search with the exact checker is ahead of SC at every budget "
+            f"(mean {oracle['mean'] * 100:+.1f} pp): the learned PRM's ranking holds it back"
+        )
+    return f"{cause}. Even with the exact checker it is {oracle['kind']} SC"
 
 
 def note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> str:
@@ -181,17 +183,25 @@ def note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> str:
         line = f"- **{arm}**: learned PRM {verdict['text']}"
         if arm in oracle:
             line += f"; oracle checker {oracle[arm]['text']}"
-        if verdict["kind"] != "beats":
+        if verdict["kind"] != "ahead of":
             line += f". Why: {diagnosis(verdict, oracle.get(arm), se)}"
         lines.append(line + ".")
-    groups: dict[str, list[str]] = {"beats": [], "mixed": [], "does not beat": []}
+    groups: dict[str, list[str]] = {"ahead of": [], "mixed against": [], "behind": []}
     for arm, verdict in learned.items():
         groups[verdict["kind"]].append(arm)
+    beyond = se * 2**0.5
+    clear = [
+        f"{c['arm']} {c['budget']}x ({c['difference'] * 100:+.1f})"
+        for c in comparison
+        if c["set"] == "prm" and abs(c["difference"]) * 100 > beyond
+    ]
     lines += [
         "",
-        f"With the learned PRM, beat SC at every budget: {', '.join(groups['beats']) or 'none'}; "
-        f"at some budgets: {', '.join(groups['mixed']) or 'none'}; "
-        f"at none: {', '.join(groups['does not beat']) or 'none'}.",
+        f"With the learned PRM, ahead of SC at every budget: "
+        f"{', '.join(groups['ahead of']) or 'none'}; at some budgets: "
+        f"{', '.join(groups['mixed against']) or 'none'}; at none: "
+        f"{', '.join(groups['behind']) or 'none'}. Gaps larger than {beyond:.1f} pp (beyond "
+        f"noise at one budget): {', '.join(clear) or 'none'}.",
     ]
     return "\n".join(lines)
 

@@ -33,6 +33,10 @@ class NodeStream:
     :meth:`SearchContext.expand` would add it, an unfinished one with the tokens seen so far,
     ``finish_reason="abort"`` and status ``"aborted"``; :attr:`node` holds it. Those partial
     tokens count as generated, so usage always equals the tokens in the graph.
+
+    A strategy that stops reading by its own decision calls :meth:`cut` first: the child is
+    then recorded as aborted even if the engine had already finished it (a fast engine may
+    deliver the rest of a sample in the same chunk), so the graph does not depend on that race.
     """
 
     def __init__(
@@ -51,12 +55,17 @@ class NodeStream:
         self._reserved = 0
         self._iterator: AsyncIterator[GenerationResult] | None = None
         self._last: GenerationResult | None = None
+        self._cut = False
         self.node: Node | None = None
         """The recorded child, set when the ``async with`` block exits."""
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    def cut(self) -> None:
+        """Declare that the strategy stops this sample here, whatever the engine has done."""
+        self._cut = True
 
     @property
     def aborted(self) -> bool:
@@ -136,7 +145,11 @@ class NodeStream:
     def _record(self, exc: BaseException | None) -> None:
         ctx, last = self._ctx, self._last
         completion = last.completions[0] if last is not None else None
-        finished = completion is not None and completion.finish_reason in ("stop", "length")
+        finished = (
+            completion is not None
+            and completion.finish_reason in ("stop", "length")
+            and not self._cut
+        )
         ctx.budget.settle(
             self._reserved,
             generated=len(completion.token_ids) if completion is not None else 0,

@@ -153,6 +153,7 @@ class DeepConf(Strategy):
                         break
                 seen = len(partial.top_logprobs)
                 if below:
+                    stream.cut()  # stopped here even if the engine already finished
                     break
         assert stream.node is not None
         return stream.node, below

@@ -101,8 +101,8 @@ class EntropyBranching(Strategy):
     order): each is a forced trunk up to the uncertain token plus one of its other top
     tokens, grown to the end without further forks. Borrowing waits for every earlier
     problem's exchange, so what a problem gets never depends on timing (see
-    ``orchestrator.lending``). A path that finishes on the very token that would fork is not
-    forked.
+    ``orchestrator.lending``). A fork is decided by the tokens alone: the stream is cut at the
+    uncertain token even if the engine had already finished the sample.
     """
 
     config_model = EntropyBranchingConfig
@@ -221,6 +221,7 @@ class EntropyBranching(Strategy):
                         options = partial.top_token_ids[found]
                         if share >= 2:
                             fork_at = found
+                            stream.cut()  # forks here even if the engine already finished
                             break
                         missed_at = found  # out of share: note it and keep going
                 seen = len(partial.top_logprobs)

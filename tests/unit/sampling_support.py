@@ -150,3 +150,44 @@ async def make_context(
 def generated_in_graph(result: ProblemResult) -> int:
     assert result.graph is not None
     return sum(n.generated_tokens for n in result.graph.nodes() if n.parent_id)
+
+
+class WholeSampleEngine:
+    """The same policy, but every sample arrives in one piece (an engine that cannot stream,
+    or one that outran its reader): the fork must not depend on it."""
+
+    name = "whole-sample"
+
+    def __init__(self, inner: ScriptedEngine) -> None:
+        self.inner = inner
+        self.eos_token_id = getattr(inner, "eos_token_id", None)
+
+    async def generate(self, request):  # type: ignore[no-untyped-def]
+        return await self.inner.generate(request)
+
+    async def tokenize(self, text):  # type: ignore[no-untyped-def]
+        return await self.inner.tokenize(text)
+
+    async def decode(self, token_ids):  # type: ignore[no-untyped-def]
+        return await self.inner.decode(token_ids)
+
+    def learn(self, solutions):  # type: ignore[no-untyped-def]
+        self.inner.learn(solutions)
+
+    async def __aenter__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    async def __aexit__(self, *exc):  # type: ignore[no-untyped-def]
+        return None
+
+
+def graph_shape(results: list[ProblemResult]) -> list[tuple[object, ...]]:
+    """One result's graph without what timing may change: the text of aborted nodes."""
+    [result] = results
+    assert result.graph is not None and result.error is None
+    nodes = result.graph.to_dict()["nodes"]
+    assert isinstance(nodes, list)
+    return [
+        (n["id"], n["status"], n["forced"], n["text"] if n["status"] != "aborted" else "")
+        for n in nodes
+    ]

@@ -22,7 +22,9 @@ from tests.unit.sampling_support import (
     FLAT,
     PEAKED,
     ChoicePolicy,
+    WholeSampleEngine,
     generated_in_graph,
+    graph_shape,
     run_strategy,
 )
 
@@ -132,3 +134,14 @@ def test_online_warmup_must_leave_traces_to_watch() -> None:
             [make_problem(0)],
             ScriptedEngine(),
         )
+
+
+def test_an_early_stop_does_not_depend_on_whether_the_engine_had_finished() -> None:
+    # an engine that outruns its reader delivers whole samples: the stop must still count
+    strategy = {"name": "deepconf", "mode": "online", "n": 12, "warmup": 4, "window": 4}
+    streamed = graph_shape(
+        run_strategy(strategy, [make_problem(0)], ScriptedEngine(ChoicePolicy(OPTIONS)))
+    )
+    whole = WholeSampleEngine(ScriptedEngine(ChoicePolicy(OPTIONS)))
+    assert graph_shape(run_strategy(strategy, [make_problem(0)], whole)) == streamed  # type: ignore[arg-type]
+    assert any(status == "aborted" for _, status, _, _ in streamed)

@@ -10,7 +10,9 @@ from tests.conftest import make_problem
 from tests.unit.sampling_support import (
     HardSpotPolicy,
     LearningEngine,
+    WholeSampleEngine,
     generated_in_graph,
+    graph_shape,
     run_strategy,
 )
 
@@ -214,3 +216,15 @@ def test_a_resumed_run_gives_later_problems_the_same_share() -> None:
     again, first = resumed["p2"], whole["p2"]
     assert again.graph is not None and first.graph is not None
     assert again.graph.to_dict() == first.graph.to_dict() and again.lending == first.lending
+
+
+def test_a_fork_does_not_depend_on_whether_the_engine_had_finished() -> None:
+    strategy = {**STRATEGY, "max_paths": 4, "min_gap": 3}
+
+    def policy() -> LearningEngine:
+        return LearningEngine(HardSpotPolicy(hard_line=1), error_rate=0.0)
+
+    streamed = graph_shape(run_strategy(strategy, [make_problem(4)], policy()))
+    whole = graph_shape(run_strategy(strategy, [make_problem(4)], WholeSampleEngine(policy())))
+    assert whole == streamed
+    assert any(status == "aborted" for _, status, _, _ in streamed)
