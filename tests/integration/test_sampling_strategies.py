@@ -145,18 +145,24 @@ def test_entropy_branching_forks_on_real_logprobs_from_exact_prefixes(
     }
     results = _solve(engine_loop, vllm_engine, strategy, _problems())
     assert sum(r.detail["forks"] for r in results) > 0
+    # Lending moves paths between problems but never makes new ones.
+    assert sum(r.detail["paths"] for r in results) <= 4 * len(results)
     for result in results:
         graph = result.graph
         assert graph is not None
-        assert result.detail["paths"] <= 4
+        assert result.detail["paths"] <= 4 + result.detail["borrowed_paths"]
         prompt_len = len(graph.root.token_ids)
         for trunk_id in result.detail["fork_nodes"]:
             trunk = graph.node(trunk_id)
-            sampled = next(
-                n for n in graph.children(trunk.parent_id or "r") if n.finish_reason == "abort"
-            )
-            assert sampled.token_ids[: len(trunk.token_ids)] == trunk.token_ids
-            assert len(graph.children(trunk_id)) == 2
+            # The sample it forks from: cut at the fork, or (a late fork on a borrowed or
+            # spare path) finished, having gone on past the uncertain token.
+            sampled = [
+                n
+                for n in graph.children(trunk.parent_id or "r")
+                if not n.forced and n.token_ids[: len(trunk.token_ids)] == trunk.token_ids
+            ]
+            assert sampled
+            assert 1 <= len(graph.children(trunk_id)) <= 2
         for leaf in graph.terminals():
             # Forced text decoded by vLLM joins up with sampled text exactly.
             tokens = graph.full_token_ids(leaf.id)[prompt_len:]
