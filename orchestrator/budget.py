@@ -216,9 +216,11 @@ class BudgetTracker:
         self._wake_next()
 
     def _wake_next(self) -> None:
-        if self._expanding == 0 and self._waiters and not self._turn_handed:
-            self._turn_handed = True
-            heapq.heappop(self._waiters)[2].set_result(None)
+        while self._expanding == 0 and self._waiters and not self._turn_handed:
+            turn = heapq.heappop(self._waiters)[2]
+            if not turn.done():  # a cancelled waiter may still be queued: skip it
+                turn.set_result(None)
+                self._turn_handed = True
 
     def check_nodes(self, count: int) -> None:
         """Raise if ``count`` more nodes would pass the node budget (nodes without tokens)."""

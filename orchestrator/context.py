@@ -117,6 +117,7 @@ class SearchContext:
             )
             result = await self._generate(request)
             completions = result.completions
+            settled = True  # before settling: a failure inside must not settle twice
             self.budget.settle(
                 reserved,
                 generated=sum(len(c.token_ids) for c in completions),
@@ -127,7 +128,6 @@ class SearchContext:
                 reserved_prompt=len(prompt_ids),
                 waitable=True,
             )
-            settled = True
         finally:
             if not settled:
                 self.budget.settle(

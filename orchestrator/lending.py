@@ -4,8 +4,9 @@ Some strategies leave part of a problem's budget unspent (entropy branching on a
 model is sure about) and would like more on others. Each problem of a run gets a seat in the
 run's :class:`LendingPool`, in run order, and exchanges exactly once: it hands in what it left
 and asks for what it wants. A problem that asks waits until every earlier problem has
-exchanged, and draws only on their net lending, so what it gets never depends on timing or
-on later problems. Waiting only on earlier problems cannot deadlock: the runner starts
+exchanged, and draws only on their net lending, so what it gets depends neither on later
+problems nor on timing (as long as what each problem lends does not: a binding token or time
+budget can make it). Waiting only on earlier problems cannot deadlock: the runner starts
 problems in order, so every earlier problem is running or done. Seats follow the order of the
 whole problem list, and a resumed run seats the problems finished earlier with the exchange
 they made then (stored with their results), so resuming changes no later problem's share.

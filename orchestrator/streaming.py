@@ -36,7 +36,8 @@ class NodeStream:
 
     A strategy that stops reading by its own decision calls :meth:`cut` first: the child is
     then recorded as aborted even if the engine had already finished it (a fast engine may
-    deliver the rest of a sample in the same chunk), so the graph does not depend on that race.
+    deliver the rest of a sample in the same chunk), so whether it was cut does not depend on
+    that race; how many tokens it holds (and counts as generated) still may.
     """
 
     def __init__(

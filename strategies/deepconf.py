@@ -122,9 +122,7 @@ class DeepConf(Strategy):
                 raise outcome
             node, below = outcome
             traces.append(node)
-            if below and node.finish_reason != "abort":
-                ctx.prune([node])  # fell below on its last token: finished, but not trusted
-            elif not below:
+            if not below:  # a trace that fell below was cut (recorded as aborted): no vote
                 finished.append(node)
         stopped = [n for n in traces if n.finish_reason == "abort"]
         warm_passed = [n for n in warm if self._lowest(n) >= threshold]

@@ -97,12 +97,13 @@ class EntropyBranching(Strategy):
     share unspent, and the problems that branch most want more. When its paths are done, a
     problem spends its own unused paths on its missed forks, lends the rest to the run's
     pool (``ctx.pool``), and borrows up to ``borrow_limit`` more from paths earlier problems
-    of the run left unused. The extra paths go round-robin over the missed forks (in node
-    order): each is a forced trunk up to the uncertain token plus one of its other top
-    tokens, grown to the end without further forks. Borrowing waits for every earlier
-    problem's exchange, so what a problem gets never depends on timing (see
-    ``orchestrator.lending``). A fork is decided by the tokens alone: the stream is cut at the
-    uncertain token even if the engine had already finished the sample.
+    of the run left unused (none once its own budget ran out). The extra paths go
+    round-robin over the missed forks (in node order): each is a forced trunk up to the
+    uncertain token plus one of its other top tokens, grown to the end without further forks.
+    Borrowing waits for every earlier problem's exchange, so what a problem gets does not
+    depend on timing while no token or time budget binds (see ``orchestrator.lending``). A
+    fork is decided by the tokens alone: the stream is cut at the uncertain token even if the
+    engine had already finished the sample.
     """
 
     config_model = EntropyBranchingConfig
@@ -113,10 +114,11 @@ class EntropyBranching(Strategy):
         self.cfg = config
         self._forks: list[str] = []
         self._missed: list[MissedFork] = []
+        self._budget_hit = False
 
     async def search(self, ctx: SearchContext) -> SearchResult:
         cfg = self.cfg
-        self._forks, self._missed = [], []
+        self._forks, self._missed, self._budget_hit = [], [], False
         outcomes = await asyncio.gather(
             *(
                 self._path(ctx, ctx.root, share)
@@ -128,7 +130,8 @@ class EntropyBranching(Strategy):
             raise next(o for o in outcomes if isinstance(o, BudgetExhausted))
         _leaves(outcomes)  # re-raises anything but a budget stop
         leaves = sum(o for o in outcomes if isinstance(o, int))
-        stopped = any(isinstance(o, BudgetExhausted) for o in outcomes)
+        # Out of budget anywhere (a fork's branch too): lend what is left, borrow nothing.
+        stopped = self._budget_hit or ctx.budget.exhausted
         late, pool = await self._reallocate(ctx, leaves, stopped)
         finished = [n for n in ctx.graph.terminals() if n.answer is not None]
         picked = await self._select(ctx, finished)
@@ -199,6 +202,13 @@ class EntropyBranching(Strategy):
         self, ctx: SearchContext, start: Node, share: int, *, note_missed: bool = True
     ) -> int:
         """Grow one path from ``start``; returns how many leaves it ended as (<= share)."""
+        try:
+            return await self._grow(ctx, start, share, note_missed)
+        except BudgetExhausted:
+            self._budget_hit = True
+            raise
+
+    async def _grow(self, ctx: SearchContext, start: Node, share: int, note_missed: bool) -> int:
         cfg = self.cfg
         if start.terminal:  # a forced end-of-sequence token finished this branch
             return 1

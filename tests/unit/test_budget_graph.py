@@ -148,3 +148,36 @@ def test_a_refusal_waiting_cannot_cure_is_immediate_and_waiters_go_in_node_order
         return order
 
     assert asyncio.run(go()) == ["r.2", "r.3.1", "r.10"]
+
+
+def test_a_waiter_cancelled_as_the_budget_frees_up_does_not_stall_the_problem() -> None:
+    from orchestrator.engines.scripted import ReferencePolicy, ScriptedEngine
+    from orchestrator.engines.types import GenerationRequest, GenerationResult
+    from tests.conftest import make_problem
+    from tests.unit.sampling_support import make_context
+
+    class GatedEngine(ScriptedEngine):
+        gate = asyncio.Event()
+
+        async def generate(self, request: GenerationRequest) -> GenerationResult:
+            result = await super().generate(request)
+            await self.gate.wait()
+            return result
+
+    async def go() -> None:
+        engine = GatedEngine(ReferencePolicy({}, error_rate=0.0))
+        GatedEngine.gate = asyncio.Event()
+        ctx = await make_context(engine, make_problem(0), budget=Budget(max_generated_tokens=100))
+        first = asyncio.create_task(ctx.expand(ctx.root, 1, max_tokens=64))  # fits in full
+        await asyncio.sleep(0.01)
+        cut = asyncio.create_task(ctx.expand(ctx.root, 1, max_tokens=64))  # waits for `first`
+        await asyncio.sleep(0)
+        GatedEngine.gate.set()  # `first` completes in the same turn as `cut` is cancelled
+        cut.cancel()
+        done, cancelled = await asyncio.gather(first, cut, return_exceptions=True)
+        assert isinstance(cancelled, asyncio.CancelledError) and not isinstance(done, Exception)
+        tracker = ctx.budget
+        assert tracker._reserved_tokens == 0 and tracker._expanding == 0
+        await asyncio.wait_for(ctx.expand(ctx.root, 1, max_tokens=8), 2)  # no stall
+
+    asyncio.run(go())

@@ -228,3 +228,15 @@ def test_a_fork_does_not_depend_on_whether_the_engine_had_finished() -> None:
     whole = graph_shape(run_strategy(strategy, [make_problem(4)], WholeSampleEngine(policy())))
     assert whole == streamed
     assert any(status == "aborted" for _, status, _, _ in streamed)
+
+
+@pytest.mark.parametrize("tokens", [20, 30, 60])
+def test_a_problem_out_of_budget_lends_and_does_not_borrow(tokens: int) -> None:
+    problems = [make_problem(0), make_problem(1)]
+    engine = LearningEngine(HardSpotPolicy(hard_line=None, hard_questions={problems[1].question}))
+    strategy = {**STRATEGY, "max_paths": 3, "min_gap": 3, "borrow_limit": 4}
+    results = run_strategy(strategy, problems, engine, budget={"max_generated_tokens": tokens})
+    easy, hard = results
+    assert easy.lending == {"lent": 2, "borrowed": 0}
+    assert hard.detail["missed_forks"] and hard.detail["borrowed_paths"] == 0
+    assert hard.detail["late_paths"] == 0 and hard.usage["generated_tokens"] <= tokens
