@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import signal
@@ -326,8 +327,6 @@ def equivalent_command(data: dict[str, Any]) -> str:
 
 def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The earlier results at ``path`` with the rows of the rerun strategies replaced."""
-    import json
-
     if not path.exists():
         raise SystemExit(f"--merge: no earlier results at {path}")
     old = json.loads(path.read_text())
@@ -362,8 +361,6 @@ def main() -> None:
     args = parse_args()
     name = "strategies_quick" if args.quick else "strategies"
     if args.render:
-        import json
-
         data = json.loads((RESULTS / f"{name}.json").read_text())
     else:
         data = asyncio.run(main_async(args))

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import BudgetExhausted
+from orchestrator.graph import path_key
 
 
 class Budget(BaseModel):
@@ -86,12 +87,12 @@ class BudgetTracker:
             return None
         return self.budget.max_seconds - self.elapsed
 
-    def generated_tokens_left(self) -> int | None:
+    def generated_tokens_left(self, count_reserved: bool = True) -> int | None:
+        """Tokens still to sample; ``count_reserved=False``: as if nothing were in flight."""
         if self.budget.max_generated_tokens is None:
             return None
-        return (
-            self.budget.max_generated_tokens - self.usage.generated_tokens - self._reserved_tokens
-        )
+        held = self._reserved_tokens if count_reserved else 0
+        return self.budget.max_generated_tokens - self.usage.generated_tokens - held
 
     @property
     def exhausted(self) -> bool:
@@ -134,9 +135,9 @@ class BudgetTracker:
             > b.max_prompt_tokens
         ):
             raise BudgetExhausted("prompt token budget spent")
-        if b.max_generated_tokens is None:
+        left_tokens = self.generated_tokens_left(count_reserved)
+        if left_tokens is None:
             return max_tokens
-        left_tokens = b.max_generated_tokens - u.generated_tokens - self._reserved_tokens * held
         per_sample = min(max_tokens, left_tokens // n)
         if per_sample < 1:
             raise BudgetExhausted("generated token budget spent")
@@ -196,7 +197,7 @@ class BudgetTracker:
     async def _wait_turn(self, key: str) -> None:
         """Wait until nothing waitable is in flight and no earlier node waits before us."""
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (_node_order(key), next(self._arrivals), turn))
+        heapq.heappush(self._waiters, (path_key(key), next(self._arrivals), turn))
         self._wake_next()
         try:
             await turn
@@ -270,14 +271,6 @@ class BudgetTracker:
     def finish(self) -> Usage:
         self.usage.seconds = self.elapsed
         return self.usage
-
-
-def _node_order(node_id: str) -> tuple[int, ...]:
-    """Path order of node ids ("r.2" < "r.10" < "r.10.0"); other keys sort by their text."""
-    parts = node_id.split(".")[1:]
-    if all(part.isdigit() for part in parts):
-        return tuple(int(part) for part in parts)
-    return tuple(ord(ch) for ch in node_id)
 
 
 def _curable(check: Callable[[bool], int]) -> bool:

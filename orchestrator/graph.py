@@ -124,7 +124,7 @@ class SearchGraph:
         return node
 
     def children(self, node_id: str) -> list[Node]:
-        return [self.node(c) for c in sorted(self.graph.successors(node_id), key=_path_key)]
+        return [self.node(c) for c in sorted(self.graph.successors(node_id), key=path_key)]
 
     def path(self, node_id: str) -> list[Node]:
         """Nodes from the root to ``node_id`` inclusive."""
@@ -152,7 +152,7 @@ class SearchGraph:
         return [n.text for n in self.path(node_id)[1:]]
 
     def nodes(self) -> Iterator[Node]:
-        for node_id in sorted(self.graph.nodes, key=_path_key):
+        for node_id in sorted(self.graph.nodes, key=path_key):
             yield self.node(node_id)
 
     def terminals(self, *, include_pruned: bool = False) -> list[Node]:
@@ -209,6 +209,6 @@ class SearchGraph:
         return {"problem_id": self.problem_id, "nodes": nodes}
 
 
-def _path_key(node_id: str) -> tuple[int, ...]:
-    """Sort ids numerically by path so r.10 comes after r.9."""
+def path_key(node_id: str) -> tuple[int, ...]:
+    """The canonical order of node ids, numerically by path: r.2 < r.10 < r.10.0."""
     return tuple(int(part) for part in node_id.split(".")[1:])

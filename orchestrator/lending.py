@@ -15,10 +15,11 @@ they made then (stored with their results), so resuming changes no later problem
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 
 class LendingPool:
-    """The ledger of one run: per seat, units lent minus units granted."""
+    """The ledger of one run: per seat, units lent minus units borrowed."""
 
     def __init__(self) -> None:
         self._net: dict[int, int] = {}
@@ -55,12 +56,12 @@ class PoolSeat:
         self._pool = pool
         self.index = index
         self.lent = 0
-        self.granted = 0
+        self.borrowed = 0
         self.done = False
         self._exchanging = False
 
     async def exchange(self, *, lend: int, want: int) -> int:
-        """Hand in ``lend`` unused units and ask for ``want`` more; return the units granted.
+        """Hand in ``lend`` unused units and ask for ``want`` more; return the units borrowed.
 
         Asking waits until every earlier problem has exchanged; lending alone never waits.
         """
@@ -68,20 +69,24 @@ class PoolSeat:
             raise RuntimeError(f"seat {self.index} exchanged twice")
         self._exchanging = True
         lend, want = max(lend, 0), max(want, 0)
-        granted = 0
+        borrowed = 0
         if want:
             available = await self._pool._available_to(self.index)
-            granted = min(want, max(available, 0))
-        self.settle_as(lent=lend, granted=granted)
-        return granted
+            borrowed = min(want, max(available, 0))
+        self.settle_as({"lent": lend, "borrowed": borrowed})
+        return borrowed
 
-    def settle_as(self, *, lent: int, granted: int) -> None:
-        """Record an exchange made elsewhere (a problem finished by an earlier, resumed run)."""
+    def ledger(self) -> dict[str, int]:
+        """What this seat lent and borrowed, as stored with the problem's result."""
+        return {"lent": self.lent, "borrowed": self.borrowed}
+
+    def settle_as(self, ledger: Mapping[str, int]) -> None:
+        """Record an exchange (one made by an earlier, resumed run: its stored :meth:`ledger`)."""
         if self.done:
             raise RuntimeError(f"seat {self.index} exchanged twice")
         self.done = True
-        self.lent, self.granted = lent, granted
-        self._pool._record(self.index, lent - granted)
+        self.lent, self.borrowed = ledger.get("lent", 0), ledger.get("borrowed", 0)
+        self._pool._record(self.index, self.lent - self.borrowed)
 
     def close(self) -> None:
         """Settle a seat that never exchanged (a failed problem): lends and takes nothing."""

@@ -103,10 +103,9 @@ class ResultStore:
                 self.records[str(record["problem_id"])] = record
 
     def lending(self, problem_id: str) -> dict[str, int]:
-        """What a stored problem lent to and borrowed from its run's pool."""
-        record = self.records.get(problem_id) or {}
-        stored = record.get("lending") or {}
-        return {"lent": int(stored.get("lent", 0)), "borrowed": int(stored.get("borrowed", 0))}
+        """What a stored problem lent to and borrowed from its run's pool (``PoolSeat.ledger``)."""
+        stored = (self.records.get(problem_id) or {}).get("lending") or {}
+        return {key: int(stored.get(key, 0)) for key in ("lent", "borrowed")}
 
     def done(self, problem_id: str) -> bool:
         """Finished without error; failed problems run again on resume (last record wins)."""

@@ -87,8 +87,8 @@ class Orchestrator:
         finally:
             if seat is not None:
                 seat.close()
-                if result is not None and (seat.lent or seat.granted):
-                    result.lending = {"lent": seat.lent, "borrowed": seat.granted}
+                if result is not None and (seat.lent or seat.borrowed):
+                    result.lending = seat.ledger()
 
     async def _solve(self, problem: Problem, seat: PoolSeat | None) -> ProblemResult:
         learn: Callable[[dict[str, str]], None] | None = getattr(self.engine, "learn", None)
@@ -198,7 +198,7 @@ class Orchestrator:
                 earlier = finished.get(problem.id)
                 if earlier is None:
                     break
-                seat.settle_as(lent=earlier.get("lent", 0), granted=earlier.get("borrowed", 0))
+                seat.settle_as(earlier)
             else:
                 return False
             task = asyncio.create_task(run_one(seat, problem), name=f"problem:{problem.id}")

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from orchestrator.graph import Node, path_key
 from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.step_search import drop_duplicates, id_key, path_values, settle, stored_value
+from strategies.step_search import drop_duplicates, path_values, settle, stored_value
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext
@@ -75,7 +75,7 @@ class Frontier:
         self._heap: list[tuple[float, tuple[int, ...], str]] = []
 
     def push(self, node_id: str, f: float) -> None:
-        heapq.heappush(self._heap, (f, id_key(node_id), node_id))
+        heapq.heappush(self._heap, (f, path_key(node_id), node_id))
 
     def pop(self) -> tuple[str, float]:
         f, _, node_id = heapq.heappop(self._heap)
@@ -212,7 +212,7 @@ class AStar(Strategy):
             f = self._f(ctx, node)
             if f is None or node.answer is None:
                 continue
-            key = (self._rejected(ctx, node), f, id_key(node.id))
+            key = (self._rejected(ctx, node), f, path_key(node.id))
             if best is None or key < best:
                 best, pick = key, node
         if pick is None or best is None:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from orchestrator.graph import Node, path_key
 from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.step_search import FinalRule, choose_final, id_key, path_values, settle
+from strategies.step_search import FinalRule, choose_final, path_values, settle
 from strategies.step_search import stored_value as _stored
 from strategies.thompson import Distribution, Posterior, PosteriorFactory
 
@@ -88,7 +88,7 @@ def choose_action(belief: NodeBelief, expandable: list[str], rng: random.Random)
     gen, cont = belief.gen.sample(rng), belief.cont.sample(rng)
     if gen >= cont:
         return None
-    ordered = sorted(expandable, key=id_key)
+    ordered = sorted(expandable, key=path_key)
     draws = [belief.child[c].sample(rng) for c in ordered]
     best = max(range(len(ordered)), key=lambda i: (draws[i], -i))
     return ordered[best]
@@ -147,7 +147,7 @@ class ABMCTS(Strategy):
                 targets[node_id] = targets.get(node_id, 0) + 1
                 deepen += steps
                 widen += 1 if children.get(node_id) else 0
-            order = sorted(targets, key=id_key)
+            order = sorted(targets, key=path_key)
             batches, exhausted = await settle([self._generate(ctx, n, targets[n]) for n in order])
             generated += sum(targets.values())
             for parent_id, batch in zip(order, batches, strict=True):

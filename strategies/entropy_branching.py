@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from orchestrator.graph import Node, path_key
 from rewards.aggregate import Aggregation, aggregate_steps
 from rewards.confidence import predictive_entropy
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.selection import Selection, argmax, majority_vote
-from strategies.step_search import id_key
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext
@@ -153,7 +152,7 @@ class EntropyBranching(Strategy):
     ) -> tuple[int, dict[str, int]]:
         """Own unused paths, then borrowed ones, to the missed forks; (paths grown, ledger)."""
         cfg = self.cfg
-        missed = sorted(self._missed, key=lambda m: (id_key(m.start.id), m.position))
+        missed = sorted(self._missed, key=lambda m: (path_key(m.start.id), m.position))
         want = 0 if stopped else sum(len(m.alternatives) for m in missed)
         own = max(cfg.max_paths - leaves, 0)
         borrowed = 0
@@ -237,11 +236,11 @@ class EntropyBranching(Strategy):
                 seen = len(partial.top_logprobs)
         node = stream.node
         assert node is not None
-        if fork_at is None or not stream.aborted:
-            if missed_at is not None and not stream.aborted and missed_at < len(node.token_ids):
-                self._note_missed(start, node, missed_at, options)
-            return 1
-        return await self._fork(ctx, start, node, fork_at, options, share)
+        if fork_at is not None:  # the stream was cut there, so it is recorded as aborted
+            return await self._fork(ctx, start, node, fork_at, options, share)
+        if missed_at is not None and not stream.aborted and missed_at < len(node.token_ids):
+            self._note_missed(start, node, missed_at, options)
+        return 1
 
     def _note_missed(
         self, start: Node, node: Node, position: int, options: tuple[int, ...]

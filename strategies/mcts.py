@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from orchestrator.graph import Node, path_key
 from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.selection import Selection
 from strategies.step_search import (
     choose_final,
     drop_duplicates,
-    id_key,
     path_values,
     settle,
     stored_value,
@@ -233,12 +232,12 @@ class MCTS(Strategy):
 
     def _final(self, ctx: SearchContext, tree: _Tree) -> Selection:
         rule = self.cfg.final
-        finished = sorted(tree.finished.values(), key=lambda n: id_key(n.id))
+        finished = sorted(tree.finished.values(), key=lambda n: path_key(n.id))
         if rule == "most_visited":
             node_id = ctx.root.id
             while tree.children.get(node_id):
                 kids = tree.children[node_id]
-                node_id = min(kids, key=lambda k: (-tree.visits.get(k, 0.0), id_key(k)))
+                node_id = min(kids, key=lambda k: (-tree.visits.get(k, 0.0), path_key(k)))
             node_id = tree.rollout_of.get(node_id, node_id)
             node = ctx.graph.node(node_id)
             if node.terminal and node.answer is not None and node_id in tree.finished:

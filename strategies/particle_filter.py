@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from orchestrator.graph import Node, path_key
 from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.resampling import (
@@ -18,7 +18,7 @@ from strategies.resampling import (
     systematic_resample,
 )
 from strategies.selection import Selection
-from strategies.step_search import FinalRule, choose_final, id_key, path_values, settle
+from strategies.step_search import FinalRule, choose_final, path_values, settle
 from strategies.step_search import stored_value as _stored
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class ParticleFilter(Strategy):
         groups: dict[str, list[int]] = {}
         for i in moving:
             groups.setdefault(slots[i].id, []).append(i)
-        order = sorted(groups, key=id_key)
+        order = sorted(groups, key=path_key)
         results, exhausted = await settle(
             [
                 ctx.expand(
@@ -186,7 +186,7 @@ class ParticleFilter(Strategy):
             slots[slot] = node
         for node in sources:
             dropped.pop(node.id, None)
-        ctx.prune([dropped[node_id] for node_id in sorted(dropped, key=id_key)])
+        ctx.prune([dropped[node_id] for node_id in sorted(dropped, key=path_key)])
 
     def _log_weight(self, ctx: SearchContext, node: Node) -> float:
         value = _stored(ctx, node, self.cfg.scorer, self.cfg.aggregation)

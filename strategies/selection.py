@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.graph import Node
+from orchestrator.graph import Node, path_key
 
 
 @dataclass(frozen=True)
@@ -60,4 +60,4 @@ def argmax(nodes: Sequence[Node], value: Callable[[Node], float | None]) -> Sele
 
 def _in_path_order(nodes: Sequence[Node]) -> list[Node]:
     """Canonical order (r.2 before r.10), whatever order the caller collected nodes in."""
-    return sorted(nodes, key=lambda n: tuple(int(part) for part in n.id.split(".")[1:]))
+    return sorted(nodes, key=lambda n: path_key(n.id))

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node, Score
+from orchestrator.graph import Node, Score, path_key
 from rewards.aggregate import Aggregation, aggregate_steps
 from strategies.selection import Selection, argmax, majority_vote, weighted_vote
 
@@ -24,11 +24,6 @@ T = TypeVar("T")
 FinalRule = Literal["best", "weighted_vote", "vote"]
 """best: the finished node with the highest value; weighted_vote: answers weighted by value;
 vote: one vote per finished node."""
-
-
-def id_key(node_id: str) -> tuple[int, ...]:
-    """Canonical order of node ids (path order: r.2 < r.10 < r.10.0)."""
-    return tuple(int(part) for part in node_id.split(".")[1:])
 
 
 def score_value(score: Score, aggregation: Aggregation) -> float | None:
@@ -100,7 +95,7 @@ def choose_final(
 
     Nodes without an answer or without a value never take part; negative values add no weight.
     """
-    ordered = sorted((n for n in nodes if n.answer is not None), key=lambda n: id_key(n.id))
+    ordered = sorted((n for n in nodes if n.answer is not None), key=lambda n: path_key(n.id))
     valued = [n for n in ordered if value(n) is not None]
     if rule == "best":
         return argmax(valued, value)
@@ -120,7 +115,7 @@ def drop_duplicates(
     texts = {n.text for n in seen}
     kept: list[Node] = []
     copies: list[Node] = []
-    for node in sorted(siblings, key=lambda n: id_key(n.id)):
+    for node in sorted(siblings, key=lambda n: path_key(n.id)):
         (copies if node.text in texts else kept).append(node)
         texts.add(node.text)
     ctx.prune(copies)
@@ -132,6 +127,6 @@ def ranked(nodes: Sequence[Node], value: Callable[[Node], float | None]) -> list
 
     def key(node: Node) -> tuple[int, float, tuple[int, ...]]:
         v = value(node)
-        return (0 if v is not None else 1, -(v or 0.0), id_key(node.id))
+        return (0 if v is not None else 1, -(v or 0.0), path_key(node.id))
 
     return sorted(nodes, key=key)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from orchestrator.graph import path_key
 from strategies.resampling import softmax
-from strategies.step_search import id_key
 
 TreePolicy = Literal["uct", "puct"]
 
@@ -53,7 +53,7 @@ def select_child(
     formula = uct_score if rule == "uct" else puct_score
     best = min(
         children,
-        key=lambda c: (-formula(c, parent_visits, exploration), id_key(c.node_id)),
+        key=lambda c: (-formula(c, parent_visits, exploration), path_key(c.node_id)),
     )
     return best.node_id
 

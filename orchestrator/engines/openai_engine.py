@@ -3,9 +3,9 @@
 Prompts go as token ids, so a child extends its parent's exact tokens on the server too.
 Transient failures (5xx, 429 rate limits, 408, time-outs, refused connections) are retried
 with exponential backoff (or the server's ``Retry-After``, when it sends one), on the next
-server when there are several. A rate limit (asyncio-throttle) and a
-concurrency cap protect the fleet; requests of one problem stick to one server (affinity) so
-that its prefix cache is reused.
+server when there are several. A rate limit (asyncio-throttle) and a concurrency cap protect
+the fleet; requests of one problem stick to one server (affinity) so that its prefix cache is
+reused.
 """
 
 from __future__ import annotations

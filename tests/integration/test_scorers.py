@@ -16,12 +16,10 @@ import pytest
 
 from orchestrator.engines.types import GenerationRequest, SamplingSpec
 from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.engines.vllm_server import VLLMServer
-from orchestrator.errors import EngineError
 from orchestrator.problem import Problem
 from orchestrator.scoring import Candidate, ScorerResources
 from rewards.prm import ProcessRewardModel, RewardModelConfig
-from tests.integration.conftest import REPO, EngineLoop
+from tests.integration.conftest import REPO, EngineLoop, serve
 from tests.tiny_prm import make_tiny_prm
 
 pytestmark = pytest.mark.vllm
@@ -77,16 +75,7 @@ def prm_server(prm_folder: Path) -> Iterator[str]:
         "--dtype", "float32", "--max-model-len", "256",
         "--gpu-memory-utilization", "0.1", "--enforce-eager",
     ]  # fmt: skip
-    log = REPO / ".pytest_cache" / "prm_server.log"
-    try:
-        server = VLLMServer(prm_folder, served_name="prm", args=args, log_path=log)
-        server.start()
-    except EngineError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from serve(prm_folder, "prm", args)
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.graph import Node, SearchGraph
+from orchestrator.graph import Node, SearchGraph, path_key
 from orchestrator.results import ProblemResult
 from strategies.a_star import Frontier
-from strategies.step_search import id_key
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
 
@@ -57,12 +56,12 @@ def _check_f_order(result: ProblemResult, g: str, g_scale: float, penalty: float
                 assert other.terminal and verdict is not None and verdict.value == 0.0
         times[node_id] = times.get(node_id, 0) + 1
         f = _f(graph, graph.node(node_id), g, g_scale)
-        keys[node_id] = (f + penalty * times[node_id], id_key(node_id))
+        keys[node_id] = (f + penalty * times[node_id], path_key(node_id))
         for child in graph.children(node_id):
-            drawn_now = id_key(child.id)[-1] // 3 == times[node_id] - 1  # 3 ids per expansion
+            drawn_now = path_key(child.id)[-1] // 3 == times[node_id] - 1  # 3 ids per expansion
             if drawn_now and child.id not in seen and graph.score(child.id, "prm") is not None:
                 seen.add(child.id)
-                keys[child.id] = (_f(graph, child, g, g_scale), id_key(child.id))
+                keys[child.id] = (_f(graph, child, g, g_scale), path_key(child.id))
         for other_id in [i for i in keys if graph.score(i, "oracle") is not None]:
             del keys[other_id]  # goals are judged when popped
 
