@@ -11,6 +11,11 @@ import asyncio
 import random
 from collections.abc import Sequence
 
+from core.errors import BudgetExhausted, EngineError, EngineTimeout
+from core.graph import Node, Score, SearchGraph
+from core.problem import Problem
+from core.scoring import Candidate, PairwiseScorer, Scorer
+from core.seeding import derive_seed
 from orchestrator.budget import BudgetTracker
 from orchestrator.engines.base import Engine
 from orchestrator.engines.types import (
@@ -19,13 +24,8 @@ from orchestrator.engines.types import (
     GenerationResult,
     SamplingSpec,
 )
-from orchestrator.errors import BudgetExhausted, EngineError, EngineTimeout
-from orchestrator.graph import Node, Score, SearchGraph
 from orchestrator.lending import PoolSeat
-from orchestrator.problem import Problem
 from orchestrator.score_memo import ScoreMemo
-from orchestrator.scoring import Candidate, PairwiseScorer, Scorer
-from orchestrator.seeding import derive_seed
 from orchestrator.streaming import NodeStream
 from verifiers.answers import AnswerSpec, extract_answer
 

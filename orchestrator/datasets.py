@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from orchestrator.errors import DatasetError
-from orchestrator.problem import Problem
+from core.errors import DatasetError
+from core.problem import Problem
 from verifiers.answers import AnswerSpec, extract_answer
 
 

@@ -13,13 +13,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-import orchestrator.catalog  # noqa: F401 - registers the built-ins
+from core.errors import RecipeError, RegistryError
+from core.scoring import SCORERS, ScorerConfig
 from orchestrator.budget import Budget
 from orchestrator.engines.config import ENGINES, EngineConfig
 from orchestrator.engines.types import SamplingSpec
-from orchestrator.errors import RecipeError, RegistryError
 from orchestrator.fingerprint import fingerprint
-from orchestrator.scoring import SCORERS, ScorerConfig
 from strategies.base import STRATEGIES, StrategyConfig
 from verifiers.answers import AnswerSpec
 

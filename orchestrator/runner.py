@@ -16,15 +16,15 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
+from core.errors import BranchwiseError, BudgetExhausted
+from core.problem import Problem
+from core.scoring import SCORERS, Scorer, ScorerResources
 from orchestrator.budget import BudgetTracker
 from orchestrator.context import SearchContext
 from orchestrator.engines.base import Engine
-from orchestrator.errors import BranchwiseError, BudgetExhausted
 from orchestrator.lending import LendingPool, PoolSeat
-from orchestrator.problem import Problem
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
-from orchestrator.scoring import SCORERS, Scorer, ScorerResources
 from strategies.base import STRATEGIES
 from verifiers.reference import answers_match
 

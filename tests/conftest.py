@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.problem import Problem
+from core.problem import Problem
 from orchestrator.recipe import Recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parent.parent

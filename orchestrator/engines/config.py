@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.registry import Registry
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from orchestrator.engines.base import Engine
@@ -106,7 +106,7 @@ class ScriptedEngineConfig(EngineConfig):
         return ScriptedEngine(error_rate=self.error_rate, seconds_per_token=self.seconds_per_token)
 
 
-ENGINES: Registry[EngineConfig] = Registry("engine", EngineConfig)
+ENGINES: Registry[EngineConfig] = Registry("engine", EngineConfig, group="branchwise.engines")
 ENGINES.register("vllm", VLLMEngineConfig)
 ENGINES.register("openai", OpenAIEngineConfig)
 ENGINES.register("scripted", ScriptedEngineConfig)

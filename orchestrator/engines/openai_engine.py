@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 from asyncio_throttle.throttler import Throttler
 
+from core.errors import EngineError, EngineTimeout
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     GenerationResult,
 )
-from orchestrator.errors import EngineError, EngineTimeout
 
 if TYPE_CHECKING:
     from orchestrator.engines.config import OpenAIEngineConfig

@@ -15,14 +15,14 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Protocol, Self
 
+from core.errors import EngineError
+from core.seeding import derive_seed
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     GenerationResult,
 )
-from orchestrator.errors import EngineError
-from orchestrator.seeding import derive_seed
 
 EOS = "\x00"
 _OFFSET = 3

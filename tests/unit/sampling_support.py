@@ -11,11 +11,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from core.problem import Problem
 from orchestrator.budget import Budget, BudgetTracker
 from orchestrator.context import SearchContext
 from orchestrator.engines.scripted import EOS, Continuation, ReferencePolicy, ScriptedEngine
 from orchestrator.engines.types import SamplingSpec
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator

@@ -8,14 +8,14 @@ from typing import Any
 
 from pydantic import Field
 
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import SCORERS, Candidate, Scorer, ScorerConfig
+from core.seeding import derive_seed
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from orchestrator.scoring import SCORERS, Candidate, Scorer, ScorerConfig
-from orchestrator.seeding import derive_seed
 from verifiers.reference import ReferenceSteps
 
 ORACLES: list[dict[str, Any]] = [

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from core.errors import BudgetExhausted
+from core.graph import Node, SearchGraph
 from orchestrator.budget import Budget, BudgetTracker
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node, SearchGraph
 from orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, scripted_recipe
 

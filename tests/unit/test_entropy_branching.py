@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import RecipeError
+from core.errors import RecipeError
 from orchestrator.results import ProblemResult
 from tests.conftest import make_problem
 from tests.unit.sampling_support import (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from core.graph import Node
 from orchestrator.engines.scripted import ScriptedEngine
 from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
-from orchestrator.graph import Node
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
 from strategies.selection import weighted_vote

@@ -7,12 +7,12 @@ import contextlib
 import time
 from collections.abc import Sequence
 
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from orchestrator.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from tests.conftest import make_problem, scripted_recipe
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from core.problem import Problem
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
