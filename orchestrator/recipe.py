@@ -101,6 +101,13 @@ class Recipe(BaseModel):
                     "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
                     "intrinsic one (e.g. mean_logprob)"
                 )
+        strategy = STRATEGIES.get(self.strategy.name)
+        if strategy.needs_token_engine and not self.engine.token_level:
+            raise ValueError(
+                f"strategy.name: {self.strategy.name} forces tokens onto paths (ctx.extend), "
+                f"which needs an engine that decodes tokens and names its end-of-sequence "
+                f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
+            )
         if "{question}" not in self.prompt_template:
             raise ValueError("prompt_template: must contain {question}")
         return self

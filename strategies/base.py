@@ -47,6 +47,9 @@ class Strategy(ABC):
 
     config_model: ClassVar[type[StrategyConfig]] = StrategyConfig
     description: ClassVar[str] = ""
+    # True for strategies that force tokens onto paths (``ctx.extend``): they need a
+    # TokenEngine, and a recipe pairing them with another engine is refused.
+    needs_token_engine: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config

@@ -106,6 +106,7 @@ class EntropyBranching(Strategy):
     """
 
     config_model = EntropyBranchingConfig
+    needs_token_engine = True
     description = "Sample one path and fork into top-k alternatives where token entropy is high."
 
     def __init__(self, config: EntropyBranchingConfig) -> None:

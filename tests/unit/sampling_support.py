@@ -19,6 +19,7 @@ from orchestrator.engines.types import SamplingSpec
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
+from tests.conftest import teach
 from verifiers.answers import AnswerSpec
 
 PEAKED = (-0.01, -5.0, -6.0, -7.0, -8.0)
@@ -113,6 +114,8 @@ def run_strategy(
             "concurrency": concurrency,
         }
     )
+
+    teach(engine, problems)
 
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:

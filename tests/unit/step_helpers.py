@@ -16,6 +16,7 @@ from orchestrator.engines.scripted import ScriptedEngine
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
+from tests.conftest import teach
 from verifiers.reference import ReferenceSteps
 
 ORACLES: list[dict[str, Any]] = [
@@ -104,6 +105,7 @@ def run_strategy(
         }
     )
     engine = ScriptedEngine(error_rate=error_rate, seconds_per_token=seconds_per_token)
+    teach(engine, problems)
 
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
