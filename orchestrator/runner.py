@@ -2,7 +2,8 @@
 
 Problems run concurrently up to ``recipe.concurrency``, so requests from many searches share
 the engine's continuous batching, and start in order, each with a seat in the run's lending
-pool (``orchestrator.lending``) through which strategies may pass on unspent budget. A
+pool (``orchestrator.lending``) through which strategies may pass on unspent budget; a
+problem waiting for the pool gives its slot back, so no problem ever holds up another. A
 problem that fails is recorded with its error and the rest go on; cancelling the run cancels
 every search, which aborts their engine requests.
 """
@@ -169,18 +170,20 @@ class Orchestrator:
         *,
         finished: Mapping[str, Mapping[str, int]] | None = None,
     ) -> AsyncIterator[ProblemResult]:
-        """Yield results as problems finish, with at most ``concurrency`` in flight.
+        """Yield results as problems finish, with at most ``concurrency`` searching at once.
 
-        ``finished``: problems of the list already solved by an earlier run of this recipe,
-        by id, with what they lent and borrowed then (``ResultStore.lending``). They are not
-        run again but keep their seats in the lending pool, so a resumed run gives every
-        other problem the share an uninterrupted run would have.
+        Problems start in order as slots free up. A problem waiting for the lending pass
+        (``orchestrator.lending``) gives its slot back meanwhile, so it never holds up later
+        problems. ``finished``: problems of the list already solved by an earlier run of this
+        recipe, by id, with what they lent and borrowed then (``ResultStore.lending``). They
+        are not run again but keep their seats in the lending pool, so a resumed run gives
+        every other problem the share an uninterrupted run would have.
         """
         queue: asyncio.Queue[ProblemResult] = asyncio.Queue()
         finished = finished or {}
-        pool = LendingPool()  # problems start in order, so earlier seats are always running
-        seats = ((pool.seat(index), problem) for index, problem in enumerate(problems))
-        limit = self.recipe.concurrency
+        todo = list(problems)
+        slots = asyncio.Semaphore(self.recipe.concurrency)
+        pool = LendingPool(slots)
         tasks: set[asyncio.Task[None]] = set()
 
         async def run_one(seat: PoolSeat, problem: Problem) -> None:
@@ -196,36 +199,32 @@ class Orchestrator:
                 )
                 queue.put_nowait(result)
                 raise
+            finally:
+                seat.release_slot()
             queue.put_nowait(result)
 
-        def start_next() -> bool:
-            for seat, problem in seats:
+        async def start_in_order() -> None:
+            for index, problem in enumerate(todo):
+                seat = pool.seat(index)
                 earlier = finished.get(problem.id)
-                if earlier is None:
-                    break
-                seat.settle_as(earlier)
-            else:
-                return False
-            task = asyncio.create_task(run_one(seat, problem), name=f"problem:{problem.id}")
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            return True
+                if earlier is not None:
+                    seat.settle_as(earlier)
+                    continue
+                await slots.acquire()
+                seat.holds_slot = True
+                task = asyncio.create_task(run_one(seat, problem), name=f"problem:{problem.id}")
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
+        starter = asyncio.create_task(start_in_order(), name="problems:start")
         try:
-            outstanding = 0
-            while outstanding < limit and start_next():
-                outstanding += 1
-            while outstanding:
-                result = await queue.get()
-                outstanding -= 1
-                yield result
-                if start_next():
-                    outstanding += 1
+            for _ in range(sum(p.id not in finished for p in todo)):
+                yield await queue.get()
+            await starter  # done by now; surfaces an error it may have met
         finally:
-            for task in list(tasks):
+            for task in [starter, *tasks]:
                 task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(starter, *tasks, return_exceptions=True)
 
     async def run(self, problems: Sequence[Problem]) -> list[ProblemResult]:
         """All results, in the order of ``problems``."""

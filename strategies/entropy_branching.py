@@ -99,8 +99,10 @@ class EntropyBranching(Strategy):
     of the run left unused (none once its own budget ran out). The extra paths go
     round-robin over the missed forks (in node order): each is a forced trunk up to the
     uncertain token plus one of its other top tokens, grown to the end without further forks.
-    Borrowing waits for every earlier problem's exchange, so what a problem gets does not
-    depend on timing while no token or time budget binds (see ``orchestrator.lending``). A
+    Borrowing draws on the problems before it once they have finished (the run's lending
+    pass, in problem order), so what a problem gets does not depend on timing while no token
+    or time budget binds; it waits for the pass without its concurrency slot, so no other
+    problem waits for it (see ``orchestrator.lending``). A
     fork is decided by the tokens alone: the stream is cut at the uncertain token even if the
     engine had already finished the sample.
     """

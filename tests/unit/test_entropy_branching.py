@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 
 from core.errors import RecipeError
+from orchestrator.engines.types import GenerationRequest, GenerationResult
+from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
+from orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, teach
 from tests.unit.sampling_support import (
     HardSpotPolicy,
@@ -242,3 +248,58 @@ def test_a_problem_out_of_budget_lends_and_does_not_borrow(tokens: int) -> None:
     assert easy.lending == {"lent": 2, "borrowed": 0}
     assert hard.detail["missed_forks"] and hard.detail["borrowed_paths"] == 0
     assert hard.detail["late_paths"] == 0 and hard.usage["generated_tokens"] <= tokens
+
+
+class SlowFirstEngine(LearningEngine):
+    """Every request of one problem starts ``delay`` seconds late: a slow first problem."""
+
+    def __init__(self, policy: HardSpotPolicy, slow: str, delay: float) -> None:
+        super().__init__(policy)
+        self.slow, self.delay = slow, delay
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
+        if request.affinity == self.slow:
+            await asyncio.sleep(self.delay)
+        async for result in super().stream(request):
+            yield result
+
+
+def test_a_slow_first_problem_holds_up_no_other() -> None:
+    """12 problems, 4 at a time, borrowing on: p1-p3 want to borrow from p0, which is slow.
+
+    They wait for the lending pass without their slots, so the eight problems after them
+    run and finish before p0; what p1-p3 borrow is what they get when p0 is fast.
+    """
+    problems = [make_problem(i) for i in range(12)]
+    hard = {p.question for p in problems[1:4]}
+    strategy = {**STRATEGY, "max_paths": 3, "min_gap": 3, "borrow_limit": 4}
+    recipe = parse_recipe(
+        {
+            "engine": {"kind": "scripted"},
+            "strategy": strategy,
+            "sampling": {"max_tokens": 64},
+            "concurrency": 4,
+        }
+    )
+
+    def run(delay: float) -> tuple[list[str], dict[str, ProblemResult]]:
+        engine = SlowFirstEngine(HardSpotPolicy(None, hard), slow="p0", delay=delay)
+        teach(engine, problems)
+
+        async def go() -> list[ProblemResult]:
+            async with Orchestrator(recipe, engine=engine) as orchestrator:
+                return [r async for r in orchestrator.stream(problems)]
+
+        results = asyncio.run(go())
+        return [r.problem_id for r in results], {r.problem_id: r for r in results}
+
+    order, slow = run(delay=0.5)
+    assert set(order[: order.index("p0")]) == {f"p{i}" for i in range(4, 12)}
+    assert order.index("p0") == 8 and set(order[9:]) == {"p1", "p2", "p3"}
+    _, fast = run(delay=0.0)
+    assert slow["p1"].lending == {"lent": 0, "borrowed": 2}  # the two p0 left unused
+    for pid, result in fast.items():
+        assert result.error is None and slow[pid].error is None
+        assert slow[pid].lending == result.lending
+        assert slow[pid].answer == result.answer
+        assert slow[pid].detail == result.detail

@@ -1,4 +1,4 @@
-"""The run's lending pool: a borrower waits for every earlier seat and draws only on them."""
+"""The run's lending pool: a borrower draws only on earlier seats, and waits for them slotless."""
 
 from __future__ import annotations
 
@@ -50,5 +50,24 @@ def test_lending_alone_never_waits_and_a_seat_exchanges_once() -> None:
         assert await seat.exchange(lend=2, want=0) == 0  # seats 0-4 have not exchanged
         with pytest.raises(RuntimeError, match="twice"):
             await seat.exchange(lend=1, want=0)
+
+    asyncio.run(go())
+
+
+def test_a_waiting_borrower_gives_its_slot_back_and_takes_one_again() -> None:
+    async def go() -> None:
+        slots = asyncio.Semaphore(1)
+        pool = LendingPool(slots)
+        first, borrower = pool.seat(0), pool.seat(1)
+        await slots.acquire()
+        borrower.holds_slot = True
+        waiting = asyncio.create_task(borrower.exchange(lend=0, want=3))
+        await asyncio.sleep(0)
+        assert not borrower.holds_slot and not slots.locked()  # free for the next problem
+        await first.exchange(lend=2, want=0)
+        assert await waiting == 2
+        assert borrower.holds_slot and slots.locked()  # it spends what it got in a slot
+        borrower.release_slot()
+        assert not slots.locked()
 
     asyncio.run(go())
