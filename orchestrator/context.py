@@ -94,7 +94,7 @@ class SearchContext:
             return []
         spec = self._sampling_for(one_step, max_tokens, temperature, logprobs)
         prompt_ids = self.graph.full_token_ids(node.id)
-        per_sample = await self.budget.admit(
+        held = await self.budget.admit(
             n=k,
             max_tokens=spec.max_tokens,
             new_nodes=k,
@@ -102,12 +102,10 @@ class SearchContext:
             key=node.id,
             waitable=True,
         )
-        reserved = per_sample * k
-        settled = False
-        try:  # from here on the reservation must be settled, whatever happens
+        with held:  # leaving unsettled (a failure, a cancellation) gives it all back
             child_ids = self.graph.reserve_child_ids(node.id, k)
             seed = derive_seed(self.seed, self.problem.id, child_ids[0])
-            spec = spec.model_copy(update={"max_tokens": per_sample, "seed": seed})
+            spec = spec.model_copy(update={"max_tokens": held.per_sample, "seed": seed})
             request = GenerationRequest(
                 request_id=f"{self.run_id}:{self.problem.id}:{child_ids[0]}x{k}",
                 prompt_token_ids=prompt_ids,
@@ -117,44 +115,35 @@ class SearchContext:
             )
             result = await self._generate(request)
             completions = result.completions
-            settled = True  # before settling: a failure inside must not settle twice
-            self.budget.settle(
-                reserved,
+            held.settle(
                 generated=sum(len(c.token_ids) for c in completions),
                 prompt=result.prompt_tokens,
                 cached=result.cached_prompt_tokens,
                 nodes=len(completions),
-                reserved_nodes=k,
-                reserved_prompt=len(prompt_ids),
-                waitable=True,
             )
-        finally:
-            if not settled:
-                self.budget.settle(
-                    reserved,
-                    0,
-                    0,
-                    0,
-                    0,
-                    reserved_nodes=k,
-                    reserved_prompt=len(prompt_ids),
-                    waitable=True,
-                )
-                self.budget.usage.aborted_requests += 1
         if len(completions) != k:
             raise EngineError(
                 f"engine returned {len(completions)} completions for n={k}",
                 problem_id=self.problem.id,
                 node_id=child_ids[0],
             )
-        children = []
-        for cid, c in zip(child_ids, completions, strict=True):
-            child = self.graph.add_child(self._make_node(node, cid, c, one_step))
-            if c.finish_reason in ("abort", "error"):
-                # a generation the engine cut off is a failure, never a candidate answer
-                self.graph.mark(child.id, "failed", error=f"generation {c.finish_reason}ed")
-            children.append(child)
-        return children
+        return [
+            self.add_completion(node, cid, c, one_step)
+            for cid, c in zip(child_ids, completions, strict=True)
+        ]
+
+    def add_completion(self, parent: Node, node_id: str, c: Completion, one_step: bool) -> Node:
+        """Record a finished completion as the child ``node_id`` of ``parent``; returns it.
+
+        How :meth:`expand` and :class:`NodeStream` turn what the engine wrote into a node:
+        terminal unless a step delimiter ended it in one-step mode, with its answer extracted
+        when terminal; a generation the engine cut off (``abort``/``error``) is recorded as
+        failed, never as a candidate answer. The caller has settled its budget.
+        """
+        child = self.graph.add_child(self._make_node(parent, node_id, c, one_step))
+        if c.finish_reason in ("abort", "error"):
+            self.graph.mark(child.id, "failed", error=f"generation {c.finish_reason}ed")
+        return child
 
     async def sample(
         self,
@@ -215,16 +204,23 @@ class SearchContext:
         if not ids:
             raise ValueError("extend needs at least one token")
         try:
-            self.budget.check_nodes(1)
+            held = self.budget.reserve_nodes(1)
         except BudgetExhausted as exc:
             exc.problem_id = self.problem.id
             raise
+        with held:
+            child = await self._forced_child(node, ids, tuple(token_logprobs))
+            held.settle(nodes=1)
+        return self.graph.add_child(child)
+
+    async def _forced_child(
+        self, node: Node, ids: tuple[int, ...], chosen: tuple[float, ...]
+    ) -> Node:
         child_id = self.graph.reserve_child_ids(node.id, 1)[0]
         engine = self._token_engine()
         text = await self._decode_after(engine, node, ids)
         eos = engine.eos_token_id
         terminal = eos is not None and ids[-1] == eos
-        chosen = tuple(token_logprobs)
         child = Node(
             id=child_id,
             parent_id=node.id,
@@ -240,8 +236,7 @@ class SearchContext:
         if terminal:
             whole = self.graph.solution_text(node.id) + text
             child = _with_answer(child, extract_answer(whole, self.answer_spec))
-        self.budget.usage.nodes += 1
-        return self.graph.add_child(child)
+        return child
 
     def _token_engine(self) -> TokenEngine:
         if not isinstance(self.engine, TokenEngine):  # recipes and the runner refuse this early
@@ -275,8 +270,7 @@ class SearchContext:
             )
         if not pairs:
             return []
-        self.budget.check_scoring(len(pairs))
-        self.budget.usage.scorer_calls += len(pairs)
+        self.budget.spend_scoring(len(pairs))
         views = [(self.candidate(a), self.candidate(b)) for a, b in pairs]
         try:
             scores = await found.compare(self.problem, views)

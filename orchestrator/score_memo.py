@@ -51,7 +51,7 @@ class ScoreMemo:
                 continue
             seen.add(node.id)
             todo.append(node)
-        self.budget.usage.scorer_cache_hits += len(nodes) - len(todo)
+        self.budget.count_cache_hits(len(nodes) - len(todo))
         if todo:
             await self._score_batch(todo, scorer)
         if waits:
@@ -68,13 +68,12 @@ class ScoreMemo:
         return out
 
     async def _score_batch(self, todo: list[Node], scorer: str) -> None:
-        self.budget.check_scoring(len(todo))
+        self.budget.spend_scoring(len(todo))  # counted as asked, whatever the scorer does
         loop = asyncio.get_running_loop()
         futures = {n.id: loop.create_future() for n in todo}
         for node_id, fut in futures.items():
             self._inflight_scores[(node_id, scorer)] = fut
         try:
-            self.budget.usage.scorer_calls += len(todo)
             candidates = [self.candidate(n) for n in todo]
             try:
                 scores = await self.scorers[scorer].score(self.problem, candidates)

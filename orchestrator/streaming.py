@@ -20,6 +20,7 @@ from orchestrator.engines.base import Engine, StreamingEngine
 from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
+    from orchestrator.budget import Reservation
     from orchestrator.context import SearchContext
 
 
@@ -53,7 +54,7 @@ class NodeStream:
         self.child_id = child_id
         self.request = request
         self._one_step = one_step
-        self._reserved = 0
+        self._held: Reservation | None = None
         self._iterator: AsyncIterator[GenerationResult] | None = None
         self._last: GenerationResult | None = None
         self._cut = False
@@ -78,7 +79,7 @@ class NodeStream:
         spec = self.request.sampling
         prompt = len(self.request.prompt_token_ids)
         # A stream ends only as its consumer reads it, so nothing may wait for it (waitable).
-        per_sample = await budget.admit(
+        self._held = await budget.admit(
             n=1,
             max_tokens=spec.max_tokens,
             new_nodes=1,
@@ -86,11 +87,15 @@ class NodeStream:
             key=self.child_id,
             waitable=False,
         )
-        self.request = replace(
-            self.request, sampling=spec.model_copy(update={"max_tokens": per_sample})
-        )
-        self._reserved = per_sample
-        self._iterator = _open(self._ctx.engine, self.request)
+        try:
+            self.request = replace(
+                self.request,
+                sampling=spec.model_copy(update={"max_tokens": self._held.per_sample}),
+            )
+            self._iterator = _open(self._ctx.engine, self.request)
+        except BaseException:
+            self._held.release()  # no __aexit__ follows a failed __aenter__
+            raise
         return self
 
     def __aiter__(self) -> Self:
@@ -140,10 +145,11 @@ class NodeStream:
             if aclose is not None:
                 await aclose()  # aborts the request if the engine had not finished
         finally:
-            if self._iterator is not None:
-                self._record(exc)
+            if self._held is not None:
+                with self._held:  # settled by _record; given back if recording fails
+                    self._record(self._held, exc)
 
-    def _record(self, exc: BaseException | None) -> None:
+    def _record(self, held: Reservation, exc: BaseException | None) -> None:
         ctx, last = self._ctx, self._last
         completion = last.completions[0] if last is not None else None
         finished = (
@@ -151,22 +157,17 @@ class NodeStream:
             and completion.finish_reason in ("stop", "length")
             and not self._cut
         )
-        ctx.budget.settle(
-            self._reserved,
+        held.settle(
             generated=len(completion.token_ids) if completion is not None else 0,
             prompt=last.prompt_tokens if last is not None else 0,
             cached=last.cached_prompt_tokens if last is not None else 0,
             nodes=1,
-            reserved_nodes=1,
-            reserved_prompt=len(self.request.prompt_token_ids),
+            aborted=not finished,
         )
         if finished:
             assert completion is not None
-            self.node = ctx.graph.add_child(
-                ctx._make_node(self.parent, self.child_id, completion, self._one_step)
-            )
+            self.node = ctx.add_completion(self.parent, self.child_id, completion, self._one_step)
             return
-        ctx.budget.usage.aborted_requests += 1
         node = Node(
             id=self.child_id,
             parent_id=self.parent.id,

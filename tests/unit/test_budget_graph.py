@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import BudgetExhausted
 from core.graph import Node, SearchGraph
-from orchestrator.budget import Budget, BudgetTracker
+from orchestrator.budget import Budget, BudgetTracker, Reservation
 from orchestrator.engines.scripted import ScriptedEngine
 from orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, scripted_recipe, teach
@@ -17,10 +17,10 @@ from tests.conftest import make_problem, scripted_recipe, teach
 def test_request_max_tokens_is_clamped_to_what_is_left() -> None:
     tracker = BudgetTracker(Budget(max_generated_tokens=100))
     assert tracker.check_request(n=4, max_tokens=64, new_nodes=4) == 25
-    tracker.reserve(100)
+    held = tracker.hold(per_sample=25, tokens=100)
     with pytest.raises(BudgetExhausted):
         tracker.check_request(n=1, max_tokens=1, new_nodes=1)
-    tracker.settle(100, generated=40, prompt=10, cached=0, nodes=4)
+    held.settle(generated=40, prompt=10, cached=0, nodes=4)
     assert tracker.generated_tokens_left() == 60
     assert tracker.usage.generated_tokens == 40 and tracker.usage.nodes == 4
 
@@ -30,7 +30,7 @@ def test_engine_call_and_node_budgets() -> None:
     tracker.check_request(n=3, max_tokens=8, new_nodes=3)
     with pytest.raises(BudgetExhausted):
         tracker.check_request(n=4, max_tokens=8, new_nodes=4)
-    tracker.reserve(0)
+    tracker.hold(per_sample=0, tokens=0)
     assert tracker.exhausted
 
 
@@ -84,21 +84,23 @@ def test_a_request_cut_by_reservations_waits_and_waiters_go_in_key_order() -> No
     async def go() -> list[tuple[str, int]]:
         tracker = BudgetTracker(Budget(max_generated_tokens=20))
         first = await tracker.admit(n=1, max_tokens=16, new_nodes=1, prompt_tokens=1, key="r.0")
-        assert first == 16
+        assert first.per_sample == 16
+        held = {}
         decided: list[tuple[str, int]] = []
 
         async def request(key: str) -> None:
-            tokens = await tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
-            decided.append((key, tokens))
+            got = await tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
+            held[key] = got
+            decided.append((key, got.per_sample))
 
         # "r.2" asks first, but both only fit once r.0's unused reservation is back
         waiting = [asyncio.create_task(request(k)) for k in ("r.2", "r.1")]
         await asyncio.sleep(0)
         assert decided == []
-        tracker.settle(16, generated=10, prompt=1, cached=0, nodes=1, waitable=True)
+        first.settle(generated=10, prompt=1, cached=0, nodes=1)
         await asyncio.sleep(0)  # r.1 is admitted in full; r.2 now waits for r.1
         assert decided == [("r.1", 8)]
-        tracker.settle(8, generated=6, prompt=1, cached=0, nodes=1, waitable=True)
+        held["r.1"].settle(generated=6, prompt=1, cached=0, nodes=1)
         await asyncio.gather(*waiting)
         return decided
 
@@ -108,9 +110,9 @@ def test_a_request_cut_by_reservations_waits_and_waiters_go_in_key_order() -> No
 def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     async def go() -> int:
         tracker = BudgetTracker(Budget(max_generated_tokens=20))
-        await tracker.admit(n=1, max_tokens=16, new_nodes=1, prompt_tokens=1, key="r.0")
+        first = await tracker.admit(n=1, max_tokens=16, new_nodes=1, prompt_tokens=1, key="r.0")
 
-        def ask(key: str) -> asyncio.Task[int]:
+        def ask(key: str) -> asyncio.Task[Reservation]:
             return asyncio.create_task(
                 tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
             )
@@ -118,9 +120,9 @@ def test_a_cancelled_waiter_passes_its_turn_on() -> None:
         woken, next_in_line, never = ask("r.1"), ask("r.2"), ask("r.3")
         await asyncio.sleep(0)
         never.cancel()  # cancelled while waiting: simply leaves the queue
-        tracker.settle(16, generated=10, prompt=1, cached=0, nodes=1, waitable=True)
+        first.settle(generated=10, prompt=1, cached=0, nodes=1)
         woken.cancel()  # its turn came, but it is cancelled before it could use it
-        tokens = await next_in_line
+        tokens = (await next_in_line).per_sample
         for task in (woken, never):
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -132,18 +134,18 @@ def test_a_cancelled_waiter_passes_its_turn_on() -> None:
 def test_a_refusal_waiting_cannot_cure_is_immediate_and_waiters_go_in_node_order() -> None:
     async def go() -> list[str]:
         tracker = BudgetTracker(Budget(max_generated_tokens=25, max_engine_calls=4))
-        await tracker.admit(n=1, max_tokens=20, new_nodes=1, prompt_tokens=1, key="r.0")
+        first = await tracker.admit(n=1, max_tokens=20, new_nodes=1, prompt_tokens=1, key="r.0")
         order: list[str] = []
 
         async def request(key: str) -> None:
-            await tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
+            got = await tracker.admit(n=1, max_tokens=8, new_nodes=1, prompt_tokens=1, key=key)
             order.append(key)
-            tracker.settle(8, generated=1, prompt=1, cached=0, nodes=1, waitable=True)
+            got.settle(generated=1, prompt=1, cached=0, nodes=1)
 
         waiting = [asyncio.create_task(request(k)) for k in ("r.10", "r.2", "r.3.1")]
         await asyncio.sleep(0)
         assert order == []
-        tracker.settle(20, generated=2, prompt=1, cached=0, nodes=1, waitable=True)
+        first.settle(generated=2, prompt=1, cached=0, nodes=1)
         await asyncio.gather(*waiting)
         # the engine-call budget is spent: no amount of waiting helps, so no waiting
         with pytest.raises(BudgetExhausted, match="engine call"):
@@ -180,7 +182,51 @@ def test_a_waiter_cancelled_as_the_budget_frees_up_does_not_stall_the_problem() 
         done, cancelled = await asyncio.gather(first, cut, return_exceptions=True)
         assert isinstance(cancelled, asyncio.CancelledError) and not isinstance(done, Exception)
         tracker = ctx.budget
-        assert tracker._reserved_tokens == 0 and tracker._expanding == 0
+        assert tracker._reserved_tokens == 0 and tracker.queue._expanding == 0
         await asyncio.wait_for(ctx.expand(ctx.root, 1, max_tokens=8), 2)  # no stall
 
     asyncio.run(go())
+
+
+def test_a_reservation_gives_everything_back_unless_settled() -> None:
+    tracker = BudgetTracker(Budget(max_generated_tokens=50, max_nodes=4))
+    with pytest.raises(RuntimeError), tracker.hold(per_sample=20, tokens=40, nodes=2) as held:
+        assert tracker.generated_tokens_left() == 10
+        raise RuntimeError("the request failed")
+    assert held.settled and tracker.generated_tokens_left() == 50
+    assert tracker.usage.aborted_requests == 1 and tracker.usage.engine_calls == 1
+    with tracker.hold(per_sample=20, tokens=40, nodes=2) as held:
+        held.settle(generated=15, nodes=2)
+    assert tracker.generated_tokens_left() == 35 and tracker.usage.nodes == 2
+    assert tracker.usage.aborted_requests == 1
+    with pytest.raises(RuntimeError, match="once"):
+        held.settle(generated=1)
+    with tracker.reserve_nodes(2) as forced:  # forced tokens: nodes only, no engine call
+        with pytest.raises(BudgetExhausted):
+            tracker.reserve_nodes(1)
+        forced.settle(nodes=2)
+    assert tracker.usage.nodes == 4 and tracker.usage.engine_calls == 2
+
+
+def test_the_budget_tracker_is_the_only_writer_of_usage() -> None:
+    import ast
+
+    from tests.conftest import REPO
+
+    writers = set()
+    for package in ("core", "orchestrator", "strategies", "verifiers", "rewards"):
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                targets = []
+                if isinstance(node, ast.Assign):
+                    targets = node.targets
+                elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                    targets = [node.target]
+                for target in targets:
+                    if (
+                        isinstance(target, ast.Attribute)
+                        and isinstance(target.value, ast.Attribute)
+                        and target.value.attr == "usage"
+                    ):
+                        writers.add(str(path.relative_to(REPO)))
+    assert writers == {"orchestrator/budget.py"}

@@ -42,10 +42,10 @@ def test_concurrent_requests_respect_the_node_budget(name: str) -> None:
 def test_reserved_nodes_count_against_the_node_budget() -> None:
     tracker = BudgetTracker(Budget(max_nodes=4))
     tracker.check_request(n=3, max_tokens=8, new_nodes=3)
-    tracker.reserve(24, nodes=3)  # in flight, not yet settled
+    held = tracker.hold(per_sample=8, tokens=24, nodes=3)  # in flight, not yet settled
     with pytest.raises(BudgetExhausted):
         tracker.check_request(n=2, max_tokens=8, new_nodes=2)
-    tracker.settle(24, generated=6, prompt=5, cached=0, nodes=3, reserved_nodes=3)
+    held.settle(generated=6, prompt=5, cached=0, nodes=3)
     tracker.check_request(n=1, max_tokens=8, new_nodes=1)
     assert tracker.usage.nodes == 3
 
@@ -75,3 +75,27 @@ def test_a_binding_token_budget_does_not_depend_on_latency(name: str, tokens: in
         assert a.graph is not None and b.graph is not None
         assert a.usage["generated_tokens"] <= tokens
         assert a.answer == b.answer and a.graph.to_dict() == b.graph.to_dict()
+
+
+@pytest.mark.parametrize("tokens", [150, 200])
+def test_ab_mcts_at_a_tight_budget_cuts_the_same_at_every_latency(tokens: int) -> None:
+    # AB-MCTS runs two decisions at once; near the budget's end the one whose request would
+    # be cut waits for the other's unused reservation (orchestrator.admission). A plain
+    # check-and-reserve cuts by whichever returned first, and the graphs differ by latency.
+    problems = [make_problem(i, steps=3) for i in range(2)]
+    runs = [
+        run_strategy(
+            STRATEGY_CONFIGS["ab_mcts"],
+            problems,
+            scorers=CONTRACT_SCORERS,
+            error_rate=0.3,
+            seconds_per_token=latency,
+            budget={"max_generated_tokens": tokens},
+        )[0]
+        for latency in (0.0, 3e-4, 5e-4, 1e-3)
+    ]
+    baseline = [(r.answer, r.graph.to_dict() if r.graph else None) for r in runs[0]]
+    for result in runs[0]:  # the budget binds: spent to the last token
+        assert result.detail["budget_exhausted"] and result.usage["generated_tokens"] == tokens
+    for run in runs[1:]:
+        assert [(r.answer, r.graph.to_dict() if r.graph else None) for r in run] == baseline

@@ -1,0 +1,298 @@
+"""Budgets (what a search may spend), usage (what it did spend) and reservations.
+
+Every spending passes through one :class:`Reservation`: generated tokens are held when a
+request is admitted (``n * max_tokens``, plus its nodes and prompt tokens) and the unused part
+is given back when it settles, so concurrent expansions can never overshoot the budget. A
+reservation is a context manager: leaving its block without settling gives everything back
+and, for an engine request, counts it as aborted. :class:`BudgetTracker` is the only writer of
+:class:`Usage`. Admission near the end of a budget goes through the queue in
+``orchestrator.admission``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import BudgetExhausted
+from orchestrator.admission import AdmissionQueue
+
+
+class Budget(BaseModel):
+    """Limits for one problem's search; None means unlimited."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_generated_tokens: int | None = Field(None, ge=1, description="Sampled tokens.")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Prompt tokens sent.")
+    max_engine_calls: int | None = Field(None, ge=1, description="Generation requests.")
+    max_scorer_calls: int | None = Field(None, ge=1, description="Nodes sent to scorers.")
+    max_seconds: float | None = Field(None, gt=0, description="Wall-clock seconds.")
+    max_nodes: int | None = Field(None, ge=1, description="Nodes in the search graph.")
+
+
+@dataclass
+class Usage:
+    """Everything one search spent; every field is traceable to graph nodes."""
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    engine_calls: int = 0
+    scorer_calls: int = 0
+    scorer_cache_hits: int = 0
+    nodes: int = 0
+    aborted_requests: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        for key, value in asdict(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+class Reservation:
+    """Budget held for one piece of work, from admission until it settles (exactly once).
+
+    ``per_sample``: the max_tokens each of the request's samples may use. Use as ``with``:
+    settle with what was used (:meth:`settle`); leaving the block unsettled gives everything
+    back (:meth:`release`). ``engine_call``: it stands for an engine request (counted when
+    held; an unsettled one counts as aborted). ``waitable``: the request finishes on its own,
+    so the admission queue may wait for it (a stream, which ends only as it is read, is not).
+    """
+
+    def __init__(
+        self,
+        tracker: BudgetTracker,
+        *,
+        per_sample: int,
+        tokens: int,
+        nodes: int,
+        prompt: int,
+        engine_call: bool,
+        waitable: bool,
+    ) -> None:
+        self._tracker = tracker
+        self.per_sample = per_sample
+        self.tokens = tokens
+        self.nodes = nodes
+        self.prompt = prompt
+        self.engine_call = engine_call
+        self.waitable = waitable
+        self.settled = False
+
+    def settle(
+        self,
+        *,
+        generated: int = 0,
+        prompt: int = 0,
+        cached: int = 0,
+        nodes: int = 0,
+        aborted: bool = False,
+    ) -> None:
+        """Replace the reservation with what was used; ``aborted``: the request was cut off."""
+        if self.settled:
+            raise RuntimeError("a reservation settles once")
+        self.settled = True  # first: a failure while settling must not settle again
+        self._tracker._settle(
+            self, generated=generated, prompt=prompt, cached=cached, nodes=nodes, aborted=aborted
+        )
+
+    def release(self) -> None:
+        """Give the whole reservation back unless it has settled (nothing was used)."""
+        if not self.settled:
+            self.settle(aborted=self.engine_call)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class BudgetTracker:
+    """Usage and outstanding reservations against a :class:`Budget` for one search."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.usage = Usage()
+        self._reserved_tokens = 0
+        self._reserved_prompt = 0
+        self._reserved_nodes = 0
+        self._started = time.monotonic()
+        self.queue = AdmissionQueue(self)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def seconds_left(self) -> float | None:
+        if self.budget.max_seconds is None:
+            return None
+        return self.budget.max_seconds - self.elapsed
+
+    def generated_tokens_left(self, count_reserved: bool = True) -> int | None:
+        """Tokens still to sample; ``count_reserved=False``: as if nothing were in flight."""
+        if self.budget.max_generated_tokens is None:
+            return None
+        held = self._reserved_tokens if count_reserved else 0
+        return self.budget.max_generated_tokens - self.usage.generated_tokens - held
+
+    @property
+    def exhausted(self) -> bool:
+        """True when no further generation request could be issued."""
+        try:
+            self.check_request(n=1, max_tokens=1, new_nodes=1)
+        except BudgetExhausted:
+            return True
+        return False
+
+    def check_request(
+        self,
+        *,
+        n: int,
+        max_tokens: int,
+        new_nodes: int,
+        prompt_tokens: int = 0,
+        count_reserved: bool = True,
+    ) -> int:
+        """Raise if a request cannot start; return the max_tokens it may use per sample.
+
+        ``count_reserved=False`` answers as if every request in flight had returned its
+        unused reservation: what waiting for them could at best achieve.
+        """
+        b, u = self.budget, self.usage
+        held = count_reserved
+        if b.max_engine_calls is not None and u.engine_calls >= b.max_engine_calls:
+            raise BudgetExhausted("engine call budget spent")
+        if (
+            b.max_nodes is not None
+            and u.nodes + self._reserved_nodes * held + new_nodes > b.max_nodes
+        ):
+            raise BudgetExhausted("node budget spent")
+        left_seconds = self.seconds_left()
+        if left_seconds is not None and left_seconds <= 0:
+            raise BudgetExhausted("time budget spent")
+        if (
+            b.max_prompt_tokens is not None
+            and u.prompt_tokens + self._reserved_prompt * held + max(prompt_tokens, 1)
+            > b.max_prompt_tokens
+        ):
+            raise BudgetExhausted("prompt token budget spent")
+        left_tokens = self.generated_tokens_left(count_reserved)
+        if left_tokens is None:
+            return max_tokens
+        per_sample = min(max_tokens, left_tokens // n)
+        if per_sample < 1:
+            raise BudgetExhausted("generated token budget spent")
+        return per_sample
+
+    async def admit(
+        self,
+        *,
+        n: int,
+        max_tokens: int,
+        new_nodes: int,
+        prompt_tokens: int,
+        key: str,
+        waitable: bool = True,
+    ) -> Reservation:
+        """Reserve an engine request's budget (through the admission queue); see
+        :meth:`AdmissionQueue.admit`. Raises BudgetExhausted when it cannot start."""
+        return await self.queue.admit(
+            n=n,
+            max_tokens=max_tokens,
+            new_nodes=new_nodes,
+            prompt_tokens=prompt_tokens,
+            key=key,
+            waitable=waitable,
+        )
+
+    def reserve_nodes(self, count: int) -> Reservation:
+        """Hold ``count`` nodes that cost no generation (forced tokens); raise if they would
+        pass the node budget."""
+        b, u = self.budget, self.usage
+        if b.max_nodes is not None and u.nodes + self._reserved_nodes + count > b.max_nodes:
+            raise BudgetExhausted("node budget spent")
+        return self.hold(per_sample=0, tokens=0, nodes=count, engine_call=False)
+
+    def hold(
+        self,
+        *,
+        per_sample: int,
+        tokens: int,
+        nodes: int = 0,
+        prompt: int = 0,
+        engine_call: bool = True,
+        waitable: bool = False,
+    ) -> Reservation:
+        """Hold budget already admitted, so concurrent requests cannot overshoot."""
+        held = Reservation(
+            self,
+            per_sample=per_sample,
+            tokens=tokens,
+            nodes=nodes,
+            prompt=prompt,
+            engine_call=engine_call,
+            waitable=waitable,
+        )
+        self._reserved_tokens += tokens
+        self._reserved_nodes += nodes
+        self._reserved_prompt += prompt
+        self.usage.engine_calls += engine_call
+        if waitable:
+            self.queue.started()
+        return held
+
+    def _settle(
+        self,
+        held: Reservation,
+        *,
+        generated: int,
+        prompt: int,
+        cached: int,
+        nodes: int,
+        aborted: bool,
+    ) -> None:
+        self._reserved_tokens -= held.tokens
+        self._reserved_nodes -= held.nodes
+        self._reserved_prompt -= held.prompt
+        self.usage.generated_tokens += generated
+        self.usage.prompt_tokens += prompt
+        self.usage.cached_prompt_tokens += cached
+        self.usage.nodes += nodes
+        self.usage.aborted_requests += aborted
+        if held.waitable:
+            self.queue.finished()
+        else:
+            self.queue.wake()
+
+    def check_scoring(self, count: int) -> None:
+        """Raise if ``count`` more scorer calls would pass the budget."""
+        b = self.budget
+        if b.max_scorer_calls is not None and self.usage.scorer_calls + count > b.max_scorer_calls:
+            raise BudgetExhausted("scorer call budget spent")
+
+    def spend_scoring(self, count: int) -> None:
+        """Count ``count`` nodes (or pairs) sent to a scorer; raise if that passes the budget."""
+        self.check_scoring(count)
+        self.usage.scorer_calls += count
+
+    def count_cache_hits(self, count: int) -> None:
+        """Count scores served from the memo instead of a scorer."""
+        self.usage.scorer_cache_hits += count
+
+    def finish(self) -> Usage:
+        self.usage.seconds = self.elapsed
+        return self.usage
