@@ -186,10 +186,17 @@ class ScriptedEngine:
         self.requests: list[GenerationRequest] = []
         self.aborted: list[str] = []
         self.generated_tokens = 0
+        self.in_flight: dict[str, GenerationRequest] = {}
+        """Requests generating or streaming now, by id: none once every search is over."""
         self._cached_blocks: set[tuple[int, ...]] = set()
 
     eos_token_id: int | None = None
     """Character-level ids hold no end-of-sequence token: a sample ends by its finish reason."""
+
+    @property
+    def running(self) -> int:
+        """How many requests are in flight now."""
+        return len(self.in_flight)
 
     def learn(self, solutions: Mapping[str, str]) -> None:
         """Add reference solutions (by question) to the default policy.
@@ -239,6 +246,7 @@ class ScriptedEngine:
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         completions, cached = self._sample_all(request)
         longest = max((len(c.token_ids) for c in completions), default=0)
+        self.in_flight[request.request_id] = request
         try:
             if self.seconds_per_token:
                 await asyncio.sleep(self.seconds_per_token * longest)
@@ -247,6 +255,8 @@ class ScriptedEngine:
         except asyncio.CancelledError:
             self.aborted.append(request.request_id)
             raise
+        finally:
+            self.in_flight.pop(request.request_id, None)
         self.generated_tokens += sum(len(c.token_ids) for c in completions)
         return GenerationResult(
             tuple(completions),
@@ -313,6 +323,7 @@ class ScriptedEngine:
         longest = max((len(c.token_ids) for c in completions), default=0)
         prompt_tokens = len(request.prompt_token_ids)
         finished = False
+        self.in_flight[request.request_id] = request
         try:
             for step in range(1, longest + 1):
                 await asyncio.sleep(self.seconds_per_token)
@@ -331,6 +342,8 @@ class ScriptedEngine:
             if not finished:
                 self.aborted.append(request.request_id)
             raise
+        finally:
+            self.in_flight.pop(request.request_id, None)
 
     def _prefix(self, completion: Completion, step: int) -> Completion:
         if len(completion.token_ids) <= step:

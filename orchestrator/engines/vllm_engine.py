@@ -99,6 +99,10 @@ class VLLMEngine:
             raise EngineError("VLLMEngine used before start(); use `async with VLLMEngine(...)`")
         return self._llm
 
+    def running_requests(self) -> int:
+        """Requests vLLM itself still holds (queued or running): 0 once every search is over."""
+        return int(self.llm.get_num_unfinished_requests())
+
     async def tokenize(self, text: str) -> tuple[int, ...]:
         self.llm  # noqa: B018 - raise early if not started
         return tuple(int(t) for t in self._tokenizer.encode(text, add_special_tokens=True))
