@@ -109,22 +109,32 @@ class _Exploding(Scorer):
 
 
 def test_a_failing_scorer_marks_nodes_and_the_search_goes_on() -> None:
-    recipe = scripted_recipe({"name": "self_consistency", "n": 3})
+    # best-of-N asks the scorer about every sample; "boom" raises on the whole batch
+    recipe = scripted_recipe(
+        {"name": "best_of_n", "n": 3, "scorer": "boom"},
+        scorers=[{"kind": "mean_logprob", "name": "boom"}],  # replaced by the exploding one
+    )
     problem = make_problem(0)
+    engine = ScriptedEngine(error_rate=0.0)
+    teach(engine, [problem])
     scorer = _Exploding(ScorerConfig(kind="exploding"), ScorerResources())
 
-    async def go() -> None:
-        async with Orchestrator(recipe, scorers={"boom": scorer}) as orchestrator:
-            result = await orchestrator.solve(problem)
-            assert result.graph is not None
-            from orchestrator.context import SearchContext  # noqa: F401
+    async def go() -> ProblemResult:
+        async with Orchestrator(recipe, engine=engine, scorers={"boom": scorer}) as orchestrator:
+            return await orchestrator.solve(problem)
 
-            nodes = result.graph.terminals()
-            ctx_scores = [result.graph.score(n.id, "boom") for n in nodes]
-            assert ctx_scores == [None] * len(nodes)
-        assert result.error is None
-
-    asyncio.run(go())
+    result = asyncio.run(go())
+    assert result.error is None  # the search went on
+    assert result.graph is not None
+    nodes = result.graph.terminals()
+    assert len(nodes) == 3 and all(n.answer == problem.reference for n in nodes)
+    for node in nodes:
+        score = result.graph.score(node.id, "boom")
+        assert score is not None and not score.ok and score.value is None
+        assert score.error is not None and "model on fire" in score.error
+    assert result.usage["scorer_calls"] == 3
+    # a failed score is never read as a plausible value, so no sample wins on it
+    assert result.detail["failed_scores"] == 3 and result.answer is None
 
 
 def test_same_seed_same_results_different_seed_differs() -> None:
