@@ -51,7 +51,7 @@ def _solve(
         assert result.graph is not None
         in_graph = sum(n.generated_tokens for n in result.graph.nodes() if n.parent_id)
         assert in_graph == result.usage["generated_tokens"]
-    assert not engine._inflight  # nothing left running in vLLM
+    assert engine.running_requests() == 0  # vLLM's own count: nothing left running
     return results
 
 
@@ -65,8 +65,10 @@ def test_adaptive_self_consistency_stops_by_its_rule(
         assert detail["samples"] + detail["saved_samples"] == 16
         assert detail["samples"] in (2, 4, 8, 16)  # rounds of 2, 2, 4, 8
         assert result.graph is not None and len(result.graph.children("r")) == detail["samples"]
-        if detail["stop_reason"] == "beta":
-            assert detail["statistic"] >= 0.9
+        # it stops early exactly when the Beta test is met (no budget here to stop it)
+        assert detail["stop_reason"] in ("beta", "max_samples")
+        assert (detail["stop_reason"] == "beta") == (detail["statistic"] >= 0.9)
+        assert (detail["stop_reason"] == "beta") or detail["samples"] == 16
 
 
 def test_deepconf_online_stops_traces_early_on_real_logprobs(
