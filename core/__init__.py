@@ -3,5 +3,6 @@
 ``errors`` (the exception tree), ``registry`` (name registries and plugin entry points),
 ``graph`` (Node, Score, SearchGraph), ``problem``, ``scoring`` (the scorer protocol),
 ``answers`` (the answer spec) and ``seeding``. Above it: ``rewards``; ``strategies`` and
-``verifiers``; the ``orchestrator`` on top (see ARCHITECTURE.md, "Layers").
+``verifiers``; the ``orchestrator`` on top (README, "How it fits together"; the contracts in
+pyproject.toml are checked by import-linter).
 """

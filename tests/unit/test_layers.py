@@ -88,3 +88,31 @@ def test_the_import_layer_contracts_hold() -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
+
+
+def test_the_public_api_is_what_the_readme_imports() -> None:
+    # In a fresh process: importing the package loads no runner until a name is asked for.
+    script = textwrap.dedent(
+        """
+        import sys
+        import orchestrator
+        assert "orchestrator.runner" not in sys.modules and "strategies.base" not in sys.modules
+        from orchestrator import Orchestrator, Problem, load_recipe, search, search_sync
+        from orchestrator import *  # noqa: F403
+        import orchestrator.runner, core.problem
+        assert Orchestrator is orchestrator.runner.Orchestrator and Problem is core.problem.Problem
+        missing = [n for n in orchestrator.__all__ if not hasattr(orchestrator, n)]
+        assert not missing, missing
+        print(len(orchestrator.__all__))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "27"
