@@ -72,9 +72,12 @@ def _check_graph(result: ProblemResult) -> None:
             assert graph.node(node.parent_id).depth + 1 == node.depth
         if node.terminal:
             assert graph.children(node.id) == []  # a finished path is never extended
-    # anytime: an answer exactly when the graph holds a finished, answered path
+    # anytime: an answer exactly when the graph holds a finished, answered path (unless a
+    # weighted vote found no positive weight, which it declines to crown and says so)
     answered = [n for n in graph.terminals() if n.answer is not None]
-    assert (result.answer is not None) == bool(answered) == (result.node_id is not None)
+    declined = bool(result.detail.get("no_positive_weight"))
+    assert (result.answer is not None) == (bool(answered) and not declined)
+    assert (result.answer is None) == (result.node_id is None)
     picked = graph.node(result.node_id or graph.root.id)
     assert picked.answer == result.answer
     assert picked.terminal or result.node_id is None
