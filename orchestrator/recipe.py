@@ -19,9 +19,11 @@ from orchestrator.engines.config import ENGINES, EngineConfig
 from orchestrator.engines.types import SamplingSpec
 from orchestrator.errors import RecipeError, RegistryError
 from orchestrator.fingerprint import fingerprint
+from orchestrator.prompting import PromptSpec
 from orchestrator.scoring import SCORERS, ScorerConfig
 from strategies.base import STRATEGIES, StrategyConfig
 from verifiers.answers import AnswerSpec
+from verifiers.grading import GradingSpec
 
 
 class DatasetSpec(BaseModel):
@@ -46,9 +48,19 @@ class Recipe(BaseModel):
     strategy: StrategyConfig = Field(description="The strategy and its hyperparameters.")
     scorers: list[ScorerConfig] = Field(default_factory=list, description="Verifiers and RMs.")
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Sampling defaults.")
-    step_delimiter: str = Field("\n", min_length=1, description="Text that ends a step.")
-    prompt_template: str = Field("{question}\n", description="Prompt; `{question}` is filled.")
+    step_delimiter: str = Field(
+        "\n",
+        min_length=1,
+        description="Text that ends a step (a step ends with the token that completes it; "
+        "see orchestrator.steps).",
+    )
+    prompt: PromptSpec = Field(
+        default_factory=PromptSpec, description="How a problem becomes the prompt."
+    )
     answer: AnswerSpec = Field(default_factory=AnswerSpec, description="Answer extraction.")
+    grading: GradingSpec = Field(
+        default_factory=GradingSpec, description="How reported accuracy compares answers."
+    )
     budget: Budget = Field(default_factory=Budget, description="Per-problem limits.")
     seed: int = Field(0, description="Run seed; per-node seeds derive from it.")
     concurrency: int = Field(64, ge=1, description="Problems searched at once.")
@@ -63,6 +75,11 @@ class Recipe(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if "prompt_template" in data:
+            raise ValueError(
+                "prompt_template: replaced by the `prompt` section; write "
+                "`prompt: {template: ...}` (plain) or `prompt: {style: chat, system: ...}`"
+            )
         if isinstance(data.get("engine"), dict):
             data["engine"] = _validate_entry(ENGINES, data["engine"], "engine", "kind", None)
         if isinstance(data.get("strategy"), dict):
@@ -102,8 +119,6 @@ class Recipe(BaseModel):
                     "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
                     "intrinsic one (e.g. mean_logprob)"
                 )
-        if "{question}" not in self.prompt_template:
-            raise ValueError("prompt_template: must contain {question}")
         return self
 
     def fingerprint(self) -> str:

@@ -22,11 +22,12 @@ from orchestrator.engines.base import Engine
 from orchestrator.errors import BranchwiseError, BudgetExhausted
 from orchestrator.lending import LendingPool, PoolSeat
 from orchestrator.problem import Problem
+from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
 from orchestrator.scoring import SCORERS, Scorer, ScorerResources
 from strategies.base import STRATEGIES
-from verifiers.reference import answers_match
+from verifiers.grading import grade
 
 log = logging.getLogger(__name__)
 _run_ids = itertools.count()
@@ -97,12 +98,13 @@ class Orchestrator:
         tracker = BudgetTracker(self.recipe.budget)
         ctx: SearchContext | None = None
         try:
-            prompt = problem.prompt(self.recipe.prompt_template)
-            prompt_ids = await self.engine.tokenize(prompt)
+            prompt = await render_prompt(
+                self.recipe.prompt, problem.question, self.engine, self.recipe.base_dir
+            )
             ctx = SearchContext(
                 problem=problem,
-                prompt=prompt,
-                prompt_token_ids=prompt_ids,
+                prompt=prompt.text,
+                prompt_token_ids=prompt.token_ids,
                 engine=self.engine,
                 sampling=self.recipe.sampling,
                 step_delimiter=self.recipe.step_delimiter,
@@ -120,7 +122,7 @@ class Orchestrator:
                 outcome = strategy.anytime(ctx)
             correct = None
             if problem.reference is not None:
-                correct = answers_match(outcome.answer, problem.reference)
+                correct = grade(outcome.answer, problem.reference, self.recipe.grading)
             return ProblemResult(
                 problem_id=problem.id,
                 answer=outcome.answer,

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 ExtractionMethod = Literal["answer_line", "last_number", "boxed", "gsm8k", "regex"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# last_number also reads a fraction written with a slash ("3/4"), not just its denominator
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
 _ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$")
 _GSM8K = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 
@@ -40,8 +42,8 @@ def extract_answer(text: str, spec: AnswerSpec | None = None) -> str | None:
     elif spec.method == "boxed":
         raw = _last_boxed(text)
     elif spec.method == "last_number":
-        numbers = _NUMBER.findall(text)
-        raw = numbers[-1] if numbers else None
+        numbers = _LAST_NUMBER.findall(text)
+        raw = numbers[-1].replace(" ", "") if numbers else None
     else:
         if spec.pattern is None:
             raise ValueError("answer method 'regex' needs a pattern")

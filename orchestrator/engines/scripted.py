@@ -22,6 +22,12 @@ from orchestrator.engines.types import (
     GenerationResult,
 )
 from orchestrator.errors import EngineError
+from orchestrator.prompting import (
+    CHATML_TEMPLATE,
+    ChatMessage,
+    RenderedPrompt,
+    render_chat_template,
+)
 from orchestrator.seeding import derive_seed
 
 EOS = "\x00"
@@ -182,6 +188,13 @@ class ScriptedEngine:
     async def tokenize(self, text: str) -> tuple[int, ...]:
         return tuple(ord(ch) + _OFFSET for ch in text)
 
+    async def tokenize_chat(
+        self, messages: Sequence[ChatMessage], *, chat_template: str | None = None
+    ) -> RenderedPrompt:
+        """ChatML (or ``chat_template``), one token per character like every scripted prompt."""
+        text = render_chat_template(chat_template or CHATML_TEMPLATE, messages)
+        return RenderedPrompt(text, await self.tokenize(text))
+
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(t - _OFFSET) for t in token_ids if t >= _OFFSET)
 
@@ -241,8 +254,6 @@ class ScriptedEngine:
         if cut > spec.max_tokens:
             cut, finish, stop_reason = spec.max_tokens, "length", None
         kept = text[:cut]
-        if stop_reason is not None and not spec.include_stop_in_output:
-            kept = kept[: -len(stop_reason)]
         token_ids = tuple(ord(ch) + _OFFSET for ch in text[:cut])
         chosen = tuple(logprobs[:cut]) if spec.logprobs is not None else ()
         tops: tuple[tuple[float, ...], ...] = ()
