@@ -8,13 +8,14 @@ file, the key path, the bad value and what was expected.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import orchestrator.catalog  # noqa: F401 - registers the built-ins
 from orchestrator.budget import Budget
+from orchestrator.datasets import DatasetSpec
 from orchestrator.engines.config import ENGINES, EngineConfig
 from orchestrator.engines.types import SamplingSpec
 from orchestrator.errors import RecipeError, RegistryError
@@ -24,19 +25,6 @@ from orchestrator.scoring import SCORERS, ScorerConfig
 from strategies.base import STRATEGIES, StrategyConfig
 from verifiers.answers import AnswerSpec
 from verifiers.grading import GradingSpec
-
-
-class DatasetSpec(BaseModel):
-    """Where the problems come from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str = Field(description="JSONL file (relative to the recipe).")
-    format: Literal["branchwise", "gsm8k"] = Field(
-        "branchwise",
-        description="branchwise: id/question/answer[/solution]; gsm8k: question/answer '#### x'.",
-    )
-    limit: int | None = Field(None, ge=1, description="Use only the first `limit` problems.")
 
 
 class Recipe(BaseModel):

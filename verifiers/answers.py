@@ -57,6 +57,9 @@ def normalise_answer(raw: str) -> str | None:
     value = raw.strip().rstrip(".").strip()
     if value.startswith("$") and value.endswith("$") and len(value) > 1:
         value = value[1:-1].strip()
+    for currency in ("\\$", "$"):  # "$18" and "\$18" state the number 18
+        if value.startswith(currency) and _NUMBER.fullmatch(value[len(currency) :].strip()):
+            value = value[len(currency) :].strip()
     if _NUMBER.fullmatch(value):
         value = value.replace(",", "")
         if "." in value:

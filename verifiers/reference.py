@@ -40,8 +40,8 @@ class ReferenceSteps(Scorer):
     """Oracle step scores: step i is 1.0 while the path matches the reference solution.
 
     Once a step departs from the reference, it and every later step score 0.0. It needs the
-    problem's ``solution`` (one step per non-blank line) and is meant for tests and for measuring how
-    far a learned PRM is from perfect.
+    problem's ``solution`` (one step per non-blank line) and is meant for tests and for
+    measuring how far a learned PRM is from perfect.
     """
 
     description = "Oracle PRM: 1 per step while the path follows the reference solution."

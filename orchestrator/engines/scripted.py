@@ -31,6 +31,7 @@ from orchestrator.prompting import (
 from orchestrator.seeding import derive_seed
 
 EOS = "\x00"
+_ASSISTANT_TURN = "<|im_start|>assistant\n"
 _OFFSET = 3
 _BLOCK = 16
 
@@ -71,7 +72,10 @@ class ReferencePolicy:
             return Continuation("I do not know.\n" + EOS, (-3.0,) * 16)
         reference = self.solutions[question].rstrip("\n").split("\n")
         generated = prompt.split(question, 1)[1]
-        generated = generated[1:] if generated.startswith("\n") else generated
+        if _ASSISTANT_TURN in generated:  # a chat prompt: the answer starts after the header
+            generated = generated.split(_ASSISTANT_TURN, 1)[1]
+        elif generated.startswith("\n"):
+            generated = generated[1:]
         done = generated.split("\n")
         finished_lines, partial = done[:-1], done[-1]
         offset = _first_offset(finished_lines, reference)
