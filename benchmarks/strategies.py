@@ -46,13 +46,13 @@ from benchmarks.strategies_report import (
     rows_table,
     summarise,
 )
+from core.problem import Problem
+from core.scoring import ScorerResources
 from orchestrator.datasets import load_problems
 from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.runner import Orchestrator, build_scorers
-from orchestrator.scoring import ScorerResources
 from rewards.pooling import TokenScoreBackend
 from rewards.prm import ProcessRewardModel, RewardModelConfig, build_backend
 from strategies.base import STRATEGIES

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.problem import Problem
 from orchestrator.engines.base import Engine
-from orchestrator.problem import Problem
 from orchestrator.recipe import Recipe, load_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator

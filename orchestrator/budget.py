@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import path_key
+from core.errors import BudgetExhausted
+from core.graph import path_key
 
 
 class Budget(BaseModel):

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
 
+from core.errors import BranchwiseError
+from core.problem import Problem
 from orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
-from orchestrator.errors import BranchwiseError
-from orchestrator.problem import Problem
 from orchestrator.recipe import Recipe, load_recipe
 from orchestrator.report import summarise
 from orchestrator.results import ProblemResult, ResultStore
@@ -211,7 +211,7 @@ def _list_strategies(args: argparse.Namespace) -> int:
 
 
 def _list_scorers(args: argparse.Namespace) -> int:
-    from orchestrator.scoring import SCORERS
+    from core.scoring import SCORERS
 
     for name, cls in SCORERS:
         level = "step" if cls.step_level else "outcome"

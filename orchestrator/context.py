@@ -11,21 +11,21 @@ import asyncio
 import random
 from collections.abc import Sequence
 
+from core.errors import BudgetExhausted, EngineError, EngineTimeout
+from core.graph import Node, Score, SearchGraph
+from core.problem import Problem
+from core.scoring import Candidate, PairwiseScorer, Scorer
+from core.seeding import derive_seed
 from orchestrator.budget import BudgetTracker
-from orchestrator.engines.base import Engine
+from orchestrator.engines.base import Engine, TokenEngine
 from orchestrator.engines.types import (
     Completion,
     GenerationRequest,
     GenerationResult,
     SamplingSpec,
 )
-from orchestrator.errors import BudgetExhausted, EngineError, EngineTimeout
-from orchestrator.graph import Node, Score, SearchGraph
 from orchestrator.lending import PoolSeat
-from orchestrator.problem import Problem
 from orchestrator.score_memo import ScoreMemo
-from orchestrator.scoring import Candidate, PairwiseScorer, Scorer
-from orchestrator.seeding import derive_seed
 from orchestrator.steps import path_steps
 from orchestrator.streaming import NodeStream
 from verifiers.answers import AnswerSpec, extract_answer
@@ -221,8 +221,9 @@ class SearchContext:
             exc.problem_id = self.problem.id
             raise
         child_id = self.graph.reserve_child_ids(node.id, 1)[0]
-        text = await self._decode_after(node, ids)
-        eos = getattr(self.engine, "eos_token_id", None)
+        engine = self._token_engine()
+        text = await self._decode_after(engine, node, ids)
+        eos = engine.eos_token_id
         terminal = eos is not None and ids[-1] == eos
         chosen = tuple(token_logprobs)
         child = Node(
@@ -243,18 +244,20 @@ class SearchContext:
         self.budget.usage.nodes += 1
         return self.graph.add_child(child)
 
-    async def _decode_after(self, node: Node, ids: tuple[int, ...]) -> str:
-        decode = getattr(self.engine, "decode", None)
-        if decode is None:
+    def _token_engine(self) -> TokenEngine:
+        if not isinstance(self.engine, TokenEngine):  # recipes and the runner refuse this early
             raise EngineError(
-                f"engine {self.engine.name!r} cannot decode tokens, which ctx.extend needs",
+                f"engine {self.engine.name!r} is not a TokenEngine, which ctx.extend needs",
                 problem_id=self.problem.id,
             )
+        return self.engine
+
+    async def _decode_after(self, engine: TokenEngine, node: Node, ids: tuple[int, ...]) -> str:
         # Decode in context: some tokenizers write a token differently after a prefix.
         prefix = self.graph.full_token_ids(node.id)
-        head = str(await decode(prefix))
-        whole = str(await decode(prefix + ids))
-        return whole[len(head) :] if whole.startswith(head) else str(await decode(ids))
+        head = await engine.decode(prefix)
+        whole = await engine.decode(prefix + ids)
+        return whole[len(head) :] if whole.startswith(head) else await engine.decode(ids)
 
     async def compare(self, pairs: Sequence[tuple[Node, Node]], scorer: str) -> list[Score]:
         """A pairwise scorer's verdict on each pair (no memo: ask each pair once).

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestrator.errors import DatasetError
-from orchestrator.problem import Problem
+from core.errors import DatasetError
+from core.problem import Problem
 from verifiers.answers import AnswerSpec, extract_answer
 
 DatasetFormat = Literal["branchwise", "gsm8k", "math500", "jsonl"]

@@ -13,15 +13,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-import orchestrator.catalog  # noqa: F401 - registers the built-ins
+from core.errors import RecipeError, RegistryError
+from core.scoring import SCORERS, ScorerConfig
 from orchestrator.budget import Budget
 from orchestrator.datasets import DatasetSpec
 from orchestrator.engines.config import ENGINES, EngineConfig
 from orchestrator.engines.types import SamplingSpec
-from orchestrator.errors import RecipeError, RegistryError
 from orchestrator.fingerprint import fingerprint
 from orchestrator.prompting import PromptSpec
-from orchestrator.scoring import SCORERS, ScorerConfig
 from strategies.base import STRATEGIES, StrategyConfig
 from verifiers.answers import AnswerSpec
 from verifiers.grading import GradingSpec
@@ -107,6 +106,13 @@ class Recipe(BaseModel):
                     "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
                     "intrinsic one (e.g. mean_logprob)"
                 )
+        strategy = STRATEGIES.get(self.strategy.name)
+        if strategy.needs_token_engine and not self.engine.token_level:
+            raise ValueError(
+                f"strategy.name: {self.strategy.name} forces tokens onto paths (ctx.extend), "
+                f"which needs an engine that decodes tokens and names its end-of-sequence "
+                f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
+            )
         return self
 
     def fingerprint(self) -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import BranchwiseError
-from orchestrator.graph import SearchGraph
+from core.errors import BranchwiseError
+from core.graph import SearchGraph
 
 
 @dataclass

@@ -12,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
+from core.errors import BranchwiseError, BudgetExhausted, RecipeError
+from core.problem import Problem
+from core.scoring import SCORERS, Scorer, ScorerResources
 from orchestrator.budget import BudgetTracker
 from orchestrator.context import SearchContext
-from orchestrator.engines.base import Engine
-from orchestrator.errors import BranchwiseError, BudgetExhausted
+from orchestrator.engines.base import Engine, TokenEngine
 from orchestrator.lending import LendingPool, PoolSeat
-from orchestrator.problem import Problem
 from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
-from orchestrator.scoring import SCORERS, Scorer, ScorerResources
 from strategies.base import STRATEGIES
 from verifiers.grading import grade
 
@@ -54,6 +54,14 @@ class Orchestrator:
         self.recipe = recipe
         self._owns_engine = engine is None
         self.engine: Engine = engine or recipe.engine.build(recipe.base_dir)
+        strategy = STRATEGIES.get(recipe.strategy.name)
+        if strategy.needs_token_engine and not isinstance(self.engine, TokenEngine):
+            # the recipe's engine kind was checked when it was validated; this one was passed in
+            raise RecipeError(
+                f"strategy {recipe.strategy.name!r} forces tokens onto paths (ctx.extend), "
+                f"which needs a TokenEngine (decode, eos_token_id); engine "
+                f"{self.engine.name!r} is not one"
+            )
         self.scorers = scorers if scorers is not None else build_scorers(recipe, self.engine)
         self.run_id = f"bw{next(_run_ids)}"
 
@@ -92,9 +100,6 @@ class Orchestrator:
                     result.lending = seat.ledger()
 
     async def _solve(self, problem: Problem, seat: PoolSeat | None) -> ProblemResult:
-        learn: Callable[[dict[str, str]], None] | None = getattr(self.engine, "learn", None)
-        if learn is not None and problem.solution is not None:
-            learn({problem.question: problem.solution})
         tracker = BudgetTracker(self.recipe.budget)
         ctx: SearchContext | None = None
         try:

@@ -14,10 +14,10 @@ from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from core.errors import BudgetExhausted, EngineError, EngineTimeout
+from core.graph import Node
 from orchestrator.engines.base import Engine, StreamingEngine
 from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
-from orchestrator.errors import BudgetExhausted, EngineError, EngineTimeout
-from orchestrator.graph import Node
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext

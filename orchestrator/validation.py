@@ -11,8 +11,8 @@ import json
 import re
 from pathlib import Path
 
+from core.errors import RecipeError
 from orchestrator.datasets import load_problems
-from orchestrator.errors import RecipeError
 from orchestrator.recipe import Recipe
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from rewards.confidence import ConfidenceMeasure, predictive_entropy, trace_confidence
 
 _NO_TOPS = "no top-k logprobs on the path (set sampling.logprobs >= 2)"

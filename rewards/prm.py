@@ -28,9 +28,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from rewards.aggregate import StepAggregation
 from rewards.batching import MicroBatcher
 from rewards.pooling import Activation, TokenScoreBackend, class_score

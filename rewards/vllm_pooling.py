@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.errors import ScorerError
+from core.errors import ScorerError
 
 
 class VLLMTokenScores:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from core.errors import BudgetExhausted
+from core.graph import Node
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.selection import majority_vote
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.registry import Registry
+from core.registry import Registry
 from strategies.selection import majority_vote
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ class Strategy(ABC):
 
     config_model: ClassVar[type[StrategyConfig]] = StrategyConfig
     description: ClassVar[str] = ""
+    # True for strategies that force tokens onto paths (``ctx.extend``): they need a
+    # TokenEngine, and a recipe pairing them with another engine is refused.
+    needs_token_engine: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config
@@ -64,4 +67,23 @@ class Strategy(ABC):
         )
 
 
-STRATEGIES: Registry[Strategy] = Registry("strategy", Strategy)
+# The built-in strategies, by import path: each is imported only when a recipe names it.
+BUILTIN_STRATEGIES: dict[str, str] = {
+    "best_of_n": "strategies.best_of_n:BestOfN",
+    "self_consistency": "strategies.self_consistency:SelfConsistency",
+    "adaptive_self_consistency": "strategies.adaptive_consistency:AdaptiveSelfConsistency",
+    "deepconf": "strategies.deepconf:DeepConf",
+    "mbr": "strategies.mbr:MBR",
+    "first_finish": "strategies.first_finish:FirstFinish",
+    "entropy_branching": "strategies.entropy_branching:EntropyBranching",
+    "beam_search": "strategies.beam_search:BeamSearch",
+    "dvts": "strategies.dvts:DVTS",
+    "mcts": "strategies.mcts:MCTS",
+    "ab_mcts": "strategies.ab_mcts:ABMCTS",
+    "particle_filter": "strategies.particle_filter:ParticleFilter",
+    "a_star": "strategies.a_star:AStar",
+}
+
+STRATEGIES: Registry[Strategy] = Registry(
+    "strategy", Strategy, group="branchwise.strategies", builtins=BUILTIN_STRATEGIES
+)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from orchestrator.graph import Node, Score
+from core.graph import Node, Score
 from rewards.aggregate import Aggregation, aggregate_steps
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.sampling import sample_solutions

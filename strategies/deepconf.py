@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from core.errors import BudgetExhausted
+from core.graph import Node
 from rewards.confidence import (
     ConfidenceMeasure,
     SlidingMean,

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node, path_key
+from core.errors import BudgetExhausted
+from core.graph import Node, path_key
 from rewards.aggregate import Aggregation, aggregate_steps
 from rewards.confidence import predictive_entropy
 from strategies.base import SearchResult, Strategy, StrategyConfig
@@ -106,6 +106,7 @@ class EntropyBranching(Strategy):
     """
 
     config_model = EntropyBranchingConfig
+    needs_token_engine = True
     description = "Sample one path and fork into top-k alternatives where token entropy is high."
 
     def __init__(self, config: EntropyBranchingConfig) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.graph import Node
+from core.graph import Node
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.sampling import sample_solutions
 from strategies.selection import argmax

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node, path_key
+from core.errors import BudgetExhausted
+from core.graph import Node, path_key
 from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.resampling import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node
+from core.errors import BudgetExhausted
+from core.graph import Node
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext

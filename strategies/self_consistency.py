@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from orchestrator.graph import Node
+from core.graph import Node
 from rewards.aggregate import Aggregation, aggregate_steps
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.sampling import sample_solutions

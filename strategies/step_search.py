@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node, Score, path_key
+from core.errors import BudgetExhausted
+from core.graph import Node, Score, path_key
 from rewards.aggregate import Aggregation, aggregate_steps
 from strategies.selection import Selection, argmax, majority_vote, weighted_vote
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestrator.graph import path_key
+from core.graph import path_key
 from strategies.resampling import softmax
 
 TreePolicy = Literal["uct", "puct"]

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from orchestrator.graph import Node
+from core.graph import Node
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext

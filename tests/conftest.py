@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator.problem import Problem
+from core.problem import Problem
 from orchestrator.recipe import Recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,3 +51,13 @@ def scripted_recipe(strategy: dict[str, Any], **extra: Any) -> Recipe:
     }
     data.update(extra)
     return parse_recipe(data)
+
+
+def teach(engine: object, problems: Iterable[Problem]) -> None:
+    """Give a scripted engine the problems' reference solutions (its ``learn`` hook).
+
+    Set up by the tests, never by the runner: the production path hands no engine a solution.
+    """
+    learn = getattr(engine, "learn", None)
+    if learn is not None:
+        learn({p.question: p.solution for p in problems if p.solution is not None})

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, PairwiseScorer
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, PairwiseScorer
 from verifiers.judges import JudgeConfig, _Judge
 from verifiers.judging import JudgeClient, parse_choice
 

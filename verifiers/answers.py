@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from core.answers import AnswerSpec, ExtractionMethod
 
-ExtractionMethod = Literal["answer_line", "last_number", "boxed", "gsm8k", "regex"]
+__all__ = ["AnswerSpec", "ExtractionMethod", "extract_answer", "normalise_answer"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 # last_number also reads a fraction written with a slash ("3/4"), not just its denominator
 _LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
 _ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$")
 _GSM8K = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
-
-
-class AnswerSpec(BaseModel):
-    """How a final answer is read from a solution text."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: ExtractionMethod = Field(
-        "answer_line",
-        description="answer_line: 'Answer: X'; last_number; boxed: \\boxed{X}; gsm8k: '#### X'; "
-        "regex: the first group of `pattern`.",
-    )
-    pattern: str | None = Field(None, description="Regex for method=regex (first group wins).")
 
 
 def extract_answer(text: str, spec: AnswerSpec | None = None) -> str | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer
 from verifiers.arithmetic_steps import check_steps, is_correct, parse_question, parse_steps
 
 

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from verifiers.sandbox import SandboxLimits, SandboxResult, run_python
 
 _FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from verifiers.answers import normalise_answer
 
 EquivalenceMode = Literal["exact", "normalised", "math"]

@@ -16,12 +16,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from orchestrator.engines.base import Engine
 from orchestrator.engines.config import ENGINES, EngineConfig
 from orchestrator.engines.types import SamplingSpec
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from verifiers.judging import JudgeClient, JudgeParseError, knockout, parse_choice, parse_score
 
 POINTWISE_SCORE = (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, Scorer
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer
 from verifiers.answers import normalise_answer
 
 

@@ -51,3 +51,23 @@ class StreamingEngine(Engine, Protocol):
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
         """Yield cumulative results as tokens arrive; closing the iterator aborts the request."""
         ...
+
+
+@runtime_checkable
+class TokenEngine(Engine, Protocol):
+    """An engine that works at the level of single tokens (``ctx.extend``).
+
+    Token-level branching forces chosen tokens onto a path: it needs their text, decoded in
+    the context of the path, and to know when a forced token ends the sequence. Engine
+    configs whose engines are TokenEngines say so with ``EngineConfig.token_level``, so a
+    recipe whose strategy needs one is refused when it is validated, not mid-run.
+    """
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The end-of-sequence token; None when the engine's token ids never hold one."""
+        ...
+
+    async def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of token ids, as the engine writes its outputs."""
+        ...

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.registry import Registry
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from orchestrator.engines.base import Engine
@@ -25,6 +25,9 @@ class EngineConfig(BaseModel):
     kind: str = Field(description="Engine kind: vllm, openai or scripted.")
     # Fields that change how fast or where, not what is generated (see orchestrator.fingerprint).
     plumbing: ClassVar[frozenset[str]] = frozenset()
+    # True when the engine it builds is a TokenEngine (decode, eos_token_id): strategies that
+    # force tokens onto a path (``Strategy.needs_token_engine``) need one.
+    token_level: ClassVar[bool] = False
 
     def build(self, base_dir: Path | None = None) -> Engine:
         raise NotImplementedError
@@ -34,6 +37,7 @@ class VLLMEngineConfig(EngineConfig):
     """In-process vLLM. Memory utilisation on CPU is the share of RAM for the KV cache."""
 
     kind: Literal["vllm"] = "vllm"
+    token_level: ClassVar[bool] = True
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager"}
     )
@@ -106,17 +110,34 @@ class ScriptedEngineConfig(EngineConfig):
     """A deterministic stand-in engine that replays reference solutions with errors."""
 
     kind: Literal["scripted"] = "scripted"
-    plumbing: ClassVar[frozenset[str]] = frozenset({"seconds_per_token"})
+    token_level: ClassVar[bool] = True
+    # `solutions`, like the recipe's dataset, says which problems it knows, not how it answers.
+    plumbing: ClassVar[frozenset[str]] = frozenset({"seconds_per_token", "solutions"})
     error_rate: float = Field(0.3, ge=0, le=1, description="Chance that a step goes wrong.")
     seconds_per_token: float = Field(0.0, ge=0, description="Simulated decode latency.")
+    solutions: str | None = Field(
+        None,
+        description="JSONL file (relative to the recipe) of problems whose reference `solution` "
+        "the engine replays; without one it knows no question and answers 'I do not know.'.",
+    )
 
     def build(self, base_dir: Path | None = None) -> Engine:
-        from orchestrator.engines.scripted import ScriptedEngine
+        from orchestrator.engines.scripted import ScriptedEngine, read_solutions
 
-        return ScriptedEngine(error_rate=self.error_rate, seconds_per_token=self.seconds_per_token)
+        solutions = {}
+        if self.solutions is not None:
+            path = Path(self.solutions)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            solutions = read_solutions(path)
+        return ScriptedEngine(
+            error_rate=self.error_rate,
+            seconds_per_token=self.seconds_per_token,
+            solutions=solutions,
+        )
 
 
-ENGINES: Registry[EngineConfig] = Registry("engine", EngineConfig)
+ENGINES: Registry[EngineConfig] = Registry("engine", EngineConfig, group="branchwise.engines")
 ENGINES.register("vllm", VLLMEngineConfig)
 ENGINES.register("openai", OpenAIEngineConfig)
 ENGINES.register("scripted", ScriptedEngineConfig)

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 from asyncio_throttle.throttler import Throttler
 
+from core.errors import EngineError, EngineTimeout
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     GenerationResult,
 )
-from orchestrator.errors import EngineError, EngineTimeout
 from orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:

@@ -9,26 +9,28 @@ per-step error rate, which gives search something real to find.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+from core.errors import EngineError
+from core.seeding import derive_seed
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     GenerationResult,
 )
-from orchestrator.errors import EngineError
 from orchestrator.prompting import (
     CHATML_TEMPLATE,
     ChatMessage,
     RenderedPrompt,
     render_chat_template,
 )
-from orchestrator.seeding import derive_seed
 
 EOS = "\x00"
 _ASSISTANT_TURN = "<|im_start|>assistant\n"
@@ -113,6 +115,27 @@ class ReferencePolicy:
         return found
 
 
+def read_solutions(path: Path) -> dict[str, str]:
+    """Reference solutions by question from a JSONL file of problems (``question``/``solution``)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise EngineError(
+            f"scripted engine: cannot read solutions {path}: {exc.strerror}"
+        ) from None
+    solutions = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"scripted engine: {path}:{number}: not JSON: {exc}") from None
+        if isinstance(record, dict) and record.get("question") and record.get("solution"):
+            solutions[str(record["question"])] = str(record["solution"])
+    return solutions
+
+
 def _alternative_ids(token: int, count: int) -> tuple[int, ...]:
     """Synthetic top-k token ids: the sampled token first, then nearby characters.
 
@@ -164,8 +187,10 @@ class ScriptedEngine:
         error_rate: float = 0.3,
         seconds_per_token: float = 0.0,
         fail_after: int | None = None,
+        solutions: Mapping[str, str] | None = None,
     ) -> None:
-        self.policy: ScriptedPolicy = policy or ReferencePolicy({}, error_rate)
+        """``solutions``: reference solutions by question, for the default policy."""
+        self.policy: ScriptedPolicy = policy or ReferencePolicy(solutions or {}, error_rate)
         self.seconds_per_token = seconds_per_token
         self.fail_after = fail_after
         self.requests: list[GenerationRequest] = []
@@ -173,8 +198,15 @@ class ScriptedEngine:
         self.generated_tokens = 0
         self._cached_blocks: set[tuple[int, ...]] = set()
 
+    eos_token_id: int | None = None
+    """Character-level ids hold no end-of-sequence token: a sample ends by its finish reason."""
+
     def learn(self, solutions: Mapping[str, str]) -> None:
-        """Add reference solutions to the default policy."""
+        """Add reference solutions (by question) to the default policy.
+
+        A hook for tests and fixtures, called by whoever sets the engine up: the runner never
+        hands an engine the problems' solutions.
+        """
         if isinstance(self.policy, ReferencePolicy):
             self.policy.solutions.update(solutions)
 

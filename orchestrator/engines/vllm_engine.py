@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from core.errors import EngineError
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -20,7 +21,6 @@ from orchestrator.engines.types import (
     GenerationResult,
     SamplingSpec,
 )
-from orchestrator.errors import EngineError
 from orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import IO, Self
 
 import httpx
 
-from orchestrator.errors import EngineError
+from core.errors import EngineError
 
 
 def free_port() -> int:

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from core.errors import EngineError
 from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.vllm_engine import VLLMEngine
 from orchestrator.engines.vllm_server import VLLMServer
-from orchestrator.errors import EngineError
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "testbed" / "models" / "policy"

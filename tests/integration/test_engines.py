@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from core.problem import Problem
 from orchestrator.datasets import load_problems
 from orchestrator.engines.config import OpenAIEngineConfig
 from orchestrator.engines.openai_engine import OpenAIEngine
 from orchestrator.engines.types import GenerationRequest, SamplingSpec
 from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.problem import Problem
 from orchestrator.recipe import Recipe, parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from core.problem import Problem
 from orchestrator.datasets import load_problems
 from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator

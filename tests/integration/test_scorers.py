@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from core.problem import Problem
+from core.scoring import Candidate, ScorerResources
 from orchestrator.engines.types import GenerationRequest, SamplingSpec
 from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, ScorerResources
 from rewards.prm import ProcessRewardModel, RewardModelConfig
 from tests.integration.conftest import REPO, EngineLoop, serve
 from tests.tiny_prm import make_tiny_prm

@@ -11,14 +11,15 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from core.problem import Problem
 from orchestrator.budget import Budget, BudgetTracker
 from orchestrator.context import SearchContext
 from orchestrator.engines.scripted import EOS, Continuation, ReferencePolicy, ScriptedEngine
 from orchestrator.engines.types import SamplingSpec
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
+from tests.conftest import teach
 from verifiers.answers import AnswerSpec
 
 PEAKED = (-0.01, -5.0, -6.0, -7.0, -8.0)
@@ -114,6 +115,8 @@ def run_strategy(
         }
     )
 
+    teach(engine, problems)
+
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
             return await orchestrator.run(problems)
@@ -170,6 +173,9 @@ class WholeSampleEngine:
 
     async def decode(self, token_ids):  # type: ignore[no-untyped-def]
         return await self.inner.decode(token_ids)
+
+    async def tokenize_chat(self, messages, *, chat_template=None):  # type: ignore[no-untyped-def]
+        return await self.inner.tokenize_chat(messages, chat_template=chat_template)
 
     def learn(self, solutions):  # type: ignore[no-untyped-def]
         self.inner.learn(solutions)

@@ -8,14 +8,15 @@ from typing import Any
 
 from pydantic import Field
 
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import SCORERS, Candidate, Scorer, ScorerConfig
+from core.seeding import derive_seed
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from orchestrator.scoring import SCORERS, Candidate, Scorer, ScorerConfig
-from orchestrator.seeding import derive_seed
+from tests.conftest import teach
 from verifiers.reference import ReferenceSteps
 
 ORACLES: list[dict[str, Any]] = [
@@ -104,6 +105,7 @@ def run_strategy(
         }
     )
     engine = ScriptedEngine(error_rate=error_rate, seconds_per_token=seconds_per_token)
+    teach(engine, problems)
 
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.graph import Node, SearchGraph, path_key
+from core.graph import Node, SearchGraph, path_key
 from orchestrator.results import ProblemResult
 from strategies.a_star import Frontier
 from tests.conftest import make_problem

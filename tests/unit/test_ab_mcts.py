@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.graph import Node, SearchGraph
+from core.graph import Node, SearchGraph
 from strategies.ab_mcts import ABMCTS, ABMCTSConfig, NodeBelief, choose_action
 from strategies.thompson import BetaPosterior, GaussianPosterior
 from tests.conftest import make_problem

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import RecipeError
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.errors import RecipeError
 from strategies.adaptive_consistency import leader_probability
 from tests.conftest import make_problem
 from tests.unit.sampling_support import generated_in_graph, run_strategy

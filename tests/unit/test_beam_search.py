@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.graph import Node, SearchGraph
+from core.graph import Node, SearchGraph
 from rewards.aggregate import Aggregation, aggregate_steps
 from strategies.step_search import ranked
 from tests.conftest import make_problem

@@ -6,11 +6,12 @@ import asyncio
 
 import pytest
 
+from core.errors import BudgetExhausted
+from core.graph import Node, SearchGraph
 from orchestrator.budget import Budget, BudgetTracker
-from orchestrator.errors import BudgetExhausted
-from orchestrator.graph import Node, SearchGraph
+from orchestrator.engines.scripted import ScriptedEngine
 from orchestrator.runner import Orchestrator
-from tests.conftest import make_problem, scripted_recipe
+from tests.conftest import make_problem, scripted_recipe, teach
 
 
 def test_request_max_tokens_is_clamped_to_what_is_left() -> None:
@@ -64,7 +65,9 @@ def test_usage_matches_the_graph_and_reports_cache_hits() -> None:
     problem = make_problem(0)
 
     async def go() -> None:
-        async with Orchestrator(recipe) as orchestrator:
+        engine = ScriptedEngine()
+        teach(engine, [problem])
+        async with Orchestrator(recipe, engine=engine) as orchestrator:
             result = await orchestrator.solve(problem)
         assert result.graph is not None
         assert result.usage["engine_calls"] == 2

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, ScorerResources
+from core.problem import Problem
+from core.scoring import Candidate, ScorerResources
 from verifiers.code_execution import CodeTests, CodeTestsConfig, extract_code
 from verifiers.sandbox import SandboxLimits, run_python
 

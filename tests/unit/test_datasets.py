@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import DatasetError
 from orchestrator.cli import main
 from orchestrator.datasets import field_map, load_problems
-from orchestrator.errors import DatasetError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "datasets"
 

@@ -126,7 +126,7 @@ def test_online_stops_uncertain_traces_at_the_first_window_below_threshold() -> 
 
 
 def test_online_warmup_must_leave_traces_to_watch() -> None:
-    from orchestrator.errors import RecipeError
+    from core.errors import RecipeError
 
     with pytest.raises(RecipeError, match="warmup"):
         run_strategy(

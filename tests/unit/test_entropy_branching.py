@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import RecipeError
+from core.errors import RecipeError
 from orchestrator.results import ProblemResult
-from tests.conftest import make_problem
+from tests.conftest import make_problem, teach
 from tests.unit.sampling_support import (
     HardSpotPolicy,
     LearningEngine,
@@ -200,7 +200,9 @@ def test_a_resumed_run_gives_later_problems_the_same_share() -> None:
 
     def engine() -> LearningEngine:
         hard = {problems[2].question}
-        return LearningEngine(HardSpotPolicy(hard_line=None, hard_questions=hard))
+        built = LearningEngine(HardSpotPolicy(hard_line=None, hard_questions=hard))
+        teach(built, problems)
+        return built
 
     async def go(finished: dict[str, dict[str, int]]) -> dict[str, ProblemResult]:
         async with Orchestrator(recipe, engine=engine()) as orchestrator:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from core.graph import Node
 from orchestrator.engines.scripted import ScriptedEngine
 from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
-from orchestrator.graph import Node
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
 from strategies.selection import weighted_vote
-from tests.conftest import make_problem, scripted_recipe
+from tests.conftest import make_problem, scripted_recipe, teach
 
 
 class _TimingOut(ScriptedEngine):
@@ -36,9 +36,12 @@ class _StrayCancel(ScriptedEngine):
 def _solve(engine: ScriptedEngine, **extra: object) -> list[ProblemResult]:
     recipe = scripted_recipe({"name": "self_consistency", "n": 3}, **extra)
 
+    problems = [make_problem(0), make_problem(1)]
+    teach(engine, problems)
+
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
-            return await orchestrator.run([make_problem(0), make_problem(1)])
+            return await orchestrator.run(problems)
 
     return asyncio.run(asyncio.wait_for(go(), timeout=10))
 

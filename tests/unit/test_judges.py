@@ -8,10 +8,10 @@ import re
 
 import pytest
 
+from core.problem import Problem
+from core.scoring import Candidate, ScorerResources
 from orchestrator.engines.config import ScriptedEngineConfig
 from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, ScorerResources
 from verifiers.judges import (
     PairwiseJudge,
     PointwiseJudge,

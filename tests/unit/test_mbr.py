@@ -9,11 +9,11 @@ from typing import ClassVar
 
 import pytest
 
+from core.errors import RecipeError
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import SCORERS, Candidate, PairwiseScorer
 from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
-from orchestrator.errors import RecipeError
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.scoring import SCORERS, Candidate, PairwiseScorer
 from strategies.utilities import chrf
 from tests.conftest import make_problem
 from tests.unit.sampling_support import ChoicePolicy, LearningEngine, run_strategy

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from core.errors import EngineError
 from orchestrator.engines.config import OpenAIEngineConfig
 from orchestrator.engines.openai_engine import OpenAIEngine
 from orchestrator.engines.types import GenerationRequest, SamplingSpec
-from orchestrator.errors import EngineError
 
 
 def _completion(body: dict[str, object]) -> dict[str, object]:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import RecipeError
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.errors import RecipeError
 from orchestrator.prompting import ChatMessage, RenderedPrompt
 from orchestrator.recipe import load_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from tests.conftest import make_problem, scripted_recipe
+from tests.conftest import make_problem, scripted_recipe, teach
 
 CHAT = {
     "style": "chat",
@@ -43,6 +43,7 @@ def _solve(prompt: dict[str, object], engine: ScriptedEngine, n: int = 4) -> lis
         strategy, prompt=prompt, scorers=[{"kind": "reference_steps", "name": "oracle"}]
     )
     problems = [make_problem(i) for i in range(n)]
+    teach(engine, problems)
 
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
@@ -93,9 +94,11 @@ def test_chat_template_from_a_file_next_to_the_recipe(tmp_path: Path) -> None:
         "prompt: {style: chat, chat_template: turns.jinja}\n"
     )
     recipe = load_recipe(tmp_path / "r.yaml")
+    engine = ScriptedEngine(error_rate=0.0)
+    teach(engine, [make_problem(0)])
 
     async def go() -> ProblemResult:
-        async with Orchestrator(recipe) as orchestrator:
+        async with Orchestrator(recipe, engine=engine) as orchestrator:
             return await orchestrator.solve(make_problem(0))
 
     result = asyncio.run(go())

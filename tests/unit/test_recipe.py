@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import RecipeError
+from core.errors import RecipeError
 from orchestrator.recipe import load_recipe, parse_recipe
 from strategies.self_consistency import SelfConsistencyConfig
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.problem import Problem
-from orchestrator.scoring import Candidate, ScorerResources
+from core.problem import Problem
+from core.scoring import Candidate, ScorerResources
 from rewards.batching import MicroBatcher
 from rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
 from tests.tiny_prm import make_tiny_prm

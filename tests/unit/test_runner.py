@@ -7,13 +7,13 @@ import contextlib
 import time
 from collections.abc import Sequence
 
+from core.graph import Score
+from core.problem import Problem
+from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from orchestrator.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from tests.conftest import make_problem, scripted_recipe
+from tests.conftest import make_problem, scripted_recipe, teach
 
 
 def _run(
@@ -23,6 +23,7 @@ def _run(
     **extra: object,
 ) -> list[ProblemResult]:
     recipe = scripted_recipe(recipe_strategy, **extra)
+    teach(engine, problems)
 
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
@@ -84,6 +85,7 @@ def test_problems_run_concurrently_up_to_the_limit() -> None:
 def test_cancelling_a_run_aborts_engine_requests() -> None:
     problems = [make_problem(i) for i in range(4)]
     engine = ScriptedEngine(error_rate=0.0, seconds_per_token=0.05)
+    teach(engine, problems)
     recipe = scripted_recipe({"name": "self_consistency", "n": 2})
 
     async def go() -> None:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from core.problem import Problem
 from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.problem import Problem
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
 from strategies.base import STRATEGIES
-from tests.conftest import make_problem
+from tests.conftest import make_problem, teach
 from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS
 
 NAMES = sorted(STRATEGY_CONFIGS)
@@ -37,6 +37,7 @@ def _run(
         }
     )
     engine = ScriptedEngine(error_rate=0.25)
+    teach(engine, problems)
 
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:

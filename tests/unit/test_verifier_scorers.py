@@ -7,9 +7,8 @@ import math
 
 import pytest
 
-from orchestrator.catalog import register_builtins
-from orchestrator.problem import Problem
-from orchestrator.scoring import SCORERS, Candidate, ScorerConfig, ScorerResources
+from core.problem import Problem
+from core.scoring import SCORERS, Candidate, ScorerConfig, ScorerResources
 from rewards.aggregate import StepAggregation, aggregate_steps
 from rewards.intrinsic import self_certainty
 from verifiers.equivalence import AnswerEquivalence, AnswerEquivalenceConfig, answers_equivalent
@@ -33,7 +32,6 @@ def cand(text: str, answer: str | None = None, **extra: object) -> Candidate:
 
 
 def build(kind: str, **config: object) -> object:
-    register_builtins()
     cls = SCORERS.get(kind)
     return cls(cls.config_model(kind=kind, **config), ScorerResources())
 
@@ -131,7 +129,6 @@ def test_step_aggregation_keeps_the_plain_functions_and_adds_two() -> None:
 
 
 def test_every_registered_scorer_has_a_description_and_documented_fields() -> None:
-    register_builtins()
     for name, cls in SCORERS:
         assert cls.description, name
         for field_name, info in cls.config_model.model_fields.items():

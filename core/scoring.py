@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.graph import Score
-from orchestrator.problem import Problem
-from orchestrator.registry import Registry
+from core.graph import Score
+from core.problem import Problem
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from orchestrator.engines.base import Engine
@@ -106,4 +106,27 @@ class PairwiseScorer(Scorer):
         """One score per pair, in order; raise only if the whole batch failed."""
 
 
-SCORERS: Registry[Scorer] = Registry("scorer", Scorer)
+# The built-in verifiers and reward models, by import path: each is imported only when a
+# recipe (or `branchwise scorers`) names it, and this module imports none of them.
+BUILTIN_SCORERS: dict[str, str] = {
+    "reference_answer": "verifiers.reference:ReferenceAnswer",
+    "reference_steps": "verifiers.reference:ReferenceSteps",
+    "agreement_judge": "verifiers.agreement_judge:AgreementJudge",
+    "mean_logprob": "rewards.intrinsic:MeanLogprob",
+    "perplexity": "rewards.intrinsic:Perplexity",
+    "self_certainty": "rewards.intrinsic:SelfCertainty",
+    "token_entropy": "rewards.intrinsic:TokenEntropy",
+    "group_confidence": "rewards.intrinsic:GroupConfidence",
+    "answer_equivalence": "verifiers.equivalence:AnswerEquivalence",
+    "arithmetic_steps": "verifiers.arithmetic_scorer:ArithmeticSteps",
+    "code_tests": "verifiers.code_execution:CodeTests",
+    "judge_pointwise": "verifiers.judges:PointwiseJudge",
+    "judge_pairwise": "verifiers.judges:PairwiseJudge",
+    "judge_tournament": "verifiers.judges:TournamentJudge",
+    "prm": "rewards.prm:ProcessRewardModel",
+    "orm": "rewards.prm:OutcomeRewardModel",
+}
+
+SCORERS: Registry[Scorer] = Registry(
+    "scorer", Scorer, group="branchwise.scorers", builtins=BUILTIN_SCORERS
+)

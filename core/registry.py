@@ -1,19 +1,21 @@
 """Name registries for the extension points (strategies, scorers, engines).
 
 Entries may be classes or lazy ``"module:attr"`` strings, so a torch-heavy scorer is imported
-only when a recipe names it. Third-party packages add entries through the entry-point group
-``branchwise.<kind>`` (e.g. ``branchwise.strategies``).
+only when a recipe names it. Third-party packages add entries through the registry's
+entry-point group: ``branchwise.strategies``, ``branchwise.scorers``, ``branchwise.engines``
+(an entry ``name = "package.module:Class"``). An entry point never replaces a name already
+registered; a registry reads its group once, on first use.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from orchestrator.errors import RegistryError
+from core.errors import RegistryError
 
 T = TypeVar("T")
 
@@ -21,10 +23,15 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to subclasses of ``base``; rejects duplicates and suggests near names."""
 
-    def __init__(self, kind: str, base: type[Any]) -> None:
+    def __init__(
+        self, kind: str, base: type[Any], *, group: str, builtins: Mapping[str, str] | None = None
+    ) -> None:
+        """``kind``: the singular name used in messages; ``group``: the entry-point group;
+        ``builtins``: the package's own entries, as lazy ``"module:attr"`` strings."""
         self.kind = kind
         self.base = base
-        self._entries: dict[str, type[T] | str] = {}
+        self.group = group
+        self._entries: dict[str, type[T] | str] = dict(builtins or {})
         self._plugins_loaded = False
 
     def register(self, name: str, target: type[T] | str) -> None:
@@ -68,6 +75,6 @@ class Registry(Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for entry in entry_points(group=f"branchwise.{self.kind}s"):
+        for entry in entry_points(group=self.group):
             if entry.name not in self._entries:
                 self._entries[entry.name] = entry.value

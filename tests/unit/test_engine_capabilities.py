@@ -1,0 +1,68 @@
+"""Engine capabilities are declared: token-level strategies need a TokenEngine, checked early."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from core.errors import RecipeError
+from orchestrator.engines.base import TokenEngine
+from orchestrator.engines.config import ENGINES, OpenAIEngineConfig
+from orchestrator.engines.openai_engine import OpenAIEngine
+from orchestrator.engines.scripted import ScriptedEngine
+from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.recipe import load_recipe, parse_recipe
+from orchestrator.runner import Orchestrator
+from strategies.base import STRATEGIES
+from tests.conftest import REPO
+
+ENTROPY = {"name": "entropy_branching", "entropy_threshold": 0.5}
+
+
+def test_a_token_level_strategy_on_an_engine_that_cannot_decode_fails_validation() -> None:
+    openai = {"kind": "openai", "base_urls": ["http://localhost:1"], "model": "m"}
+    with pytest.raises(RecipeError, match=r"entropy_branching forces tokens.*'openai' cannot"):
+        parse_recipe({"engine": openai, "strategy": ENTROPY})
+    parse_recipe({"engine": {"kind": "scripted"}, "strategy": ENTROPY})  # it can
+    parse_recipe({"engine": openai, "strategy": {"name": "self_consistency"}})  # no need
+
+
+def test_a_passed_in_engine_that_cannot_decode_is_refused_before_the_run() -> None:
+    recipe = parse_recipe({"engine": {"kind": "scripted"}, "strategy": ENTROPY})
+    fleet = OpenAIEngine(OpenAIEngineConfig(base_urls=["http://localhost:1"], model="m"))
+    with pytest.raises(RecipeError, match="needs a TokenEngine"):
+        Orchestrator(recipe, engine=fleet)
+
+
+def test_declared_token_level_engines_are_token_engines() -> None:
+    assert isinstance(ScriptedEngine(), TokenEngine)
+    for name, config in ENGINES:
+        built = {"vllm": VLLMEngine, "openai": OpenAIEngine, "scripted": ScriptedEngine}[name]
+        has = all(hasattr(built, attr) for attr in ("decode", "eos_token_id"))
+        assert config.token_level == has, name
+    assert [n for n, s in STRATEGIES if s.needs_token_engine] == ["entropy_branching"]
+
+
+def test_a_scripted_recipe_names_the_solutions_its_engine_replays() -> None:
+    recipe = load_recipe(REPO / "examples" / "recipes" / "best_of_n_oracle_scripted.yaml")
+    engine = recipe.engine.build(recipe.base_dir)
+    assert isinstance(engine, ScriptedEngine)
+    question = "Zed has 36 cards. He loses 20. He buys 44 more. How many cards now?"
+
+    async def first_line() -> str:
+        ids = await engine.tokenize(question + "\n")
+        from orchestrator.engines.types import GenerationRequest, SamplingSpec
+
+        spec = SamplingSpec(max_tokens=20, stop=("\n",), seed=0)
+        result = await engine.generate(GenerationRequest("t", ids, spec))
+        return result.completions[0].text
+
+    assert asyncio.run(first_line()).startswith("36-20=")
+
+
+def test_solutions_do_not_change_the_recipe_fingerprint(tmp_path: Path) -> None:
+    base = {"engine": {"kind": "scripted"}, "strategy": {"name": "self_consistency"}}
+    with_file = {**base, "engine": {"kind": "scripted", "solutions": "x.jsonl"}}
+    assert parse_recipe(base).fingerprint() == parse_recipe(with_file).fingerprint()
