@@ -110,7 +110,7 @@ def _check_graph(loop: EngineLoop, engine: VLLMEngine, graph: SearchGraph) -> tu
             # vLLM's own text stops right after the delimiter's first occurrence
             cut = node.text.find(DELIMITER)
             assert cut >= 0 or DELIMITER in text, f"{node.id} ended a step without the delimiter"
-            if 0 <= cut and cut + len(DELIMITER) < len(node.text):
+            if cut >= 0 and cut + len(DELIMITER) < len(node.text):
                 carried += 1
         # a path of step nodes has one step per node (blank ones joined), in node order
         steps = path_steps(((n.text, ends_step(n)) for n in path), DELIMITER)
