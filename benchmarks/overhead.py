@@ -30,6 +30,7 @@ from orchestrator.datasets import load_problems
 from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.types import GenerationRequest
 from orchestrator.engines.vllm_engine import VLLMEngine, to_sampling_params
+from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe, parse_recipe
 from orchestrator.runner import Orchestrator
 
@@ -72,7 +73,9 @@ async def raw(
     llm = engine.llm
     prepared = []
     for problem in problems:
-        ids = await engine.tokenize(problem.prompt(recipe.prompt_template))
+        ids = (
+            await render_prompt(recipe.prompt, problem.question, engine, recipe.base_dir)
+        ).token_ids
         spec = recipe.sampling.model_copy(
             update={"seed": derive_seed(recipe.seed, problem.id, "r.0")}
         )

@@ -9,14 +9,16 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from core.errors import BranchwiseError
 from core.problem import Problem
-from orchestrator.datasets import load_problems
+from orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
 from orchestrator.recipe import Recipe, load_recipe
 from orchestrator.report import summarise
 from orchestrator.results import ProblemResult, ResultStore
 from orchestrator.runner import Orchestrator
+from orchestrator.validation import check_resources
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", type=Path)
     run.add_argument("--question", action="append", help="solve this question (repeatable)")
     run.add_argument("--limit", type=int, help="only the first N dataset problems")
+    run.add_argument("--dataset", type=Path, help="JSONL problems instead of the recipe's")
+    run.add_argument(
+        "--format",
+        choices=get_args(DatasetFormat),
+        help="--dataset's format (default: the recipe's, else branchwise)",
+    )
+    run.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="PART=KEY",
+        help="which JSONL key holds a part (id, question, answer, solution), e.g. "
+        "question=Problem; repeatable",
+    )
     run.add_argument("--out", type=Path, help="JSONL results; a rerun resumes from it")
     run.add_argument("--traces", action="store_true", help="store each search graph in --out")
     run.add_argument(
@@ -53,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a recipe without running it")
     validate.add_argument("recipe", type=Path)
+    validate.add_argument(
+        "--static",
+        action="store_true",
+        help="check the recipe alone: no model folders, tokenizers or datasets looked at "
+        "(for recipes of checkpoints that are not on this machine)",
+    )
     validate.set_defaults(handler=_validate)
 
     strategies = sub.add_parser("strategies", help="list registered strategies")
@@ -67,12 +89,40 @@ def _problems(recipe: Recipe, args: argparse.Namespace) -> list[Problem]:
     if args.question:
         # ids from the text, so a rerun with other questions never "resumes" old answers
         return [Problem(id=question_id(q), question=q) for q in dict.fromkeys(args.question)]
-    if recipe.dataset is None:
-        raise BranchwiseError("the recipe has no `dataset`; pass --question")
-    limit = args.limit or recipe.dataset.limit
+    if args.limit is not None and args.limit < 1:
+        raise BranchwiseError(f"--limit must be at least 1, got {args.limit}")
+    overrides = _field_overrides(args.field)
+    if args.dataset is not None:
+        spec = DatasetSpec(
+            path=str(args.dataset.resolve()),
+            format=args.format or (recipe.dataset.format if recipe.dataset else "branchwise"),
+            fields={**(recipe.dataset.fields if recipe.dataset else {}), **overrides},
+        )
+    elif recipe.dataset is not None:
+        spec = recipe.dataset.model_copy(
+            update={
+                "format": args.format or recipe.dataset.format,
+                "fields": {**recipe.dataset.fields, **overrides},
+            }
+        )
+    else:
+        raise BranchwiseError("the recipe has no `dataset`; pass --dataset or --question")
     return load_problems(
-        recipe.resolve(recipe.dataset.path), format=recipe.dataset.format, limit=limit
+        recipe.resolve(spec.path),
+        format=spec.format,
+        fields=field_map(spec.format, spec.fields),
+        limit=args.limit or spec.limit,
     )
+
+
+def _field_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        part, sep, key = pair.partition("=")
+        if not sep or not part or not key:
+            raise BranchwiseError(f"--field {pair!r}: expected PART=KEY, e.g. question=Problem")
+        overrides[part.strip()] = key.strip()
+    return overrides
 
 
 def question_id(question: str) -> str:
@@ -138,12 +188,16 @@ def _line(result: ProblemResult) -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
+    notes = [] if args.static else check_resources(recipe)
     summary = {
         "engine": recipe.engine.kind,
         "strategy": recipe.strategy.name,
         "scorers": [s.alias for s in recipe.scorers],
+        "checked": "recipe only (--static)" if args.static else "recipe, files and datasets",
     }
     print(f"{args.recipe}: ok {json.dumps(summary)}")
+    for note in notes:
+        print(f"  note: {note}")
     return 0
 
 

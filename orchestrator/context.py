@@ -26,6 +26,7 @@ from orchestrator.engines.types import (
 )
 from orchestrator.lending import PoolSeat
 from orchestrator.score_memo import ScoreMemo
+from orchestrator.steps import path_steps
 from orchestrator.streaming import NodeStream
 from verifiers.answers import AnswerSpec, extract_answer
 
@@ -297,7 +298,7 @@ class SearchContext:
         return Candidate(
             node_id=node.id,
             prompt=path[0].text,
-            steps=split_steps("".join(n.text for n in path[1:]), self.step_delimiter),
+            steps=path_steps(((n.text, ends_step(n)) for n in path[1:]), self.step_delimiter),
             answer=node.answer,
             terminal=node.terminal,
             token_logprobs=tuple(logprobs),
@@ -372,13 +373,9 @@ class SearchContext:
         return node
 
 
-def split_steps(text: str, delimiter: str) -> tuple[str, ...]:
-    """Steps of a solution text, each keeping its delimiter; an empty tail is dropped."""
-    parts = text.split(delimiter)
-    steps = [part + delimiter for part in parts[:-1]]
-    if parts[-1]:
-        steps.append(parts[-1])
-    return tuple(steps)
+def ends_step(node: Node) -> bool:
+    """Whether generation stopped this node at a stop string (the step delimiter)."""
+    return node.finish_reason == "stop" and not node.terminal
 
 
 def _with_answer(node: Node, answer: str | None) -> Node:

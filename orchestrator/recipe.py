@@ -8,7 +8,7 @@ file, the key path, the bad value and what was expected.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,24 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from core.errors import RecipeError, RegistryError
 from core.scoring import SCORERS, ScorerConfig
 from orchestrator.budget import Budget
+from orchestrator.datasets import DatasetSpec
 from orchestrator.engines.config import ENGINES, EngineConfig
 from orchestrator.engines.types import SamplingSpec
 from orchestrator.fingerprint import fingerprint
+from orchestrator.prompting import PromptSpec
 from strategies.base import STRATEGIES, StrategyConfig
 from verifiers.answers import AnswerSpec
-
-
-class DatasetSpec(BaseModel):
-    """Where the problems come from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: str = Field(description="JSONL file (relative to the recipe).")
-    format: Literal["branchwise", "gsm8k"] = Field(
-        "branchwise",
-        description="branchwise: id/question/answer[/solution]; gsm8k: question/answer '#### x'.",
-    )
-    limit: int | None = Field(None, ge=1, description="Use only the first `limit` problems.")
+from verifiers.grading import GradingSpec
 
 
 class Recipe(BaseModel):
@@ -45,9 +35,19 @@ class Recipe(BaseModel):
     strategy: StrategyConfig = Field(description="The strategy and its hyperparameters.")
     scorers: list[ScorerConfig] = Field(default_factory=list, description="Verifiers and RMs.")
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Sampling defaults.")
-    step_delimiter: str = Field("\n", min_length=1, description="Text that ends a step.")
-    prompt_template: str = Field("{question}\n", description="Prompt; `{question}` is filled.")
+    step_delimiter: str = Field(
+        "\n",
+        min_length=1,
+        description="Text that ends a step (a step ends with the token that completes it; "
+        "see orchestrator.steps).",
+    )
+    prompt: PromptSpec = Field(
+        default_factory=PromptSpec, description="How a problem becomes the prompt."
+    )
     answer: AnswerSpec = Field(default_factory=AnswerSpec, description="Answer extraction.")
+    grading: GradingSpec = Field(
+        default_factory=GradingSpec, description="How reported accuracy compares answers."
+    )
     budget: Budget = Field(default_factory=Budget, description="Per-problem limits.")
     seed: int = Field(0, description="Run seed; per-node seeds derive from it.")
     concurrency: int = Field(64, ge=1, description="Problems searched at once.")
@@ -62,6 +62,11 @@ class Recipe(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if "prompt_template" in data:
+            raise ValueError(
+                "prompt_template: replaced by the `prompt` section; write "
+                "`prompt: {template: ...}` (plain) or `prompt: {style: chat, system: ...}`"
+            )
         if isinstance(data.get("engine"), dict):
             data["engine"] = _validate_entry(ENGINES, data["engine"], "engine", "kind", None)
         if isinstance(data.get("strategy"), dict):
@@ -108,8 +113,6 @@ class Recipe(BaseModel):
                 f"which needs an engine that decodes tokens and names its end-of-sequence "
                 f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
             )
-        if "{question}" not in self.prompt_template:
-            raise ValueError("prompt_template: must contain {question}")
         return self
 
     def fingerprint(self) -> str:

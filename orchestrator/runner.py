@@ -24,10 +24,11 @@ from orchestrator.budget import BudgetTracker
 from orchestrator.context import SearchContext
 from orchestrator.engines.base import Engine, TokenEngine
 from orchestrator.lending import LendingPool, PoolSeat
+from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
 from strategies.base import STRATEGIES
-from verifiers.reference import answers_match
+from verifiers.grading import grade
 
 log = logging.getLogger(__name__)
 _run_ids = itertools.count()
@@ -103,12 +104,13 @@ class Orchestrator:
         tracker = BudgetTracker(self.recipe.budget)
         ctx: SearchContext | None = None
         try:
-            prompt = problem.prompt(self.recipe.prompt_template)
-            prompt_ids = await self.engine.tokenize(prompt)
+            prompt = await render_prompt(
+                self.recipe.prompt, problem.question, self.engine, self.recipe.base_dir
+            )
             ctx = SearchContext(
                 problem=problem,
-                prompt=prompt,
-                prompt_token_ids=prompt_ids,
+                prompt=prompt.text,
+                prompt_token_ids=prompt.token_ids,
                 engine=self.engine,
                 sampling=self.recipe.sampling,
                 step_delimiter=self.recipe.step_delimiter,
@@ -126,7 +128,7 @@ class Orchestrator:
                 outcome = strategy.anytime(ctx)
             correct = None
             if problem.reference is not None:
-                correct = answers_match(outcome.answer, problem.reference)
+                correct = grade(outcome.answer, problem.reference, self.recipe.grading)
             return ProblemResult(
                 problem_id=problem.id,
                 answer=outcome.answer,

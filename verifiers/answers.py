@@ -9,6 +9,8 @@ from core.answers import AnswerSpec, ExtractionMethod
 __all__ = ["AnswerSpec", "ExtractionMethod", "extract_answer", "normalise_answer"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# last_number also reads a fraction written with a slash ("3/4"), not just its denominator
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
 _ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$")
 _GSM8K = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 
@@ -26,8 +28,8 @@ def extract_answer(text: str, spec: AnswerSpec | None = None) -> str | None:
     elif spec.method == "boxed":
         raw = _last_boxed(text)
     elif spec.method == "last_number":
-        numbers = _NUMBER.findall(text)
-        raw = numbers[-1] if numbers else None
+        numbers = _LAST_NUMBER.findall(text)
+        raw = numbers[-1].replace(" ", "") if numbers else None
     else:
         if spec.pattern is None:
             raise ValueError("answer method 'regex' needs a pattern")
@@ -41,6 +43,9 @@ def normalise_answer(raw: str) -> str | None:
     value = raw.strip().rstrip(".").strip()
     if value.startswith("$") and value.endswith("$") and len(value) > 1:
         value = value[1:-1].strip()
+    for currency in ("\\$", "$"):  # "$18" and "\$18" state the number 18
+        if value.startswith(currency) and _NUMBER.fullmatch(value[len(currency) :].strip()):
+            value = value[len(currency) :].strip()
     if _NUMBER.fullmatch(value):
         value = value.replace(",", "")
         if "." in value:

@@ -67,8 +67,9 @@ def _math_equal(answer: str, reference: str, timeout_seconds: int) -> bool:
 
 
 def _as_math(text: str) -> str:
-    """Wrap bare LaTeX in ``$...$`` so math-verify's LaTeX extractor finds it without anchors."""
-    if "\\" in text and "$" not in text:
+    """Wrap a bare answer in ``$...$``: math-verify reads LaTeX only inside math delimiters,
+    and without them reads ``(1, 2)`` as its last number."""
+    if "$" not in text and not text.startswith(("\\(", "\\[")):
         return f"${text}$"
     return text
 

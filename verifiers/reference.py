@@ -40,8 +40,8 @@ class ReferenceSteps(Scorer):
     """Oracle step scores: step i is 1.0 while the path matches the reference solution.
 
     Once a step departs from the reference, it and every later step score 0.0. It needs the
-    problem's ``solution`` (one step per line) and is meant for tests and for measuring how
-    far a learned PRM is from perfect.
+    problem's ``solution`` (one step per non-blank line) and is meant for tests and for
+    measuring how far a learned PRM is from perfect.
     """
 
     description = "Oracle PRM: 1 per step while the path follows the reference solution."
@@ -50,7 +50,8 @@ class ReferenceSteps(Scorer):
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
         if problem.solution is None:
             raise ValueError(f"problem {problem.id} has no reference solution")
-        reference = [line.strip() for line in problem.solution.strip().split("\n")]
+        # one step per non-blank line: "\n"- and "\n\n"-delimited solutions alike
+        reference = [line.strip() for line in problem.solution.split("\n") if line.strip()]
         scores = []
         for c in candidates:
             values: list[float] = []

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from orchestrator.engines.types import GenerationRequest, GenerationResult
+from orchestrator.prompting import ChatMessage, RenderedPrompt
 
 
 @runtime_checkable
@@ -25,6 +26,12 @@ class Engine(Protocol):
 
     async def tokenize(self, text: str) -> tuple[int, ...]:
         """Token ids of a prompt text, exactly as the engine would encode it."""
+        ...
+
+    async def tokenize_chat(
+        self, messages: Sequence[ChatMessage], *, chat_template: str | None = None
+    ) -> RenderedPrompt:
+        """The model's chat template (or ``chat_template``) with the generation prompt."""
         ...
 
     async def __aenter__(self) -> Self: ...

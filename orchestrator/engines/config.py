@@ -77,7 +77,7 @@ class OpenAIEngineConfig(EngineConfig):
     kind: Literal["openai"] = "openai"
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"base_urls", "timeout", "max_retries", "backoff_seconds", "requests_per_second",
-         "max_concurrency", "api_key_env"}
+         "max_concurrency", "api_key_env", "tokenizer"}
     )  # fmt: skip
     base_urls: list[str] = Field(min_length=1, description="Server roots, e.g. http://h:8000.")
     model: str = Field(description="Model name the servers serve.")
@@ -89,11 +89,21 @@ class OpenAIEngineConfig(EngineConfig):
     )
     max_concurrency: int = Field(64, ge=1, description="Most requests in flight at once.")
     api_key_env: str | None = Field(None, description="Environment variable with an API key.")
+    tokenizer: str | None = Field(
+        None,
+        description="The served model's tokenizer folder (relative to the recipe): render "
+        "prompts and decode here instead of asking the server's /tokenize and /detokenize.",
+    )
 
     def build(self, base_dir: Path | None = None) -> Engine:
         from orchestrator.engines.openai_engine import OpenAIEngine
 
-        return OpenAIEngine(self)
+        config = self
+        if self.tokenizer is not None and base_dir is not None:
+            path = Path(self.tokenizer)
+            if not path.is_absolute():
+                config = self.model_copy(update={"tokenizer": str((base_dir / path).resolve())})
+        return OpenAIEngine(config)
 
 
 class ScriptedEngineConfig(EngineConfig):

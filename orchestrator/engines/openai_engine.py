@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -26,6 +28,7 @@ from orchestrator.engines.types import (
     GenerationRequest,
     GenerationResult,
 )
+from orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:
     from orchestrator.engines.config import OpenAIEngineConfig
@@ -47,6 +50,7 @@ class OpenAIEngine:
         self.servers = [url.rstrip("/") for url in config.base_urls]
         self._inflight = [0] * len(self.servers)
         self._transport = transport
+        self._tokenizer: Any = None
         self._client: httpx.AsyncClient | None = None
         self._limit = asyncio.Semaphore(config.max_concurrency)
         self._throttle = _throttler(config.requests_per_second)
@@ -84,9 +88,72 @@ class OpenAIEngine:
         return self._client
 
     async def tokenize(self, text: str) -> tuple[int, ...]:
+        tokenizer = self._local_tokenizer()
+        if tokenizer is not None:
+            return tuple(int(t) for t in tokenizer.encode(text, add_special_tokens=True))
         body = {"model": self.config.model, "prompt": text, "add_special_tokens": True}
         data = await self._post("/tokenize", body, affinity=None, request_id="tokenize")
         return tuple(int(t) for t in data["tokens"])
+
+    async def tokenize_chat(
+        self, messages: Sequence[ChatMessage], *, chat_template: str | None = None
+    ) -> RenderedPrompt:
+        """The served model's chat template (or ``chat_template``), with the generation prompt.
+
+        Rendered by the local tokenizer when the config names one, else by the server's
+        ``/tokenize`` (a ``chat_template`` from the recipe then needs the server started with
+        ``--trust-request-chat-template``).
+        """
+        turns = [m.as_dict() for m in messages]
+        tokenizer = self._local_tokenizer()
+        if tokenizer is not None:
+            text = str(
+                tokenizer.apply_chat_template(
+                    turns, tokenize=False, add_generation_prompt=True, chat_template=chat_template
+                )
+            )
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            return RenderedPrompt(text, tuple(int(t) for t in ids))
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": turns,
+            "add_generation_prompt": True,
+            "add_special_tokens": False,
+        }
+        if chat_template is not None:
+            body["chat_template"] = chat_template
+        data = await self._post("/tokenize", body, affinity=None, request_id="tokenize-chat")
+        ids = tuple(int(t) for t in data["tokens"])
+        return RenderedPrompt(await self._detokenize(ids), ids)
+
+    async def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of token ids (special tokens skipped when decoded locally)."""
+        tokenizer = self._local_tokenizer()
+        if tokenizer is not None:
+            return str(tokenizer.decode(list(token_ids), skip_special_tokens=True))
+        return await self._detokenize(tuple(token_ids))
+
+    async def _detokenize(self, token_ids: tuple[int, ...]) -> str:
+        body = {"model": self.config.model, "tokens": list(token_ids)}
+        data = await self._post("/detokenize", body, affinity=None, request_id="detokenize")
+        return str(data["prompt"])
+
+    def _local_tokenizer(self) -> Any:
+        """The tokenizer named by the config (loaded once), or None to ask the server."""
+        if self.config.tokenizer is None:
+            return None
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self.config.tokenizer, local_files_only=True
+                )
+            except (OSError, ValueError) as exc:
+                raise EngineError(
+                    f"engine.tokenizer: cannot load {self.config.tokenizer}: {exc}"
+                ) from None
+        return self._tokenizer
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         s = request.sampling
@@ -100,7 +167,7 @@ class OpenAIEngine:
             "top_k": s.top_k,
             "min_p": s.min_p,
             "stop": list(s.stop),
-            "include_stop_str_in_output": s.include_stop_in_output,
+            "include_stop_str_in_output": True,
             "return_token_ids": True,
             "return_tokens_as_token_ids": True,
             "skip_special_tokens": True,
@@ -112,7 +179,22 @@ class OpenAIEngine:
         data = await self._post(
             "/v1/completions", body, affinity=request.affinity, request_id=request.request_id
         )
-        return _to_result(data, request)
+        return await self._with_whole_tokens(_to_result(data, request))
+
+    async def _with_whole_tokens(self, result: GenerationResult) -> GenerationResult:
+        """Completions whose text is the decode of all their tokens.
+
+        The server cuts a completion's text at the stop string, even when the stop string
+        ends inside the last token; only completions a stop string ended can be short, so
+        only those are decoded again (locally, or by the server's ``/detokenize``).
+        """
+        fixed = list(result.completions)
+        for index, completion in enumerate(fixed):
+            if completion.ended_by_stop_string:
+                text = await self.decode(completion.token_ids)
+                if text != completion.text:
+                    fixed[index] = replace(completion, text=text)
+        return replace(result, completions=tuple(fixed))
 
     def _pick_server(self, affinity: str | None, attempt: int) -> int:
         if affinity is not None:

@@ -25,8 +25,15 @@ from orchestrator.engines.types import (
     GenerationRequest,
     GenerationResult,
 )
+from orchestrator.prompting import (
+    CHATML_TEMPLATE,
+    ChatMessage,
+    RenderedPrompt,
+    render_chat_template,
+)
 
 EOS = "\x00"
+_ASSISTANT_TURN = "<|im_start|>assistant\n"
 _OFFSET = 3
 _BLOCK = 16
 
@@ -67,7 +74,10 @@ class ReferencePolicy:
             return Continuation("I do not know.\n" + EOS, (-3.0,) * 16)
         reference = self.solutions[question].rstrip("\n").split("\n")
         generated = prompt.split(question, 1)[1]
-        generated = generated[1:] if generated.startswith("\n") else generated
+        if _ASSISTANT_TURN in generated:  # a chat prompt: the answer starts after the header
+            generated = generated.split(_ASSISTANT_TURN, 1)[1]
+        elif generated.startswith("\n"):
+            generated = generated[1:]
         done = generated.split("\n")
         finished_lines, partial = done[:-1], done[-1]
         offset = _first_offset(finished_lines, reference)
@@ -221,6 +231,13 @@ class ScriptedEngine:
     async def tokenize(self, text: str) -> tuple[int, ...]:
         return tuple(ord(ch) + _OFFSET for ch in text)
 
+    async def tokenize_chat(
+        self, messages: Sequence[ChatMessage], *, chat_template: str | None = None
+    ) -> RenderedPrompt:
+        """ChatML (or ``chat_template``), one token per character like every scripted prompt."""
+        text = render_chat_template(chat_template or CHATML_TEMPLATE, messages)
+        return RenderedPrompt(text, await self.tokenize(text))
+
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(t - _OFFSET) for t in token_ids if t >= _OFFSET)
 
@@ -283,8 +300,6 @@ class ScriptedEngine:
         if cut > spec.max_tokens:
             cut, finish, stop_reason = spec.max_tokens, "length", None
         kept = text[:cut]
-        if stop_reason is not None and not spec.include_stop_in_output:
-            kept = kept[: -len(stop_reason)]
         token_ids = tuple(ord(ch) + _OFFSET for ch in text[:cut])
         chosen = tuple(logprobs[:cut]) if spec.logprobs is not None else ()
         tops: tuple[tuple[float, ...], ...] = ()

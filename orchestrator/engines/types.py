@@ -25,9 +25,10 @@ class SamplingSpec(BaseModel):
     top_k: int = Field(0, ge=0, description="Sample among the k likeliest tokens; 0 disables.")
     min_p: float = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below min_p * p(top).")
     seed: int | None = Field(None, description="Per-request sampling seed.")
-    stop: tuple[str, ...] = Field((), description="Stop strings (e.g. the step delimiter).")
-    include_stop_in_output: bool = Field(
-        True, description="Keep the matched stop string in the text (steps keep their newline)."
+    stop: tuple[str, ...] = Field(
+        (),
+        description="Stop strings (e.g. the step delimiter). Generation ends with the token "
+        "that completes one; that whole token is kept (see Completion.text).",
     )
     logprobs: int | None = Field(
         None, ge=0, le=20, description="Top-k logprobs per generated token; None for none."
@@ -52,6 +53,8 @@ class Completion:
 
     token_ids: tuple[int, ...]
     text: str
+    """Always the decode of ``token_ids`` (special tokens skipped), even when a stop string
+    ended inside the last token: a node's text and its token ids never disagree."""
     finish_reason: FinishReason
     stop_reason: str | int | None = None
     """The stop string (or stop token) that ended generation; None for EOS or length."""

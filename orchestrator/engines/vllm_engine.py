@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -21,6 +21,7 @@ from orchestrator.engines.types import (
     GenerationResult,
     SamplingSpec,
 )
+from orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:
     from orchestrator.engines.config import VLLMEngineConfig
@@ -107,9 +108,32 @@ class VLLMEngine:
         self.llm  # noqa: B018 - raise early if not started
         return tuple(int(t) for t in self._tokenizer.encode(text, add_special_tokens=True))
 
+    async def tokenize_chat(
+        self, messages: Sequence[ChatMessage], *, chat_template: str | None = None
+    ) -> RenderedPrompt:
+        """Render the model's chat template (or ``chat_template``) with the generation prompt."""
+        self.llm  # noqa: B018 - raise early if not started
+        try:
+            text = self._tokenizer.apply_chat_template(
+                [m.as_dict() for m in messages],
+                tokenize=False,
+                add_generation_prompt=True,
+                chat_template=chat_template,
+            )
+        except (ValueError, TypeError) as exc:  # no template, or one that raises
+            raise EngineError(f"chat template of {self.model_path} failed: {exc}") from None
+        ids = self._tokenizer.encode(str(text), add_special_tokens=False)
+        return RenderedPrompt(str(text), tuple(int(t) for t in ids))
+
     async def decode(self, token_ids: Sequence[int]) -> str:
         """Text of token ids as vLLM writes outputs (special tokens skipped)."""
         self.llm  # noqa: B018 - raise early if not started
+        return self._decode_output(token_ids)
+
+    def _decode_output(self, token_ids: Sequence[int]) -> str:
+        # A completion's text is the decode of all its tokens. vLLM cuts `text` at a stop
+        # string even when the stop string ends inside the last token (".\n\n\n" for a
+        # "\n\n" step delimiter), so its own text can be shorter than its token ids.
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
     @property
@@ -126,14 +150,14 @@ class VLLMEngine:
                 final = output
         if final is None:
             raise EngineError(f"vLLM returned nothing for {request.request_id}")
-        return _to_result(final, request.sampling)
+        return _to_result(final, request.sampling, self._decode_output)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
         """Cumulative results as tokens arrive; leaving the loop early aborts the request."""
         # aclosing: leaving early must abort in the engine now, not when GC finalises _run
         async with contextlib.aclosing(self._run(request, stream=True)) as outputs:
             async for output in outputs:
-                yield _to_result(output, request.sampling)
+                yield _to_result(output, request.sampling, self._decode_output)
 
     async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncGenerator[Any, None]:
         from vllm.inputs import TokensPrompt
@@ -168,23 +192,31 @@ def to_sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
         min_p=s.min_p,
         seed=s.seed,
         stop=list(s.stop) or None,
-        include_stop_str_in_output=s.include_stop_in_output,
+        include_stop_str_in_output=True,
         logprobs=s.logprobs,
         output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
     )
 
 
-def _to_result(output: Any, sampling: SamplingSpec) -> GenerationResult:
+def _to_result(
+    output: Any, sampling: SamplingSpec, decode: Callable[[Sequence[int]], str]
+) -> GenerationResult:
     prompt_tokens = len(output.prompt_token_ids or ())
     cached = int(output.num_cached_tokens or 0)
     completions = tuple(
-        _to_completion(c, sampling, prompt_tokens, cached)
+        _to_completion(c, sampling, prompt_tokens, cached, decode)
         for c in sorted(output.outputs, key=lambda c: c.index)
     )
     return GenerationResult(completions, prompt_tokens=prompt_tokens, cached_prompt_tokens=cached)
 
 
-def _to_completion(c: Any, sampling: SamplingSpec, prompt_tokens: int, cached: int) -> Completion:
+def _to_completion(
+    c: Any,
+    sampling: SamplingSpec,
+    prompt_tokens: int,
+    cached: int,
+    decode: Callable[[Sequence[int]], str],
+) -> Completion:
     token_ids = tuple(int(t) for t in c.token_ids)
     chosen: tuple[float, ...] = ()
     tops: tuple[tuple[float, ...], ...] = ()
@@ -196,7 +228,7 @@ def _to_completion(c: Any, sampling: SamplingSpec, prompt_tokens: int, cached: i
         reason = "abort"
     return Completion(
         token_ids=token_ids,
-        text=c.text,
+        text=decode(token_ids),
         finish_reason=reason,
         stop_reason=c.stop_reason,
         token_logprobs=chosen,

@@ -174,6 +174,9 @@ class WholeSampleEngine:
     async def decode(self, token_ids):  # type: ignore[no-untyped-def]
         return await self.inner.decode(token_ids)
 
+    async def tokenize_chat(self, messages, *, chat_template=None):  # type: ignore[no-untyped-def]
+        return await self.inner.tokenize_chat(messages, chat_template=chat_template)
+
     def learn(self, solutions):  # type: ignore[no-untyped-def]
         self.inner.learn(solutions)
 

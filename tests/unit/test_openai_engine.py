@@ -7,7 +7,10 @@ lets us inject 5xx answers and refused connections deterministically.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -37,6 +40,18 @@ def _completion(body: dict[str, object]) -> dict[str, object]:
         ],
         "usage": {"prompt_tokens": 3, "prompt_tokens_details": {"cached_tokens": 0}},
     }
+
+
+def _mock(handler: Callable[[httpx.Request], Any]) -> httpx.MockTransport:
+    """The test's handler for completions; ``/detokenize`` answers with the mock's text."""
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/detokenize"):
+            return httpx.Response(200, json={"prompt": "1+1=2\n"})
+        response = handler(request)
+        return await response if inspect.isawaitable(response) else response  # type: ignore[no-any-return]
+
+    return httpx.MockTransport(route)
 
 
 def _request(affinity: str | None = None) -> GenerationRequest:
@@ -72,7 +87,7 @@ def test_retries_5xx_and_refused_then_succeeds() -> None:
         return httpx.Response(200, json=_completion(body))
 
     async def go() -> None:
-        engine = OpenAIEngine(_config(["http://a"]), transport=httpx.MockTransport(handler))
+        engine = OpenAIEngine(_config(["http://a"]), transport=_mock(handler))
         async with engine:
             result = await engine.generate(_request())
         assert engine.retries == 2
@@ -89,7 +104,7 @@ def test_client_errors_are_not_retried() -> None:
         return httpx.Response(400, text="bad max_tokens")
 
     async def go() -> None:
-        engine = OpenAIEngine(_config(["http://a"]), transport=httpx.MockTransport(handler))
+        engine = OpenAIEngine(_config(["http://a"]), transport=_mock(handler))
         async with engine:
             with pytest.raises(EngineError, match="400 bad max_tokens"):
                 await engine.generate(_request())
@@ -112,7 +127,7 @@ def test_rate_limits_are_retried_after_the_servers_delay() -> None:
         return httpx.Response(200, json=_completion(json.loads(request.content)))
 
     async def go() -> None:
-        engine = OpenAIEngine(_config(["http://a"]), transport=httpx.MockTransport(handler))
+        engine = OpenAIEngine(_config(["http://a"]), transport=_mock(handler))
         async with engine:
             result = await engine.generate(_request())
         assert engine.retries == 2 and len(result.completions) == 2
@@ -129,9 +144,7 @@ def test_gives_up_after_max_retries_with_a_clear_error() -> None:
         return httpx.Response(500, text="boom")
 
     async def go() -> None:
-        engine = OpenAIEngine(
-            _config(["http://a"], max_retries=2), transport=httpx.MockTransport(handler)
-        )
+        engine = OpenAIEngine(_config(["http://a"], max_retries=2), transport=_mock(handler))
         async with engine:
             with pytest.raises(EngineError, match="failed after 3 tries"):
                 await engine.generate(_request())
@@ -148,9 +161,7 @@ def test_requests_spread_across_servers_and_affinity_sticks() -> None:
         return httpx.Response(200, json=_completion(json.loads(request.content)))
 
     async def go() -> None:
-        engine = OpenAIEngine(
-            _config(["http://a", "http://b"]), transport=httpx.MockTransport(handler)
-        )
+        engine = OpenAIEngine(_config(["http://a", "http://b"]), transport=_mock(handler))
         async with engine:
             await asyncio.gather(*(engine.generate(_request()) for _ in range(8)))
             assert sorted(set(hosts)) == ["a", "b"]
@@ -160,3 +171,30 @@ def test_requests_spread_across_servers_and_affinity_sticks() -> None:
             assert len(set(hosts)) == 1
 
     asyncio.run(go())
+
+
+def test_text_is_the_decode_of_every_token_even_past_a_stop_string() -> None:
+    """A server cuts text at the stop string inside a merged token; the engine decodes again."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/detokenize"):
+            assert json.loads(request.content)["tokens"] == [7, 8]
+            return httpx.Response(200, json={"prompt": "a.\n\n\n"})
+        choice = {
+            "index": 0,
+            "text": "a.\n\n",
+            "token_ids": [7, 8],
+            "finish_reason": "stop",
+            "stop_reason": "\n\n",
+        }
+        return httpx.Response(200, json={"choices": [choice], "usage": {"prompt_tokens": 3}})
+
+    async def main() -> str:
+        request = GenerationRequest("t", (1, 2, 3), SamplingSpec(stop=("\n\n",)), n=1)
+        async with OpenAIEngine(
+            _config(["http://a"]), transport=httpx.MockTransport(handler)
+        ) as engine:
+            result = await engine.generate(request)
+        return result.completions[0].text
+
+    assert asyncio.run(main()) == "a.\n\n\n"

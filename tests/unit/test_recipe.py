@@ -40,7 +40,9 @@ def test_yaml_maps_onto_the_registered_config(tmp_path: Path) -> None:
         ({"sampling": {"temperature": -1}}, "sampling.temperature"),
         ({"strategy": {"name": "best_of_n", "scorer": "prm"}}, "'prm' is not a scorer"),
         ({"scorers": [{"kind": "reference_answer", "bad": 1}]}, "scorers.0.bad"),
-        ({"prompt_template": "no placeholder"}, "{question}"),
+        ({"prompt": {"template": "no placeholder"}}, "{question}"),
+        ({"prompt_template": "{question}"}, "replaced by the `prompt` section"),
+        ({"prompt": {"system": "be brief"}}, "need style: chat"),
     ],
 )
 def test_errors_name_the_key_path(patch: dict[str, object], expected: str) -> None:

@@ -1,0 +1,151 @@
+"""How a problem becomes the prompt's token ids: a plain template or the model's chat template.
+
+A prompt is rendered and tokenized **once per problem**; every path of the search grows from
+those token ids by token ids, never by re-rendering or re-tokenizing text. Chat templates are
+unsafe to re-render mid-answer (Llama 3 trims the content, R1-style templates drop reasoning),
+and a re-tokenized prefix can differ from the ids the model actually produced, which also
+misses the prefix cache.
+
+- ``plain``: ``template`` with ``{question}`` filled in, tokenized with the tokenizer's own
+  special tokens (a base model's BOS).
+- ``chat``: messages (optional system prompt, optional few-shot turns, the question) rendered
+  with the model's chat template from its tokenizer files, or with ``chat_template`` from the
+  recipe, with the generation prompt; the rendered text already holds every special token,
+  so it is tokenized without adding more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class FewShotExample(BaseModel):
+    """One worked example shown before the question, as a user turn and an assistant turn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str = Field(min_length=1, description="The example's question (user turn).")
+    answer: str = Field(min_length=1, description="Its worked answer (assistant turn).")
+
+
+class PromptSpec(BaseModel):
+    """How a recipe turns a problem into a prompt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    style: Literal["plain", "chat"] = Field(
+        "plain",
+        description="plain: fill `template` (base models); chat: the model's chat template.",
+    )
+    template: str = Field(
+        "{question}\n", description="style=plain: the prompt text; `{question}` is filled in."
+    )
+    system: str | None = Field(None, description="style=chat: the system prompt, if any.")
+    few_shot: tuple[FewShotExample, ...] = Field(
+        (), description="style=chat: worked examples, each a user and an assistant turn."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="style=chat: a Jinja chat template used instead of the model's own "
+        "(inline text, or a file path relative to the recipe ending in .jinja).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PromptSpec:
+        if self.style == "plain":
+            if "{question}" not in self.template:
+                raise ValueError("template: must contain {question}")
+            if self.system is not None or self.few_shot or self.chat_template is not None:
+                raise ValueError(
+                    "system, few_shot and chat_template need style: chat "
+                    "(style: plain fills `template` only)"
+                )
+        return self
+
+    def messages(self, question: str) -> list[ChatMessage]:
+        """The chat turns for one question (style=chat)."""
+        turns: list[ChatMessage] = []
+        if self.system is not None:
+            turns.append(ChatMessage("system", self.system))
+        for example in self.few_shot:
+            turns.append(ChatMessage("user", example.question))
+            turns.append(ChatMessage("assistant", example.answer))
+        turns.append(ChatMessage("user", question))
+        return turns
+
+    def resolved_chat_template(self, base_dir: Path) -> str | None:
+        """The recipe's chat template text (read from its file when it names one)."""
+        value = self.chat_template
+        if value is None or not value.strip().endswith(".jinja") or "\n" in value:
+            return value
+        path = Path(value)
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"prompt.chat_template: cannot read {path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A prompt as the engine will see it: the text (for traces and scorers) and its ids."""
+
+    text: str
+    token_ids: tuple[int, ...]
+
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A ChatML template (Qwen's turn format) for engines that have no tokenizer files."""
+
+
+def render_chat_template(
+    template: str, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True
+) -> str:
+    """Render a Jinja chat template in a sandbox, as tokenizers do (for tokenizer-less engines)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(
+        messages=[m.as_dict() for m in messages], add_generation_prompt=add_generation_prompt
+    )
+
+
+async def render_prompt(
+    spec: PromptSpec, question: str, engine: PromptEngine, base_dir: Path
+) -> RenderedPrompt:
+    """The problem's prompt text and token ids, rendered once for the whole search."""
+    if spec.style == "plain":
+        text = spec.template.replace("{question}", question)
+        return RenderedPrompt(text, await engine.tokenize(text))
+    return await engine.tokenize_chat(
+        spec.messages(question), chat_template=spec.resolved_chat_template(base_dir)
+    )
+
+
+class PromptEngine(Protocol):
+    """What rendering a prompt needs from an engine."""
+
+    async def tokenize(self, text: str) -> tuple[int, ...]: ...
+
+    async def tokenize_chat(
+        self, messages: Sequence[ChatMessage], *, chat_template: str | None = None
+    ) -> RenderedPrompt: ...

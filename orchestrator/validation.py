@@ -1,0 +1,75 @@
+"""What ``branchwise validate`` checks beyond the recipe's own fields: that it can start.
+
+Local model folders exist and hold a model, a chat prompt has a chat template to render, the
+data set exists and every line reads. A model named like a hub id (``org/name``) that is not
+a folder here is left to vLLM (it may download it on a machine that can), and said so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from core.errors import RecipeError
+from orchestrator.datasets import load_problems
+from orchestrator.recipe import Recipe
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_resources(recipe: Recipe) -> list[str]:
+    """Raise RecipeError naming the first thing that would stop a run; return notes."""
+    notes: list[str] = []
+    policy = None
+    if recipe.engine.kind == "vllm":  # openai: `model` is the name the server serves
+        policy = _model_folder(recipe, "engine.model", getattr(recipe.engine, "model", None), notes)
+    elif recipe.engine.kind == "openai":
+        tokenizer = getattr(recipe.engine, "tokenizer", None)
+        policy = _model_folder(recipe, "engine.tokenizer", tokenizer, notes)
+    needs_template = recipe.prompt.style == "chat" and recipe.prompt.chat_template is None
+    if needs_template and policy is not None and not _has_chat_template(policy):
+        raise RecipeError(
+            f"prompt.style: chat, but {policy} has no chat_template in its tokenizer "
+            "files; give prompt.chat_template"
+        )
+    if recipe.prompt.chat_template is not None:
+        try:
+            recipe.prompt.resolved_chat_template(recipe.base_dir)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
+    for index, scorer in enumerate(recipe.scorers):
+        backend = getattr(scorer, "backend", None)
+        model = getattr(scorer, "model", None)
+        if isinstance(model, str) and backend in ("vllm", "torch"):
+            _model_folder(recipe, f"scorers.{index}.model", model, notes)
+    if recipe.dataset is not None:
+        spec = recipe.dataset
+        load_problems(recipe.resolve(spec.path), format=spec.format, fields=spec.field_map())
+    return notes
+
+
+def _model_folder(recipe: Recipe, where: str, name: str | None, notes: list[str]) -> Path | None:
+    """The local folder ``name`` points at, None for a hub name; raise if it is missing."""
+    if name is None:
+        return None
+    folder = recipe.resolve(name)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file() and not (folder / "tokenizer.json").is_file():
+            raise RecipeError(f"{where}: {folder} holds no model (no config.json)")
+        return folder
+    if _HUB_NAME.match(name) and not name.startswith("."):
+        notes.append(f"{where}: {name!r} is not a folder here; taken as a hub model name")
+        return None
+    raise RecipeError(f"{where}: model folder {folder} does not exist")
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(data.get("chat_template"))
