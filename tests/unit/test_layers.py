@@ -116,3 +116,18 @@ def test_the_public_api_is_what_the_readme_imports() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "27"
+
+
+def test_the_engine_contract_forbids_every_other_orchestrator_module() -> None:
+    # The forbidden list is written out by name; a new orchestrator module must join it.
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [engines] = [c for c in config["contracts"] if c["type"] == "forbidden"]
+    below = set(engines["source_modules"])
+    top_level = {
+        ".".join(m.split(".")[:2])
+        for m in project_modules()
+        if m.startswith("orchestrator.") and ".".join(m.split(".")[:2]) not in below
+    }
+    assert top_level <= set(engines["forbidden_modules"])
