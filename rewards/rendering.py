@@ -95,7 +95,8 @@ def render(
         ends = accumulate(len(step) + len(tag) for step in parts)
         return WholeText(text, tuple(start + end for end in ends), special=False)
     if fmt.layout == "chat_response":
-        text = _chat(chat, [*system, _user(context), _assistant("".join(parts))])
+        response = "".join(steps).strip() if fmt.strip_steps else "".join(steps)
+        text = _chat(chat, [*system, _user(context), _assistant(response)])
         return WholeText(text, (len(text),), special=False)
     return _turns(chat, system, context, parts, options.answer)
 

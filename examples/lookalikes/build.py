@@ -59,12 +59,23 @@ _LINES = [
     "Please reason step by step, and put your final answer within \\boxed{}.",
     "system user assistant", "Cutting Knowledge Date: December 2023", "Today Date: 26 Jul 2024",
     "Step 1: 9 - 2 = 7 ки\nStep 2: 7 + 1 = 8 ки\nThe answer is 8 ки",
+    "First, 3 + 4 = 7.\n\nThen 7 * 2 = 14.\n\nSo the answer is \\boxed{14}.",
 ]  # fmt: skip
+
+
+# The pre-tokenizer split patterns of the real tokenizer.json files (digits: Qwen2 one by
+# one, Llama 3 up to three); GPT-2's for the Mistral stand-in.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLAMA3_SPLIT = QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
 
 
 def bpe_tokenizer(
     specials: list[str],
     *,
+    split: str | None,
     bos: str | None,
     eos: str,
     pad: str,
@@ -73,11 +84,19 @@ def bpe_tokenizer(
     vocab_size: int = 420,
 ) -> Any:
     """A byte-level BPE (GPT-2 / Qwen2 / Llama-3 kind) trained on math text, plus specials."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split is None:
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        core.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -108,7 +127,7 @@ def qwen_tokenizer(*, bos: str | None = None) -> Any:
     """Qwen2.5-Math's kind: ChatML specials, ``<extra_0>``, no bos added on encode."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
     return bpe_tokenizer(
-        specials, bos=bos, eos="<|im_end|>", pad="<|endoftext|>", add_bos=False,
+        specials, split=QWEN2_SPLIT, bos=bos, eos="<|im_end|>", pad="<|endoftext|>", add_bos=False,
         chat_template=CHATML,
     )  # fmt: skip
 
@@ -120,7 +139,7 @@ def llama3_tokenizer() -> Any:
         "<|eot_id|>",
     ]  # fmt: skip
     return bpe_tokenizer(
-        specials, bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|end_of_text|>",
+        specials, split=LLAMA3_SPLIT, bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|end_of_text|>",
         add_bos=True, chat_template=LLAMA3,
     )  # fmt: skip
 
@@ -128,7 +147,7 @@ def llama3_tokenizer() -> Any:
 def mistral_tokenizer() -> Any:
     """Math-Shepherd's kind (Mistral 7B): ``<s>`` added; ``" ки"`` is one token."""
     return bpe_tokenizer(
-        ["<unk>", "<s>", "</s>"], bos="<s>", eos="</s>", pad="</s>", add_bos=True,
+        ["<unk>", "<s>", "</s>"], split=None, bos="<s>", eos="</s>", pad="</s>", add_bos=True,
         chat_template=None,
     )  # fmt: skip
 
@@ -206,10 +225,12 @@ def build_qwen_prm(folder: Path) -> Path:
     return _save_state(folder, config, state, tokenizer)
 
 
-def _causal_lm(folder: Path, family: str, tokenizer: Any, architecture: str) -> Path:
+def _causal_lm(
+    folder: Path, family: str, tokenizer: Any, architecture: str, *, scale: float
+) -> Path:
     config = _config(family, tokenizer, architecture)
     state = _body(config)
-    state["lm_head.weight"] = _linear(HIDDEN, len(tokenizer), scale=20.0, bias=False).weight
+    state["lm_head.weight"] = _linear(HIDDEN, len(tokenizer), scale=scale, bias=False).weight
     return _save_state(folder, config, state, tokenizer)
 
 
@@ -218,12 +239,12 @@ def build_shepherd(folder: Path) -> Path:
     tokenizer = mistral_tokenizer()
     if len(tokenizer(" ки", add_special_tokens=False)["input_ids"]) != 1:
         raise RuntimeError("the trained BPE did not merge ' ки' into one token")
-    return _causal_lm(folder, "mistral", tokenizer, "MistralForCausalLM")
+    return _causal_lm(folder, "mistral", tokenizer, "MistralForCausalLM", scale=3.0)
 
 
 def build_rlhflow(folder: Path) -> Path:
     """RLHFlow Llama3.1-8B-PRM: a plain ``LlamaForCausalLM`` with Llama 3.1's chat template."""
-    return _causal_lm(folder, "llama", llama3_tokenizer(), "LlamaForCausalLM")
+    return _causal_lm(folder, "llama", llama3_tokenizer(), "LlamaForCausalLM", scale=4.0)
 
 
 def build_value_head(folder: Path) -> Path:
