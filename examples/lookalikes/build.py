@@ -139,8 +139,8 @@ def llama3_tokenizer() -> Any:
         "<|eot_id|>",
     ]  # fmt: skip
     return bpe_tokenizer(
-        specials, split=LLAMA3_SPLIT, bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|end_of_text|>",
-        add_bos=True, chat_template=LLAMA3,
+        specials, split=LLAMA3_SPLIT, bos="<|begin_of_text|>", eos="<|eot_id|>",
+        pad="<|end_of_text|>", add_bos=True, chat_template=LLAMA3,
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from orchestrator.engines.vllm_engine import VLLMEngine
 from orchestrator.problem import Problem
 from orchestrator.scoring import Candidate, ScorerResources
 from rewards.prm import ProcessRewardModel, RewardModelConfig
+from tests import reward_cards as cards
 from tests.integration.conftest import REPO, EngineLoop, serve
 from tests.tiny_prm import make_tiny_prm
 
@@ -120,6 +121,10 @@ def test_vllm_http_and_torch_give_the_same_step_scores(
         assert len(t.step_values) == len(steps)
         assert v.step_values == pytest.approx(t.step_values, abs=ABS_TOL)  # type: ignore[attr-defined]
         assert h.step_values == pytest.approx(t.step_values, abs=ABS_TOL)  # type: ignore[attr-defined]
+        # format token_classify, read the plain way (tests/reward_cards.py)
+        card = cards.token_classify(prm_folder, QUESTION + "\n", steps)
+        assert v.step_values == pytest.approx(card, abs=ABS_TOL)  # type: ignore[attr-defined]
+        assert h.step_values == pytest.approx(card, abs=ABS_TOL)  # type: ignore[attr-defined]
 
 
 def test_a_child_is_scored_from_its_parents_cached_steps(
