@@ -40,7 +40,13 @@ from rewards.pooling import class_score
 from rewards.rendering import ChatRenderer, RenderOptions, render
 from rewards.rm_config import CHAT_LAYOUTS, RewardModelConfig
 
-__all__ = ["OutcomeRewardModel", "ProcessRewardModel", "RewardModelConfig", "ScoringStats"]
+__all__ = [
+    "OutcomeRewardModel",
+    "ProcessRewardModel",
+    "RewardModelConfig",
+    "ScoringStats",
+    "build_backend",
+]
 
 
 @dataclass

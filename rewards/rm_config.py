@@ -43,15 +43,19 @@ class RewardModelConfig(ScorerConfig):
         description="backend=http: tokenizer folder to encode (and render chat templates) with "
         "locally instead of asking the server's /tokenize (the served model's tokenizer).",
     )
-    label: int = Field(1, ge=0, description="Class whose (activated) value is the score.")
+    label: int = Field(
+        1, ge=0, description="Class whose (activated) value is the score (omit: the format's)."
+    )
     activation: Activation = Field(
-        "softmax", description="Applied to the class logits (stated, not implied)."
+        "softmax",
+        description="softmax | sigmoid | none, applied to the class logits (omit: the format's; "
+        "sequence_classify: none, the raw reward).",
     )
-    step_tag: str = Field("", description="Text after each step (format's default when omitted).")
+    step_tag: str = Field("", description="Text after each step (omit: the format's).")
     label_tokens: tuple[str, ...] = Field(
-        (), description="Causal-LM formats: the tokens whose logits are the classes."
+        (), description="Causal-LM formats: the tokens whose logits are the classes (+, -)."
     )
-    answer: str = Field("", description="rlhflow: the assistant's reply to each step.")
+    answer: str = Field("", description="rlhflow: the assistant's reply to each step (+).")
     system_prompt: str | None = Field(
         None, description="Chat formats: the system message (omit: the format's; null: none)."
     )
