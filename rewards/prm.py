@@ -90,7 +90,7 @@ class ProcessRewardModel(Scorer):
         self._chat: ChatRenderer | None = None
         self._bos: str | None = None
         self._text_loaded = False
-        self._inputs = InputEncoder(self._encode, cache_size=max(config.cache_steps, 4096))
+        self._inputs = InputEncoder(self._encode)
         self._inflight: dict[bytes, asyncio.Future[list[float]]] = {}
         self._batcher: MicroBatcher[_Request, list[float]] = MicroBatcher(
             self._run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms
@@ -149,14 +149,15 @@ class ProcessRewardModel(Scorer):
         self.stats.steps_reused += len(keys) - scored
         # Steps the cache already had keep their cached value, so a child always agrees with
         # its parent on the steps they share (batch padding may move the last float bits).
-        merged = [c if c is not None else v for c, v in zip(cached, values, strict=True)]
+        # Steps after the last missing one are all cached (values covers steps[: last + 1]).
+        merged = [c if c is not None else values[i] for i, c in enumerate(cached)]
         for key, value in zip(keys, merged, strict=True):
             self._remember(key, value)
         return merged
 
     async def _request(self, context: str, steps: Sequence[str]) -> list[float]:
         """Values at every read point of ``steps`` (reading every step costs no compute)."""
-        if self.format.layout in CHAT_LAYOUTS or self.format.context == "question":
+        if _reads_tokenizer_text(self.format):
             await self._load_text_tools()
         rendered = render(
             self.format, self.options, context=context, steps=steps, chat=self._chat, bos=self._bos
@@ -213,6 +214,11 @@ class OutcomeRewardModel(ProcessRewardModel):
 
     def to_score(self, values: list[float]) -> Score:
         return Score(value=values[-1] if values else None)
+
+
+def _reads_tokenizer_text(fmt: RewardFormat) -> bool:
+    """Chat layouts render the RM's chat template; a value-head input starts with its bos."""
+    return fmt.layout in CHAT_LAYOUTS or (fmt.layout == "pieces" and fmt.context == "question")
 
 
 def _format_seed(config: RewardModelConfig) -> bytes:

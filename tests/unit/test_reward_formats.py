@@ -261,3 +261,33 @@ def test_a_child_reuses_its_parents_values_in_a_chat_format(lookalikes: dict[str
     (elsewhere,) = asyncio.run(scorer.score(other, [Candidate("s.0", "", full[:2], None, False)]))
     assert scorer.stats.steps_scored == 6  # the key includes the question
     assert elsewhere.step_values != parent.step_values
+
+
+def test_pooled_rows_map_to_positions_for_all_step_and_classify_pooling() -> None:
+    import numpy as np
+
+    from rewards.pooling import rows_at
+
+    ids = [5, 9, 7, 9, 3]
+    every = np.arange(10.0).reshape(5, 2)
+    assert rows_at(every, ids, [1, 3], None).tolist() == [[2, 3], [6, 7]]
+    tags_only = np.array([[0.0, 1.0], [2.0, 3.0]])  # STEP pooling: rows at the tag id 9
+    assert rows_at(tags_only, ids, [3], 9).tolist() == [[2, 3]]
+    with pytest.raises(ValueError, match="not step tags"):
+        rows_at(tags_only, ids, [2], 9)
+    assert rows_at(np.array([1.5]), ids, [4], None).tolist() == [[1.5]]
+    with pytest.raises(ValueError, match="last token"):
+        rows_at(np.array([1.5]), ids, [3], None)
+    with pytest.raises(ValueError, match="3 rows for 5 tokens"):
+        rows_at(np.zeros((3, 2)), ids, [1], None)
+
+
+def test_an_evicted_early_step_is_rescored_without_losing_the_later_ones() -> None:
+    from tests.unit.test_reward_models import FakeBackend, cand, expected, prm
+
+    scorer = prm(FakeBackend())
+    steps = ("1+1=2\n", "2+2=4\n", "4+4=8\n")
+    asyncio.run(scorer.score(PROBLEM, [cand(*steps)]))
+    scorer._cache.popitem(last=False)  # the first step's prefix leaves the cache
+    (score,) = asyncio.run(scorer.score(PROBLEM, [cand(*steps)]))
+    assert score.step_values == pytest.approx(expected(steps))
