@@ -117,6 +117,8 @@ FORMATS: dict[str, RewardFormat] = {
             why_not="vLLM's pooling runner gives no vocabulary logits of a causal LM "
             "(returned_token_ids selects hidden-state columns)",
         ),
+        # The Skywork card splits the response at every "\n"; here a step is the search's step
+        # (stripped), so a multi-line step is read once, at its end.
         RewardFormat(
             name="value_head",
             context="question",
@@ -129,6 +131,7 @@ FORMATS: dict[str, RewardFormat] = {
             backends=frozenset({"torch"}),
             why_not="vLLM has no Qwen2ForPrmModel (value-head) class",
         ),
+        # Tokenized piece by piece (prompt, then each step): the testbed PRM's training input.
         RewardFormat(
             name="token_classify",
             context="prompt",
