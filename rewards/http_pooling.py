@@ -1,10 +1,12 @@
-"""A token-classification reward model behind a vLLM server's ``/pooling`` endpoint.
+"""A reward model behind a vLLM server's ``/pooling`` endpoint.
 
-Start the server with the pooling runner and the token_classify task, e.g.
+Start the server with the pooling runner and the format's task, e.g.
 ``python -m vllm.entrypoints.openai.api_server --model <prm> --runner pooling
---pooler-config '{"task": "token_classify"}'``. Inputs travel as token ids (tokenized by the
-server's ``/tokenize``, or locally with the same tokenizer when ``tokenizer`` names its
-folder), so the positions the scorer reads are exactly the server's tokens.
+--pooler-config '{"task": "token_classify"}'`` (a Qwen-style PRM: add ``"step_tag_id": <id of
+<extra_0>>``; a sequence classifier: ``"task": "classify"``). Inputs travel as token ids
+(tokenized by the server's ``/tokenize``, or locally with the same tokenizer when
+``tokenizer`` names its folder), so the positions the scorer reads are exactly the server's
+tokens. Raw logits are asked for (``use_activation: false``) whatever the task.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 import numpy as np
 
 from core.errors import ScorerError
+from rewards.pooling import rows_at
 
 
 class HTTPTokenScores:
@@ -31,7 +34,12 @@ class HTTPTokenScores:
         timeout: float = 60.0,
         max_length: int | None = None,
         tokenizer: str | None = None,
+        task: str = "token_classify",
+        step_tag: str | None = None,
     ) -> None:
+        self.task = task
+        self.step_tag = step_tag
+        self._step_tag_id: int | None = None
         self.tokenizer_path = tokenizer
         self._tokenizer: Any = None
         self.base_url = base_url.rstrip("/")
@@ -75,17 +83,24 @@ class HTTPTokenScores:
         body = {
             "model": self.model,
             "input": [ids for ids, _ in items],
-            "task": "token_classify",
+            "task": self.task,
             "use_activation": False,
         }
         data = await self._post("/pooling", body)
         rows = sorted(data["data"], key=lambda d: d["index"])
         if len(rows) != len(items):
             raise ScorerError(f"reward server returned {len(rows)} results for {len(items)}")
+        if self.step_tag is not None and self._step_tag_id is None:
+            tag = await self.encode(self.step_tag, add_special_tokens=False)
+            if len(tag) != 1:
+                raise ScorerError(f"step tag {self.step_tag!r} is {len(tag)} tokens, not one")
+            self._step_tag_id = tag[0]
         out = []
-        for row, (_, positions) in zip(rows, items, strict=True):
-            logits = np.asarray(row["data"], dtype=np.float32)
-            out.append(logits[positions])
+        for row, (ids, positions) in zip(rows, items, strict=True):
+            try:
+                out.append(rows_at(np.asarray(row["data"]), ids, positions, self._step_tag_id))
+            except ValueError as exc:
+                raise ScorerError(f"reward server {self.base_url}: {exc}") from exc
         return out
 
     async def close(self) -> None:

@@ -37,6 +37,35 @@ class TokenScoreBackend(Protocol):
     async def close(self) -> None: ...
 
 
+def rows_at(
+    data: np.ndarray, ids: Sequence[int], positions: Sequence[int], step_tag_id: int | None
+) -> np.ndarray:
+    """The rows of a pooling output at ``positions`` of ``ids``, as (positions, classes).
+
+    ``data`` is what the pooler returned: one row per token (ALL pooling), one row per step tag
+    (STEP pooling with ``step_tag_id``: rows for the tokens equal to it, in order), or one
+    vector for the whole sequence (``classify``; only the last position can be asked for).
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 1:
+        if list(positions) != [len(ids) - 1]:
+            raise ValueError("a sequence classifier is read at the last token only")
+        return data[None, :]
+    if data.shape[0] == len(ids):
+        return data[list(positions)]
+    tags = [i for i, t in enumerate(ids) if t == step_tag_id]
+    if step_tag_id is None or data.shape[0] != len(tags):
+        raise ValueError(
+            f"the pooler returned {data.shape[0]} rows for {len(ids)} tokens"
+            + (f" and {len(tags)} step tags (id {step_tag_id})" if step_tag_id is not None else "")
+        )
+    row_of = {p: r for r, p in enumerate(tags)}
+    missing = [p for p in positions if p not in row_of]
+    if missing:
+        raise ValueError(f"positions {missing} are not step tags (id {step_tag_id})")
+    return data[[row_of[p] for p in positions]]
+
+
 def class_score(logits: np.ndarray, activation: Activation, label: int) -> np.ndarray:
     """One score per row of ``logits`` (rows, classes): the activated value of ``label``."""
     rows = np.asarray(logits, dtype=np.float64)

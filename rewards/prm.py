@@ -1,18 +1,21 @@
-"""Process and outcome reward models (``prm``, ``orm``) on any pooling backend.
+"""Process and outcome reward models (``prm``, ``orm``) on any pooling backend, in any format.
 
-The model reads the prompt followed by the path's steps and is read at the last token of
-each step: for newline-delimited steps that is the newline that closes the step, and for the
-final answer line (which has no newline) its last character; exactly the positions the
-testbed PRM is trained on. Text is tokenized piece by piece (prompt with special tokens,
-then each step without), so the position of every step end is known exactly; for a
-character or byte-level tokenizer this equals tokenizing the whole text.
+What the model reads and where is the recipe's ``format`` (``rewards.formats``): a Qwen-style
+PRM reads the chat-templated question and ``<extra_0>``-tagged steps, a Math-Shepherd model
+the ``" ки"``-tagged text, an RLHFlow model the steps as chat turns, a Skywork value-head
+model ``bos + question`` and newline-tagged steps, a sequence classifier the whole chat; and
+``token_classify`` (the default) reads the policy's prompt followed by the steps at the last
+token of each step, the positions the testbed PRM is trained on. Rendering is
+``rewards.rendering``, tokens and positions ``rewards.inputs``; this module adds caching,
+batching and failure handling.
 
-Incremental scoring: a causal model's score at the end of step i depends only on the text up
-to step i, so values are cached by step prefix (prompt + steps[:i+1]). A child whose parent
-was scored keeps the parent's step values and only its new steps are scored (the model still
-reads the whole prefix, as a causal model must); a node whose every step prefix is cached
-(a re-visit, a sibling identical to one scored before) sends nothing to the model, and
-identical paths scored at the same moment share one request.
+Incremental scoring: every format's value at step i depends only on the input up to step i's
+read point (causal models, inputs that grow step by step), so values are cached by step
+prefix (format and rendering options + context + steps[:i+1]). A child whose parent was
+scored keeps the parent's step values and only its new steps are scored (the model still reads
+the whole prefix, as a causal model must); a node whose every step prefix is cached sends
+nothing to the model, and identical paths scored at the same moment share one request. A
+per-path format (``sequence_classify``) caches whole paths only.
 Requests from all concurrent searches meet in one :class:`~rewards.batching.MicroBatcher`.
 """
 
@@ -21,60 +24,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
-
-from pydantic import Field, model_validator
 
 from core.graph import Score
 from core.problem import Problem
 from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from rewards.aggregate import StepAggregation
 from rewards.batching import MicroBatcher
-from rewards.pooling import Activation, TokenScoreBackend, class_score
+from rewards.formats import RewardFormat, get_format
+from rewards.inputs import InputEncoder
+from rewards.loading import build_backend, chat_template, load_chat, tokenizer_folder
+from rewards.pooling import class_score
+from rewards.rendering import ChatRenderer, RenderOptions, render
+from rewards.rm_config import CHAT_LAYOUTS, RewardModelConfig
 
-
-class RewardModelConfig(ScorerConfig):
-    # the three backends give the same scores (within 1e-3, tested); the rest is speed
-    plumbing: ClassVar[frozenset[str]] = frozenset(
-        {"backend", "base_url", "tokenizer", "max_batch", "max_wait_ms", "timeout_seconds",
-         "cache_steps", "gpu_memory_utilization", "threads"}
-    )  # fmt: skip
-    backend: Literal["vllm", "http", "torch"] = Field(
-        "vllm",
-        description="vllm: in-process pooling engine; http: a vLLM /pooling server; "
-        "torch: transformers in this process.",
-    )
-    model: str = Field(description="Model folder (relative to the recipe), or served name (http).")
-    base_url: str | None = Field(None, description="Server root for backend=http.")
-    tokenizer: str | None = Field(
-        None,
-        description="backend=http: tokenizer folder to encode with locally instead of asking "
-        "the server's /tokenize (it must be the served model's tokenizer).",
-    )
-    label: int = Field(1, ge=0, description="Class whose probability is the score.")
-    activation: Activation = Field("softmax", description="Applied to the class logits.")
-    aggregation: StepAggregation = Field(
-        StepAggregation(), description="Step values -> Score.value (PRM)."
-    )
-    max_batch: int = Field(64, ge=1, description="Most sequences per model call.")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
-    timeout_seconds: float = Field(120.0, gt=0, description="Per-node limit; then it fails.")
-    cache_steps: int = Field(200_000, ge=0, description="Step-prefix values kept (0: none).")
-    dtype: str = Field("float32", description="Weights dtype (vllm, torch).")
-    max_model_len: int | None = Field(None, ge=16, description="Context cap (vllm).")
-    gpu_memory_utilization: float = Field(
-        0.1, gt=0, le=1, description="Memory share for the pooling engine's cache (vllm)."
-    )
-    threads: int | None = Field(None, ge=1, description="torch threads (torch).")
-
-    @model_validator(mode="after")
-    def _check_backend(self) -> RewardModelConfig:
-        if self.backend == "http" and not self.base_url:
-            raise ValueError("base_url: required when backend is 'http'")
-        return self
+__all__ = [
+    "OutcomeRewardModel",
+    "ProcessRewardModel",
+    "RewardModelConfig",
+    "ScoringStats",
+    "build_backend",
+]
 
 
 @dataclass
@@ -94,33 +66,43 @@ class _Request:
 
 
 class ProcessRewardModel(Scorer):
-    """A PRM: one value per step (the label's probability at the step's last token)."""
+    """A PRM: one value per step, read where the recipe's ``format`` says (see module doc)."""
 
     config_model = RewardModelConfig
-    description = "PRM: per-step scores from a token classifier (vLLM pooling / HTTP / torch)."
+    description = (
+        "PRM: per-step scores; format qwen_prm | shepherd | rlhflow | value_head | "
+        "token_classify on vLLM pooling / HTTP / torch (per format)."
+    )
     step_level = True
 
     def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
         assert isinstance(config, RewardModelConfig)
         self.cfg = config
+        self.format: RewardFormat = get_format(config.format)
+        self.options = RenderOptions(
+            step_tag=config.step_tag, system_prompt=config.system_prompt, answer=config.answer
+        )
         self.backend = build_backend(config, resources)
         self.stats = ScoringStats()
         self._cache: OrderedDict[bytes, float] = OrderedDict()
-        self._prompt_ids: dict[str, list[int]] = {}
-        self._step_ids: OrderedDict[str, list[int]] = OrderedDict()
+        self._seed = _format_seed(config)
+        self._chat: ChatRenderer | None = None
+        self._bos: str | None = None
+        self._text_loaded = False
+        self._inputs = InputEncoder(self._encode)
         self._inflight: dict[bytes, asyncio.Future[list[float]]] = {}
         self._batcher: MicroBatcher[_Request, list[float]] = MicroBatcher(
             self._run_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms
         )
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
-        return list(await asyncio.gather(*(self._score_one(c) for c in candidates)))
+        return list(await asyncio.gather(*(self._score_one(problem, c) for c in candidates)))
 
-    async def _score_one(self, candidate: Candidate) -> Score:
+    async def _score_one(self, problem: Problem, candidate: Candidate) -> Score:
         try:
             async with asyncio.timeout(self.cfg.timeout_seconds):
-                values = await self.step_values(candidate)
+                values = await self.step_values(candidate, problem)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
@@ -132,63 +114,69 @@ class ProcessRewardModel(Scorer):
     def to_score(self, values: list[float]) -> Score:
         return Score(value=self.cfg.aggregation(values), step_values=tuple(values))
 
-    async def step_values(self, candidate: Candidate) -> list[float]:
-        """The model's value at the end of each step, reusing cached step prefixes."""
-        keys = _prefix_keys(candidate.prompt, candidate.steps)
+    def context(self, candidate: Candidate, problem: Problem | None) -> str:
+        """The text the input starts from: the policy's prompt or the problem's question."""
+        if self.format.context == "prompt":
+            return candidate.prompt
+        if problem is None:
+            raise ValueError(f"format {self.format.name!r} reads the problem's question")
+        return problem.question
+
+    async def step_values(
+        self, candidate: Candidate, problem: Problem | None = None
+    ) -> list[float]:
+        """The model's value at each step (one value for the path if the format reads once)."""
+        context = self.context(candidate, problem)
+        keys = _prefix_keys(self._seed + context.encode(), candidate.steps)
+        if not self.format.per_step:
+            keys = keys[-1:]
         cached = [self._cache.get(k) for k in keys]
         missing = [i for i, v in enumerate(cached) if v is None]
         if not missing:
             self.stats.steps_reused += len(keys)
             return [float(v) for v in cached if v is not None]
-        last = missing[-1]
+        last = missing[-1] if self.format.per_step else len(candidate.steps) - 1
         # Identical paths in flight at once (duplicate siblings) share one model request.
-        request = self._inflight.get(keys[last])
+        request = self._inflight.get(keys[missing[-1]])
         owner = request is None
         if request is None:
-            request = asyncio.ensure_future(self._request(candidate, last))
-            self._inflight[keys[last]] = request
-            request.add_done_callback(functools.partial(self._forget, keys[last]))
+            request = asyncio.ensure_future(self._request(context, candidate.steps[: last + 1]))
+            self._inflight[keys[missing[-1]]] = request
+            request.add_done_callback(functools.partial(self._forget, keys[missing[-1]]))
         values = await asyncio.shield(request)
         scored = len(missing) if owner else 0
         self.stats.steps_scored += scored
         self.stats.steps_reused += len(keys) - scored
         # Steps the cache already had keep their cached value, so a child always agrees with
         # its parent on the steps they share (batch padding may move the last float bits).
-        merged = [c if c is not None else v for c, v in zip(cached, values, strict=True)]
+        # Steps after the last missing one are all cached (values covers steps[: last + 1]).
+        merged = [c if c is not None else values[i] for i, c in enumerate(cached)]
         for key, value in zip(keys, merged, strict=True):
             self._remember(key, value)
         return merged
 
-    async def _request(self, candidate: Candidate, last: int) -> list[float]:
-        """Values at the end of steps 0..last (reading every step end costs no compute)."""
-        ids, ends = await self._tokens(candidate.prompt, candidate.steps[: last + 1])
+    async def _request(self, context: str, steps: Sequence[str]) -> list[float]:
+        """Values at every read point of ``steps`` (reading every step costs no compute)."""
+        if _reads_tokenizer_text(self.format):
+            await self._load_text_tools()
+        rendered = render(
+            self.format, self.options, context=context, steps=steps, chat=self._chat, bos=self._bos
+        )
+        ids, positions = await self._inputs.ids_and_positions(rendered)
         limit = self.backend.max_length
         if limit is not None and len(ids) > limit:
             raise ValueError(f"path has {len(ids)} tokens; the reward model takes {limit}")
-        return await self._batcher.submit(_Request(ids, ends))
+        return await self._batcher.submit(_Request(ids, positions))
 
-    async def _tokens(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
-        if prompt not in self._prompt_ids:
-            self._prompt_ids[prompt] = await self.backend.encode(prompt, add_special_tokens=True)
-        # A step recurs in every descendant: encode each distinct step once, the new ones
-        # concurrently (over HTTP each is a round trip).
-        new = [step for step in dict.fromkeys(steps) if step not in self._step_ids]
-        pieces = await asyncio.gather(
-            *(self.backend.encode(step, add_special_tokens=False) for step in new)
-        )
-        for step, piece in zip(new, pieces, strict=True):
-            self._step_ids[step] = piece
-        ids = list(self._prompt_ids[prompt])
-        ends: list[int] = []
-        for step in steps:
-            piece = self._step_ids[step]
-            if not piece:
-                raise ValueError(f"step {step!r} encodes to no tokens")
-            ids.extend(piece)
-            ends.append(len(ids) - 1)
-        while len(self._step_ids) > max(self.cfg.cache_steps, 4096):
-            self._step_ids.popitem(last=False)
-        return ids, ends
+    async def _encode(self, text: str, special: bool) -> list[int]:
+        return await self.backend.encode(text, add_special_tokens=special)
+
+    async def _load_text_tools(self) -> None:
+        if not self._text_loaded:
+            folder = tokenizer_folder(self.cfg, self.resources)
+            template = chat_template(self.cfg, self.resources)
+            self._chat, self._bos = await asyncio.to_thread(load_chat, folder, template)
+            self._text_loaded = True
 
     async def _run_batch(self, batch: list[_Request]) -> list[list[float]]:
         logits = await self.backend.logits_at([(r.ids, r.positions) for r in batch])
@@ -218,52 +206,33 @@ class ProcessRewardModel(Scorer):
 class OutcomeRewardModel(ProcessRewardModel):
     """An ORM on the same backends: the value at the path's last token only."""
 
-    description = "ORM: one score at the path's last token (vLLM pooling / HTTP / torch)."
+    description = (
+        "ORM: one score per path; format sequence_classify (raw reward by default) or any PRM "
+        "format's last step, on vLLM pooling / HTTP / torch (per format)."
+    )
     step_level = False
 
     def to_score(self, values: list[float]) -> Score:
         return Score(value=values[-1] if values else None)
 
 
-def _prefix_keys(prompt: str, steps: Sequence[str]) -> list[bytes]:
+def _reads_tokenizer_text(fmt: RewardFormat) -> bool:
+    """Chat layouts render the RM's chat template; a value-head input starts with its bos."""
+    return fmt.layout in CHAT_LAYOUTS or (fmt.layout == "pieces" and fmt.context == "question")
+
+
+def _format_seed(config: RewardModelConfig) -> bytes:
+    """What decides the rendering besides the path: cache keys start from it."""
+    rendering = [config.format, config.step_tag, config.system_prompt, config.answer,
+                 config.chat_template]  # fmt: skip
+    return json.dumps(rendering).encode() + b"\x1e"
+
+
+def _prefix_keys(seed: bytes, steps: Sequence[str]) -> list[bytes]:
     """One digest per step prefix, chained so each costs one hash of its own step."""
-    digest = hashlib.blake2b(prompt.encode(), digest_size=16).digest()
+    digest = hashlib.blake2b(seed, digest_size=16).digest()
     keys = []
     for step in steps:
         digest = hashlib.blake2b(digest + b"\x1f" + step.encode(), digest_size=16).digest()
         keys.append(digest)
     return keys
-
-
-def build_backend(config: RewardModelConfig, resources: ScorerResources) -> TokenScoreBackend:
-    """The backend a config names; heavy imports happen only on first use."""
-    model = config.model
-    if config.backend != "http":
-        local = resources.base_dir / model
-        model = str(local.resolve()) if local.exists() else model
-    if config.backend == "torch":
-        from rewards.torch_pooling import TorchTokenScores
-
-        return TorchTokenScores(model, dtype=config.dtype, threads=config.threads)
-    if config.backend == "http":
-        from rewards.http_pooling import HTTPTokenScores
-
-        assert config.base_url is not None
-        tokenizer = config.tokenizer
-        if tokenizer is not None and (resources.base_dir / tokenizer).exists():
-            tokenizer = str((resources.base_dir / tokenizer).resolve())
-        return HTTPTokenScores(
-            config.base_url,
-            model,
-            timeout=config.timeout_seconds,
-            max_length=config.max_model_len,
-            tokenizer=tokenizer,
-        )
-    from rewards.vllm_pooling import VLLMTokenScores
-
-    return VLLMTokenScores(
-        model,
-        dtype=config.dtype,
-        max_model_len=config.max_model_len,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-    )

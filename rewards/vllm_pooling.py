@@ -1,9 +1,13 @@
-"""A token-classification reward model on vLLM's pooling runner, in this process.
+"""A reward model on vLLM's pooling runner, in this process.
 
 The only module that imports vllm for pooling. It runs its own ``AsyncLLM`` beside the
-policy's (each has its own engine-core process), with the ``token_classify`` pooler, and
-asks for raw logits (``use_activation=False``) so the scorer applies the same activation
-as every other backend. Requests go in concurrently; vLLM batches them itself.
+policy's (each has its own engine-core process), with one pooling task (``token_classify``
+for PRMs, ``classify`` for sequence classifiers), and always asks for raw logits
+(``use_activation=False``: with one label vLLM would otherwise apply a sigmoid) so the scorer
+applies the activation the recipe states, as on every other backend. A Qwen-style PRM pools
+only its step-tag rows: ``step_tag_id`` is the tag's id in this model's tokenizer (vLLM's
+default for that architecture, 151651, is the real Qwen tokenizer's). Requests go in
+concurrently; vLLM batches them itself.
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ from typing import Any
 import numpy as np
 
 from core.errors import ScorerError
+from rewards.pooling import rows_at
+
+
+def single_token_id(tokenizer: Any, text: str) -> int:
+    """The one id ``text`` encodes to (a step tag must be one token to be pooled by id)."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ScorerError(f"step tag {text!r} is {len(ids)} tokens in this tokenizer, not one")
+    return int(ids[0])
 
 
 class VLLMTokenScores:
-    """``AsyncLLM(runner="pooling", pooler_config=PoolerConfig(task="token_classify"))``."""
+    """``AsyncLLM(runner="pooling", pooler_config=PoolerConfig(task=..., step_tag_id=...))``."""
 
     name = "vllm"
 
@@ -32,8 +45,13 @@ class VLLMTokenScores:
         gpu_memory_utilization: float = 0.1,
         enforce_eager: bool = True,
         max_num_seqs: int = 64,
+        task: str = "token_classify",
+        step_tag: str | None = None,
     ) -> None:
         self.model_path = model
+        self.task = task
+        self.step_tag = step_tag
+        self.step_tag_id: int | None = None
         self.options: dict[str, Any] = {
             "dtype": dtype,
             "max_model_len": max_model_len,
@@ -51,15 +69,20 @@ class VLLMTokenScores:
         async with self._lock:
             if self._llm is not None:
                 return
+            from transformers import AutoTokenizer
             from vllm.config import PoolerConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
+            if self.step_tag is not None:
+                tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+                self.step_tag_id = single_token_id(tokenizer, self.step_tag)
+            pooler = PoolerConfig(task=self.task, step_tag_id=self.step_tag_id)  # type: ignore[arg-type]
             args = AsyncEngineArgs(
                 model=self.model_path,
                 tokenizer=self.model_path,
                 runner="pooling",
-                pooler_config=PoolerConfig(task="token_classify"),
+                pooler_config=pooler,
                 disable_log_stats=True,
                 **self.options,
             )
@@ -83,7 +106,7 @@ class VLLMTokenScores:
         from vllm.inputs import TokensPrompt
         from vllm.pooling_params import PoolingParams
 
-        params = PoolingParams(task="token_classify", use_activation=False)
+        params = PoolingParams(task=self.task, use_activation=False)  # type: ignore[arg-type]
         request_id = f"prm-{next(self._ids)}"
         final: Any = None
         async for output in self._llm.encode(
@@ -92,8 +115,11 @@ class VLLMTokenScores:
             final = output
         if final is None:
             raise ScorerError(f"vLLM pooling returned nothing for {request_id}")
-        data = final.outputs.data
-        return np.asarray(data.float().cpu().numpy()[positions], dtype=np.float32)
+        data = final.outputs.data.float().cpu().numpy()
+        try:
+            return rows_at(data, ids, positions, self.step_tag_id)
+        except ValueError as exc:
+            raise ScorerError(f"vLLM pooling on {self.model_path}: {exc}") from exc
 
     async def close(self) -> None:
         if self._llm is not None:

@@ -19,6 +19,7 @@ from core.scoring import Candidate, ScorerResources
 from orchestrator.engines.types import GenerationRequest, SamplingSpec
 from orchestrator.engines.vllm_engine import VLLMEngine
 from rewards.prm import ProcessRewardModel, RewardModelConfig
+from tests import reward_cards as cards
 from tests.integration.conftest import REPO, EngineLoop, serve
 from tests.tiny_prm import make_tiny_prm
 
@@ -115,11 +116,20 @@ def test_vllm_http_and_torch_give_the_same_step_scores(
     by_torch = asyncio.run(torch_prm.score(PROBLEM, candidates()))
     by_http = asyncio.run(http_prm.score(PROBLEM, candidates()))
     assert len(completions) == 4
+    worst = {"vllm": 0.0, "http": 0.0}
     for v, h, t, steps in zip(by_vllm, by_http, by_torch, PATHS, strict=True):
         assert v.ok and h.ok and t.ok, (v.error, h.error, t.error)  # type: ignore[attr-defined]
         assert len(t.step_values) == len(steps)
         assert v.step_values == pytest.approx(t.step_values, abs=ABS_TOL)  # type: ignore[attr-defined]
         assert h.step_values == pytest.approx(t.step_values, abs=ABS_TOL)  # type: ignore[attr-defined]
+        # format token_classify, read the plain way (tests/reward_cards.py)
+        card = cards.token_classify(prm_folder, QUESTION + "\n", steps)
+        assert v.step_values == pytest.approx(card, abs=ABS_TOL)  # type: ignore[attr-defined]
+        assert h.step_values == pytest.approx(card, abs=ABS_TOL)  # type: ignore[attr-defined]
+        for name, got in (("vllm", v), ("http", h)):
+            gaps = [abs(a - b) for a, b in zip(got.step_values, card, strict=True)]  # type: ignore[attr-defined]
+            worst[name] = max(worst[name], *gaps)
+    print("token_classify max |diff| vs the plain reading:", worst)
 
 
 def test_a_child_is_scored_from_its_parents_cached_steps(
