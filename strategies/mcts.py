@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -223,7 +224,7 @@ class MCTS(Strategy):
         kids = tree.children.get(node_id, [])
         if all(k in tree.closed for k in kids):
             return True  # nothing open below: widening is the only way on
-        allowed = cfg.widen_c * float(max(tree.passes.get(node_id, 0), 1)) ** cfg.widen_alpha
+        allowed = cfg.widen_c * math.pow(max(tree.passes.get(node_id, 0), 1), cfg.widen_alpha)
         return len(kids) < allowed
 
     def _is_closed(self, ctx: SearchContext, tree: _Tree, node_id: str) -> bool:
