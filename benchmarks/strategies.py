@@ -5,9 +5,10 @@ expansions, ... so tokens per problem grow about 1x/2x/4x/8x) on 400 eval proble
 error of one accuracy <= 2.5 points), next to a greedy (T=0) and a single-sample (T=1)
 baseline; self-consistency runs one budget further (to 64 samples) as the reference curve.
 Variants run as their own arms: particle Gibbs, and the A* ablations (h = 0: the PRM only
-verifies finished paths; g = depth instead of minus the log-probability). All rows share one process and one
-in-process vLLM engine (its prefix cache is reset before each row, so a row's cache hit rate
-is its own); problems of a row run concurrently so their requests batch together.
+verifies finished paths; g = depth instead of minus the log-probability). All rows share
+one process and one in-process vLLM engine (its prefix cache is reset before each row, so a
+row's cache hit rate is its own); problems of a row run concurrently so their requests batch
+together.
 Strategies that need a PRM use the learned testbed PRM (examples/testbed/models/prm); the
 ``oracle`` rows repeat them with the exact step checker (``arithmetic_steps``) in its place.
 Reported per row: accuracy, coverage (a right answer among the finished paths), generated
