@@ -143,7 +143,7 @@ class ParticleFilter(Strategy):
         cfg = self.cfg
         final: list[Node] = []
         reference: list[Node] = []
-        history: list[list[float]] = []
+        history: list[float] = []  # the ESS after each step, sweep after sweep
         resamples, exhausted, done = 0, False, 0
         references: list[str] = []
         for _ in range(cfg.sweeps):
@@ -152,7 +152,7 @@ class ParticleFilter(Strategy):
             particles = [n for i, n in enumerate(sweep.slots) if i not in sweep.dead]
             final += particles
             resamples += sweep.resamples
-            history.append(sweep.ess)
+            history += sweep.ess
             done += 1
             if exhausted or not particles:
                 break
@@ -164,7 +164,7 @@ class ParticleFilter(Strategy):
             "sweeps": done,
             "references": references[: max(0, done - 1)],
             "resamples": resamples,
-            "ess": history[0] if cfg.sweeps == 1 else history,
+            "ess": history,
             "budget_exhausted": exhausted,
             **picked.detail,
         }
