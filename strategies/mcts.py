@@ -61,8 +61,8 @@ class MCTSConfig(StrategyConfig):
     progressive_widening: bool = Field(
         True,
         description="Re-expand visited nodes (Coulom 2007; Couëtoux et al. 2011): a node with "
-        "k children draws `expansion_width` more steps while k < widen_c * n^widen_alpha, n the "
-        "simulations through it; "
+        "that has drawn k steps draws `expansion_width` more while k < widen_c * n^widen_alpha, "
+        "n the simulations through it; "
         "false: each node expands once (plain UCT over a fixed sampled width).",
     )
     widen_c: float = Field(1.0, gt=0, description="Progressive widening constant C.")
@@ -133,9 +133,10 @@ class MCTS(Strategy):
 
     Each simulation selects a path from the root by UCT or PUCT (prior: exp(step logprob)
     normalised among siblings) down to a node to expand: a leaf not expanded yet, or, with
-    ``progressive_widening``, a visited node with k children while k < ``widen_c`` *
+    ``progressive_widening``, a visited node that has drawn k steps while k < ``widen_c`` *
     n^``widen_alpha`` (n: simulations through it), since sampling gives a node only some of
-    its next steps. The node draws ``expansion_width`` next steps (copies of a sibling merged);
+    its next steps (copies of a sibling count as drawn, so a likely step does not make the
+    node widen at every pass). The node draws ``expansion_width`` next steps (copies of a sibling merged);
     each new node is valued (the step-level scorer, a ``verifier`` for finished paths, or,
     with ``rollout``, the value of one sampled completion to the end) and the values are
     backed up as a running mean. Finished and depth-capped nodes are closed; so is a node
@@ -224,8 +225,11 @@ class MCTS(Strategy):
         kids = tree.children.get(node_id, [])
         if all(k in tree.closed for k in kids):
             return True  # nothing open below: widening is the only way on
-        allowed = cfg.widen_c * math.pow(max(tree.passes.get(node_id, 0), 1), cfg.widen_alpha)
-        return len(kids) < allowed
+        # Steps drawn, not distinct children: copies of a likely step count, so a peaked
+        # step distribution does not make the node widen at every pass.
+        drawn = tree.expansions.get(node_id, 0) * cfg.expansion_width
+        passes = max(tree.passes.get(node_id, 0), 1)
+        return drawn < cfg.widen_c * math.pow(passes, cfg.widen_alpha)
 
     def _is_closed(self, ctx: SearchContext, tree: _Tree, node_id: str) -> bool:
         if node_id in tree.closed or not self._expandable(ctx.graph.node(node_id)):
