@@ -83,7 +83,9 @@ class MCTSConfig(StrategyConfig):
     final: Literal["best", "weighted_vote", "vote", "most_visited"] = Field(
         "best",
         description="Answer: best (highest-valued finished path, rollouts included), "
-        "weighted_vote / vote over finished paths, or most_visited (follow visits from the root).",
+        "weighted_vote / vote over finished paths, or most_visited (follow visits from the root). "
+        "With merge_duplicates every finished path is distinct and votes once, so the votes "
+        "spread over many wrong answers as the tree grows: best or most_visited suit big trees.",
     )
 
     def partial_path_scorers(self) -> tuple[str, ...]:
@@ -136,7 +138,8 @@ class MCTS(Strategy):
     ``progressive_widening``, a visited node that has drawn k steps while k < ``widen_c`` *
     n^``widen_alpha`` (n: simulations through it), since sampling gives a node only some of
     its next steps (copies of a sibling count as drawn, so a likely step does not make the
-    node widen at every pass). The node draws ``expansion_width`` next steps (copies of a sibling merged);
+    node widen at every pass). The node draws ``expansion_width`` next steps (copies of a
+    sibling merged);
     each new node is valued (the step-level scorer, a ``verifier`` for finished paths, or,
     with ``rollout``, the value of one sampled completion to the end) and the values are
     backed up as a running mean. Finished and depth-capped nodes are closed; so is a node
