@@ -136,21 +136,20 @@ class MCTS(Strategy):
     Each simulation selects a path from the root by UCT or PUCT (prior: exp(step logprob)
     normalised among siblings) down to a node to expand: a leaf not expanded yet, or, with
     ``progressive_widening``, a visited node that has drawn k steps while k < ``widen_c`` *
-    n^``widen_alpha`` (n: simulations through it), since sampling gives a node only some of
-    its next steps (copies of a sibling count as drawn, so a likely step does not make the
-    node widen at every pass). The node draws ``expansion_width`` next steps (copies of a
-    sibling merged);
-    each new node is valued (the step-level scorer, a ``verifier`` for finished paths, or,
-    with ``rollout``, the value of one sampled completion to the end) and the values are
-    backed up as a running mean. Finished and depth-capped nodes are closed; so is a node
-    whose last ``widen_patience`` expansions brought nothing new and whose children are all
-    closed. Closed subtrees are never selected, so every simulation generates; the search
-    ends after ``iterations`` simulations, when the budget refuses, or when the root closes
-    (the tree is exhausted). ``parallel`` simulations run per wave with virtual loss steering
-    them apart; a wave's results are backed up in selection order after it ends, so the tree
-    depends on the seed only, never on completion order. Cost per simulation: one request of
-    n=``expansion_width`` and as many scorer calls (plus one rollout each with ``rollout``).
-    The answer is the best-valued finished path, a vote, or the most visited line of play.
+    n^``widen_alpha`` (n: simulations through it), since sampling gives a node only some of its
+    next steps (copies of a sibling count as drawn, so a likely step does not make the node
+    widen at every pass). The node draws ``expansion_width`` next steps (copies of a sibling
+    merged); each new node is valued (the step-level scorer, a ``verifier`` for finished paths,
+    or, with ``rollout``, the value of one sampled completion to the end) and the values are
+    backed up as a running mean. Finished and depth-capped nodes are closed; so is a node whose
+    last ``widen_patience`` expansions brought nothing new and whose children are all closed.
+    Closed subtrees are never selected, so every simulation generates; the search ends after
+    ``iterations`` simulations, when the budget refuses, or when the root closes (the tree is
+    exhausted). ``parallel`` simulations run per wave with virtual loss steering them apart; a
+    wave's results are backed up in selection order after it ends, so the tree depends on the
+    seed only, never on completion order. Cost per simulation: one request of
+    n=``expansion_width`` and as many scorer calls (plus one rollout each with ``rollout``). The
+    answer is the best-valued finished path, a vote, or the most visited line of play.
     """
 
     config_model = MCTSConfig
