@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.errors import BudgetExhausted
 from core.graph import Node, path_key
@@ -81,6 +81,15 @@ class ParticleFilterConfig(StrategyConfig):
 
     def partial_path_scorers(self) -> tuple[str, ...]:
         return ("scorer",)
+
+    @model_validator(mode="after")
+    def _gibbs_has_free_particles(self) -> ParticleFilterConfig:
+        if self.sweeps > 1 and self.particles < 2:
+            raise ValueError(
+                f"particle Gibbs (sweeps {self.sweeps}) needs particles >= 2: one is the "
+                f"reference, got particles {self.particles}"
+            )
+        return self
 
 
 def log_weight(score: float, temperature: float, clip: float) -> float:
