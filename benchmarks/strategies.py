@@ -1,18 +1,24 @@
 """Accuracy against generated tokens for every registered strategy on the testbed.
 
 Every strategy runs at several budgets (N = 4 x budget: samples, particles, beam width x
-expansions, ... so tokens per problem grow about 1x/2x/4x) on the eval problems, next to a
-greedy (T=0) and a single-sample (T=1) baseline. All rows share one process and one
-in-process vLLM engine (its prefix cache is reset before each row, so a row's cache hit rate
-is its own); problems of a row run concurrently so their requests batch together.
+expansions, ... so tokens per problem grow about 1x/2x/4x/8x) on 400 eval problems (standard
+error of one accuracy <= 2.5 points), next to a greedy (T=0) and a single-sample (T=1)
+baseline; self-consistency runs one budget further (to 64 samples) as the reference curve.
+Variants run as their own arms: particle Gibbs, and the A* ablations (h = 0: the PRM only
+verifies finished paths; g = depth instead of minus the log-probability). All rows share
+one process and one in-process vLLM engine (its prefix cache is reset before each row, so a
+row's cache hit rate is its own); problems of a row run concurrently so their requests batch
+together.
 Strategies that need a PRM use the learned testbed PRM (examples/testbed/models/prm); the
 ``oracle`` rows repeat them with the exact step checker (``arithmetic_steps``) in its place.
 Reported per row: accuracy, coverage (a right answer among the finished paths), generated
-tokens, PRM calls (scorer_calls) and engine calls per problem, prefix-cache hit rate
-(cached_prompt_tokens / prompt_tokens). Writes benchmarks/results/strategies.{json,png} and
-the ``strategies`` section of BENCHMARKS.md (not with --quick).
+tokens, PRM calls (scorer_calls) and PRM tokens (the scored sequences' lengths, in policy
+tokens) and engine calls per problem, prefix-cache hit rate (cached_prompt_tokens /
+prompt_tokens) and wall time; the plot is accuracy against generated tokens, a line per arm.
+Writes benchmarks/results/strategies.{json,png} and the ``strategies`` section of
+BENCHMARKS.md (not with --quick).
 
-    python benchmarks/strategies.py [--problems 200] [--budgets 1,2,4] [--strategies a,b]
+    python benchmarks/strategies.py [--problems 400] [--budgets 1,2,4,8] [--strategies a,b]
         [--seed 0] [--no-oracle] [--quick] [--merge]
 
 ``--merge`` reruns only ``--strategies`` and puts their rows in place of the old ones in the
@@ -62,12 +68,27 @@ TESTBED = ROOT / "examples" / "testbed"
 POLICY = TESTBED / "models" / "policy"
 PRM = TESTBED / "models" / "prm"
 EVAL = TESTBED / "data" / "eval.jsonl"
+# How the real-format testbed talks: the policy's ChatML chat template, steps separated by a
+# blank line, answers in \boxed{}. Change these three if the testbed changes.
+PROMPT: dict[str, Any] = {"style": "chat"}
+STEP_DELIMITER = "\n\n"
+ANSWER: dict[str, Any] = {"method": "boxed"}
+PROBLEMS = 400  # standard error of one accuracy <= 2.5 points
+BUDGETS = "1,2,4,8"
 BASE_N = 4  # N at budget 1: samples, particles, beam width x expansions, ...
 MAX_TOKENS = 96
-STEP = {"max_depth": 8, "step_max_tokens": 32}  # testbed solutions have at most 6 lines
+STEP = {"max_depth": 8, "step_max_tokens": 32}  # testbed solutions have at most 6 steps
 PRM_STRATEGIES = (
-    "best_of_n", "beam_search", "dvts", "particle_filter", "mcts", "ab_mcts", "a_star"
+    "best_of_n", "beam_search", "dvts", "particle_filter", "mcts", "ab_mcts", "ab_mcts_m",
+    "a_star",
 )  # fmt: skip
+# Arms that are a registered strategy with other settings: arm -> (strategy, settings).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "particle_gibbs": ("particle_filter", {"sweeps": 2}),
+    # h = 0: the PRM only judges finished paths popped from the frontier (the verifier)
+    "a_star_h0": ("a_star", {"h_scale": 0.0}),
+    "a_star_g_depth": ("a_star", {"g": "steps", "g_scale": 0.1}),  # g = depth
+}
 # How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule: every
 # PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
 # (benchmarks/strategies_tuning.py -> benchmarks/results/strategies_tuning.json).
@@ -78,21 +99,36 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
     "particle_filter": {"aggregation": "last", "final": "weighted_vote"},
     "mcts": {"aggregation": "min", "final": "weighted_vote"},
     "ab_mcts": {"aggregation": "last", "final": "weighted_vote"},
+    "ab_mcts_m": {"aggregation": "last", "final": "weighted_vote"},  # as ab_mcts (untuned)
     "a_star": {"aggregation": "last", "verifier": "prm"},
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
-    "entropy_branching", *PRM_STRATEGIES,
+    "entropy_branching", *PRM_STRATEGIES, *VARIANTS,
 )  # fmt: skip
 
 
 def strategy_config(name: str, n: int) -> dict[str, Any]:
-    """The strategy's config at size ``n`` (the number of solutions' worth of tokens)."""
+    """The arm's strategy config at size ``n`` (the number of solutions' worth of tokens)."""
+    if name in VARIANTS:
+        base, settings = VARIANTS[name]
+        config = {**strategy_config(base, n), **settings}
+        if name == "particle_gibbs":  # the same particle budget, split over the sweeps
+            config["particles"] = max(2, n // settings["sweeps"])
+        return config
     width = min(4, max(1, n // 2))  # beam: B x M = n with M <= 4
     configs: dict[str, dict[str, Any]] = {
         "self_consistency": {"n": n},
         "adaptive_self_consistency": {"max_samples": n, "initial": 2},
-        "deepconf": {"mode": "online", "n": n, "warmup": max(2, n // 4), "window": 8},
+        # the paper's online mode scaled down: warm-up a quarter, waves of an eighth, tau 0.95
+        "deepconf": {
+            "mode": "online",
+            "n": n,
+            "warmup": max(2, n // 4),
+            "wave": max(2, n // 8),
+            "consensus": 0.95,
+            "window": 8,
+        },
         "mbr": {"n": n, "utility": "chrf"},
         "first_finish": {"n": n},
         # The cap alone does not buy tokens (most tokens are sure): a bigger budget also
@@ -107,10 +143,12 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         "best_of_n": {"n": n},
         "beam_search": {"beam_width": max(1, n // width), "expansions": width, **STEP},
         "dvts": {"subtrees": max(1, n // 2), "expansions": 2, **STEP},
-        "particle_filter": {"particles": n, **STEP},
-        # A step is ~1/4 of a solution: 2n iterations x 2 steps ~ n solutions' tokens.
+        "particle_filter": {"particles": n, **STEP},  # every-step resampling (the paper)
+        # A step is ~1/4 of a solution: 2n iterations x 2 steps ~ n solutions' tokens (every
+        # simulation now generates: progressive widening, closed subtrees never re-selected).
         "mcts": {"iterations": 2 * n, "expansion_width": 2, "parallel": 4, **STEP},
         "ab_mcts": {"iterations": n, "parallel": 4, **STEP},  # a rollout per node
+        "ab_mcts_m": {"iterations": n, "parallel": 4, **STEP},
         # A solution is ~5 steps deep: 2n expansions of 2 steps ~ n solutions' tokens.
         "a_star": {"expansions": 2, "max_expansions": 2 * n, **STEP},
     }
@@ -120,6 +158,10 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
     if name in PRM_STRATEGIES:
         config.update({"scorer": "prm", **PRM_KNOBS[name]})
     return config
+
+
+def uses_prm(arm: str) -> bool:
+    return (VARIANTS[arm][0] if arm in VARIANTS else arm) in PRM_STRATEGIES
 
 
 def plan(names: Sequence[str], budgets: Sequence[int], oracle: bool) -> list[dict[str, Any]]:
@@ -135,11 +177,11 @@ def plan(names: Sequence[str], budgets: Sequence[int], oracle: bool) -> list[dic
         # token counts fall inside it rather than past its end.
         sizes = [*budgets, 2 * max(budgets)] if name == "self_consistency" else list(budgets)
         for budget in sizes:
-            rows.append({"arm": name, "set": "prm" if name in PRM_STRATEGIES else "sampling",
+            rows.append({"arm": name, "set": "prm" if uses_prm(name) else "sampling",
                          "budget": budget, "temperature": 1.0,
                          "config": strategy_config(name, BASE_N * budget)})  # fmt: skip
     if oracle:
-        for name in (n for n in names if n in PRM_STRATEGIES):
+        for name in (n for n in names if uses_prm(n)):
             for budget in budgets:
                 rows.append({"arm": name, "set": "oracle", "budget": budget, "temperature": 1.0,
                              "config": strategy_config(name, BASE_N * budget)})  # fmt: skip
@@ -198,6 +240,9 @@ async def run_row(
             "strategy": row["config"],
             "scorers": scorers,
             "sampling": {"temperature": row["temperature"], "max_tokens": MAX_TOKENS},
+            "prompt": PROMPT,
+            "step_delimiter": STEP_DELIMITER,
+            "answer": ANSWER,
             "seed": args.seed,
             "concurrency": args.concurrency,
         },
@@ -257,7 +302,7 @@ async def run_rows(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    chosen = args.strategies or STRATEGIES.names()
+    chosen = args.strategies or [*STRATEGIES.names(), *VARIANTS]
     names = sorted(chosen, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     problems = load_problems(EVAL, limit=args.problems)
     rows = plan(names, args.budgets, args.oracle)
@@ -282,9 +327,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--problems", type=int, default=None, help="default 200 (quick: 6)")
+    parser.add_argument("--problems", type=int, default=None, help=f"default {PROBLEMS} (quick: 6)")
     parser.add_argument(
-        "--budgets", default=None, help="multiples of N=4, comma-separated (default 1,2,4)"
+        "--budgets", default=None, help=f"multiples of N=4, comma-separated (default {BUDGETS})"
     )
     parser.add_argument("--strategies", default="", help="comma-separated subset (default all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -304,15 +349,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.merge and not args.strategies:
         parser.error("--merge needs --strategies (the ones to rerun)")
-    args.problems = args.problems or (6 if args.quick else 200)
-    args.budgets = args.budgets or ("1,2" if args.quick else "1,2,4")
+    args.problems = args.problems or (6 if args.quick else PROBLEMS)
+    args.budgets = args.budgets or ("1,2" if args.quick else BUDGETS)
     args.budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
     if not args.budgets or min(args.budgets) < 1:
         parser.error("--budgets: positive integers, e.g. 1,2,4")
     args.strategies = [s for s in args.strategies.split(",") if s.strip()]
-    unknown = sorted(set(args.strategies) - set(STRATEGIES.names()))
+    arms = [*STRATEGIES.names(), *VARIANTS]
+    unknown = sorted(set(args.strategies) - set(arms))
     if unknown:
-        parser.error(f"--strategies: unknown {unknown}; registered: {STRATEGIES.names()}")
+        parser.error(f"--strategies: unknown {unknown}; registered and variants: {arms}")
     return args
 
 

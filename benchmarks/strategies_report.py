@@ -29,6 +29,16 @@ def summarise(results: list[ProblemResult]) -> dict[str, Any]:
         finished = r.graph.terminals(include_pruned=True) if r.graph is not None else []
         covered += any(answers_match(n.answer, r.reference) for n in finished)
     prompt = total("prompt_tokens")
+    prm_tokens = 0  # the scored sequences (prompt + path), in policy tokens
+    for r in results:
+        graph = r.graph
+        if graph is None:
+            continue
+        prm_tokens += sum(
+            len(graph.full_token_ids(n.id))
+            for n in graph.nodes()
+            if n.parent_id is not None and graph.score(n.id, "prm") is not None
+        )
     errors = [r.error for r in results if r.error]
     return {
         "problems": count,
@@ -40,6 +50,7 @@ def summarise(results: list[ProblemResult]) -> dict[str, Any]:
         "prompt_tokens_per_problem": prompt / count,
         "cache_hit_rate": total("cached_prompt_tokens") / prompt if prompt else 0.0,
         "prm_calls_per_problem": total("scorer_calls") / count,
+        "prm_tokens_per_problem": prm_tokens / count,
         "engine_calls_per_problem": total("engine_calls") / count,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
@@ -55,7 +66,8 @@ def short_config(row: dict[str, Any]) -> str:
 def rows_table(rows: list[dict[str, Any]]) -> str:
     headers = [
         "set", "strategy", "budget", "config", "accuracy", "coverage", "gen tokens/problem",
-        "PRM calls/problem", "engine calls/problem", "prefix-cache hit", "seconds",
+        "PRM calls/problem", "PRM tokens/problem", "engine calls/problem", "prefix-cache hit",
+        "seconds",
     ]  # fmt: skip
     body = [
         [
@@ -67,6 +79,7 @@ def rows_table(rows: list[dict[str, Any]]) -> str:
             f"{row['coverage']:.3f}",
             f"{row['tokens_per_problem']:.0f}",
             f"{row['prm_calls_per_problem']:.1f}",
+            f"{row.get('prm_tokens_per_problem', 0.0):.0f}",
             f"{row['engine_calls_per_problem']:.1f}",
             f"{row['cache_hit_rate']:.1%}",
             f"{row['seconds']:.0f}" + (f" ({row['errors']} errors)" if row["errors"] else ""),

@@ -22,7 +22,8 @@ class AStarConfig(StrategyConfig):
     expansions: int = Field(4, ge=1, description="Next steps sampled each time a node expands.")
     g: Literal["neg_logprob", "steps"] = Field(
         "neg_logprob",
-        description="Path cost: neg_logprob (minus the path's log-probability) or steps taken.",
+        description="Path cost: neg_logprob (minus the path's log-probability) or steps taken "
+        "(g = depth, the ablation that removes the pull toward the likeliest tokens).",
     )
     g_scale: float = Field(
         0.1,
@@ -34,7 +35,12 @@ class AStarConfig(StrategyConfig):
     aggregation: Aggregation = Field(
         "min", description="How a path's step scores become its value: min, product, last, mean."
     )
-    h_scale: float = Field(1.0, ge=0, description="h = (1 - aggregated score) * h_scale.")
+    h_scale: float = Field(
+        1.0,
+        ge=0,
+        description="h = (1 - aggregated score) * h_scale; 0 is the h = 0 ablation (uniform-cost "
+        "search on g, the step scorer never called).",
+    )
     verifier: str | None = Field(
         None,
         description="Scorer that must accept a finished path popped from the frontier "
@@ -102,7 +108,9 @@ class AStar(Strategy):
     the unrejected finished path of lowest f. Cost per expansion: one request of
     n=``expansions`` and as many scorer calls, plus one verifier call per finished path popped.
     ``parallel`` > 1 pops and expands that many nodes at once, trading strict best-first order
-    for engine throughput.
+    for engine throughput. Ablations of what the PRM heuristic adds: ``h_scale: 0`` (h = 0,
+    uniform-cost search on g; the step scorer is never called) and ``g: steps`` (g = depth,
+    so the path cost no longer pulls the search toward the likeliest tokens).
     """
 
     config_model = AStarConfig
@@ -168,6 +176,8 @@ class AStar(Strategy):
         )
         if cfg.merge_duplicates:
             children = drop_duplicates(ctx, children, known)
+        if cfg.h_scale == 0:
+            return [(c, self._g(c)) for c in children]  # h = 0: the scorer is never asked
         try:
             values = await path_values(ctx, children, cfg.scorer, cfg.aggregation)
         except BudgetExhausted:
@@ -193,6 +203,8 @@ class AStar(Strategy):
         return node.depth * self.cfg.g_scale
 
     def _f(self, ctx: SearchContext, node: Node) -> float | None:
+        if self.cfg.h_scale == 0:
+            return self._g(node)
         value = stored_value(ctx, node, self.cfg.scorer, self.cfg.aggregation)
         return None if value is None else self._g(node) + (1.0 - value) * self.cfg.h_scale
 

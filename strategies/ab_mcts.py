@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from orchestrator.context import SearchContext
 
 
-class ABMCTSConfig(StrategyConfig):
-    name: Literal["ab_mcts"] = "ab_mcts"
+class ABMCTSBaseConfig(StrategyConfig):
+    """The fields AB-MCTS-A and AB-MCTS-M share."""
+
     iterations: int = Field(32, ge=1, description="Nodes generated in all (one per GEN decision).")
     scorer: str = Field(description="Step-level scorer (by recipe name) giving each node's score.")
     aggregation: Aggregation = Field(
@@ -31,16 +32,6 @@ class ABMCTSConfig(StrategyConfig):
     verifier: str | None = Field(
         None, description="Scorer judging finished paths instead of `scorer` (e.g. a verifier)."
     )
-    distribution: Distribution = Field(
-        "gaussian",
-        description="Posterior family of the scores: gaussian, or beta (scores in [0,1]).",
-    )
-    prior_mean: float = Field(0.0, description="Gaussian prior mean m.")
-    prior_kappa: float = Field(1.0, gt=0, description="Gaussian prior pseudo-count of the mean.")
-    prior_nu: float = Field(1.0, gt=0, description="Gaussian prior degrees of freedom.")
-    prior_tau2: float = Field(0.1, gt=0, description="Gaussian prior scale of the variance.")
-    prior_a: float = Field(0.5, gt=0, description="Beta prior a (0.5, 0.5 = Jeffreys).")
-    prior_b: float = Field(0.5, gt=0, description="Beta prior b.")
     rollout: bool = Field(
         True,
         description="Score a new step by one sampled completion to the end (judged as a finished "
@@ -66,6 +57,32 @@ class ABMCTSConfig(StrategyConfig):
     def partial_path_scorers(self) -> tuple[str, ...]:
         # with rollouts, `scorer` only ever values finished rollouts (a test-based judge works)
         return () if self.rollout else ("scorer",)
+
+
+class ABMCTSConfig(ABMCTSBaseConfig):
+    name: Literal["ab_mcts"] = "ab_mcts"
+    distribution: Distribution = Field(
+        "gaussian",
+        description="Posterior family of the scores: gaussian, or beta (scores in [0,1]).",
+    )
+    prior_mean: float = Field(0.0, description="Gaussian prior mean m.")
+    prior_kappa: float = Field(1.0, gt=0, description="Gaussian prior pseudo-count of the mean.")
+    prior_nu: float = Field(1.0, gt=0, description="Gaussian prior degrees of freedom.")
+    prior_tau2: float = Field(0.1, gt=0, description="Gaussian prior scale of the variance.")
+    prior_a: float = Field(0.5, gt=0, description="Beta prior a (0.5, 0.5 = Jeffreys).")
+    prior_b: float = Field(0.5, gt=0, description="Beta prior b.")
+
+
+class BranchPolicy(Protocol):
+    """How AB-MCTS decides at a node between a new child (GEN) and an existing one (CONT)."""
+
+    def choose(self, node_id: str, expandable: list[str], rng: random.Random) -> str | None:
+        """None for GEN (wider), else the expandable child to descend into (deeper)."""
+        ...
+
+    def record(self, path: list[str], child_id: str, score: float) -> None:
+        """A new scored child of ``path[-1]``; ``path`` runs from the root to that parent."""
+        ...
 
 
 @dataclass
@@ -94,6 +111,32 @@ def choose_action(belief: NodeBelief, expandable: list[str], rng: random.Random)
     return ordered[best]
 
 
+class NodeAggregation:
+    """AB-MCTS-A's policy: GEN and CONT nodes with their own posteriors at every node.
+
+    GEN's posterior holds the scores of the children generated at the node; each child's
+    posterior holds its own score and every score generated below it; CONT's posterior holds
+    the scores generated below the node's children.
+    """
+
+    def __init__(self, prior: PosteriorFactory, root_id: str) -> None:
+        self.prior = prior
+        self.beliefs = {root_id: NodeBelief(prior(), prior())}
+
+    def choose(self, node_id: str, expandable: list[str], rng: random.Random) -> str | None:
+        return choose_action(self.beliefs[node_id], expandable, rng)
+
+    def record(self, path: list[str], child_id: str, score: float) -> None:
+        self.beliefs[child_id] = NodeBelief(self.prior(), self.prior())
+        parent = self.beliefs[path[-1]]
+        parent.gen.observe(score)
+        parent.child[child_id] = self.prior()
+        parent.child[child_id].observe(score)
+        for above, below in zip(path[-2::-1], path[:0:-1], strict=True):
+            self.beliefs[above].child[below].observe(score)
+            self.beliefs[above].cont.observe(score)
+
+
 class ABMCTS(Strategy):
     """AB-MCTS-A, adaptive branching MCTS with node aggregation (Inoue et al. 2025, "Wider or
     deeper? Scaling LLM inference-time compute with adaptive branching tree search").
@@ -114,16 +157,22 @@ class ABMCTS(Strategy):
     fall with depth make the tree wide. Finished or depth-capped children are never descended
     into. Cost per iteration: one one-step sample, one rollout and one scorer call.
     ``parallel`` decisions per wave are drawn before any result and applied in decision order,
-    so the tree depends on the seed only. AB-MCTS-M (mixed model) is not implemented.
+    so the tree depends on the seed only. AB-MCTS-M (``ab_mcts_m``) replaces the per-node
+    posteriors with a mixed-effects model over the children (strategies/ab_mcts_m.py).
     """
 
-    config_model = ABMCTSConfig
+    config_model: ClassVar[type[StrategyConfig]] = ABMCTSConfig
     description = "AB-MCTS: Thompson sampling decides between a new child and going deeper."
 
-    def __init__(self, config: ABMCTSConfig) -> None:
+    def __init__(self, config: ABMCTSBaseConfig) -> None:
         super().__init__(config)
         self.cfg = config
-        self.prior = PosteriorFactory(
+
+    def policy(self, root_id: str) -> BranchPolicy:
+        """A fresh policy for one search."""
+        assert isinstance(self.cfg, ABMCTSConfig)
+        config = self.cfg
+        prior = PosteriorFactory(
             config.distribution,
             beta_a=config.prior_a,
             beta_b=config.prior_b,
@@ -132,10 +181,11 @@ class ABMCTS(Strategy):
             nu=config.prior_nu,
             tau2=config.prior_tau2,
         )
+        return NodeAggregation(prior, root_id)
 
     async def search(self, ctx: SearchContext) -> SearchResult:
         cfg = self.cfg
-        beliefs = {ctx.root.id: self._belief()}
+        policy = self.policy(ctx.root.id)
         children: dict[str, list[str]] = {}
         finished: list[Node] = []
         # wider: GEN at a node that already has children; deeper: CONT steps taken
@@ -143,7 +193,7 @@ class ABMCTS(Strategy):
         while generated < cfg.iterations and not exhausted:
             targets: dict[str, int] = {}
             for _ in range(min(cfg.parallel, cfg.iterations - generated)):
-                node_id, steps = self._descend(ctx, beliefs, children)
+                node_id, steps = self._descend(ctx, policy, children)
                 targets[node_id] = targets.get(node_id, 0) + 1
                 deepen += steps
                 widen += 1 if children.get(node_id) else 0
@@ -152,7 +202,7 @@ class ABMCTS(Strategy):
             generated += sum(targets.values())
             for parent_id, batch in zip(order, batches, strict=True):
                 for child, score, end in batch or []:
-                    self._record(ctx, beliefs, children, parent_id, child, score)
+                    self._record(ctx, policy, children, parent_id, child, score)
                     if end is not None:
                         finished.append(end)
         picked = choose_final(finished, self._value(ctx), cfg.final)
@@ -166,17 +216,14 @@ class ABMCTS(Strategy):
         }
         return SearchResult(picked.answer, picked.node_id, detail)
 
-    def _belief(self) -> NodeBelief:
-        return NodeBelief(gen=self.prior(), cont=self.prior())
-
     def _descend(
-        self, ctx: SearchContext, beliefs: dict[str, NodeBelief], children: dict[str, list[str]]
+        self, ctx: SearchContext, policy: BranchPolicy, children: dict[str, list[str]]
     ) -> tuple[str, int]:
         """Walk down by Thompson decisions to the node that gets a new child."""
         node_id, steps = ctx.root.id, 0
         while True:
             expandable = [c for c in children.get(node_id, []) if self._expandable(ctx, c)]
-            choice = choose_action(beliefs[node_id], expandable, ctx.rng)
+            choice = policy.choose(node_id, expandable, ctx.rng)
             if choice is None:
                 return node_id, steps
             node_id, steps = choice, steps + 1
@@ -230,25 +277,15 @@ class ABMCTS(Strategy):
     def _record(
         self,
         ctx: SearchContext,
-        beliefs: dict[str, NodeBelief],
+        policy: BranchPolicy,
         children: dict[str, list[str]],
         parent_id: str,
         child: Node,
         score: float,
     ) -> None:
-        """Add a scored child and send its score up: GEN here, child and CONT above."""
-        beliefs[child.id] = self._belief()
+        """Add a scored child to the tree and let the policy learn its score."""
         children.setdefault(parent_id, []).append(child.id)
-        parent = beliefs[parent_id]
-        parent.gen.observe(score)
-        parent.child[child.id] = self.prior()
-        parent.child[child.id].observe(score)
-        current = ctx.graph.node(parent_id)
-        while current.parent_id is not None:
-            above = beliefs[current.parent_id]
-            above.child[current.id].observe(score)
-            above.cont.observe(score)
-            current = ctx.graph.node(current.parent_id)
+        policy.record([n.id for n in ctx.graph.path(parent_id)], child.id, score)
 
     def _value(self, ctx: SearchContext) -> Callable[[Node], float | None]:
         judge = self.cfg.verifier or self.cfg.scorer

@@ -24,12 +24,16 @@ class AdaptiveSelfConsistencyConfig(StrategyConfig):
     max_samples: int = Field(16, ge=1, description="Most solutions sampled in all rounds.")
     initial: int = Field(2, ge=1, description="Solutions in the first round.")
     growth: Literal["double", "fixed"] = Field(
-        "double",
-        description="double: each round samples as many as drawn so far (the total doubles); "
-        "fixed: each later round samples `round_size`.",
+        "fixed",
+        description="fixed: each later round samples `round_size` (the stopping rule is "
+        "checked after each round); double: each round samples as many as drawn so far "
+        "(its_hub's rounds: checks only at 2, 4, 8, ...).",
     )
     round_size: int | None = Field(
-        None, ge=1, description="Samples per later round for growth=fixed (default `initial`)."
+        None,
+        ge=1,
+        description="Samples per later round for growth=fixed, i.e. how often the rule is "
+        "checked (default 1: after every sample, as Aggarwal et al. do).",
     )
     stopping: Literal["beta", "supermajority"] = Field(
         "beta",
@@ -71,13 +75,17 @@ def leader_probability(leader: int, runner_up: int) -> float:
 class AdaptiveSelfConsistency(Strategy):
     """Adaptive self-consistency (Aggarwal et al. 2023, "Let's Sample Step by Step").
 
-    Samples whole solutions in rounds (``initial``, then doubling or fixed rounds, one engine
-    request per round) and stops as soon as the majority vote is decided: either the Beta
-    rule (the posterior probability that the leading answer's share beats the runner-up's
-    reaches ``confidence``) or a supermajority rule (its_hub-style: the leader holds
-    ``supermajority`` of the samples drawn; unanswered samples count against it). Cost: at
-    most ``max_samples`` samples, as few as ``initial`` on easy problems; no scorer calls.
-    The result's detail says how many samples were used and saved.
+    Samples ``initial`` whole solutions, then one more at a time (``round_size`` at a time,
+    or doubling rounds with ``growth: double``), one engine request per round, and checks
+    the stopping rule after every round, so it stops as soon as the majority vote is
+    decided: either the Beta rule (the posterior probability that the leading answer's share
+    beats the runner-up's reaches ``confidence``; the paper's default) or a supermajority rule
+    (its_hub-style: the leader holds ``supermajority`` of the samples drawn; unanswered
+    samples count against it). Cost: at most ``max_samples`` samples, as few as ``initial``
+    on easy problems; no scorer calls. Checking after every sample spends the fewest tokens
+    but serialises one problem's samples (other problems keep the engine busy); a larger
+    ``round_size`` trades tokens for latency. The result's detail says how many samples were
+    used and saved.
     """
 
     config_model = AdaptiveSelfConsistencyConfig
@@ -126,7 +134,7 @@ class AdaptiveSelfConsistency(Strategy):
             return self.cfg.initial
         if self.cfg.growth == "double":
             return drawn
-        return self.cfg.round_size or self.cfg.initial
+        return self.cfg.round_size or 1
 
     def _decided(self, nodes: list[Node]) -> tuple[bool, float]:
         """Whether the stopping rule is met, and the statistic it tested."""

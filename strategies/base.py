@@ -80,6 +80,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "dvts": "strategies.dvts:DVTS",
     "mcts": "strategies.mcts:MCTS",
     "ab_mcts": "strategies.ab_mcts:ABMCTS",
+    "ab_mcts_m": "strategies.ab_mcts_m:ABMCTSM",
     "particle_filter": "strategies.particle_filter:ParticleFilter",
     "a_star": "strategies.a_star:AStar",
 }

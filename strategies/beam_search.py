@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from core.errors import BudgetExhausted
-from core.graph import Node
+from core.graph import Node, path_key
 from rewards.aggregate import Aggregation
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.step_search import (
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 class BeamSearchConfig(StrategyConfig):
     name: Literal["beam_search"] = "beam_search"
-    beam_width: int = Field(4, ge=1, description="Partial solutions kept after each step (B).")
+    beam_width: int = Field(
+        4, ge=1, description="Open partial solutions kept after each step (B), refilled."
+    )
     expansions: int = Field(4, ge=1, description="Next steps sampled per kept beam (M).")
     scorer: str = Field(description="Step-level scorer (by recipe name) that ranks paths.")
     aggregation: Aggregation = Field(
@@ -39,8 +41,8 @@ class BeamSearchConfig(StrategyConfig):
     )
     final: FinalRule = Field(
         "best",
-        description="Answer among finished beams: best (highest value), weighted_vote "
-        "(answers weighted by value) or vote (one vote per finished beam).",
+        description="Answer among every finished path collected: best (highest value), "
+        "weighted_vote (answers weighted by value) or vote (one vote per finished path).",
     )
     merge_duplicates: bool = Field(
         False,
@@ -76,14 +78,19 @@ async def run_beam(
     max_depth: int,
     step_max_tokens: int | None,
     merge_duplicates: bool = False,
+    collect_finished: bool = True,
 ) -> BeamRun:
     """Beam search from ``start``; never raises BudgetExhausted (it stops and reports it).
 
     Each open beam is expanded and its children scored as soon as the beam is known, with
     no wait on its siblings; only the choice of the best ``width`` waits for the whole depth,
     because that choice needs every candidate of the depth (the one barrier beam search has).
-    Finished beams compete for slots with open candidates; once a finished beam wins a slot
-    it stays finished (never expanded, never pruned), even if it later loses the slot.
+    ``collect_finished`` (beam search, as search-and-learn does it): a finished candidate is
+    collected and never takes a slot, the ``width`` slots are refilled from the open
+    candidates, and the search runs until no open candidate is left. Otherwise (DVTS's
+    greedy subtrees): finished candidates compete for slots with open ones; a finished beam
+    that wins a slot stays finished (never expanded, never pruned), and the search ends when
+    every slot holds a finished beam.
     """
     run = BeamRun()
     beam = [start]
@@ -100,14 +107,20 @@ async def run_beam(
         )
         candidates = [pair for pairs in grown if pairs for pair in pairs]
         run.values.update({n.id: v for n, v in candidates if v is not None})
-        pool = [n for n in beam if n.terminal] + [n for n, v in candidates if v is not None]
+        valued = [n for n, v in candidates if v is not None]
+        if collect_finished:
+            run.finished += sorted((n for n in valued if n.terminal), key=lambda n: path_key(n.id))
+            pool = [n for n in valued if not n.terminal]
+        else:
+            pool = [n for n in beam if n.terminal] + valued
         order = ranked(pool, run.value)
         beam = order[:width]
         ctx.prune([n for n in order[width:] if n.id not in finished_ids])
-        for node in beam:
-            if node.terminal and node.id not in finished_ids:
-                finished_ids.add(node.id)
-                run.finished.append(node)
+        if not collect_finished:
+            for node in beam:
+                if node.terminal and node.id not in finished_ids:
+                    finished_ids.add(node.id)
+                    run.finished.append(node)
         run.depth += 1
     return run
 
@@ -133,18 +146,21 @@ async def _grow(
 
 
 class BeamSearch(Strategy):
-    """PRM-guided step-level beam search (Snell et al. 2024, "Scaling LLM test-time compute").
+    """PRM-guided step-level beam search (Snell et al. 2024, "Scaling LLM test-time compute";
+    the bookkeeping of HF search-and-learn).
 
-    Keep B partial solutions; sample M next steps for each; score every new path with the
-    step-level scorer, aggregate its step scores (min, product, last or mean) and keep the best
-    B among the new candidates and the finished beams (with ``merge_duplicates``, identical
-    sibling steps count once). Each beam is expanded and its children scored as soon as it is
-    chosen, with no wait on the other beams; only the choice of the best B waits for the whole
-    depth, because that choice needs every candidate (the one barrier beam search has). Cost
-    per depth: B generation requests of n=M (one step each) and B*M scorer calls.
-    Hyperparameters: ``beam_width`` (B), ``expansions`` (M), ``aggregation``, ``max_depth``,
-    ``final`` (best finished beam, or a vote weighted by path value). Ties go to the earlier
-    node id.
+    Keep B open partial solutions; sample M next steps for each; score every new path with
+    the step-level scorer and aggregate its step scores (min, product, last or mean). A new
+    path that finished is collected (it paid for its tokens and never competes for a slot);
+    the B slots are refilled with the best open paths (with ``merge_duplicates``, identical
+    sibling steps count once), until no open path is left or ``max_depth``. The answer is
+    chosen among *all* collected finished paths by ``final`` (best value, or a vote weighted
+    by path value), so a bigger budget gives the vote more answers. Each beam is expanded and
+    its children scored as soon as it is chosen; only the choice of the best B waits for the
+    whole depth (the one barrier beam search has). Cost per depth: B generation requests of
+    n=M (one step each) and B*M scorer calls. Hyperparameters: ``beam_width`` (B),
+    ``expansions`` (M), ``aggregation``, ``max_depth``, ``final``. Ties go to the earlier node
+    id.
     """
 
     config_model = BeamSearchConfig

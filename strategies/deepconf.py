@@ -15,7 +15,6 @@ from rewards.confidence import (
     ConfidenceMeasure,
     SlidingMean,
     lowest_group_confidence,
-    percentile,
     token_confidence,
     token_confidences,
     trace_confidence,
@@ -35,10 +34,16 @@ class DeepConfConfig(StrategyConfig):
         description="offline: sample all traces, keep the most confident, vote; online: "
         "warm-up traces set a threshold and later traces stop once a window falls below it.",
     )
-    n: int = Field(16, ge=1, description="Traces in all (warm-up traces included).")
+    n: int = Field(
+        64, ge=1, description="Most traces in all (warm-up included; the paper's budget B)."
+    )
     batch: int | None = Field(None, ge=1, description="Samples per request (offline sampling).")
     top_k_logprobs: int = Field(
-        5, ge=1, le=20, description="Top-k logprobs per token the confidence averages over."
+        20,
+        ge=1,
+        le=20,
+        description="Top-k logprobs per token the confidence averages over (the paper's code "
+        "asks vLLM for 20, its usual maximum).",
     )
     window: int = Field(
         16, ge=1, description="Tokens per sliding window (group); shrunk for shorter traces."
@@ -57,9 +62,25 @@ class DeepConfConfig(StrategyConfig):
         le=100,
         description="Percent of traces kept by confidence (DeepConf-high 90, -low 10). Offline: "
         "the most confident keep_percent % vote; online: the stop threshold is the "
-        "(100 - keep_percent)-th percentile of the warm-up traces' lowest group confidence.",
+        "lowest group confidence of the ceil(keep_percent % x warmup)-th most confident "
+        "warm-up trace, so that share of the warm-up passes.",
     )
-    warmup: int = Field(4, ge=1, description="Warm-up traces that set the online threshold.")
+    warmup: int = Field(
+        16, ge=1, description="Warm-up traces that set the online threshold (paper: N_init 16)."
+    )
+    wave: int = Field(
+        8,
+        ge=1,
+        description="Online: traces streamed at once after the warm-up; the consensus stop is "
+        "checked between waves, so the traces used do not depend on completion order.",
+    )
+    consensus: float | None = Field(
+        0.95,
+        gt=0.5,
+        le=1.0,
+        description="Online: stop adding traces once the leading answer's confidence-weighted "
+        "vote share reaches this (the paper's tau = 0.95); null: always sample n traces.",
+    )
     weighted: bool = Field(True, description="Weight each kept vote by its trace confidence.")
 
     @model_validator(mode="after")
@@ -69,18 +90,37 @@ class DeepConfConfig(StrategyConfig):
         return self
 
 
+def kept_share_threshold(lowest: list[float], keep_percent: float) -> float:
+    """The stop threshold that lets ceil(keep_percent % of the warm-up) warm-up traces pass.
+
+    The paper's code takes np.percentile(lowest, 100 - keep_percent) with interpolation,
+    which on a small warm-up always drops one more trace than the share says (4 traces at
+    keep 90 %: the threshold falls between the two lowest, so one of 4 is dropped, not 0).
+    This is the same rule at the paper's 16 warm-up traces and DeepConf-low (keep 10 %: 2
+    pass), and one more trace at DeepConf-high (15 pass, where interpolation passes 14).
+    """
+    if not lowest:
+        raise ValueError("no warm-up confidences")
+    ordered = sorted(lowest, reverse=True)
+    return ordered[max(1, math.ceil(len(ordered) * keep_percent / 100)) - 1]
+
+
 class DeepConf(Strategy):
     """DeepConf (Fu et al. 2025, "Deep Think with Confidence").
 
-    Token confidence is minus the mean top-k logprob; group confidence its mean over a
-    sliding ``window`` (shrunk to the trace for short ones). Offline: sample ``n`` traces,
-    keep the ``keep_percent`` most confident by ``measure`` and take a confidence-weighted
-    vote. Online: sample ``warmup`` traces, set the threshold at the (100 - keep_percent)-th
-    percentile of their lowest group confidence, then stream the other ``n - warmup``
-    concurrently and abort each as soon as its latest window's confidence falls below the
-    threshold (aborted traces stay in the graph, status "aborted", and do not vote). Warm-up
-    traces below the threshold do not vote either. Cost: at most ``n`` traces with top-k
-    logprobs; online saves the tokens after each stop. No scorer calls.
+    Token confidence is minus the mean of the top-k logprobs (k = ``top_k_logprobs``, 20 as
+    in the paper's code); group confidence its mean over a sliding ``window`` (2048 tokens in
+    the paper; shrunk to the trace for short ones). Offline: sample ``n`` traces, keep the
+    ``keep_percent`` most confident by ``measure`` and take a confidence-weighted vote.
+    Online: sample ``warmup`` traces (N_init = 16), set the stop threshold so that
+    ceil(``keep_percent`` %) of them pass (see :func:`kept_share_threshold`), then stream
+    further traces ``wave`` at a time, aborting each as soon as its latest window's
+    confidence falls below the threshold (aborted traces stay in the graph, status
+    "aborted", and do not vote), and stop adding traces once the leading answer holds
+    ``consensus`` (tau = 0.95) of the confidence-weighted votes, or after ``n`` traces.
+    Warm-up traces below the threshold do not vote either. Cost: at most ``n`` traces with
+    top-k logprobs; online saves the tokens after each stop and every trace after
+    consensus. No scorer calls. keep_percent 90 is DeepConf-high, 10 DeepConf-low.
     """
 
     config_model = DeepConfConfig
@@ -108,32 +148,56 @@ class DeepConf(Strategy):
         lows = [self._lowest(n) for n in warm if any(n.top_logprobs)]
         if not lows:
             raise ValueError("deepconf needs top-k logprobs; the engine returned none")
-        threshold = percentile(lows, 100.0 - cfg.keep_percent)
-        outcomes = await asyncio.gather(
-            *(self._watched_trace(ctx, threshold) for _ in range(cfg.n - cfg.warmup)),
-            return_exceptions=True,
-        )
+        threshold = kept_share_threshold(lows, cfg.keep_percent)
+        voters = [n for n in warm if self._lowest(n) >= threshold]
+        warm_below = len(warm) - len(voters)
         traces: list[Node] = []
-        finished: list[Node] = []
-        for outcome in outcomes:
-            if isinstance(outcome, BudgetExhausted):
-                continue
-            if isinstance(outcome, BaseException):
-                raise outcome
-            node, below = outcome
-            traces.append(node)
-            if not below:  # a trace that fell below was cut (recorded as aborted): no vote
-                finished.append(node)
+        remaining = cfg.n - cfg.warmup
+        share = self._leader_share(voters)
+        exhausted = False
+        while remaining > 0 and not exhausted:
+            if cfg.consensus is not None and share >= cfg.consensus:
+                break
+            size = min(cfg.wave, remaining)
+            remaining -= size
+            outcomes = await asyncio.gather(
+                *(self._watched_trace(ctx, threshold) for _ in range(size)),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BudgetExhausted):
+                    exhausted = True
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                node, below = outcome
+                traces.append(node)
+                if not below:  # a trace that fell below was cut (recorded as aborted): no vote
+                    voters.append(node)
+            share = self._leader_share(voters)
         stopped = [n for n in traces if n.finish_reason == "abort"]
-        warm_passed = [n for n in warm if self._lowest(n) >= threshold]
         detail = {
             "threshold": round(threshold, 6),
             "samples": len(warm) + len(traces),
             "stopped_early": len(stopped),
             "stopped_tokens": sum(len(n.token_ids) for n in stopped),
-            "warmup_below_threshold": len(warm) - len(warm_passed),
+            "warmup_below_threshold": warm_below,
+            "leader_share": round(share, 6),
+            "consensus_stop": cfg.consensus is not None and share >= cfg.consensus,
         }
-        return self._vote(warm_passed + finished, detail, filter_share=False)
+        return self._vote(voters, detail, filter_share=False)
+
+    def _leader_share(self, voters: list[Node]) -> float:
+        """The leading answer's share of the (confidence-weighted) votes; 0 with no votes."""
+        totals: dict[str, float] = {}
+        for node in voters:
+            confidence = self._confidence(node)
+            if node.answer is None or confidence is None:
+                continue
+            weight = max(confidence, 0.0) if self.cfg.weighted else 1.0
+            totals[node.answer] = totals.get(node.answer, 0.0) + weight
+        whole = math.fsum(totals.values())
+        return max(totals.values()) / whole if whole > 0 else 0.0
 
     async def _watched_trace(self, ctx: SearchContext, threshold: float) -> tuple[Node, bool]:
         """One streamed trace, aborted at the first full window below ``threshold``."""

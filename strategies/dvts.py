@@ -83,6 +83,7 @@ class DVTS(Strategy):
                     max_depth=cfg.max_depth,
                     step_max_tokens=cfg.step_max_tokens,
                     merge_duplicates=cfg.merge_duplicates,
+                    collect_finished=False,  # a subtree ends when its best path finishes
                 )
                 for _ in range(cfg.subtrees)
             ]

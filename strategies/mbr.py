@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -11,7 +12,7 @@ from core.graph import Node
 from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.sampling import sample_solutions
 from strategies.selection import argmax
-from strategies.utilities import UtilityName, build_utility
+from strategies.utilities import ChrF, UtilityName, build_utility
 
 if TYPE_CHECKING:
     from orchestrator.context import SearchContext
@@ -28,7 +29,10 @@ class MBRConfig(StrategyConfig):
     )
     chrf_order: int = Field(6, ge=1, le=12, description="Longest character n-gram for chrf.")
     chrf_beta: float = Field(
-        1.0, gt=0, description="Recall weight of chrf; 1 keeps it symmetric (pairs asked once)."
+        1.0,
+        gt=0,
+        description="Recall weight of chrf. 1 (chrF1, our default) keeps it symmetric, so each "
+        "pair is computed once; sacrebleu's CHRF default is 2 (chrF2, recall-heavy, asymmetric).",
     )
     scorer: str | None = Field(
         None, description="Recipe scorer (a PairwiseScorer) for utility=judge."
@@ -53,9 +57,12 @@ class MBR(Strategy):
     Samples ``n`` solutions; the ones with an answer form both the candidates and the
     pseudo-references. Each candidate's expected utility is its mean utility against every
     *other* pool member (self-agreement is the same for all and would only dilute it); the
-    highest wins, ties to the earliest node. Cost: n samples plus n(n-1)/2 utility
-    evaluations for a symmetric utility (n(n-1) otherwise), in batches of ``pair_batch``;
-    with ``judge`` each pair is one scorer call. Pairs the utility could not judge are left
+    highest wins, exact ties to the earliest node (sums are correctly rounded with math.fsum,
+    so they do not depend on accumulation order). Cost: n samples plus n(n-1)/2 utility
+    evaluations for a symmetric utility (n(n-1) otherwise). chrF counts each candidate's
+    n-grams once and scores the whole pool in a worker thread (off the event loop); beta = 1
+    by default (symmetric chrF1), where sacrebleu defaults to 2. With ``judge`` each pair is
+    one scorer call, in batches of ``pair_batch``. Pairs the utility could not judge are left
     out of the means; a candidate with no judged pair cannot win.
     """
 
@@ -92,11 +99,26 @@ class MBR(Strategy):
     async def _expected_utilities(
         self, ctx: SearchContext, pool: list[Node]
     ) -> tuple[dict[str, float | None], int, int]:
-        """Mean utility of each pool member against the others; pairs asked; pairs failed."""
+        """Mean utility of each pool member against the others; pairs asked; pairs failed.
+
+        Each member's values are summed with math.fsum (correctly rounded, so the sum does not
+        depend on the order the values arrive in): exactly tied candidates stay exactly tied
+        and the earliest node wins, as documented.
+        """
         if len(pool) == 1:
             return {pool[0].id: 1.0}, 0, 0
         size = len(pool)
-        if self.utility.symmetric:
+        symmetric = self.utility.symmetric
+        pairs_asked = size * (size - 1) // (2 if symmetric else 1)
+        if isinstance(self.utility, ChrF):
+            texts = [ctx.solution(n) for n in pool]
+            table = await self.utility.matrix(texts)  # in a worker thread
+            expected: dict[str, float | None] = {
+                node.id: math.fsum(table[k][:k] + table[k][k + 1 :]) / (size - 1)
+                for k, node in enumerate(pool)
+            }
+            return expected, pairs_asked, 0
+        if symmetric:
             index_pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
         else:
             index_pairs = [(i, j) for i in range(size) for j in range(size) if i != j]
@@ -105,20 +127,18 @@ class MBR(Strategy):
         results = await asyncio.gather(
             *(self.utility(ctx, [(pool[i], pool[j]) for i, j in batch]) for batch in batches)
         )
-        sums = [0.0] * size
-        counts = [0] * size
+        values: list[list[float]] = [[] for _ in range(size)]
         failed = 0
-        for batch, values in zip(batches, results, strict=True):
-            for (i, j), value in zip(batch, values, strict=True):
+        for batch, got in zip(batches, results, strict=True):
+            for (i, j), value in zip(batch, got, strict=True):
                 if value is None:
                     failed += 1
                     continue
-                sums[i] += value
-                counts[i] += 1
-                if self.utility.symmetric:
-                    sums[j] += value
-                    counts[j] += 1
-        expected: dict[str, float | None] = {
-            node.id: sums[k] / counts[k] if counts[k] else None for k, node in enumerate(pool)
+                values[i].append(value)
+                if symmetric:
+                    values[j].append(value)
+        expected = {
+            node.id: math.fsum(values[k]) / len(values[k]) if values[k] else None
+            for k, node in enumerate(pool)
         }
         return expected, len(index_pairs), failed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -54,7 +55,26 @@ class MCTSConfig(StrategyConfig):
     )
     merge_duplicates: bool = Field(
         True,
-        description="Sibling steps with identical text are one tree node (copies pruned unvalued).",
+        description="Sibling steps with identical text are one tree node (copies pruned "
+        "unvalued); the node may still widen later and draw other steps.",
+    )
+    progressive_widening: bool = Field(
+        True,
+        description="Re-expand visited nodes (Coulom 2007; Couëtoux et al. 2011): a node with "
+        "that has drawn k steps draws `expansion_width` more while k < widen_c * n^widen_alpha, "
+        "n the simulations through it; "
+        "false: each node expands once (plain UCT over a fixed sampled width).",
+    )
+    widen_c: float = Field(1.0, gt=0, description="Progressive widening constant C.")
+    widen_alpha: float = Field(
+        0.5, gt=0, le=1, description="Progressive widening exponent alpha (0.5 as Couëtoux)."
+    )
+    widen_patience: int = Field(
+        2,
+        ge=1,
+        description="Expansions of a node in a row that bring no new step (all copies or "
+        "failures) before it stops widening; a node that stopped widening whose children "
+        "are all finished is exhausted and never selected again.",
     )
     parallel: int = Field(1, ge=1, description="Simulations run concurrently per wave.")
     virtual_loss: float = Field(
@@ -63,7 +83,9 @@ class MCTSConfig(StrategyConfig):
     final: Literal["best", "weighted_vote", "vote", "most_visited"] = Field(
         "best",
         description="Answer: best (highest-valued finished path, rollouts included), "
-        "weighted_vote / vote over finished paths, or most_visited (follow visits from the root).",
+        "weighted_vote / vote over finished paths, or most_visited (follow visits from the root). "
+        "With merge_duplicates every finished path is distinct and votes once, so the votes "
+        "spread over many wrong answers as the tree grows: best or most_visited suit big trees.",
     )
 
     def partial_path_scorers(self) -> tuple[str, ...]:
@@ -83,6 +105,10 @@ class _Tree:
     value: dict[str, float] = field(default_factory=dict)
     finished: dict[str, Node] = field(default_factory=dict)
     rollout_of: dict[str, str] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)  # nothing left to expand below
+    fruitless: dict[str, int] = field(default_factory=dict)  # expansions in a row, no new step
+    expansions: dict[str, int] = field(default_factory=dict)
+    passes: dict[str, int] = field(default_factory=dict)  # simulations through each node
 
     def stats(self, node_id: str) -> ChildStats:
         virtual = self.virtual.get(node_id, 0.0)
@@ -99,24 +125,31 @@ class _Tree:
             self.value_sum[node_id] = self.value_sum.get(node_id, 0.0) + sum(values)
 
 
-Outcome = list[tuple[Node, float, float]]  # (node, value, prior); one entry for a revisit
+Outcome = list[tuple[Node, float, float]]  # (node, value, prior) of each new child
 
 
 class MCTS(Strategy):
     """Monte Carlo tree search over steps (Kocsis & Szepesvári 2006; PUCT as in AlphaZero;
-    for LLM reasoning e.g. ReST-MCTS*, rStar).
+    progressive widening as in Coulom 2007 and Couëtoux et al. 2011; for LLM reasoning e.g.
+    ReST-MCTS*, rStar).
 
     Each simulation selects a path from the root by UCT or PUCT (prior: exp(step logprob)
-    normalised among siblings), expands the leaf into ``expansion_width`` sampled next steps
-    (identical siblings merged), values each new node (the step-level scorer, a ``verifier``
-    for finished paths, or, with ``rollout``, the value of one sampled completion to the end),
-    and backs the values up as a running mean. A finished or depth-capped leaf is not
-    expanded: its value is backed up again. ``parallel`` simulations run per wave with virtual
-    loss steering them apart; a wave's results are backed up in selection order after it ends,
-    so the tree depends on the seed only, never on completion order. Cost per simulation: one
-    request of n=``expansion_width`` and as many scorer calls (plus one rollout each with
-    ``rollout``). The answer is the best-valued finished path, a vote, or the most visited
-    line of play.
+    normalised among siblings) down to a node to expand: a leaf not expanded yet, or, with
+    ``progressive_widening``, a visited node that has drawn k steps while k < ``widen_c`` *
+    n^``widen_alpha`` (n: simulations through it), since sampling gives a node only some of its
+    next steps (copies of a sibling count as drawn, so a likely step does not make the node
+    widen at every pass). The node draws ``expansion_width`` next steps (copies of a sibling
+    merged); each new node is valued (the step-level scorer, a ``verifier`` for finished paths,
+    or, with ``rollout``, the value of one sampled completion to the end) and the values are
+    backed up as a running mean. Finished and depth-capped nodes are closed; so is a node whose
+    last ``widen_patience`` expansions brought nothing new and whose children are all closed.
+    Closed subtrees are never selected, so every simulation generates; the search ends after
+    ``iterations`` simulations, when the budget refuses, or when the root closes (the tree is
+    exhausted). ``parallel`` simulations run per wave with virtual loss steering them apart; a
+    wave's results are backed up in selection order after it ends, so the tree depends on the
+    seed only, never on completion order. Cost per simulation: one request of
+    n=``expansion_width`` and as many scorer calls (plus one rollout each with ``rollout``). The
+    answer is the best-valued finished path, a vote, or the most visited line of play.
     """
 
     config_model = MCTSConfig
@@ -129,52 +162,111 @@ class MCTS(Strategy):
     async def search(self, ctx: SearchContext) -> SearchResult:
         cfg = self.cfg
         tree = _Tree()
-        done, exhausted = 0, False
+        done, exhausted, tree_exhausted = 0, False, False
         while done < cfg.iterations and not exhausted:
             wave: list[list[str]] = []
             for _ in range(min(cfg.parallel, cfg.iterations - done)):
-                path = self._select(tree, ctx.root.id)
-                if any(path[-1] == other[-1] for other in wave):
+                path = self._select(tree, ctx)
+                if path is None or any(path[-1] == other[-1] for other in wave):
+                    tree_exhausted = path is None and not wave
                     break
                 for node_id in path:
                     tree.virtual[node_id] = tree.virtual.get(node_id, 0.0) + cfg.virtual_loss
                 wave.append(path)
+            if not wave:
+                break
             outcomes, exhausted = await settle(
                 [self._simulate(ctx, tree, ctx.graph.node(p[-1])) for p in wave]
             )
             tree.virtual.clear()
             for path, outcome in zip(wave, outcomes, strict=True):
-                if not outcome:
-                    continue
-                for node, value, prior in outcome:
-                    if node.id != path[-1]:
-                        tree.children.setdefault(path[-1], []).append(node.id)
-                        tree.value[node.id], tree.prior[node.id] = value, prior
-                        tree.visits[node.id], tree.value_sum[node.id] = 1.0, value
-                tree.backup(path, [value for _, value, _ in outcome])
+                if outcome is None:
+                    continue  # refused by the budget: nothing was generated
+                self._grow(ctx, tree, path, outcome)
             done += len(wave)
         picked = self._final(ctx, tree)
         detail = {
             "simulations": done,
             "tree_nodes": len(tree.value),
             "root_visits": tree.visits.get(ctx.root.id, 0.0),
+            "root_children": len(tree.children.get(ctx.root.id, [])),
+            "tree_exhausted": tree_exhausted,
             "budget_exhausted": exhausted,
             **picked.detail,
         }
         return SearchResult(picked.answer, picked.node_id, detail)
 
-    def _select(self, tree: _Tree, root_id: str) -> list[str]:
-        path = [root_id]
-        while tree.children.get(path[-1]):
-            kids = [tree.stats(k) for k in tree.children[path[-1]]]
-            parent = tree.stats(path[-1]).visits
-            path.append(select_child(kids, parent, self.cfg.exploration, self.cfg.policy))
-        return path
+    def _grow(self, ctx: SearchContext, tree: _Tree, path: list[str], outcome: Outcome) -> None:
+        """Add an expansion's valued children, back their values up, update what is closed."""
+        leaf = path[-1]
+        tree.expansions[leaf] = tree.expansions.get(leaf, 0) + 1
+        for node_id in path:
+            tree.passes[node_id] = tree.passes.get(node_id, 0) + 1
+        tree.fruitless[leaf] = 0 if outcome else tree.fruitless.get(leaf, 0) + 1
+        for node, value, prior in outcome:
+            tree.children.setdefault(leaf, []).append(node.id)
+            tree.value[node.id], tree.prior[node.id] = value, prior
+            tree.visits[node.id], tree.value_sum[node.id] = 1.0, value
+            if not self._expandable(node):
+                tree.closed.add(node.id)
+        if outcome:
+            tree.backup(path, [value for _, value, _ in outcome])
+        for node_id in reversed(path):  # closing a node may close its ancestors
+            if not self._is_closed(ctx, tree, node_id):
+                break
+            tree.closed.add(node_id)
+
+    def _expandable(self, node: Node) -> bool:
+        return not node.terminal and node.depth < self.cfg.max_depth
+
+    def _may_widen(self, tree: _Tree, node_id: str) -> bool:
+        """Whether a node may draw more steps now (it has been expanded before)."""
+        cfg = self.cfg
+        if not cfg.progressive_widening or tree.fruitless.get(node_id, 0) >= cfg.widen_patience:
+            return False
+        kids = tree.children.get(node_id, [])
+        if all(k in tree.closed for k in kids):
+            return True  # nothing open below: widening is the only way on
+        # Steps drawn, not distinct children: copies of a likely step count, so a peaked
+        # step distribution does not make the node widen at every pass.
+        drawn = tree.expansions.get(node_id, 0) * cfg.expansion_width
+        passes = max(tree.passes.get(node_id, 0), 1)
+        return drawn < cfg.widen_c * math.pow(passes, cfg.widen_alpha)
+
+    def _is_closed(self, ctx: SearchContext, tree: _Tree, node_id: str) -> bool:
+        if node_id in tree.closed or not self._expandable(ctx.graph.node(node_id)):
+            return True
+        if tree.expansions.get(node_id, 0) == 0:
+            return False  # a leaf not expanded yet
+        kids = tree.children.get(node_id, [])
+        stalled = not self.cfg.progressive_widening or (
+            tree.fruitless.get(node_id, 0) >= self.cfg.widen_patience
+        )
+        return stalled and all(k in tree.closed for k in kids)
+
+    def _select(self, tree: _Tree, ctx: SearchContext) -> list[str] | None:
+        """The path to the node to expand: an unexpanded leaf, or a node due for widening.
+
+        Closed subtrees (finished, depth-capped or drawn dry) are never entered, so a
+        simulation always generates; None when the whole tree is closed.
+        """
+        root = ctx.root.id
+        if root in tree.closed:
+            return None
+        path = [root]
+        while True:
+            node_id = path[-1]
+            if tree.expansions.get(node_id, 0) == 0 or self._may_widen(tree, node_id):
+                return path
+            kids = [k for k in tree.children.get(node_id, []) if k not in tree.closed]
+            if not kids:
+                return None  # unreachable while closure is kept up to date
+            stats = [tree.stats(k) for k in kids]
+            parent = tree.stats(node_id).visits
+            path.append(select_child(stats, parent, self.cfg.exploration, self.cfg.policy))
 
     async def _simulate(self, ctx: SearchContext, tree: _Tree, leaf: Node) -> Outcome:
         cfg = self.cfg
-        if leaf.id in tree.value and (leaf.terminal or leaf.depth >= cfg.max_depth):
-            return [(leaf, tree.value[leaf.id], 1.0)]
         logprobs = 0 if cfg.policy == "puct" else None
         children = await ctx.expand(
             leaf, cfg.expansion_width, max_tokens=cfg.step_max_tokens, logprobs=logprobs

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.errors import BudgetExhausted
 from core.graph import Node, path_key
@@ -14,10 +15,11 @@ from strategies.base import SearchResult, Strategy, StrategyConfig
 from strategies.resampling import (
     effective_sample_size,
     multinomial_resample,
+    normalise,
     softmax,
     systematic_resample,
 )
-from strategies.selection import Selection
+from strategies.selection import Selection, majority_vote, weighted_vote
 from strategies.step_search import FinalRule, choose_final, path_values, settle
 from strategies.step_search import stored_value as _stored
 
@@ -35,15 +37,31 @@ class ParticleFilterConfig(StrategyConfig):
     temperature: float = Field(
         1.0, gt=0, description="Weights are softmax(logit(score) / temperature) over particles."
     )
+    schedule: Literal["every_step", "adaptive"] = Field(
+        "every_step",
+        description="every_step: resample after every step with weights from the latest step "
+        "reward (Puri et al.); adaptive: carry importance weights across steps (multiplying "
+        "each step's likelihood) and resample only when the ESS falls below `ess_threshold`.",
+    )
     ess_threshold: float = Field(
         0.5,
         ge=0,
         le=1,
-        description="Resample when the effective sample size is below this share of the "
-        "particles still running (0 never resamples).",
+        description="adaptive: resample when the effective sample size is below this share of "
+        "the particles (0 never resamples).",
     )
     resampling: Literal["systematic", "multinomial"] = Field(
-        "systematic", description="How ancestors are drawn when resampling."
+        "multinomial",
+        description="How ancestors are drawn: multinomial (the paper's), or systematic "
+        "(lower variance).",
+    )
+    sweeps: int = Field(
+        1,
+        ge=1,
+        description="Particle Gibbs sweeps (Puri et al.'s PG): each sweep after the first runs "
+        "the filter again with one reference particle, drawn from the previous sweep's final "
+        "particles by weight, kept through every resampling (conditional SMC); 1 = plain "
+        "particle filtering. Cost grows linearly with sweeps.",
     )
     score_clip: float = Field(
         1e-4,
@@ -64,6 +82,15 @@ class ParticleFilterConfig(StrategyConfig):
     def partial_path_scorers(self) -> tuple[str, ...]:
         return ("scorer",)
 
+    @model_validator(mode="after")
+    def _gibbs_has_free_particles(self) -> ParticleFilterConfig:
+        if self.sweeps > 1 and self.particles < 2:
+            raise ValueError(
+                f"particle Gibbs (sweeps {self.sweeps}) needs particles >= 2: one is the "
+                f"reference, got particles {self.particles}"
+            )
+        return self
+
 
 def log_weight(score: float, temperature: float, clip: float) -> float:
     """logit(score) / temperature, with the score kept in [clip, 1 - clip] so it stays finite."""
@@ -71,25 +98,51 @@ def log_weight(score: float, temperature: float, clip: float) -> float:
     return math.log(p / (1.0 - p)) / temperature
 
 
+@dataclass
+class Sweep:
+    """One run of the filter: its particles' current nodes and log importance weights.
+
+    Slot 0 holds the reference particle when there is one (its path is fixed in advance).
+    """
+
+    slots: list[Node]
+    log_weights: list[float]
+    reference: list[Node] = field(default_factory=list)  # path below the root, for PG
+    dead: set[int] = field(default_factory=set)  # a failed score: weight zero
+    step: int = 0
+    resamples: int = 0
+    ess: list[float] = field(default_factory=list)
+
+    @property
+    def free(self) -> list[int]:
+        """Slots the filter samples (all but the reference)."""
+        return list(range(1 if self.reference else 0, len(self.slots)))
+
+
 class ParticleFilter(Strategy):
-    """Particle filtering (Puri et al. 2025, "A probabilistic inference approach to inference-time
-    scaling of LLMs using particle-based Monte Carlo methods").
+    """Particle filtering and particle Gibbs (Puri et al. 2025, "A probabilistic inference
+    approach to inference-time scaling of LLMs using particle-based Monte Carlo methods").
 
     N particles each advance one step at a time, concurrently (particles sharing a node share
-    one request with n = their count). A step-level scorer judges each new prefix; its score s
-    becomes the weight softmax(logit(s) / temperature) over the running particles. Because the
-    scorer judges the whole prefix, the weight is the current prefix's potential, not a product
-    carried over steps. When the effective sample size falls below ``ess_threshold`` times the
-    running particles, they are resampled (systematic or multinomial) in proportion to their
-    weights, which keeps sampling from the posterior instead of chasing the mode. Finished
-    particles are frozen: they keep their slot, are never drawn by resampling and never
-    replaced. A particle whose score failed gets no weight and waits to be replaced at the next
-    resampling. Cost per step: at most N one-step samples and N scorer calls. The answer is a
-    weight-weighted vote over finished particles (or the best one).
+    one request with n = their count). A step-level scorer judges each new prefix; its score
+    s gives the step's likelihood exp(logit(s) / temperature). By default (``schedule:
+    every_step``, the paper's algorithm) every step ends with resampling all N particles in
+    proportion to that likelihood of their latest step, finished particles included (weighed
+    by their final score, as in the paper's code; a finished particle drawn twice is simply
+    kept twice, one drawn zero times is pruned). With ``schedule: adaptive`` the importance
+    weight carries across steps (each step multiplies it by the step's likelihood) and the
+    particles are resampled, and their weights reset, only when the effective sample size
+    falls below ``ess_threshold`` * N. A particle whose score failed gets weight zero. With
+    ``sweeps`` > 1 this is particle Gibbs: each later sweep keeps one reference particle,
+    drawn from the previous sweep's final particles by weight, whose path is fixed; at step t
+    it stands at its t-th step with that step's (memoised) score, takes part in resampling,
+    and a free particle that draws it continues from that prefix. Cost per step: at most N
+    one-step samples and N scorer calls, per sweep. The answer is a vote over the final
+    particles of all sweeps, each weighted by its final step's likelihood (or the best one).
     """
 
     config_model = ParticleFilterConfig
-    description = "Particle filtering: N particles, PRM weights, resampling when ESS is low."
+    description = "Particle filtering / Gibbs: N particles, PRM likelihoods, resampling."
 
     def __init__(self, config: ParticleFilterConfig) -> None:
         super().__init__(config)
@@ -97,52 +150,109 @@ class ParticleFilter(Strategy):
 
     async def search(self, ctx: SearchContext) -> SearchResult:
         cfg = self.cfg
-        slots: list[Node] = [ctx.root] * cfg.particles
-        finished: set[int] = set()
-        waiting: set[int] = set()  # failed score: no weight until resampling replaces them
-        history: list[float] = []
-        resamples = 0
-        exhausted = False
-        while not exhausted:
-            moving = [
-                i
-                for i in range(cfg.particles)
-                if i not in finished and i not in waiting and slots[i].depth < cfg.max_depth
-            ]
-            if not moving:
+        final: list[Node] = []
+        reference: list[Node] = []
+        history: list[float] = []  # the ESS after each step, sweep after sweep
+        resamples, exhausted, done = 0, False, 0
+        references: list[str] = []
+        for _ in range(cfg.sweeps):
+            sweep = self._start(ctx, reference)
+            exhausted = await self._run(ctx, sweep)
+            particles = [n for i, n in enumerate(sweep.slots) if i not in sweep.dead]
+            final += particles
+            resamples += sweep.resamples
+            history += sweep.ess
+            done += 1
+            if exhausted or not particles:
                 break
-            moved, exhausted = await self._advance(ctx, slots, moving)
-            try:
-                values = await path_values(
-                    ctx, [slots[i] for i in moved], cfg.scorer, cfg.aggregation
-                )
-            except BudgetExhausted:
-                break
-            for i, value in zip(moved, values, strict=True):
-                if value is None:
-                    waiting.add(i)
-                elif slots[i].terminal:
-                    finished.add(i)
-            running = [i for i in moved if i not in finished and i not in waiting]
-            if not running:
-                continue
-            weights = softmax([self._log_weight(ctx, slots[i]) for i in running])
-            ess = effective_sample_size(weights)
-            history.append(round(ess, 4))
-            if ess < cfg.ess_threshold * len(running):
-                targets = sorted(running + sorted(waiting))
-                self._resample(ctx, slots, running, weights, targets)
-                waiting.clear()
-                resamples += 1
-        picked = self._final(ctx, [slots[i] for i in sorted(finished)])
+            reference = self._draw_reference(ctx, particles)
+            references.append(reference[-1].id)
+        picked = self._final(ctx, [n for n in final if n.terminal])
         detail = {
-            "finished": len(finished),
+            "finished": sum(1 for n in final if n.terminal),
+            "sweeps": done,
+            "references": references[: max(0, done - 1)],
             "resamples": resamples,
             "ess": history,
             "budget_exhausted": exhausted,
             **picked.detail,
         }
         return SearchResult(picked.answer, picked.node_id, detail)
+
+    def _start(self, ctx: SearchContext, reference: list[Node]) -> Sweep:
+        slots = [ctx.root] * self.cfg.particles
+        return Sweep(slots=slots, log_weights=[0.0] * len(slots), reference=reference)
+
+    async def _run(self, ctx: SearchContext, sweep: Sweep) -> bool:
+        """Advance, weigh and resample until no particle moves; True if the budget ran out."""
+        cfg = self.cfg
+        while True:
+            moving = [i for i in sweep.free if i not in sweep.dead and self._open(sweep.slots[i])]
+            ref_moves = bool(sweep.reference) and sweep.step < len(sweep.reference)
+            if not moving and not ref_moves:
+                return False
+            sweep.step += 1
+            moved, exhausted = await self._advance(ctx, sweep.slots, moving)
+            if sweep.reference:
+                sweep.slots[0] = sweep.reference[min(sweep.step, len(sweep.reference)) - 1]
+            try:
+                values = await path_values(
+                    ctx, [sweep.slots[i] for i in moved], cfg.scorer, cfg.aggregation
+                )
+            except BudgetExhausted:
+                return True
+            sweep.dead.update(i for i, v in zip(moved, values, strict=True) if v is None)
+            sweep.dead.update(i for i in moving if i not in moved)  # refused by the budget
+            self._weigh(ctx, sweep)
+            live = [i for i in range(len(sweep.slots)) if i not in sweep.dead]
+            if not live:
+                return exhausted
+            weights = _normalised(sweep.log_weights, sweep.dead)
+            ess = effective_sample_size(weights)
+            sweep.ess.append(round(ess, 4))
+            due = cfg.schedule == "every_step" or ess < cfg.ess_threshold * len(sweep.slots)
+            if due:
+                self._resample(ctx, sweep, weights)
+            if exhausted:
+                return True
+
+    def _open(self, node: Node) -> bool:
+        return not node.terminal and node.depth < self.cfg.max_depth
+
+    def _weigh(self, ctx: SearchContext, sweep: Sweep) -> None:
+        """Multiply each live particle's weight by the likelihood of its latest step."""
+        carry = self.cfg.schedule == "adaptive"
+        for i, node in enumerate(sweep.slots):
+            if i in sweep.dead:
+                continue
+            value = _stored(ctx, node, self.cfg.scorer, self.cfg.aggregation)
+            if value is None:  # the root, for a reference that has not started: no step yet
+                continue
+            step = log_weight(value, self.cfg.temperature, self.cfg.score_clip)
+            sweep.log_weights[i] = (sweep.log_weights[i] if carry else 0.0) + step
+
+    def _resample(self, ctx: SearchContext, sweep: Sweep, weights: list[float]) -> None:
+        """Refill the free slots with ancestors drawn from all particles by weight."""
+        draw = systematic_resample if self.cfg.resampling == "systematic" else multinomial_resample
+        free = sweep.free
+        ancestors = draw(weights, len(free), ctx.rng)
+        before = list(sweep.slots)
+        for slot, ancestor in zip(free, ancestors, strict=True):
+            sweep.slots[slot] = before[ancestor]
+        kept = {n.id for n in sweep.slots}
+        keep = {n.id for n in sweep.reference}
+        dropped = {n.id: n for n in before if n.id not in kept and n.id not in keep}
+        dropped.pop(ctx.root.id, None)
+        ctx.prune([dropped[node_id] for node_id in sorted(dropped, key=path_key)])
+        sweep.dead.clear()  # every free slot now holds a drawn (live) particle
+        sweep.log_weights = [0.0] * len(sweep.slots)
+        sweep.resamples += 1
+
+    def _draw_reference(self, ctx: SearchContext, particles: list[Node]) -> list[Node]:
+        """The next sweep's reference: a final particle drawn by weight, as its path."""
+        weights = softmax([self._log_weight(ctx, n) for n in particles])
+        [index] = multinomial_resample(weights, 1, ctx.rng)
+        return ctx.graph.path(particles[index].id)[1:]
 
     async def _advance(
         self, ctx: SearchContext, slots: list[Node], moving: list[int]
@@ -169,25 +279,6 @@ class ParticleFilter(Strategy):
                 moved.append(i)
         return sorted(moved), exhausted
 
-    def _resample(
-        self,
-        ctx: SearchContext,
-        slots: list[Node],
-        running: list[int],
-        weights: list[float],
-        targets: list[int],
-    ) -> None:
-        """Refill ``targets`` (running and waiting slots) with ancestors drawn from ``running``."""
-        draw = systematic_resample if self.cfg.resampling == "systematic" else multinomial_resample
-        ancestors = draw(weights, len(targets), ctx.rng)
-        sources = [slots[running[a]] for a in ancestors]  # read every ancestor before writing
-        dropped = {slots[i].id: slots[i] for i in running}
-        for slot, node in zip(targets, sources, strict=True):
-            slots[slot] = node
-        for node in sources:
-            dropped.pop(node.id, None)
-        ctx.prune([dropped[node_id] for node_id in sorted(dropped, key=path_key)])
-
     def _log_weight(self, ctx: SearchContext, node: Node) -> float:
         value = _stored(ctx, node, self.cfg.scorer, self.cfg.aggregation)
         assert value is not None  # only scored particles are weighed
@@ -196,14 +287,25 @@ class ParticleFilter(Strategy):
     def _final(self, ctx: SearchContext, finished: list[Node]) -> Selection:
         cfg = self.cfg
         scored = [n for n in finished if _stored(ctx, n, cfg.scorer, cfg.aggregation) is not None]
+        scored.sort(key=lambda n: path_key(n.id))
         if cfg.final == "best":
             return choose_final(
                 scored, lambda n: _stored(ctx, n, cfg.scorer, cfg.aggregation), "best"
             )
+        if cfg.final == "vote":
+            return majority_vote([n for n in scored if n.answer is not None])
+        # one weight per particle: a finished path drawn k times carries k votes
         weights = softmax([self._log_weight(ctx, n) for n in scored])
         by_id = {n.id: w for n, w in zip(scored, weights, strict=True)}
-        return choose_final(scored, lambda n: by_id.get(n.id), cfg.final)
+        return weighted_vote(scored, lambda n: by_id[n.id])
 
     def anytime(self, ctx: SearchContext) -> SearchResult:
         picked = self._final(ctx, ctx.graph.terminals())
         return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})
+
+
+def _normalised(log_weights: list[float], dead: set[int]) -> list[float]:
+    """exp(log weights) normalised, dead particles at zero."""
+    live = [w for i, w in enumerate(log_weights) if i not in dead]
+    top = max(live)
+    return normalise([0.0 if i in dead else math.exp(w - top) for i, w in enumerate(log_weights)])

@@ -155,6 +155,7 @@ def test_particle_filter(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> No
         "name": "particle_filter",
         "particles": 6,
         "scorer": "prm",
+        "schedule": "adaptive",
         "ess_threshold": 0.9,
         "max_depth": 8,
         "step_max_tokens": 24,
@@ -162,7 +163,8 @@ def test_particle_filter(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> No
     for result in _solve(engine_loop, vllm_engine, strategy):
         graph = result.graph
         assert graph is not None
-        assert all(not n.terminal for n in graph.nodes() if graph.state(n.id).status == "pruned")
+        pruned = [n for n in graph.nodes() if graph.state(n.id).status == "pruned"]
+        assert all(graph.children(n.id) == [] for n in pruned)  # a dropped particle stops
 
 
 def test_a_star(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> None:

@@ -38,6 +38,14 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
         "parallel": 2,
     },
     "ab_mcts": {"name": "ab_mcts", "iterations": 12, "scorer": "prm", "parallel": 2},
+    "ab_mcts_m": {"name": "ab_mcts_m", "iterations": 12, "scorer": "prm", "parallel": 2},
+    "particle_gibbs": {"name": "particle_filter", "particles": 4, "scorer": "prm", "sweeps": 2},
+    "particle_filter_adaptive": {
+        "name": "particle_filter",
+        "particles": 4,
+        "scorer": "prm",
+        "schedule": "adaptive",
+    },
     "particle_filter": {"name": "particle_filter", "particles": 4, "scorer": "prm"},
     "a_star": {"name": "a_star", "expansions": 3, "scorer": "prm", "verifier": "oracle"},
 }

@@ -129,3 +129,39 @@ def test_max_expansions_ends_with_the_lowest_f_unrejected_goal() -> None:
     for result in results:
         assert len(result.detail["expanded"]) <= 2
         assert result.detail["accepted"] is False
+
+
+def test_h_zero_ablation_is_uniform_cost_search_without_scorer_calls() -> None:
+    problems = [make_problem(i, steps=3) for i in range(3)]
+    results, _ = run_strategy(
+        _a_star(h_scale=0.0, g="steps", g_scale=1.0, revisit_penalty=None, max_expansions=12),
+        problems,
+        scorers=NOISY,
+        error_rate=0.5,
+    )
+    for result in results:
+        graph = result.graph
+        assert graph is not None and result.error is None
+        assert all(graph.score(n.id, "prm") is None for n in graph.nodes())  # no PRM at all
+        verdicts = sum(graph.score(n.id, "oracle") is not None for n in graph.nodes())
+        assert result.usage["scorer_calls"] == verdicts
+        depths = [graph.node(n).depth for n in result.detail["expanded"]]
+        assert depths == sorted(depths)  # g = depth, h = 0: breadth first
+        keys = [(graph.node(n).depth, path_key(n)) for n in result.detail["expanded"]]
+        assert keys == sorted(keys)  # equal f: earlier id first
+
+
+def test_h_zero_with_logprob_cost_expands_the_likeliest_paths_first() -> None:
+    problems = [make_problem(i, steps=3) for i in range(3)]
+    results, _ = run_strategy(
+        _a_star(h_scale=0.0, revisit_penalty=None, max_expansions=10),
+        problems,
+        scorers=NOISY,
+        error_rate=0.5,
+    )
+    for result in results:
+        graph = result.graph
+        assert graph is not None
+        costs = [-graph.node(n).cum_logprob for n in result.detail["expanded"]]
+        assert costs == sorted(costs)
+        assert all(graph.score(n.id, "prm") is None for n in graph.nodes())

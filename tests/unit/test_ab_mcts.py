@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from core.graph import Node, SearchGraph
-from strategies.ab_mcts import ABMCTS, ABMCTSConfig, NodeBelief, choose_action
+from strategies.ab_mcts import ABMCTS, ABMCTSConfig, NodeAggregation, NodeBelief, choose_action
+from strategies.ab_mcts_m import MixedModelPolicy
+from strategies.mixed_model import MixedPrior, draw_group_means
 from strategies.thompson import BetaPosterior, GaussianPosterior
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
@@ -84,11 +86,12 @@ def _graph_with(ids: list[str]) -> SearchGraph:
 def test_scores_back_up_to_gen_here_and_child_and_cont_above() -> None:
     strategy = ABMCTS(ABMCTSConfig(scorer="prm", distribution="beta"))
     ctx: Any = SimpleNamespace(graph=_graph_with(["r.0", "r.0.0"]))
-    beliefs = {"r": strategy._belief()}
+    policy = strategy.policy("r")
+    assert isinstance(policy, NodeAggregation)
     children: dict[str, list[str]] = {}
-    strategy._record(ctx, beliefs, children, "r", ctx.graph.node("r.0"), 0.75)
-    strategy._record(ctx, beliefs, children, "r.0", ctx.graph.node("r.0.0"), 0.25)
-    root, mid = beliefs["r"], beliefs["r.0"]
+    strategy._record(ctx, policy, children, "r", ctx.graph.node("r.0"), 0.75)
+    strategy._record(ctx, policy, children, "r.0", ctx.graph.node("r.0.0"), 0.25)
+    root, mid = policy.beliefs["r"], policy.beliefs["r.0"]
     assert children == {"r": ["r.0"], "r.0": ["r.0.0"]}
 
     def ab(post: object) -> tuple[float, float]:
@@ -125,3 +128,56 @@ def test_parallel_decisions_share_one_request_per_node() -> None:
     assert first.n == 4  # the first wave can only widen the root: one request of n=4
     steps = [r for r in engine.requests if r.sampling.stop]
     assert sum(r.n for r in steps) == 8
+
+
+def test_mixed_model_draws_follow_the_data_and_pool_small_groups() -> None:
+    rng = random.Random(0)
+    prior = MixedPrior(sweeps=30)
+    strong = [[0.9] * 30, [0.2] * 30]
+    draws = [draw_group_means(strong, prior, rng) for _ in range(300)]
+    assert statistics.fmean(d[0][0] for d in draws) == pytest.approx(0.9, abs=0.03)
+    assert statistics.fmean(d[0][1] for d in draws) == pytest.approx(0.2, abs=0.03)
+    # a new group is drawn from the population: between the groups, widely spread
+    new = [d[1] for d in draws]
+    assert 0.2 < statistics.fmean(new) < 0.9 and statistics.pstdev(new) > 0.1
+    # a child seen once is pulled toward its siblings (partial pooling)
+    noisy = [0.4, 1.0] * 10
+    pooled = [draw_group_means([noisy, noisy, [0.0]], prior, rng)[0][2] for _ in range(300)]
+    assert statistics.fmean(pooled) > 0.1
+
+
+def test_mixed_policy_goes_deeper_into_a_clear_winner_and_wider_when_all_fail() -> None:
+    rng = random.Random(1)
+    policy = MixedModelPolicy(MixedPrior())
+    policy.record(["r"], "r.0", 0.95)
+    policy.record(["r"], "r.1", 0.05)
+    for _ in range(20):
+        policy.record(["r", "r.0"], "r.0.x", 0.95)
+        policy.record(["r", "r.1"], "r.1.x", 0.05)
+    picks = [policy.choose("r", ["r.0", "r.1"], rng) for _ in range(200)]
+    assert picks.count("r.0") > 100 and picks.count("r.1") == 0
+    weak = MixedModelPolicy(MixedPrior())
+    for i in range(3):
+        weak.record(["r"], f"r.{i}", 0.05)
+        for _ in range(10):
+            weak.record(["r", f"r.{i}"], f"r.{i}.x", 0.05)
+    # every child is poor and alike: a new child is as likely as any old one to be best
+    picks = [weak.choose("r", ["r.0", "r.1", "r.2"], rng) for _ in range(300)]
+    assert picks.count(None) > 60
+
+
+def test_ab_mcts_m_is_registered_and_grows_a_tree_of_judged_answers() -> None:
+    problems = [make_problem(i, steps=3) for i in range(4)]
+    results, _ = run_strategy(
+        {"name": "ab_mcts_m", "iterations": 16, "scorer": "prm", "verifier": "oracle"},
+        problems,
+        error_rate=0.4,
+    )
+    for result in results:
+        assert result.error is None
+        assert result.detail["finished"] == result.detail["generated"] == 16
+        assert result.detail["wider"] + result.detail["deeper"] >= 1
+        assert result.graph is not None and result.node_id is not None
+        assert result.graph.score(result.node_id, "oracle") is not None
+    assert sum(r.detail["deeper"] for r in results) >= 1
+    assert sum(bool(r.correct) for r in results) >= 3

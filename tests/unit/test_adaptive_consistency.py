@@ -25,11 +25,23 @@ def test_an_easy_problem_stops_early_and_reports_the_saving() -> None:
     engine = ScriptedEngine(error_rate=0.0)
     strategy = {"name": "adaptive_self_consistency", "max_samples": 32, "confidence": 0.95}
     [result] = run_strategy(strategy, [make_problem(0)], engine)
-    # 2 agreeing votes give P = 7/8, 4 give 31/32 >= 0.95: two rounds (2 + 2).
-    assert [r.n for r in engine.requests] == [2, 2]
+    # 2 agreeing votes give P = 7/8, 3 give 15/16, 4 give 31/32 >= 0.95: checked after each.
+    assert [r.n for r in engine.requests] == [2, 1, 1]
     assert result.correct
     assert result.detail["samples"] == 4 and result.detail["saved_samples"] == 28
-    assert result.detail["stop_reason"] == "beta" and result.detail["rounds"] == 2
+    assert result.detail["stop_reason"] == "beta" and result.detail["rounds"] == 3
+
+
+def test_the_rule_is_checked_after_every_sample_so_max_4_can_stop_early() -> None:
+    # Doubling rounds checked only at 2 and 4 samples: at max 4 it could never stop early.
+    engine = ScriptedEngine(error_rate=0.0)
+    strategy = {"name": "adaptive_self_consistency", "max_samples": 4, "confidence": 0.9}
+    [result] = run_strategy(strategy, [make_problem(0)], engine)
+    assert result.detail["samples"] == 3 and result.detail["saved_samples"] == 1
+    assert [r.n for r in engine.requests] == [2, 1]
+    every_two = ScriptedEngine(error_rate=0.0)
+    run_strategy({**strategy, "max_samples": 8, "round_size": 2}, [make_problem(0)], every_two)
+    assert [r.n for r in every_two.requests] == [2, 2]
 
 
 def test_supermajority_rule_stops_at_the_first_decided_round() -> None:
@@ -56,7 +68,8 @@ def test_hard_problems_use_more_samples_than_easy_ones() -> None:
 def test_round_sizes_double_or_stay_fixed_and_never_pass_max_samples() -> None:
     problems = [make_problem(0)]
     doubling = ScriptedEngine(error_rate=1.0)  # every path wrong, answers disagree
-    run_strategy({"name": "adaptive_self_consistency", "max_samples": 11}, problems, doubling)
+    strategy = {"name": "adaptive_self_consistency", "max_samples": 11, "growth": "double"}
+    run_strategy(strategy, problems, doubling)
     assert [r.n for r in doubling.requests] == [2, 2, 4, 3]
     fixed = ScriptedEngine(error_rate=1.0)
     strategy = {
@@ -91,7 +104,7 @@ def test_invalid_configs_name_the_problem() -> None:
         )
     with pytest.raises(RecipeError, match="round_size"):
         run_strategy(
-            {"name": "adaptive_self_consistency", "round_size": 4},
+            {"name": "adaptive_self_consistency", "growth": "double", "round_size": 4},
             [make_problem(0)],
             ScriptedEngine(),
         )

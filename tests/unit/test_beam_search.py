@@ -28,29 +28,47 @@ def _beam(**extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("how", ["min", "product", "last", "mean"])
-def test_each_depth_keeps_the_top_b_by_aggregated_score(how: Aggregation) -> None:
+def test_each_depth_keeps_the_top_b_open_paths_by_aggregated_score(how: Aggregation) -> None:
     problems = [make_problem(i, steps=4) for i in range(4)]
     results, _ = run_strategy(_beam(aggregation=how), problems, scorers=NOISY, error_rate=0.4)
     for result in results:
         graph = result.graph
         assert graph is not None and result.error is None
-        finished_before: list[Node] = []
         for depth in range(1, 7):
-            candidates = [n for n in graph.nodes() if n.depth == depth]
+            candidates = [n for n in graph.nodes() if n.depth == depth and not n.terminal]
             if not candidates:
                 break
             kept = [n for n in candidates if graph.state(n.id).status != "pruned"]
             dropped = [n for n in candidates if graph.state(n.id).status == "pruned"]
-            assert len(kept) + len(finished_before) >= min(3, len(candidates))
-            assert len(kept) <= 3
+            assert len(kept) == min(3, len(candidates))  # the slots are refilled
             if kept and dropped:
                 worst_kept = min(_value(graph, n, how) for n in kept)
                 best_dropped = max(_value(graph, n, how) for n in dropped)
                 assert worst_kept >= best_dropped
-            finished_before += [n for n in kept if n.terminal]
         for node in graph.nodes():  # only kept beams were expanded
             if graph.children(node.id):
                 assert graph.state(node.id).status != "pruned"
+
+
+def test_every_finished_path_is_kept_and_the_answer_is_chosen_among_all() -> None:
+    # Old beam search made finished paths compete for the B slots and pruned the losers, so
+    # every run ended with at most B answers for the final rule.
+    problems = [make_problem(i, steps=4) for i in range(6)]
+    results, _ = run_strategy(
+        _beam(beam_width=2, final="weighted_vote"), problems, scorers=NOISY, error_rate=0.4
+    )
+    for result in results:
+        graph = result.graph
+        assert graph is not None
+        ends = [n for n in graph.nodes() if n.terminal and graph.score(n.id, "prm") is not None]
+        assert all(graph.state(n.id).status == "terminal" for n in ends)  # none pruned
+        assert result.detail["finished"] == len(ends)
+        voters = sum(1 for n in ends if n.answer is not None)
+        assert sum(result.detail["votes"].values()) == pytest.approx(
+            sum(_value(graph, n, "min") for n in ends if n.answer is not None)
+        )
+        assert voters >= 1
+    assert max(r.detail["finished"] for r in results) > 2 * 2
 
 
 def test_ranking_breaks_ties_by_node_id() -> None:

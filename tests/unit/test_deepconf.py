@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Sequence
 
 import pytest
 
-from orchestrator.engines.scripted import ScriptedEngine
+from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
 from rewards.confidence import (
     SlidingMean,
     bottom_group_confidence,
@@ -17,6 +19,7 @@ from rewards.confidence import (
     tail_confidence,
     token_confidence,
 )
+from strategies.deepconf import kept_share_threshold
 from tests.conftest import make_problem
 from tests.unit.sampling_support import (
     FLAT,
@@ -103,6 +106,7 @@ def test_online_stops_uncertain_traces_at_the_first_window_below_threshold() -> 
         "warmup": 4,
         "window": 4,
         "keep_percent": 50,
+        "consensus": None,  # watch every trace: this test is about the per-trace stop
     }
     offline = run_strategy(
         {**strategy, "mode": "offline"}, [make_problem(0)], ScriptedEngine(ChoicePolicy(OPTIONS))
@@ -138,10 +142,73 @@ def test_online_warmup_must_leave_traces_to_watch() -> None:
 
 def test_an_early_stop_does_not_depend_on_whether_the_engine_had_finished() -> None:
     # an engine that outruns its reader delivers whole samples: the stop must still count
-    strategy = {"name": "deepconf", "mode": "online", "n": 12, "warmup": 4, "window": 4}
+    strategy = {
+        "name": "deepconf",
+        "mode": "online",
+        "n": 12,
+        "warmup": 4,
+        "window": 4,
+        "keep_percent": 50,
+        "consensus": None,
+    }
     streamed = graph_shape(
         run_strategy(strategy, [make_problem(0)], ScriptedEngine(ChoicePolicy(OPTIONS)))
     )
     whole = WholeSampleEngine(ScriptedEngine(ChoicePolicy(OPTIONS)))
     assert graph_shape(run_strategy(strategy, [make_problem(0)], whole)) == streamed  # type: ignore[arg-type]
     assert any(status == "aborted" for _, status, _, _ in streamed)
+
+
+class JitterPolicy:
+    """One answer; each trace's confidence differs a little (distinct warm-up confidences)."""
+
+    def __init__(self, answers: Sequence[str] = ("7",)) -> None:
+        self.answers = list(answers)
+
+    def continue_text(self, prompt: str, rng: random.Random) -> Continuation:
+        body = f"1+1=2\nAnswer: {rng.choice(self.answers)}" + EOS
+        top = (-0.01 - rng.random(), -5.0, -6.0, -7.0, -8.0)
+        return Continuation(body, (top[0],) * len(body), (top,) * len(body))
+
+
+@pytest.mark.parametrize("keep, dropped", [(90, 0), (75, 1), (50, 2), (10, 3)])
+def test_the_warmup_threshold_passes_the_kept_share_of_the_warmup(keep: int, dropped: int) -> None:
+    # The interpolated 10th percentile of 4 warm-up traces always dropped one at keep 90 %.
+    strategy = {
+        "name": "deepconf",
+        "mode": "online",
+        "n": 8,
+        "warmup": 4,
+        "window": 4,
+        "keep_percent": keep,
+        "consensus": None,
+    }
+    results = run_strategy(
+        strategy, [make_problem(i) for i in range(4)], ScriptedEngine(JitterPolicy())
+    )
+    for result in results:
+        assert result.detail["warmup_below_threshold"] == dropped
+    assert kept_share_threshold([3.0, 1.0, 2.0, 4.0], 90) == 1.0
+    assert kept_share_threshold([float(v) for v in range(16)], 10) == 14.0  # 2 of 16 pass
+
+
+def test_online_stops_adding_traces_at_consensus() -> None:
+    strategy = {"name": "deepconf", "mode": "online", "n": 32, "warmup": 4, "wave": 4, "window": 4}
+    engine = ScriptedEngine(JitterPolicy())
+    [agreed] = run_strategy(strategy, [make_problem(0)], engine)
+    assert agreed.detail["consensus_stop"] and agreed.detail["leader_share"] == 1.0
+    assert agreed.detail["samples"] == 4  # the warm-up already agreed
+    assert [r.n for r in engine.requests] == [4]
+    [split] = run_strategy(strategy, [make_problem(0)], ScriptedEngine(JitterPolicy("789")))
+    assert split.detail["samples"] > 4  # no consensus yet: more waves
+    assert (split.detail["samples"] - 4) % 4 == 0 or split.detail["samples"] == 32
+    full = run_strategy(
+        {**strategy, "consensus": None}, [make_problem(0)], ScriptedEngine(JitterPolicy())
+    )
+    assert full[0].detail["samples"] == 32
+
+
+def test_top_k_logprobs_default_follows_the_paper() -> None:
+    engine = ScriptedEngine(JitterPolicy())
+    run_strategy({"name": "deepconf", "n": 4}, [make_problem(0)], engine)
+    assert all(r.sampling.logprobs == 20 for r in engine.requests)

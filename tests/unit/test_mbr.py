@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
+import time
 from collections.abc import Sequence
-from typing import ClassVar
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import pytest
 
 from core.errors import RecipeError
-from core.graph import Score
+from core.graph import Node, Score
 from core.problem import Problem
 from core.scoring import SCORERS, Candidate, PairwiseScorer
 from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
-from strategies.utilities import chrf
+from strategies.mbr import MBR, MBRConfig
+from strategies.selection import argmax
+from strategies.utilities import chrf, chrf_matrix
 from tests.conftest import make_problem
 from tests.unit.sampling_support import ChoicePolicy, LearningEngine, run_strategy
 
@@ -181,3 +186,71 @@ def test_agreement_judge_through_ctx_compare_acts_like_answer_equality() -> None
     pairs = sum(int(r.detail["pairs"]) for r in judged)
     assert pairs == sum(r.usage["scorer_calls"] for r in judged)
     assert len(judge_requests) == 2 * pairs  # both presentation orders per unordered pair
+
+
+def _pool(texts: Sequence[str]) -> list[Node]:
+    return [
+        Node(id=f"r.{i}", parent_id="r", depth=1, token_ids=(), text=t, answer=str(i))
+        for i, t in enumerate(texts)
+    ]
+
+
+_CTX: Any = SimpleNamespace(solution=lambda n: n.text)
+# Two texts whose 5-5 tie the old accumulation (a running sum in pair order) broke for B.
+TIE_A = "894719*6593423\n209+4711+*220\n1=\n8+6\n=848*3\n3+9\n69477++=*51"
+TIE_B = "9179+5\n330=41=35*256\n01*2\n=30\n9+89+101+3"
+
+
+@pytest.mark.parametrize("first, second", [(TIE_A, TIE_B), (TIE_B, TIE_A)])
+def test_exact_ties_go_to_the_earliest_node(first: str, second: str) -> None:
+    pool = _pool([first, second] * 5)
+    mbr = MBR(MBRConfig(n=10))
+    expected, _, _ = asyncio.run(mbr._expected_utilities(_CTX, pool))
+    assert expected["r.0"] == expected["r.1"]  # exactly: the same multiset of values
+    assert argmax(pool, lambda n: expected[n.id]).node_id == "r.0"
+
+
+def test_chrf_matrix_equals_pairwise_chrf_exactly() -> None:
+    rng = random.Random(4)
+    texts = ["", "", "a", "ab", "3+4=7", "3 + 4 = 7\nAnswer: 7"]
+    texts += [
+        "".join(rng.choice("0123456789+=*\n ") for _ in range(rng.randint(1, 80)))
+        for _ in range(30)
+    ]
+    for beta in (1.0, 2.0):
+        table = chrf_matrix(texts, order=6, beta=beta)
+        for i, hyp in enumerate(texts):
+            for j, ref in enumerate(texts):
+                if i != j:
+                    assert table[i][j] == chrf(hyp, ref, order=6, beta=beta), (i, j)
+
+
+def test_chrf_counts_each_text_once_and_runs_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import strategies.utilities as utilities
+
+    real = utilities.chrf_matrix
+    calls: list[int] = []
+
+    def slow(texts: Sequence[str], *, order: int, beta: float) -> list[list[float]]:
+        calls.append(len(texts))
+        time.sleep(0.3)  # a big pool's worth of work, blocking whatever thread runs it
+        return real(texts, order=order, beta=beta)
+
+    monkeypatch.setattr(utilities, "chrf_matrix", slow)
+    rng = random.Random(0)
+    pool = _pool(["".join(rng.choice("0123456789+=\n") for _ in range(200)) for _ in range(64)])
+
+    async def scene() -> int:
+        ticks = 0
+        task = asyncio.create_task(MBR(MBRConfig(n=64))._expected_utilities(_CTX, pool))
+        while not task.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        await task
+        return ticks
+
+    ticks = asyncio.run(scene())
+    assert calls == [64]  # one pass over the pool, not one per pair
+    assert ticks >= 10  # another coroutine kept running during the 0.3 s of utility work

@@ -15,7 +15,7 @@ from strategies.tree_policy import (
     uct_score,
 )
 from tests.conftest import make_problem
-from tests.unit.step_helpers import run_strategy
+from tests.unit.step_helpers import mean_tokens, run_strategy
 
 
 def test_uct_score_is_mean_plus_exploration_bonus() -> None:
@@ -66,21 +66,67 @@ def _mcts(**extra: Any) -> dict[str, Any]:
     return {"name": "mcts", "iterations": 12, "expansion_width": 3, "scorer": "prm", **extra}
 
 
-def test_only_leaves_are_expanded_and_terminals_never() -> None:
+def _expanded_parents(engine: Any, problem_id: str) -> list[str]:
+    return [
+        r.request_id.split(":")[-1].split("x")[0].rsplit(".", 1)[0]
+        for r in engine.requests
+        if f":{problem_id}:" in r.request_id
+    ]
+
+
+def test_without_widening_each_leaf_expands_once_and_terminals_never() -> None:
     problems = [make_problem(i, steps=3) for i in range(3)]
-    results, engine = run_strategy(_mcts(parallel=3), problems, error_rate=0.4)
-    parents = [r.request_id.split(":")[-1].split("x")[0].rsplit(".", 1)[0] for r in engine.requests]
+    results, engine = run_strategy(
+        _mcts(parallel=3, progressive_widening=False), problems, error_rate=0.4
+    )
     for result in results:
         assert result.graph is not None and result.error is None
-        mine = [
-            p
-            for r, p in zip(engine.requests, parents, strict=True)
-            if f":{result.problem_id}:" in r.request_id
-        ]
+        mine = _expanded_parents(engine, result.problem_id)
         assert len(mine) == len(set(mine))  # virtual loss + dedupe: no leaf expanded twice
         for node in result.graph.nodes():
             if node.terminal:
                 assert result.graph.children(node.id) == []
+
+
+def test_tokens_grow_with_iterations() -> None:
+    # Old MCTS expanded each node once and then re-selected finished leaves for free:
+    # 16 -> 128 iterations moved tokens by a few percent. Every simulation now generates.
+    problems = [make_problem(i, steps=4) for i in range(6)]
+    tokens = {}
+    for iterations in (16, 128):
+        results, _ = run_strategy(
+            _mcts(iterations=iterations, expansion_width=2, parallel=4, max_depth=8),
+            problems,
+            error_rate=0.3,
+        )
+        tokens[iterations] = mean_tokens(results)
+        for result in results:
+            detail = result.detail
+            assert detail["simulations"] == iterations or detail["tree_exhausted"]
+    assert tokens[128] > 4 * tokens[16]
+
+
+def test_progressive_widening_re_expands_visited_nodes() -> None:
+    problems = [make_problem(i, steps=3) for i in range(3)]
+    results, engine = run_strategy(_mcts(iterations=40, expansion_width=2), problems)
+    for result in results:
+        parents = _expanded_parents(engine, result.problem_id)
+        assert parents.count("r") >= 3  # the root widened twice or more
+        assert result.detail["root_children"] > 2
+        for node in result.graph.nodes() if result.graph else []:
+            if node.terminal:
+                assert result.graph is not None and result.graph.children(node.id) == []
+
+
+def test_search_stops_when_the_tree_is_exhausted() -> None:
+    # error_rate 0: each step has one possible text, so the tree is one path, drawn dry
+    problems = [make_problem(i, steps=2) for i in range(2)]
+    results, engine = run_strategy(_mcts(iterations=200, expansion_width=2), problems, error_rate=0)
+    for result in results:
+        assert result.detail["tree_exhausted"]
+        assert result.detail["simulations"] < 20
+        assert result.correct
+    assert len(engine.requests) < 40
 
 
 def test_puct_asks_for_logprobs_and_uct_does_not() -> None:

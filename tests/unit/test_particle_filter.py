@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from strategies.particle_filter import log_weight
+from core.graph import Node, Score, SearchGraph
+from strategies.particle_filter import ParticleFilter, ParticleFilterConfig, Sweep, log_weight
 from strategies.resampling import softmax
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
@@ -29,18 +32,18 @@ def test_weights_are_a_softmax_of_logits_over_temperature() -> None:
     assert weights == pytest.approx([r / sum(raw) for r in raw])
 
 
-def test_finished_particles_are_never_revived() -> None:
+def test_finished_particles_are_never_expanded_and_every_step_resamples() -> None:
+    # The paper's filter resamples after every step; the old default waited for ESS < N/2.
     problems = [make_problem(i, steps=4) for i in range(5)]
-    results, engine = run_strategy(_pf(ess_threshold=1.0), problems, scorers=NOISY, error_rate=0.4)
+    results, engine = run_strategy(_pf(), problems, scorers=NOISY, error_rate=0.4)
     for result in results:
         graph = result.graph
         assert graph is not None and result.error is None
-        assert result.detail["resamples"] >= 1
+        assert result.detail["resamples"] == len(result.detail["ess"]) >= 4
         for node in graph.nodes():
             if node.terminal:
                 assert graph.children(node.id) == []
-                assert graph.state(node.id).status == "terminal"  # never pruned by resampling
-        assert result.detail["finished"] == len(graph.terminals()) <= 6
+        assert 1 <= result.detail["finished"] <= 6
     expanded = {
         r.request_id.split(":")[-1].split("x")[0].rsplit(".", 1)[0] for r in engine.requests
     }
@@ -50,33 +53,105 @@ def test_finished_particles_are_never_revived() -> None:
 
 
 def test_resampling_drops_low_weight_particles_and_prunes_them() -> None:
-    problems = [make_problem(i, steps=4) for i in range(5)]
-    results, _ = run_strategy(_pf(ess_threshold=1.0), problems, scorers=NOISY, error_rate=0.5)
+    problems = [make_problem(i, steps=4) for i in range(8)]
+    results, _ = run_strategy(_pf(), problems, scorers=NOISY, error_rate=0.5)
+    pruned_values: list[float] = []
+    kept_values: list[float] = []
     for result in results:
         graph = result.graph
         assert graph is not None
-        pruned = [n for n in graph.nodes() if graph.state(n.id).status == "pruned"]
-        assert all(not n.terminal for n in pruned)
-        assert all(graph.children(n.id) == [] for n in pruned)  # a dropped particle stops
-        if pruned:
-            worst_pruned = max(graph.score(n.id, "prm").value or 0 for n in pruned)  # type: ignore[union-attr]
-            assert worst_pruned < 0.9  # on-track prefixes score above 0.5; they are kept
+        for node in graph.nodes():
+            score = graph.score(node.id, "prm")
+            if node.parent_id is None or score is None or score.value is None:
+                continue
+            if graph.state(node.id).status == "pruned":
+                assert graph.children(node.id) == []  # a dropped particle stops
+                pruned_values.append(score.value)
+            else:
+                kept_values.append(score.value)
+    assert pruned_values
+    assert sum(pruned_values) / len(pruned_values) < 0.5 < sum(kept_values) / len(kept_values)
 
 
-def test_no_resampling_below_threshold_zero() -> None:
+def test_adaptive_without_threshold_never_resamples() -> None:
     problems = [make_problem(i, steps=3) for i in range(3)]
-    results, _ = run_strategy(_pf(ess_threshold=0.0), problems, scorers=NOISY, error_rate=0.4)
+    results, _ = run_strategy(
+        _pf(schedule="adaptive", ess_threshold=0.0), problems, scorers=NOISY, error_rate=0.4
+    )
     for result in results:
         assert result.detail["resamples"] == 0
         # without resampling the particles are independent chains: N finished paths
         assert result.detail["finished"] == 6
 
 
+def _scored_graph(scores: dict[str, float]) -> SearchGraph:
+    graph = SearchGraph("p", (1,), "q")
+    for node_id, value in scores.items():
+        parent = node_id.rsplit(".", 1)[0]
+        graph.reserve_child_ids(parent, 1)
+        node = Node(id=node_id, parent_id=parent, depth=node_id.count("."), token_ids=(), text="")
+        graph.add_child(node)
+        graph.set_score(node_id, "prm", Score(value=value, step_values=(value,)))
+    return graph
+
+
+@pytest.mark.parametrize("schedule", ["every_step", "adaptive"])
+def test_adaptive_weights_multiply_step_likelihoods_and_reset_after_resampling(
+    schedule: str,
+) -> None:
+    scores = {"r.0": 0.8, "r.1": 0.3, "r.0.0": 0.6, "r.1.0": 0.9}
+    graph = _scored_graph(scores)
+    ctx: Any = SimpleNamespace(
+        graph=graph, rng=random.Random(0), root=graph.root, prune=lambda _: None
+    )
+    pf = ParticleFilter(ParticleFilterConfig(scorer="prm", particles=2, schedule=schedule))  # type: ignore[arg-type]
+    sweep = Sweep(slots=[graph.node("r.0"), graph.node("r.1")], log_weights=[0.0, 0.0])
+    pf._weigh(ctx, sweep)
+    sweep.slots = [graph.node("r.0.0"), graph.node("r.1.0")]
+    pf._weigh(ctx, sweep)
+
+    def logit(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    if schedule == "adaptive":  # importance weights carry: a product of step likelihoods
+        expected = [logit(0.8) + logit(0.6), logit(0.3) + logit(0.9)]
+    else:  # resampled every step: only the latest step's likelihood
+        expected = [logit(0.6), logit(0.9)]
+    assert sweep.log_weights == pytest.approx(expected)
+    pf._resample(ctx, sweep, softmax(sweep.log_weights))
+    assert sweep.log_weights == [0.0, 0.0] and sweep.resamples == 1
+
+
+def test_particle_gibbs_keeps_a_reference_particle_through_resampling() -> None:
+    problems = [make_problem(i, steps=3) for i in range(4)]
+    single, _ = run_strategy(_pf(particles=4), problems, scorers=NOISY, error_rate=0.4)
+    results, engine = run_strategy(
+        _pf(particles=4, sweeps=3), problems, scorers=NOISY, error_rate=0.4
+    )
+    for result, alone in zip(results, single, strict=True):
+        graph = result.graph
+        assert graph is not None and result.error is None
+        assert result.detail["sweeps"] == 3 and len(result.detail["references"]) == 2
+        for ref in result.detail["references"]:
+            node = graph.node(ref)
+            assert node.terminal and graph.state(ref).status == "terminal"  # never pruned
+            for step in graph.path(ref)[1:]:
+                assert graph.state(step.id).status != "pruned"
+        roots = [
+            r.n
+            for r in engine.requests
+            if r.request_id.split(":")[1] == result.problem_id
+            and r.request_id.split(":")[-1].count(".") == 1
+        ]
+        assert roots[:1] == [4] and all(n <= 3 for n in roots[1:])  # 1 slot is the reference
+        assert result.usage["generated_tokens"] > 1.5 * alone.usage["generated_tokens"]
+
+
 @pytest.mark.parametrize("how", ["systematic", "multinomial"])
 def test_duplicated_particles_share_one_request(how: str) -> None:
     problems = [make_problem(0, steps=4)]
     results, engine = run_strategy(
-        _pf(ess_threshold=1.0, resampling=how, particles=8), problems, scorers=NOISY, error_rate=0.5
+        _pf(resampling=how, particles=8), problems, scorers=NOISY, error_rate=0.5
     )
     assert engine.requests[0].n == 8  # all particles start at the root
     assert sum(r.n for r in engine.requests) <= 8 * 6

@@ -23,7 +23,7 @@ GUIDED: dict[str, dict[str, Any]] = {
     "particle_filter": {"name": "particle_filter", "particles": 16, "scorer": "prm"},
     "mcts": {
         "name": "mcts",
-        "iterations": 24,
+        "iterations": 18,  # every simulation generates: 18 x 4 steps ~ 16 samples' tokens
         "expansion_width": 4,
         "exploration": 0.5,
         "parallel": 4,
