@@ -44,6 +44,9 @@ class EventStream(Response):
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
             media_type=self.media_type,
         )
+        # no Content-Length: Response.__init__ sets 0 for its empty body, which would end the
+        # stream before its first event
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.events = events
         self.on_close = on_close
 

@@ -47,7 +47,7 @@ TESTBED: dict[str, Any] = {
 }
 
 
-def testbed_recipe(strategy: dict[str, Any], **sampling: Any) -> Recipe:
+def served_recipe(strategy: dict[str, Any], **sampling: Any) -> Recipe:
     return parse_recipe(
         {
             "engine": {"kind": "vllm", "model": TESTBED["model"]},
@@ -88,10 +88,10 @@ class LiveServer:
 def live_server(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> Iterator[LiveServer]:
     recipes = {
         # the everyday model: self-consistency over 4 samples
-        "sc": testbed_recipe({"name": "self_consistency", "n": 4}),
+        "sc": served_recipe({"name": "self_consistency", "n": 4}),
         # a search long enough to walk away from: 256 samples that rarely stop early
-        "long": testbed_recipe(
-            {"name": "self_consistency", "n": 256}, temperature=4.0, max_tokens=200
+        "long": served_recipe(
+            {"name": "self_consistency", "n": 256}, temperature=2.0, max_tokens=200
         ),
     }
     catalog = ModelCatalog(recipes, engines={name: vllm_engine for name in recipes})
@@ -245,8 +245,8 @@ def test_a_client_that_walks_away_aborts_the_search_in_vllm(
     _wait_for(lambda: live_server.engine_counts() == (0, 0), 20)
     drained = time.monotonic() - left
     assert busy[0] >= 1 and busy[1] >= 1
-    assert stats.cancelled == cancelled + 1
-    assert stats.running == 0
+    # the engine drains while the search task unwinds; the server counts it just after
+    _wait_for(lambda: (stats.cancelled, stats.running) == (cancelled + 1, 0), 10)
     print(
         f"\nstream={stream}: in flight at disconnect {busy}, drained in {drained:.2f} s "
         f"({left - started:.1f} s after the request)"

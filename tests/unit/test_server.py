@@ -447,6 +447,7 @@ def test_streamed_chat_ends_with_the_same_answer_as_the_plain_response() -> None
             response = await s.client.post("/v1/chat/completions", json=request)
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
+            assert "content-length" not in response.headers
             chunks = events(response.text)
             assert chunks[-1] == "[DONE]"
             first, *rest, usage, _ = chunks
