@@ -257,7 +257,12 @@ def _serve(args: argparse.Namespace) -> int:
             raise BranchwiseError(f"--api-key-env {args.api_key_env}: the variable is not set")
     if not 0 <= args.port <= 65535:
         raise BranchwiseError(f"--port: expected 0 to 65535, got {args.port}")
-    asyncio.run(serve(args.recipes, host=args.host, port=args.port, api_key=api_key, limits=limits))
+    try:
+        asyncio.run(
+            serve(args.recipes, host=args.host, port=args.port, api_key=api_key, limits=limits)
+        )
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
+        print("server stopped", file=sys.stderr)
     return 0
 
 

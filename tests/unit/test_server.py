@@ -623,3 +623,61 @@ def test_problem_ids_come_from_the_prompt_so_seeds_reproduce() -> None:
             assert isinstance(Problem(id=first[1], question="q"), Problem)
 
     run(go)
+
+
+def test_branchwise_serve_runs_the_command_end_to_end(tmp_path: Path) -> None:
+    """The real command in a subprocess: uvicorn on 127.0.0.1, the openai client, Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import openai
+
+    solutions = Path(__file__).resolve().parents[2] / "examples/testbed/data/eval.jsonl"
+    recipe = tmp_path / "scripted_sc.yaml"
+    recipe.write_text(
+        f"engine: {{kind: scripted, error_rate: 0.2, solutions: {solutions}}}\n"
+        "strategy: {name: self_consistency, n: 5}\n"
+        "sampling: {max_tokens: 64}\n"
+        "answer: {method: answer_line}\n"
+    )
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "BW_KEY": KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "orchestrator.cli", "serve", str(recipe)]
+    command += ["--port", str(port), "--api-key-env", "BW_KEY"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        assert [m.id for m in client.models.list()] == ["scripted_sc"]
+        first = json.loads((solutions).read_text().splitlines()[0])
+        messages: Any = [{"role": "user", "content": first["question"]}]
+        reply = client.chat.completions.create(model="scripted_sc", messages=messages)
+        assert reply.model_extra is not None
+        assert reply.model_extra["branchwise"]["answer"] == first["answer"]
+        chunks = list(
+            client.chat.completions.create(model="scripted_sc", messages=messages, stream=True)
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == reply.choices[0].message.content
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0).models.list()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "serving scripted_sc on" in err and "server stopped" in err
+    assert "Traceback" not in err
