@@ -70,6 +70,10 @@ def request_recipe(recipe: Recipe, request: SearchRequest, limits: ServerLimits)
 class ModelCatalog:
     """The served recipes by model name; ``async with`` starts (and stops) their engines.
 
+    Recipes whose ``engine`` sections are the same (and that sit in the same folder, since
+    model paths are relative to it) share one engine, so serving several strategies over
+    one model loads it once.
+
     ``engines``: engines already running, by model name, used instead of building the
     recipe's (tests share one vLLM engine this way); the catalog does not stop them.
     """
@@ -78,10 +82,17 @@ class ModelCatalog:
         self, recipes: Mapping[str, Recipe], *, engines: Mapping[str, Engine] | None = None
     ) -> None:
         engines = engines or {}
-        self.models = {
-            name: ServedModel(name, recipe, Orchestrator(recipe, engine=engines.get(name)))
-            for name, recipe in recipes.items()
-        }
+        built: dict[str, Engine] = {}
+        self.models: dict[str, ServedModel] = {}
+        for name, recipe in recipes.items():
+            # recipes with the same engine section (from the same folder) share one engine:
+            # the first owns it, and is entered first, so it is stopped last
+            key = f"{recipe.engine.model_dump_json()}@{recipe.base_dir}"
+            engine = engines.get(name) or built.get(key)
+            orchestrator = Orchestrator(recipe, engine=engine)
+            if engine is None:
+                built[key] = orchestrator.engine
+            self.models[name] = ServedModel(name, recipe, orchestrator)
         self._stack = AsyncExitStack()
 
     @staticmethod

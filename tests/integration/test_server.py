@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = "integration-key"
 
 
-# The testbed specifics, in one place: switch these to move the tests to another policy.
+# The testbed specifics, in one place: switch these to move the tests to another policy (for
+# a chat policy, e.g. "prompt": {"style": "chat", "system": "..."} and its answer method).
 TESTBED: dict[str, Any] = {
     "model": str(POLICY),
     "prompt": {"style": "plain", "template": "{question}\n"},
@@ -89,13 +90,17 @@ def live_server(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> Iterator[Li
     recipes = {
         # the everyday model: self-consistency over 4 samples
         "sc": served_recipe({"name": "self_consistency", "n": 4}),
+        # rounds of 2, 2, 4, 8 samples: its best answer so far changes as they come in
+        "adaptive": served_recipe(
+            {"name": "adaptive_self_consistency", "max_samples": 16, "confidence": 0.999}
+        ),
         # a search long enough to walk away from: 256 samples that rarely stop early
         "long": served_recipe(
             {"name": "self_consistency", "n": 256}, temperature=2.0, max_tokens=200
         ),
     }
     catalog = ModelCatalog(recipes, engines={name: vllm_engine for name in recipes})
-    limits = ServerLimits(max_body_bytes=65_536, max_concurrency=64)
+    limits = ServerLimits(max_body_bytes=65_536, max_concurrency=64, progress_interval=0.01)
     engine_loop.run(catalog.__aenter__())
     strategy_server = StrategyServer(catalog, limits, api_key=KEY)
     config = uvicorn.Config(create_app(strategy_server), lifespan="off", log_level="warning")
@@ -129,7 +134,7 @@ def test_chat_completion_through_the_openai_client(live_server: LiveServer) -> N
     assert raw.headers[TRACE_HEADER] == facts["trace_id"]
     assert completion.id == "chatcmpl-" + facts["trace_id"]
     text = completion.choices[0].message.content or ""
-    assert facts["answer"] is not None and text.rstrip().endswith(f"Answer: {facts['answer']}")
+    assert facts["answer"] is not None and facts["answer"] in text
     usage = completion.usage
     assert usage is not None
     assert usage.completion_tokens == facts["usage"]["generated_tokens"] > 0
@@ -171,12 +176,32 @@ def test_streamed_chat_through_the_openai_client(live_server: LiveServer) -> Non
     assert usage is not None and usage.completion_tokens == facts["usage"]["generated_tokens"]
 
 
+def test_a_stream_reports_the_best_answer_so_far_from_real_samples(live_server: LiveServer) -> None:
+    client = live_server.client()
+    seen: list[dict[str, Any]] = []
+    for index, question in enumerate(questions(4)):
+        stream = client.chat.completions.create(
+            model="adaptive",
+            messages=[{"role": "user", "content": question}],
+            stream=True,
+            seed=index,
+        )
+        facts = [c.model_extra["branchwise"] for c in stream if c.model_extra]  # type: ignore[index]
+        progress = [f for f in facts if f["event"] == "progress"]
+        assert facts[-1]["event"] == "final"
+        for update in progress:
+            assert update["answer"] is None or update["answer"] in update["text"]
+        seen += progress
+    # on real samples, rounds finish over time and the vote in progress is reported
+    assert seen, "no progress event in 4 streamed searches"
+
+
 def test_completions_and_models_through_the_openai_client(live_server: LiveServer) -> None:
     client = live_server.client()
-    assert sorted(m.id for m in client.models.list()) == ["long", "sc"]
+    assert sorted(m.id for m in client.models.list()) == ["adaptive", "long", "sc"]
     completion = client.completions.create(model="sc", prompt=questions(3)[2], max_tokens=64)
     facts = completion.model_extra["branchwise"]  # type: ignore[index]
-    assert completion.choices[0].text.rstrip().endswith(f"Answer: {facts['answer']}")
+    assert facts["answer"] is not None and facts["answer"] in completion.choices[0].text
     assert completion.usage is not None and completion.usage.completion_tokens <= 4 * 64
 
 

@@ -254,6 +254,16 @@ def test_a_small_budget_returns_the_best_answer_so_far_within_it() -> None:
     run(go)
 
 
+def test_recipes_with_the_same_engine_section_share_one_engine() -> None:
+    one = parse_recipe(recipe_data())
+    two = parse_recipe(recipe_data(strategy={"name": "best_of_n", "n": 2, "scorer": "v"},
+                                   scorers=[{"kind": "mean_logprob", "name": "v"}]))  # fmt: skip
+    other = parse_recipe(recipe_data(engine={"kind": "scripted", "error_rate": 0.1}))
+    catalog = ModelCatalog({"one": one, "two": two, "other": other})
+    engines = {name: model.orchestrator.engine for name, model in catalog.models.items()}
+    assert engines["one"] is engines["two"] and engines["other"] is not engines["one"]
+
+
 def test_request_recipe_caps_what_the_recipe_leaves_unlimited() -> None:
     recipe = parse_recipe(recipe_data(budget={"max_seconds": 1000, "max_nodes": 50}))
     limits = ServerLimits(max_generated_tokens=999, max_seconds=20)
