@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,11 +127,12 @@ class StrategyServer:
                 headers={"Retry-After": str(seconds)},
             )
         self.stats.running += 1
-        self.stats.started += 1
 
-    def _leave(self, outcome: str) -> None:
+    def _leave(self, outcome: str | None) -> None:
+        """Free the slot; ``outcome`` (completed, failed, cancelled) of a search that started."""
         self.stats.running -= 1
-        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        if outcome is not None:
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
 
     # endpoints ----------------------------------------------------------------------------
 
@@ -161,7 +163,8 @@ class StrategyServer:
         model = self.catalog.get(parsed.model)
         self._enter()
         trace_id = "bw-" + uuid.uuid4().hex
-        outcome, handed_over = "failed", False
+        outcome: str | None = None  # None: refused before its search started
+        handed_over = False
         try:
             orchestrator = model.for_request(parsed, self.limits, trace_id)
             prompt = await self._render(model, orchestrator.recipe, parsed)
@@ -176,6 +179,8 @@ class StrategyServer:
                 recipe.budget.model_dump(exclude_none=True),
             )
             run = SearchRun(orchestrator, problem, prompt)
+            self.stats.started += 1
+            outcome = "failed"  # until it says otherwise
             headers = {TRACE_HEADER: trace_id}
             if parsed.stream:
                 result_of: dict[str, str] = {}
@@ -202,10 +207,18 @@ class StrategyServer:
             return await render_conversation(
                 recipe.prompt, parsed.conversation, model.orchestrator.engine, recipe.base_dir
             )
-        except (EngineError, ValueError) as exc:
-            # a chat template that refuses the conversation (roles out of order, say)
+        except Exception as exc:
+            # a chat template that refuses the conversation (roles out of order, say); engines
+            # report template failures as EngineError, a template may raise its own errors
+            if not isinstance(exc, (EngineError, ValueError, TypeError)) and not type(
+                exc
+            ).__module__.startswith("jinja2"):
+                raise
             raise ApiError(
-                400, f"messages: cannot render the prompt: {exc}", param="messages"
+                400,
+                f"messages: cannot render the prompt: {type(exc).__name__}: {exc}",
+                param="messages",
+                code="invalid_field",
             ) from None
 
     async def _answer(
@@ -239,7 +252,7 @@ class StrategyServer:
 
     async def _events(
         self, run: SearchRun, reply: Reply, parsed: SearchRequest, result_of: dict[str, str]
-    ) -> Any:
+    ) -> AsyncIterator[bytes]:
         try:
             yield sse(reply.chunk(role=True))
             async for best in run.updates(self.limits.progress_interval):

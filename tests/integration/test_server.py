@@ -94,9 +94,10 @@ def live_server(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> Iterator[Li
         "adaptive": served_recipe(
             {"name": "adaptive_self_consistency", "max_samples": 16, "confidence": 0.999}
         ),
-        # a search long enough to walk away from: 256 samples that rarely stop early
+        # a search long enough to walk away from: 512 samples that rarely stop early, two
+        # waves of 256 sequences (~5 s on 2 CPU cores, where 256 of them take 2.7 s)
         "long": served_recipe(
-            {"name": "self_consistency", "n": 256}, temperature=2.0, max_tokens=200
+            {"name": "self_consistency", "n": 512}, temperature=2.0, max_tokens=200
         ),
     }
     catalog = ModelCatalog(recipes, engines={name: vllm_engine for name in recipes})
@@ -252,7 +253,7 @@ def test_a_client_that_walks_away_aborts_the_search_in_vllm(
         busy = _busy_engine(live_server)
         events.close()
     else:
-        quick = client.with_options(timeout=2.0)
+        quick = client.with_options(timeout=1.5)
         failure: list[BaseException] = []
 
         def ask() -> None:
@@ -264,7 +265,7 @@ def test_a_client_that_walks_away_aborts_the_search_in_vllm(
         asker = threading.Thread(target=ask)
         asker.start()
         busy = _busy_engine(live_server)
-        asker.join(30)  # the client gives up after 2 s and closes its connection
+        asker.join(30)  # the client gives up after 1.5 s and closes its connection
         assert len(failure) == 1 and isinstance(failure[0], openai.APITimeoutError)
     left = time.monotonic()
     _wait_for(lambda: live_server.engine_counts() == (0, 0), 20)

@@ -158,6 +158,28 @@ def test_chat_rendering_puts_the_recipe_system_prompt_first_then_the_clients() -
     run(go)
 
 
+def test_a_conversation_the_chat_template_refuses_is_a_400_and_starts_no_search() -> None:
+    template = (
+        "{% if messages|length > 2 %}{{ raise_exception('roles must alternate') }}{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    )
+    data = recipe_data(prompt={"style": "chat", "chat_template": template})
+
+    async def go() -> None:
+        async with served(data) as s:
+            ok = await s.client.post("/v1/chat/completions", json=chat())
+            assert ok.status_code == 200
+            turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+            body = {"model": "sc", "messages": [*turns, {"role": "user", "content": "c"}]}
+            response = await s.client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["param"] == "messages"
+            stats = s.server.stats
+            assert (stats.started, stats.completed, stats.failed, stats.running) == (1, 1, 0, 0)
+
+    run(go)
+
+
 def test_plain_recipes_take_the_last_user_message_as_the_question() -> None:
     data = recipe_data(prompt={"template": "Q: {question}\n"})
 
