@@ -50,6 +50,7 @@ bench: setup
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/scorers.py
 	$(PY) benchmarks/strategies.py
+	$(PY) benchmarks/server_load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -162,6 +162,16 @@ async def run_load(
     return report
 
 
+def describe(recipe_path: Path) -> str:
+    """The recipe's search in a few words, e.g. ``self_consistency (n=16), max_tokens 96``."""
+    from orchestrator.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    fields = recipe.strategy.model_dump(exclude={"name"})
+    knobs = ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+    return f"{recipe.strategy.name} ({knobs}), max_tokens {recipe.sampling.max_tokens}"
+
+
 def dataset_questions(recipe_path: Path) -> list[str]:
     from orchestrator.datasets import load_problems
     from orchestrator.recipe import load_recipe
@@ -306,6 +316,7 @@ def main() -> None:
     data = {
         **summary,
         "recipe": recipe_name,
+        "search": describe(args.recipe),
         "questions": len(questions),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "latencies": [round(x, 4) for x in report.latencies],
@@ -323,8 +334,8 @@ def main() -> None:
         f"`branchwise serve {recipe_name}` on 127.0.0.1 (vLLM in process; {data['machine']}); "
         f"{args.requests} chat completions through the official `openai` client, "
         f"{args.concurrency} in flight, no client retries; questions from the recipe's data set "
-        f"(cycled), request i with seed i. Latency is per request, end to end; the search "
-        f"behind each is the recipe's strategy.\nCommand: `{command}`.\n\n{text}\n\n"
+        f"(cycled), request i with seed i. Latency is per request, end to end, for a whole "
+        f"search: {describe(args.recipe)}.\nCommand: `{command}`.\n\n{text}\n\n"
         f"Nothing lost: {summary['distinct_trace_ids']} distinct trace ids; server counters "
         f"{summary['server']}.\n",
     )
