@@ -299,6 +299,7 @@ def main() -> None:
             server.stop()
 
     summary = report.summary()
+    summary["load_average_1min"] = round(os.getloadavg()[0], 2)
     counted = {k: after[k] - before[k] for k in ("started", "completed", "failed", "cancelled")}
     summary["server"] = {
         **counted,
@@ -331,7 +332,9 @@ def main() -> None:
     write_section(
         "server_load",
         "## Strategy server under load\n\n"
-        f"`branchwise serve {recipe_name}` on 127.0.0.1 (vLLM in process; {data['machine']}); "
+        f"`branchwise serve {recipe_name}` on 127.0.0.1 (vLLM in process; {data['machine']}, "
+        f"load average {summary['load_average_1min']} at the end: the machine is shared, so "
+        f"latencies move with it); "
         f"{args.requests} chat completions through the official `openai` client, "
         f"{args.concurrency} in flight, no client retries; questions from the recipe's data set "
         f"(cycled), request i with seed i. Latency is per request, end to end, for a whole "
