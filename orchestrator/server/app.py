@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from core.errors import EngineError
 from core.problem import Problem
 from orchestrator.prompting import RenderedPrompt, render_conversation
+from orchestrator.recipe import Recipe
 from orchestrator.server.catalog import ModelCatalog, ServedModel
 from orchestrator.server.errors import ApiError, error_body
 from orchestrator.server.protocol import Endpoint, SearchRequest, parse_request
@@ -201,7 +202,7 @@ class StrategyServer:
                 self._leave(outcome)
 
     async def _render(
-        self, model: ServedModel, recipe: Any, parsed: SearchRequest
+        self, model: ServedModel, recipe: Recipe, parsed: SearchRequest
     ) -> RenderedPrompt:
         try:
             return await render_conversation(
