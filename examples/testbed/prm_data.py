@@ -7,6 +7,12 @@ A labelled example is the PRM input (`prm_model.prm_input`) as token ids with a 
   prefix of a correct solution, else 0, so the PRM learns at which digit a step goes wrong;
 - elsewhere: ignored.
 
+With dense labels, each one-digit token whose prefix is still right also gets a correct-digit target
+(which digit belongs there). The trainer teaches it through a temporary head, so that the PRM's
+state at a digit holds the digit the arithmetic calls for next to the digit written: comparing
+the two is then local, which a causal model does not otherwise learn quickly (at position t a
+language model only predicts token t+1, it never judges token t).
+
 Perturbed solutions (`perturbed_solution`) are the reference solution with one deliberate slip of a
 kind a small policy makes (a wrong result digit, a wrong operand copied, the wrong operation, a
 wrong value carried over, a wrong boxed answer), the chain then continued from the wrong value.
@@ -31,6 +37,8 @@ from verifiers.arithmetic_steps import check_steps, parse_question, parse_steps
 
 IGNORE = -100
 PERTURBATIONS: tuple[str, ...] = ("result", "operand", "operation", "carry", "answer")
+# A small policy's slips are mostly wrong result digits: draw that kind half of the time.
+PERTURBATION_WEIGHTS: tuple[int, ...] = (4, 1, 1, 1, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +48,10 @@ class Example:
     ids: list[int]
     labels: list[int]
     solved: bool
+    digit_targets: list[int]
+
+
+DIGITS = "0123456789"
 
 
 def _apply(left: int, op: str, right: int) -> int | None:
@@ -75,14 +87,15 @@ def label_tokens(
     verdicts: Sequence[bool],
     *,
     dense: bool,
-) -> tuple[list[int], list[int]]:
-    """Ids of the PRM input and per-token labels (see the module docstring)."""
+) -> tuple[list[int], list[int], list[int]]:
+    """Ids of the PRM input, per-token labels and correct-digit targets (module docstring)."""
     text = prm_input(question, steps)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = encoded["input_ids"]
     offsets: list[tuple[int, int]] = encoded["offset_mapping"]
     tag = tokenizer.convert_tokens_to_ids(STEP_TAG)
     labels = [IGNORE] * len(ids)
+    digit_targets = [IGNORE] * len(ids)
     tag_positions = [i for i, t in enumerate(ids) if t == tag]
     for position, ok in zip(tag_positions, verdicts, strict=True):
         labels[position] = int(ok)
@@ -105,7 +118,15 @@ def label_tokens(
             written = text[span_start:end]
             allowed = forms[step_index] if step_index < len(forms) else []
             labels[position] = int(prior_ok and any(f.startswith(written) for f in allowed))
-    return ids, labels
+            # At a one-digit token whose prefix is right: which digit belongs here.
+            before = written[:-1]
+            if prior_ok and len(written) == len(before) + 1 and written[-1] in DIGITS:
+                for form in allowed:
+                    if form.startswith(before) and len(form) > len(before):
+                        if form[len(before)] in DIGITS:
+                            digit_targets[position] = DIGITS.index(form[len(before)])
+                        break
+    return ids, labels, digit_targets
 
 
 def make_example(
@@ -120,9 +141,11 @@ def make_example(
     if not steps:
         return None
     verdicts = check_steps(problem, solution)
-    ids, labels = label_tokens(tokenizer, problem["question"], steps, verdicts, dense=dense)
+    ids, labels, digits = label_tokens(
+        tokenizer, problem["question"], steps, verdicts, dense=dense
+    )
     solved = len(verdicts) > 0 and verdicts[-1] and _is_answer(steps[-1])
-    return Example(ids=ids, labels=labels, solved=solved)
+    return Example(ids=ids, labels=labels, solved=solved, digit_targets=digits)
 
 
 def _is_answer(step: str) -> bool:
@@ -132,7 +155,7 @@ def _is_answer(step: str) -> bool:
 def perturbed_solution(problem: Problem, rng: random.Random) -> str:
     """The reference solution with one slip (kind drawn from PERTURBATIONS), continued after it."""
     chain = [(s.op, s.operand) for s in problem.steps]
-    kind = rng.choice(PERTURBATIONS)
+    kind = rng.choices(PERTURBATIONS, weights=PERTURBATION_WEIGHTS)[0]
     at = rng.randrange(len(chain))
     value = problem.steps[0].left
     texts: list[str] = []

@@ -12,6 +12,8 @@
    - `--dense-weight` x cross-entropy at each step token (still a prefix of a right solution?);
    - `--pair-weight` x a within-problem pairwise loss on the last `<extra_0>`'s logit margin
      (each right solution above each wrong one of the same problem);
+   - `--digit-weight` x cross-entropy of a temporary 10-way head at each digit token whose prefix
+     is right, against the digit that belongs there (see prm_data);
    - `--lm-weight` x next-token loss on reference solutions through the tied embeddings, so the
      backbone keeps (and sharpens) the arithmetic it inherited from the policy.
 4. A checkpoint (weights, optimizer, step) is written every `--checkpoint-every` steps and training
@@ -76,6 +78,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dense-weight", type=float, default=0.5)
     parser.add_argument("--pair-weight", type=float, default=1.0)
     parser.add_argument("--lm-weight", type=float, default=0.5)
+    parser.add_argument("--digit-weight", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--checkpoint-every", type=int, default=100)
@@ -181,20 +184,24 @@ class Pools:
 
 def batch_tensors(
     examples: Sequence[Example], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, labels and correct-digit targets."""
     width = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    digits = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for i, e in enumerate(examples):
         ids[i, : len(e.ids)] = torch.tensor(e.ids)
         labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        digits[i, : len(e.digit_targets)] = torch.tensor(e.digit_targets)
         mask[i, : len(e.ids)] = 1
-    return ids, mask, labels
+    return ids, mask, labels, digits
 
 
 def prm_loss(
     model: ProcessRewardModel,
+    digit_head: torch.nn.Linear,
     groups: Sequence[Sequence[Example]],
     *,
     pad_id: int,
@@ -204,7 +211,7 @@ def prm_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Tag cross-entropy + dense + pairwise + LM terms (see the module docstring)."""
     flat = [e for g in groups for e in g]
-    ids, mask, labels = batch_tensors(flat, pad_id)
+    ids, mask, labels, digits = batch_tensors(flat, pad_id)
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
     logits = model.score(hidden)
     is_tag = ids == tag_id
@@ -241,8 +248,13 @@ def prm_loss(
         lm_loss = F.cross_entropy(
             lm_logits.reshape(-1, lm_logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
         )
+    digit_logits = digit_head(hidden)
+    digit_loss = F.cross_entropy(
+        digit_logits.reshape(-1, digit_logits.shape[-1]), digits.reshape(-1), ignore_index=IGNORE
+    )
     total = (
-        tag_loss
+        args.digit_weight * digit_loss
+        + tag_loss
         + args.dense_weight * dense_loss
         + args.pair_weight * pair_loss
         + args.lm_weight * lm_loss
@@ -252,6 +264,7 @@ def prm_loss(
         "dense": dense_loss.item(),
         "pair": pair_loss.item(),
         "lm": lm_loss.item(),
+        "digit": digit_loss.item(),
     }
     return total, parts
 
@@ -312,17 +325,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = prm_from_policy(args.policy, args.extra_layers)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"PRM: {n_params:,} parameters, {model.config.num_hidden_layers} layers", flush=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    # Temporary head for the correct-digit targets (not part of the saved PRM).
+    digit_head = torch.nn.Linear(model.config.hidden_size, 10)
+    params = [*model.parameters(), *digit_head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".ckpt")
     first_step, trained_seconds = 0, 0.0
     if (ckpt_dir / "state.pt").exists():
         state = torch.load(ckpt_dir / "state.pt", weights_only=False)
         model.load_state_dict(state["model"])
+        digit_head.load_state_dict(state["digit_head"])
         optimizer.load_state_dict(state["optimizer"])
         first_step, trained_seconds = state["step"], state["seconds"]
         print(f"resumed from {ckpt_dir} at step {first_step}", flush=True)
     model.train()
     train_start = time.perf_counter() - trained_seconds
+    done = first_step
     for step in range(first_step, args.steps):
         rng = random.Random(args.seed * 1_000_003 + step)
         chosen = rng.sample(trainable, args.groups)
@@ -331,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             group_params["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         loss, parts = prm_loss(
             model,
+            digit_head,
             groups,
             pad_id=tokenizer.pad_token_id,
             tag_id=tag_id,
@@ -339,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         if step % args.log_every == 0 or step == args.steps - 1:
             elapsed = time.perf_counter() - train_start
@@ -350,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             state = {
                 "model": model.state_dict(),
+                "digit_head": digit_head.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "step": done,
                 "seconds": time.perf_counter() - train_start,
@@ -358,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             (ckpt_dir / "state.pt.tmp").replace(ckpt_dir / "state.pt")
         if held_out and args.monitor_every and done % args.monitor_every == 0:
             print(f"step {done:5d}  monitor {monitor(model, pools, held_out, tag_id)}", flush=True)
+        if (ckpt_dir / "STOP").exists():  # an operator's early stop: save what we have
+            print(f"stopped early after step {done}", flush=True)
+            break
     training_seconds = time.perf_counter() - train_start
     model.eval()
     model.save(args.out)
@@ -368,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "step_tag_id": tag_id,
         "sampling_seconds": round(sampling_seconds, 1),
         "training_seconds": round(training_seconds, 1),
+        "steps_trained": done,
         "policy_samples": n_samples,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
