@@ -152,7 +152,7 @@ def _step_ok(step: str, value: int, op: str, operand: int) -> bool:
 
 
 def check_steps(problem: ProblemLike, solution: str) -> list[bool]:
-    """Prefix correctness of each step of `solution` (the assistant's text), answer step included."""
+    """Prefix correctness of each step of `solution` (the assistant's text), answer step too."""
     chain = parse_question(_question_of(problem))
     value: int | None = chain.start
     verdicts: list[bool] = []

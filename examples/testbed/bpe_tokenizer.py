@@ -126,6 +126,7 @@ def train_tokenizer(corpus: Iterator[str], vocab_size: int = VOCAB_SIZE) -> Toke
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
+
     # Specials take no part in merges: the trainer sees the pieces between them as separate texts.
     def plain(texts: Iterator[str]) -> Iterator[str]:
         for text in texts:

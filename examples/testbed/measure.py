@@ -170,9 +170,7 @@ def measure_prm(
         majority_correct(p, texts[: args.prm_samples])
         for p, texts in zip(problems, sampled, strict=True)
     )
-    results[f"single_of_{args.prm_samples}"] = statistics.fmean(
-        is_correct(p, t) for p, t in items
-    )
+    results[f"single_of_{args.prm_samples}"] = statistics.fmean(is_correct(p, t) for p, t in items)
     return results
 
 
@@ -184,7 +182,9 @@ def torch_gap(prm: Path, llm: object, texts: list[str]) -> float:
     served = step_probabilities(llm, texts)  # type: ignore[arg-type]
     local = step_rewards(ProcessRewardModel.load(prm), load_tokenizer(prm), texts)
     return max(
-        abs(a - b) for s, row in zip(served, local, strict=True) for a, b in zip(s, row, strict=True)
+        abs(a - b)
+        for s, row in zip(served, local, strict=True)
+        for a, b in zip(s, row, strict=True)
     )
 
 

@@ -141,9 +141,7 @@ def make_example(
     if not steps:
         return None
     verdicts = check_steps(problem, solution)
-    ids, labels, digits = label_tokens(
-        tokenizer, problem["question"], steps, verdicts, dense=dense
-    )
+    ids, labels, digits = label_tokens(tokenizer, problem["question"], steps, verdicts, dense=dense)
     solved = len(verdicts) > 0 and verdicts[-1] and _is_answer(steps[-1])
     return Example(ids=ids, labels=labels, solved=solved, digit_targets=digits)
 

@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from bpe_tokenizer import STEP_TAG, render_chat
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2Model
-
-from bpe_tokenizer import STEP_TAG, render_chat
 
 ARCHITECTURE = "Qwen2ForProcessRewardModel"
 

@@ -17,8 +17,8 @@ the last step giving the answer in `\boxed{}` (the format of Qwen2.5-Math's chat
 
 The policy is prompted with the ChatML chat template (`bpe_tokenizer.render_prompt`). Every
 number stays a non-negative integer (subtraction never goes below zero, division only when exact)
-and the whole text stays short. Difficulty is the number of steps and the range of the operands. Splits never share a
-question text. Run as a script to write the JSONL files:
+and the whole text stays short. Difficulty is the number of steps and the range of the
+operands. Splits never share a question text. Run as a script to write the JSONL files:
 
     python examples/testbed/task.py --out examples/testbed/data
 """
@@ -116,7 +116,7 @@ class Problem:
 
     @property
     def solution(self) -> str:
-        """The target text the policy learns to write as the assistant turn (before `<|im_end|>`)."""
+        """What the policy learns to write as the assistant turn (before `<|im_end|>`)."""
         return STEP_DELIMITER.join(self.step_texts)
 
     @property

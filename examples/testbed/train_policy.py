@@ -28,11 +28,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bpe_tokenizer import ENDOFTEXT, IM_END, load_tokenizer, render_prompt, save_tokenizer
 from task import Problem, make_splits
+
+HERE = Path(__file__).resolve().parent
 
 IGNORE = -100
 TOKENIZER_DIR = HERE / "tokenizer"

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import random
 import statistics
@@ -46,14 +45,15 @@ from safetensors.torch import load_file
 from torch.nn import functional as F
 from transformers import PreTrainedTokenizerBase, Qwen2Config
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bpe_tokenizer import STEP_TAG, load_tokenizer, render_prompt, save_tokenizer
 from prm_data import IGNORE, Example, make_example, perturbed_solution
 from prm_model import ProcessRewardModel
 from task import Problem, make_splits, read_jsonl, write_jsonl
 from train_policy import lr_at
+
+HERE = Path(__file__).resolve().parent
 
 SAMPLING_SEED = 0
 
@@ -88,7 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def sample_policy(args: argparse.Namespace, problems: Sequence[Problem]) -> list[dict[str, str]]:
-    """The policy's T=1.0 solutions for `problems` (`--samples` each), read from or saved to file."""
+    """The policy's T=1.0 solutions to `problems` (`--samples` each), read from or saved to file."""
     if args.samples_file.exists():
         records = read_jsonl(args.samples_file)
         print(f"using {len(records)} saved samples from {args.samples_file}", flush=True)
@@ -122,7 +122,9 @@ def prm_from_policy(policy: Path, extra_layers: int) -> ProcessRewardModel:
     config._attn_implementation = "eager"
     model = ProcessRewardModel(config)
     weights = {
-        k: v for k, v in load_file(str(policy / "model.safetensors")).items() if k.startswith("model.")
+        k: v
+        for k, v in load_file(str(policy / "model.safetensors")).items()
+        if k.startswith("model.")
     }
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected, unexpected

@@ -33,7 +33,9 @@ def test_round_trip_and_digits(tokenizer: bt.PreTrainedTokenizerBase) -> None:
     text = bt.render_chat(QUESTION, answer=SOLUTION, add_generation_prompt=False)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
-    pieces = tokenizer.convert_ids_to_tokens(tokenizer("123 + 45", add_special_tokens=False)["input_ids"])
+    pieces = tokenizer.convert_ids_to_tokens(
+        tokenizer("123 + 45", add_special_tokens=False)["input_ids"]
+    )
     assert [p for p in pieces if p.strip("Ġ").isdigit()] == ["1", "2", "3", "4", "5"]
     assert tokenizer.decode(tokenizer("é, ü ✓\n\n\n x", add_special_tokens=False)["input_ids"]) == (
         "é, ü ✓\n\n\n x"
@@ -43,9 +45,13 @@ def test_round_trip_and_digits(tokenizer: bt.PreTrainedTokenizerBase) -> None:
 def test_chat_template_renders_chatml(tokenizer: bt.PreTrainedTokenizerBase) -> None:
     user = [{"role": "user", "content": QUESTION}]
     rendered = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    assert rendered == bt.render_prompt(QUESTION) == (
-        "<|im_start|>system\nPlease reason step by step, and put your final answer within "
-        f"\\boxed{{}}.<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        rendered
+        == bt.render_prompt(QUESTION)
+        == (
+            "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+            f"\\boxed{{}}.<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+        )
     )
     few_shot = [
         {"role": "system", "content": "Be brief."},
@@ -69,10 +75,15 @@ def test_step_delimiter_merges(tokenizer: bt.PreTrainedTokenizerBase) -> None:
     assert ".\n\n" in merged["ends_with_delimiter"]
     assert {"\n\n\n", ".\n\n\n"} <= set(merged["delimiter_inside"])
     # In a solution the step's period and the delimiter are one token.
-    pieces = [tokenizer.decode([i]) for i in tokenizer(SOLUTION, add_special_tokens=False)["input_ids"]]
+    pieces = [
+        tokenizer.decode([i]) for i in tokenizer(SOLUTION, add_special_tokens=False)["input_ids"]
+    ]
     assert ".\n\n" in pieces
     # A longer newline run is one token in which the delimiter ends early.
-    pieces = [tokenizer.decode([i]) for i in tokenizer("22.\n\n\nThe", add_special_tokens=False)["input_ids"]]
+    pieces = [
+        tokenizer.decode([i])
+        for i in tokenizer("22.\n\n\nThe", add_special_tokens=False)["input_ids"]
+    ]
     assert ".\n\n\n" in pieces
 
 

@@ -48,8 +48,10 @@ def test_policy_folder_is_a_qwen2_chat_model(tiny_policy: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
     assert config["architectures"] == ["Qwen2ForCausalLM"] and config["model_type"] == "qwen2"
     assert config["tie_word_embeddings"] is True
-    assert config["eos_token_id"] == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids(
-        "<|im_end|>"
+    assert (
+        config["eos_token_id"]
+        == tokenizer.eos_token_id
+        == tokenizer.convert_tokens_to_ids("<|im_end|>")
     )
     assert generation["eos_token_id"] == [
         tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -74,7 +76,7 @@ def test_policy_is_trained_on_the_assistant_turn_only() -> None:
     ids, prompt_len = train_policy.encode_problem(tokenizer, problem)
     assert tokenizer.decode(ids[:prompt_len]).endswith("<|im_start|>assistant\n")
     assert tokenizer.decode(ids[prompt_len:]) == problem.solution + "<|im_end|>"
-    ids_batch, _, labels = train_policy.make_batch([(ids, prompt_len)], tokenizer.pad_token_id)
+    _, _, labels = train_policy.make_batch([(ids, prompt_len)], tokenizer.pad_token_id)
     assert (labels[0, :prompt_len] == IGNORE).all()
     assert labels[0, prompt_len:].tolist() == ids[prompt_len:]
 
@@ -91,7 +93,11 @@ def test_prm_labels_at_step_tags_and_dense_prefixes() -> None:
     assert all(label == IGNORE for i, label in enumerate(example.labels) if i not in tags)
     dense = make_example(tokenizer, record, solution, dense=True)
     assert dense is not None
-    labelled = [(tokenizer.decode([t]), y) for t, y in zip(dense.ids, dense.labels) if y != IGNORE]
+    labelled = [
+        (tokenizer.decode([t]), y)
+        for t, y in zip(dense.ids, dense.labels, strict=True)
+        if y != IGNORE
+    ]
     # The second step goes wrong at its operand "5": that token and everything after is 0.
     second = labelled[labelled.index(("<extra_0>", 1)) + 1 :]
     assert [y for _, y in second[:4]] == [1, 1, 1, 1]  # "2", "2", " -", " "
@@ -133,7 +139,10 @@ def test_prm_training_writes_the_qwen_prm_format(tiny_policy: Path, tmp_path: Pa
     assert config["num_labels"] == 2 and config["num_hidden_layers"] == 2
     weights = load_file(out / "model.safetensors")
     assert {"score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"} <= weights.keys()
-    assert weights["score.0.weight"].shape == (64, 64) and weights["score.2.weight"].shape == (2, 64)
+    assert weights["score.0.weight"].shape == (64, 64) and weights["score.2.weight"].shape == (
+        2,
+        64,
+    )
     assert all(k.startswith(("model.", "score.")) for k in weights)
     tokenizer = load_tokenizer(out)
     text = prm_input(QUESTION, ["7 + 15 = 22.", "22 - 4 = 18."])
