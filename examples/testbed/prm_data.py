@@ -3,15 +3,17 @@
 A labelled example is the PRM input (`prm_model.prm_input`) as token ids with a label per token:
 
 - at each `<extra_0>`: the exact checker's verdict for the step before it (prefix correctness);
-- optionally (dense labels) at each token of a step's text: 1 while everything written so far is a
-  prefix of a correct solution, else 0, so the PRM learns at which digit a step goes wrong;
+- optionally (dense labels) at each one-digit token whose prefix is still a prefix of a correct
+  solution: 1 iff the written digit is the one that belongs there, so the PRM learns at which
+  digit a step goes wrong; such a token also gets a correct-digit target (which digit belongs
+  there), which the trainer teaches through a temporary head;
 - elsewhere: ignored.
 
-With dense labels, each one-digit token whose prefix is still right also gets a correct-digit target
-(which digit belongs there). The trainer teaches it through a temporary head, so that the PRM's
-state at a digit holds the digit the arithmetic calls for next to the digit written: comparing
-the two is then local, which a causal model does not otherwise learn quickly (at position t a
-language model only predicts token t+1, it never judges token t).
+Why digits: the policy's slips are wrong result digits, and a causal model does not judge the
+token it reads (at position t a language model only predicts token t+1). With the right digit
+held in the state at t next to the written one, the comparison is local, and the labels at the
+first wrong digit put the whole weight of the dense loss on it (labels after an error, which
+need the comparison first, are left to the step tags).
 
 Perturbed solutions (`perturbed_solution`) are the reference solution with one deliberate slip of a
 kind a small policy makes (a wrong result digit, a wrong operand copied, the wrong operation, a
@@ -117,15 +119,17 @@ def label_tokens(
             span_start = spans[step_index][0]
             written = text[span_start:end]
             allowed = forms[step_index] if step_index < len(forms) else []
-            labels[position] = int(prior_ok and any(f.startswith(written) for f in allowed))
-            # At a one-digit token whose prefix is right: which digit belongs here.
+            # Dense labels and correct-digit targets only at one-digit tokens whose prefix is
+            # right: the label says whether the written digit is the one that belongs there.
             before = written[:-1]
-            if prior_ok and len(written) == len(before) + 1 and written[-1] in DIGITS:
-                for form in allowed:
-                    if form.startswith(before) and len(form) > len(before):
-                        if form[len(before)] in DIGITS:
-                            digit_targets[position] = DIGITS.index(form[len(before)])
-                        break
+            if not (prior_ok and len(written) == len(before) + 1 and written[-1] in DIGITS):
+                continue
+            for form in allowed:
+                if form.startswith(before) and len(form) > len(before):
+                    if form[len(before)] in DIGITS:
+                        digit_targets[position] = DIGITS.index(form[len(before)])
+                        labels[position] = int(any(f.startswith(written) for f in allowed))
+                    break
     return ids, labels, digit_targets
 
 

@@ -63,6 +63,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")
     parser.add_argument("--out", type=Path, default=HERE / "models" / "prm")
     parser.add_argument("--samples-file", type=Path, default=HERE / "data" / "prm_samples.jsonl")
+    parser.add_argument(
+        "--init-from", type=Path, default=None, help="start from this checkpoint's weights"
+    )
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT.ckpt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60_000)
@@ -79,6 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pair-weight", type=float, default=1.0)
     parser.add_argument("--lm-weight", type=float, default=0.5)
     parser.add_argument("--digit-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--wrong-digit-weight", type=float, default=10.0, help="weight of a wrong digit's terms"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--checkpoint-every", type=int, default=100)
@@ -209,6 +215,7 @@ def prm_loss(
     pad_id: int,
     tag_id: int,
     start_id: int,
+    digit_ids: torch.Tensor,
     args: argparse.Namespace,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Tag cross-entropy + dense + pairwise + LM terms (see the module docstring)."""
@@ -220,9 +227,14 @@ def prm_loss(
     tag_labels = torch.where(is_tag, labels, IGNORE)
     dense_labels = torch.where(is_tag, IGNORE, labels)
     tag_loss = F.cross_entropy(logits.reshape(-1, 2), tag_labels.reshape(-1), ignore_index=IGNORE)
-    dense_loss = F.cross_entropy(
-        logits.reshape(-1, 2), dense_labels.reshape(-1), ignore_index=IGNORE
+    # A wrong digit is rare and is the whole point: weigh its label and its target up.
+    dense_flat = dense_labels.reshape(-1)
+    dense_weight = torch.where(dense_flat == 0, args.wrong_digit_weight, 1.0)
+    dense_weight = dense_weight * (dense_flat != IGNORE)
+    dense_terms = F.cross_entropy(
+        logits.reshape(-1, 2), dense_flat.clamp(min=0), reduction="none"
     )
+    dense_loss = (dense_terms * dense_weight).sum() / dense_weight.sum().clamp(min=1.0)
     margin = logits[..., 1] - logits[..., 0]
     last_tag = torch.tensor([max(i for i, t in enumerate(e.ids) if t == tag_id) for e in flat])
     final = margin[torch.arange(len(flat)), last_tag]
@@ -251,9 +263,13 @@ def prm_loss(
             lm_logits.reshape(-1, lm_logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
         )
     digit_logits = digit_head(hidden)
-    digit_loss = F.cross_entropy(
-        digit_logits.reshape(-1, digit_logits.shape[-1]), digits.reshape(-1), ignore_index=IGNORE
+    digit_flat = digits.reshape(-1)
+    written = ids.reshape(-1) != digit_ids[digit_flat.clamp(min=0)]
+    digit_weight = torch.where(written, args.wrong_digit_weight, 1.0) * (digit_flat != IGNORE)
+    digit_terms = F.cross_entropy(
+        digit_logits.reshape(-1, digit_logits.shape[-1]), digit_flat.clamp(min=0), reduction="none"
     )
+    digit_loss = (digit_terms * digit_weight).sum() / digit_weight.sum().clamp(min=1.0)
     total = (
         args.digit_weight * digit_loss
         + tag_loss
@@ -309,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tokenizer = load_tokenizer(args.policy)
     tag_id = int(tokenizer.convert_tokens_to_ids(STEP_TAG))
     start_id = int(tokenizer.convert_tokens_to_ids("<|im_start|>"))
+    digit_ids = torch.tensor([tokenizer.convert_tokens_to_ids(d) for d in "0123456789"])
     train = make_splits(args.seed, {"eval": 600, "val": 300, "train": args.train_size})["train"]
     problems = train[-args.questions :]
     start = time.perf_counter()
@@ -333,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ckpt_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".ckpt")
     first_step, trained_seconds = 0, 0.0
+    if args.init_from is not None and not (ckpt_dir / "state.pt").exists():
+        state = torch.load(args.init_from, weights_only=False)
+        model.load_state_dict(state["model"])
+        digit_head.load_state_dict(state["digit_head"])
+        print(f"weights from {args.init_from} (step {state['step']})", flush=True)
     if (ckpt_dir / "state.pt").exists():
         state = torch.load(ckpt_dir / "state.pt", weights_only=False)
         model.load_state_dict(state["model"])
@@ -356,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             pad_id=tokenizer.pad_token_id,
             tag_id=tag_id,
             start_id=start_id,
+            digit_ids=digit_ids,
             args=args,
         )
         optimizer.zero_grad(set_to_none=True)

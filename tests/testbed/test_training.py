@@ -81,7 +81,7 @@ def test_policy_is_trained_on_the_assistant_turn_only() -> None:
     assert labels[0, prompt_len:].tolist() == ids[prompt_len:]
 
 
-def test_prm_labels_at_step_tags_and_dense_prefixes() -> None:
+def test_prm_labels_at_step_tags_and_digits() -> None:
     tokenizer = load_tokenizer(TESTBED / "tokenizer")
     record = {"question": QUESTION, "answer": "18"}
     solution = "7 + 15 = 22.\n\n22 - 5 = 17.\n\nThe answer is \\boxed{17}."
@@ -94,14 +94,16 @@ def test_prm_labels_at_step_tags_and_dense_prefixes() -> None:
     dense = make_example(tokenizer, record, solution, dense=True)
     assert dense is not None
     labelled = [
-        (tokenizer.decode([t]), y)
-        for t, y in zip(dense.ids, dense.labels, strict=True)
-        if y != IGNORE
+        (tokenizer.decode([t]), y, d)
+        for t, y, d in zip(dense.ids, dense.labels, dense.digit_targets, strict=True)
+        if y != IGNORE and t != tag
     ]
-    # The second step goes wrong at its operand "5": that token and everything after is 0.
-    second = labelled[labelled.index(("<extra_0>", 1)) + 1 :]
-    assert [y for _, y in second[:4]] == [1, 1, 1, 1]  # "2", "2", " -", " "
-    assert second[4] == ("5", 0) and all(y == 0 for _, y in second[4:])
+    # Digits of "7 + 15 = 22." and "22 - " are right; the operand "5" should be "4"; nothing after
+    # the first wrong digit is labelled densely (the step tags carry those verdicts).
+    assert labelled == [
+        ("7", 1, 7), ("1", 1, 1), ("5", 1, 5), ("2", 1, 2), ("2", 1, 2),
+        ("2", 1, 2), ("2", 1, 2), ("5", 0, 4),
+    ]  # fmt: skip
 
 
 def test_perturbed_solutions_are_wrong_and_well_formed() -> None:
