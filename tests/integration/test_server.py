@@ -30,19 +30,19 @@ from orchestrator.server.catalog import ModelCatalog
 from orchestrator.server.main import bind
 from orchestrator.server.settings import ServerLimits
 from tests.integration.conftest import POLICY, EngineLoop
+from tests.integration.conftest import TESTBED as SHARED_TESTBED
 
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[2]
 KEY = "integration-key"
 
 
-# The testbed specifics, in one place: switch these to move the tests to another policy (for
-# a chat policy, e.g. "prompt": {"style": "chat", "system": "..."} and its answer method).
+# The testbed specifics, in one place (the shared ones come from conftest.TESTBED).
 TESTBED: dict[str, Any] = {
     "model": str(POLICY),
-    "prompt": {"style": "plain", "template": "{question}\n"},
-    "step_delimiter": "\n",
-    "answer": {"method": "answer_line"},
+    "prompt": SHARED_TESTBED["prompt"],
+    "step_delimiter": SHARED_TESTBED["step_delimiter"],
+    "answer": SHARED_TESTBED["answer"],
     "questions": REPO / "examples" / "testbed" / "data" / "eval.jsonl",
     "max_tokens": 96,
 }

@@ -672,8 +672,9 @@ def test_branchwise_serve_runs_the_command_end_to_end(tmp_path: Path) -> None:
     recipe.write_text(
         f"engine: {{kind: scripted, error_rate: 0.2, solutions: {solutions}}}\n"
         "strategy: {name: self_consistency, n: 5}\n"
-        "sampling: {max_tokens: 64}\n"
-        "answer: {method: answer_line}\n"
+        "sampling: {max_tokens: 160}\n"  # one token per character on the scripted engine
+        'step_delimiter: "\\n\\n"\n'
+        "answer: {method: boxed}\n"  # the testbed's solutions end in \\boxed{}
     )
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
