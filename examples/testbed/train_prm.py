@@ -231,9 +231,7 @@ def prm_loss(
     dense_flat = dense_labels.reshape(-1)
     dense_weight = torch.where(dense_flat == 0, args.wrong_digit_weight, 1.0)
     dense_weight = dense_weight * (dense_flat != IGNORE)
-    dense_terms = F.cross_entropy(
-        logits.reshape(-1, 2), dense_flat.clamp(min=0), reduction="none"
-    )
+    dense_terms = F.cross_entropy(logits.reshape(-1, 2), dense_flat.clamp(min=0), reduction="none")
     dense_loss = (dense_terms * dense_weight).sum() / dense_weight.sum().clamp(min=1.0)
     margin = logits[..., 1] - logits[..., 0]
     last_tag = torch.tensor([max(i for i, t in enumerate(e.ids) if t == tag_id) for e in flat])
