@@ -41,7 +41,7 @@ from verifiers.arithmetic_steps import (  # noqa: E402
 KS = (1, 4, 8, 16, 32)
 AGGREGATIONS = ("min", "last")
 # Chosen on the val split (see README): the PRM's pick among samples uses this aggregation.
-DEFAULT_AGGREGATION = "min"
+DEFAULT_AGGREGATION = "last"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
