@@ -31,6 +31,8 @@ class ProblemResult:
     detail: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     graph: SearchGraph | None = None
+    latency: float | None = None
+    """Seconds from the start of the search to its result."""
     lending: dict[str, int] = field(default_factory=dict)
     """Paths (or other units) lent to / borrowed from the run's pool; see orchestrator.lending."""
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -91,8 +92,10 @@ class Orchestrator:
         ends, however it ends, so later problems never wait for it in vain.
         """
         result: ProblemResult | None = None
+        started = time.perf_counter()
         try:
             result = await self._solve(problem, seat)
+            result.latency = round(time.perf_counter() - started, 4)
             return result
         finally:
             if seat is not None:
@@ -171,6 +174,7 @@ class Orchestrator:
         problems: Iterable[Problem],
         *,
         finished: Mapping[str, Mapping[str, int]] | None = None,
+        claim: Callable[[Problem, int], bool] | None = None,
     ) -> AsyncIterator[ProblemResult]:
         """Yield results as problems finish, with at most ``concurrency`` searching at once.
 
@@ -180,8 +184,11 @@ class Orchestrator:
         recipe, by id, with what they lent and borrowed then (``ResultStore.lending``). They
         are not run again but keep their seats in the lending pool, so a resumed run gives
         every other problem the share an uninterrupted run would have.
+
+        ``claim(problem, index)``: asked just before a problem starts (a results store's
+        claim); False means another writer has it, and it is skipped like a finished one.
         """
-        queue: asyncio.Queue[ProblemResult] = asyncio.Queue()
+        queue: asyncio.Queue[ProblemResult | None] = asyncio.Queue()
         finished = finished or {}
         todo = list(problems)
         slots = asyncio.Semaphore(self.recipe.concurrency)
@@ -213,6 +220,11 @@ class Orchestrator:
                     seat.settle_as(earlier)
                     continue
                 await slots.acquire()
+                if claim is not None and not claim(problem, index):
+                    slots.release()
+                    seat.settle_as({})
+                    queue.put_nowait(None)  # one queue item per problem not finished
+                    continue
                 seat.holds_slot = True
                 task = asyncio.create_task(run_one(seat, problem), name=f"problem:{problem.id}")
                 tasks.add(task)
@@ -221,7 +233,9 @@ class Orchestrator:
         starter = asyncio.create_task(start_in_order(), name="problems:start")
         try:
             for _ in range(sum(p.id not in finished for p in todo)):
-                yield await queue.get()
+                item = await queue.get()
+                if item is not None:
+                    yield item
             await starter  # done by now; surfaces an error it may have met
         finally:
             for task in [starter, *tasks]:
