@@ -323,7 +323,7 @@ def _engine_log(recipe: Recipe, args: argparse.Namespace, folder: Path) -> Path 
     if args.verbose or not uses_vllm:
         return None
     if args.out is not None:
-        return args.out / "engine.log"
+        return Path(args.out) / "engine.log"
     return Path(tempfile.gettempdir()) / f"branchwise-engine-{os.getpid()}.log"
 
 

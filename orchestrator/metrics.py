@@ -192,7 +192,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return min(1.0, 2.0 * float(tail))
 
 
 def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> Comparison:

@@ -183,9 +183,11 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     """Read and validate a YAML recipe; relative paths in it start at its folder."""
     file = Path(path)
     try:
-        text = file.read_text()
+        text = file.read_bytes().decode("utf-8")
     except OSError as exc:
         raise RecipeError(f"{file}: cannot read recipe: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{file}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -9,6 +9,7 @@ written beside the report for problems whose graph was stored (``eval --traces``
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def plot_svg(runs: Sequence[RunView], width: int = 640, height: int = 360) -> st
             curve = [(m.tokens_per_problem * n / widest, a) for n, a in m.accuracy_at.items()]
             curves.append((curve, run.colour))
     xs = [p[0] for p in points] + [x for c, _ in curves for x, _ in c]
-    x_max = max(xs + [1.0]) * 1.08
+    x_max = max([*xs, 1.0]) * 1.08
     left, right, top, bottom = 60, 20, 20, 50
     pw, ph = width - left - right, height - top - bottom
 
@@ -121,7 +122,7 @@ def plot_svg(runs: Sequence[RunView], width: int = 640, height: int = 360) -> st
         )
         parts.append(
             f'<circle class="run-point" cx="{sx(x):.1f}" cy="{sy(acc):.1f}" r="5" '
-            f'fill="{colour}"><title>{jinja2.utils.markupsafe.escape(name)}: '
+            f'fill="{colour}"><title>{html.escape(name)}: '
             f"{acc:.3f}</title></circle>"
         )
     parts.append("</svg>")
@@ -152,9 +153,7 @@ def worst_problems(runs: Sequence[RunView], count: int) -> list[dict[str, Any]]:
     ]
 
 
-def write_report(
-    stores: Sequence[ResultStore], out: Path, *, worst: int = 10
-) -> tuple[Path, Path]:
+def write_report(stores: Sequence[ResultStore], out: Path, *, worst: int = 10) -> tuple[Path, Path]:
     """Write ``out`` (HTML) and ``out`` with ``.md``; return both paths."""
     runs = _runs(stores)
     rows = worst_problems(runs, worst)
@@ -176,9 +175,7 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(_TEMPLATES.get_template("report.html.j2").render(**context), encoding="utf-8")
     markdown = out.with_suffix(".md")
-    markdown.write_text(
-        _TEMPLATES.get_template("report.md.j2").render(**context), encoding="utf-8"
-    )
+    markdown.write_text(_TEMPLATES.get_template("report.md.j2").render(**context), encoding="utf-8")
     return out, markdown
 
 
