@@ -106,6 +106,7 @@ class Recipe(BaseModel):
                     "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
                     "intrinsic one (e.g. mean_logprob)"
                 )
+        self._check_logprobs(kinds)
         strategy = STRATEGIES.get(self.strategy.name)
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(
@@ -114,6 +115,22 @@ class Recipe(BaseModel):
                 f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
             )
         return self
+
+    def _check_logprobs(self, kinds: dict[str, str]) -> None:
+        """A scorer the strategy uses that reads logprobs needs the engine to return them."""
+        if getattr(self.strategy, "top_k_logprobs", None) is not None:
+            return  # the strategy asks for its own logprobs
+        have = self.sampling.logprobs
+        for field_name in ("scorer", "value_scorer", "verifier"):
+            wanted = getattr(self.strategy, field_name, None)
+            kind = kinds.get(wanted) if isinstance(wanted, str) else None
+            need = SCORERS.get(kind).needs_logprobs if kind is not None else None
+            if need is not None and (have is None or have < need):
+                setting = "0 (or more)" if need == 0 else f"{need} (or more: top-k per token)"
+                raise ValueError(
+                    f"strategy.{field_name}: {wanted!r} ({kind}) reads token logprobs, but "
+                    f"sampling.logprobs is {have}; set sampling.logprobs: {setting}"
+                )
 
     def fingerprint(self) -> str:
         """A short hash of everything that decides a problem's answer.
@@ -155,7 +172,8 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
         path = ".".join(p for p in (prefix, loc) if p)
-        got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+        # a whole-recipe check names its own fields; echoing the whole input helps no one
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and loc else ""
         if err["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key")
         else:

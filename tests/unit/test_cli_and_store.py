@@ -285,21 +285,34 @@ def test_failures_count_as_wrong_and_set_the_exit_code(
 
 
 def test_a_scorer_that_fails_everywhere_is_named_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dataset = _dataset(tmp_path, 3)
     recipe = _recipe(tmp_path, dataset)
-    recipe.write_text(
-        recipe.read_text().replace(
-            "strategy: {name: self_consistency, n: 4}",
-            "strategy: {name: best_of_n, n: 4, scorer: mean_logprob}\n"
-            "scorers: [{kind: mean_logprob}]",
-        )
+    best_of_n = (
+        "strategy: {name: best_of_n, n: 4, scorer: mean_logprob}\nscorers: [{kind: mean_logprob}]"
     )
+    recipe.write_text(
+        recipe.read_text().replace("strategy: {name: self_consistency, n: 4}", best_of_n)
+    )
+    # without logprobs the recipe is refused up front, in one line
+    assert main(["eval", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "reads token logprobs, but sampling.logprobs is None" in err
+    assert "(got {" not in err and len(err.strip().splitlines()) == 1
+
+    from core.graph import Score
+    from rewards.intrinsic import MeanLogprob
+
+    async def broken(self: object, problem: object, candidates: list[object]) -> list[Score]:
+        return [Score(value=None, error="the scorer's model is missing") for _ in candidates]
+
+    monkeypatch.setattr(MeanLogprob, "score", broken)
+    recipe.write_text(recipe.read_text().replace("max_tokens: 64", "max_tokens: 64, logprobs: 0"))
     assert main(["eval", str(recipe)]) == 0
     err = capsys.readouterr().err
     assert err.count("scorer 'mean_logprob' failed on every node it scored") == 1
-    assert "set sampling.logprobs" in err
+    assert "the scorer's model is missing" in err
 
 
 def test_compare_says_whether_the_difference_is_significant(
