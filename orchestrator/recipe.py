@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import RecipeError, RegistryError
-from core.scoring import SCORERS, ScorerConfig
+from core.scoring import SCORERS, PairwiseScorer, ScorerConfig
 from orchestrator.budget import Budget
 from orchestrator.datasets import DatasetSpec
 from orchestrator.engines.config import ENGINES, EngineConfig
@@ -107,6 +107,14 @@ class Recipe(BaseModel):
                     "intrinsic one (e.g. mean_logprob)"
                 )
         self._check_logprobs(kinds)
+        judge = getattr(self.strategy, "scorer", None)
+        if getattr(self.strategy, "utility", None) == "judge" and isinstance(judge, str):
+            if not issubclass(SCORERS.get(kinds[judge]), PairwiseScorer):
+                raise ValueError(
+                    f"strategy.scorer: {judge!r} ({kinds[judge]}) judges one candidate at a "
+                    f"time, but utility judge compares pairs; use a pairwise scorer "
+                    f"(e.g. agreement_judge)"
+                )
         strategy = STRATEGIES.get(self.strategy.name)
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(

@@ -464,3 +464,24 @@ def test_moving_the_reward_model_server_keeps_the_fingerprint() -> None:
     base = fingerprint()
     assert fingerprint(base_url="http://b:2", max_batch=8) == base
     assert fingerprint(label=0) != base
+
+
+def test_validate_refuses_what_would_not_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    dataset = _dataset(tmp_path, 2)
+    cases = {
+        "engine: {kind: vllm, model: models/policy}\n": "nor a model in the Hugging Face cache",
+        "engine: {kind: vllm, model: ../nowhere/policy}\n": "does not exist",
+        "dataset: {path: missing.jsonl}\n": "cannot read dataset",
+        "answer: {method: regex, pattern: '\\\\d+'}\n": "has no group",
+    }
+    for line, message in cases.items():
+        text = _recipe(tmp_path, dataset).read_text()
+        key = line.split(":")[0]
+        kept = [row for row in text.splitlines() if not row.startswith(key + ":")]
+        (tmp_path / "r.yaml").write_text("\n".join(kept) + "\n" + line)
+        assert main(["validate", str(tmp_path / "r.yaml")]) == 2, line
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

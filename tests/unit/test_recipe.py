@@ -131,3 +131,13 @@ def test_tree_searches_with_rollouts_may_judge_finished_rollouts_by_tests(strate
     recipe["strategy"] = {"name": strategy, "scorer": "tests", "rollout": False}
     with pytest.raises(RecipeError, match="only checks finished answers"):
         parse_recipe(recipe)
+
+
+def test_mbr_judge_utility_needs_a_pairwise_scorer() -> None:
+    recipe = {
+        "engine": {"kind": "scripted"},
+        "strategy": {"name": "mbr", "utility": "judge", "scorer": "one"},
+        "scorers": [{"kind": "reference_answer", "name": "one"}],
+    }
+    with pytest.raises(RecipeError, match="judges one candidate at a time"):
+        parse_recipe(recipe)
