@@ -108,13 +108,17 @@ class Recipe(BaseModel):
                 )
         self._check_logprobs(kinds)
         judge = getattr(self.strategy, "scorer", None)
-        if getattr(self.strategy, "utility", None) == "judge" and isinstance(judge, str):
-            if not issubclass(SCORERS.get(kinds[judge]), PairwiseScorer):
-                raise ValueError(
-                    f"strategy.scorer: {judge!r} ({kinds[judge]}) judges one candidate at a "
-                    f"time, but utility judge compares pairs; use a pairwise scorer "
-                    f"(e.g. agreement_judge)"
-                )
+        judges_pairs = getattr(self.strategy, "utility", None) == "judge"
+        if (
+            judges_pairs
+            and isinstance(judge, str)
+            and not issubclass(SCORERS.get(kinds[judge]), PairwiseScorer)
+        ):
+            raise ValueError(
+                f"strategy.scorer: {judge!r} ({kinds[judge]}) judges one candidate at a "
+                "time, but utility judge compares pairs; use a pairwise scorer "
+                "(e.g. agreement_judge)"
+            )
         strategy = STRATEGIES.get(self.strategy.name)
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(

@@ -68,7 +68,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run_and_leaves_no_e
     writer.wait()
     done_at_kill = _done(out)
     assert 3 <= done_at_kill < 12
-    gone, alive = psutil.wait_procs(engine_processes, timeout=30)
+    _gone, alive = psutil.wait_procs(engine_processes, timeout=30)
     assert not alive, f"orphaned engine processes: {[p.pid for p in alive]}"
 
     resumed = _eval(out)

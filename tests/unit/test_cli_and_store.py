@@ -176,7 +176,7 @@ def _writer(recipe: Path, out: Path) -> subprocess.Popen[bytes]:
             "--out",
             str(out),
             "--quiet",
-        ],  # fmt: skip
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
