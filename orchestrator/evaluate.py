@@ -112,6 +112,20 @@ class Diagnosis:
                     bar=bar,
                 )
         terminals = graph.terminals(include_pruned=True)
+        if not terminals and result.answer is None:
+            budget = recipe.budget.max_generated_tokens
+            why = (
+                f"budget.max_generated_tokens ({budget}) is less than one completion "
+                f"(sampling.max_tokens {recipe.sampling.max_tokens})"
+                if budget is not None and budget < recipe.sampling.max_tokens
+                else "the budget ran out before any path finished"
+            )
+            self.note(
+                "no-path",
+                f"problem {result.problem_id} ended without a finished path "
+                f"({int(result.usage.get('generated_tokens', 0))} tokens generated): {why}",
+                bar=bar,
+            )
         if terminals and all(n.answer is None for n in terminals):
             spec = recipe.answer
             how = f"answer.method {spec.method}" + (

@@ -45,6 +45,12 @@ def check_resources(recipe: Recipe) -> list[str]:
         model = getattr(scorer, "model", None)
         if isinstance(model, str) and backend in ("vllm", "torch"):
             _model_folder(recipe, f"scorers.{index}.model", model, notes)
+    budget = recipe.budget.max_generated_tokens
+    if budget is not None and budget < recipe.sampling.max_tokens:
+        raise RecipeError(
+            f"budget.max_generated_tokens: {budget} is less than one completion "
+            f"(sampling.max_tokens {recipe.sampling.max_tokens}); no path could finish"
+        )
     if recipe.dataset is not None:
         spec = recipe.dataset
         load_problems(recipe.resolve(spec.path), format=spec.format, fields=spec.field_map())

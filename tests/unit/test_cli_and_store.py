@@ -476,6 +476,7 @@ def test_validate_refuses_what_would_not_start(
         "engine: {kind: vllm, model: ../nowhere/policy}\n": "does not exist",
         "dataset: {path: missing.jsonl}\n": "cannot read dataset",
         "answer: {method: regex, pattern: '\\\\d+'}\n": "has no group",
+        "budget: {max_generated_tokens: 1}\n": "less than one completion",
     }
     for line, message in cases.items():
         text = _recipe(tmp_path, dataset).read_text()
