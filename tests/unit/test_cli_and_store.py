@@ -486,3 +486,34 @@ def test_validate_refuses_what_would_not_start(
         assert main(["validate", str(tmp_path / "r.yaml")]) == 2, line
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_terminal_gets_a_progress_bar(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    recipe = _recipe(tmp_path, _dataset(tmp_path, 6))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "eval", str(recipe)],
+        stdin=slave,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert writer.wait(timeout=60) == 0
+    text = seen.decode(errors="replace")
+    assert "6/6 [" in text and "problem/s" in text and "acc=" in text and "tok_s=" in text
