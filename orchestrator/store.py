@@ -146,26 +146,27 @@ class ResultStore:
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
         _check_folder(self.folder, create=create)
-        fresh = not self.path.exists()
-        if fresh:
-            self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         try:
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self._db.row_factory = sqlite3.Row
-            if not fresh:
-                self._check_format()
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            if fresh:
-                with self._write():
+            # Check (or create) the schema under the write lock, so two writers opening a new
+            # folder at once agree; nothing is written to a file that is not a store.
+            with self._write() as db:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                if not tables and create:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
-                            self._db.execute(statement)
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                            db.execute(statement)
+                    db.executemany(
+                        "INSERT INTO meta VALUES (?, ?)",
                         [("format", FORMAT), ("schema_version", SCHEMA_VERSION)],
                     )
+                else:
+                    self._check_format()
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a Branchwise results store ({exc})") from None
 

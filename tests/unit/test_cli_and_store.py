@@ -51,8 +51,16 @@ def _recipe(tmp_path: Path, dataset: Path, *, extra: str = "") -> Path:
 
 
 def _rows(out: Path) -> list[tuple[str, str, int]]:
-    with sqlite3.connect(out / "results.sqlite") as db:
+    with sqlite3.connect(out / "results.sqlite", timeout=30) as db:
         return list(db.execute("SELECT problem_id, status, attempts FROM problem ORDER BY 1"))
+
+
+def _done_count(out: Path) -> int:
+    """Problems done so far, while a writer may still be creating the store."""
+    try:
+        return sum(1 for r in _rows(out) if r[1] == "done")
+    except sqlite3.OperationalError:
+        return 0
 
 
 def test_eval_resumes_without_repeating_and_summary_runs_nothing(
@@ -218,9 +226,7 @@ def test_sigkill_mid_run_then_resume_stores_each_problem_once(tmp_path: Path) ->
     writer = _writer(recipe, out)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if (out / "results.sqlite").exists() and len(
-            [r for r in _rows(out) if r[1] == "done"]
-        ) >= 4:
+        if (out / "results.sqlite").exists() and _done_count(out) >= 4:
             break
         time.sleep(0.05)
     writer.send_signal(signal.SIGKILL)
@@ -517,3 +523,19 @@ def test_a_terminal_gets_a_progress_bar(tmp_path: Path) -> None:
     assert writer.wait(timeout=60) == 0
     text = seen.decode(errors="replace")
     assert "6/6 [" in text and "problem/s" in text and "acc=" in text and "tok_s=" in text
+
+
+def test_writers_opening_a_new_store_at_once_agree(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path / "new"
+
+    def open_store(_: int) -> str:
+        with ResultStore(folder, create=True) as store:
+            return store.owner
+
+    with ThreadPoolExecutor(8) as pool:
+        owners = list(pool.map(open_store, range(8)))
+    assert len(set(owners)) == 8
+    with sqlite3.connect(folder / "results.sqlite") as db:
+        assert dict(db.execute("SELECT key, value FROM meta"))["format"] == "branchwise-results"
