@@ -18,19 +18,21 @@ import yaml
 
 from core.errors import BranchwiseError
 from core.problem import Problem
+from orchestrator import cli_runs
 from orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
 from orchestrator.evaluate import Console, EvalOutcome, engine_output_to, evaluate
-from orchestrator.metrics import compare_runs, run_metrics
+from orchestrator.exit_codes import (
+    EXIT_ALL_FAILED,
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEMS_FAILED,
+)
+from orchestrator.metrics import run_metrics
 from orchestrator.recipe import Recipe, load_recipe
-from orchestrator.report import comparison_text, summary_text
-from orchestrator.store import DB_NAME, DatasetIdentity, ResultStore, is_store
+from orchestrator.report import summary_text
+from orchestrator.store import DatasetIdentity, ResultStore
 from orchestrator.validation import check_resources
-
-EXIT_OK = 0
-EXIT_PROBLEMS_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_ALL_FAILED = 3
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,18 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="metrics of a results folder (runs nothing)")
     summary.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
     summary.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    summary.set_defaults(handler=_summary)
+    summary.set_defaults(handler=cli_runs.summary)
 
     compare = sub.add_parser("compare", help="paired test (McNemar) of two results folders")
     compare.add_argument("a", type=Path, metavar="DIR_A")
     compare.add_argument("b", type=Path, metavar="DIR_B")
-    compare.set_defaults(handler=_compare)
+    compare.set_defaults(handler=cli_runs.compare)
 
     report = sub.add_parser("report", help="a self-contained HTML (and markdown) report")
     report.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
     report.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file")
     report.add_argument("--worst", type=_positive, default=10, help="worst problems listed")
-    report.set_defaults(handler=_report)
+    report.set_defaults(handler=cli_runs.report)
 
     trace = sub.add_parser("trace", help="view or export one problem's search graph")
     trace.add_argument("dir", type=Path, metavar="DIR")
@@ -114,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         default="html",
         help="html: an interactive page; json, graphml, dot: the graph for other tools",
     )
-    trace.set_defaults(handler=_trace)
+    trace.set_defaults(handler=cli_runs.trace)
 
     validate = sub.add_parser("validate", help="check a recipe without running it")
     validate.add_argument("recipe", type=Path)
@@ -355,83 +357,6 @@ async def _eval_all(
             )
             outcomes.append((run_recipe, outcome))
     return outcomes
-
-
-def _open_stores(dirs: Sequence[Path]) -> list[ResultStore]:
-    """Each DIR is a results folder, or a folder of them (a --budgets sweep)."""
-    folders: list[Path] = []
-    for folder in dirs:
-        if is_store(folder):
-            folders.append(folder)
-        elif folder.is_dir() and (inner := sorted(p for p in folder.iterdir() if is_store(p))):
-            folders.extend(sorted(inner, key=_budget_order))
-        else:
-            raise BranchwiseError(f"{folder}: not a results folder (no {DB_NAME} in it)")
-    return [ResultStore(f) for f in folders]
-
-
-def _budget_order(path: Path) -> tuple[int, str]:
-    tail = path.name.rpartition("-")[2]
-    return (int(tail) if tail.isdigit() else 0, path.name)
-
-
-def _summary(args: argparse.Namespace) -> int:
-    code = EXIT_OK
-    for store in _open_stores(args.dirs):
-        with store:
-            info = store.run_info()
-            records = store.records()
-            strategy = (info.recipe.get("strategy") or {}).get("name") if info else None
-            metrics = run_metrics(records, strategy=strategy)
-            if args.json:
-                print(json.dumps({"folder": str(store.folder), **metrics.to_dict()}))
-            else:
-                print(summary_text(metrics, title=f"{store.folder}:"))
-            if metrics.failed:
-                code = max(
-                    code,
-                    EXIT_ALL_FAILED if metrics.failed == metrics.problems else EXIT_PROBLEMS_FAILED,
-                )
-    return code
-
-
-def _compare(args: argparse.Namespace) -> int:
-    (a,) = _open_stores([args.a])[:1]
-    (b,) = _open_stores([args.b])[:1]
-    with a, b:
-        comparison = compare_runs(a.records(), b.records())
-    print(comparison_text(comparison, str(args.a), str(args.b)))
-    return EXIT_OK
-
-
-def _report(args: argparse.Namespace) -> int:
-    from orchestrator.report_html import write_report
-
-    stores = _open_stores(args.dirs)
-    try:
-        html_path, md_path = write_report(stores, args.out, worst=args.worst)
-    finally:
-        for store in stores:
-            store.close()
-    print(f"report: {html_path} and {md_path}")
-    return EXIT_OK
-
-
-def _trace(args: argparse.Namespace) -> int:
-    from orchestrator.trace import write_trace
-
-    with ResultStore(args.dir) as store:
-        graph = store.graph(args.problem)
-        if graph is None:
-            raise BranchwiseError(
-                f"{args.dir}: problem {args.problem!r} has no stored graph; run eval with --traces"
-            )
-        record = next(r for r in store.records() if r["problem_id"] == args.problem)
-    suffix = {"html": "html", "json": "json", "graphml": "graphml", "dot": "dot"}[args.format]
-    out = args.out or Path(f"trace-{args.problem}.{suffix}")
-    write_trace(graph, record, out, format=args.format)
-    print(f"trace: {out}")
-    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
