@@ -303,8 +303,8 @@ def _eval(args: argparse.Namespace) -> int:
         outcomes = asyncio.run(_eval_all(stores, problems, dataset, console, args))
         stack.close()  # restore the terminal before the summary
     code = EXIT_OK
-    for run_recipe, outcome in outcomes:
-        metrics = run_metrics(outcome.records, strategy=run_recipe.strategy.name)
+    for _, outcome in outcomes:
+        metrics = run_metrics(outcome.records)
         title = f"{outcome.folder}:" if args.budgets else ""
         print(summary_text(metrics, title=title))
         if metrics.failed and metrics.failed == metrics.problems:

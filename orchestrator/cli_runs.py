@@ -36,10 +36,8 @@ def summary(args: argparse.Namespace) -> int:
     code = EXIT_OK
     for store in open_stores(args.dirs):
         with store:
-            info = store.run_info()
             records = store.records()
-            strategy = (info.recipe.get("strategy") or {}).get("name") if info else None
-            metrics = run_metrics(records, strategy=strategy)
+            metrics = run_metrics(records)
             if args.json:
                 print(json.dumps({"folder": str(store.folder), **metrics.to_dict()}))
             else:

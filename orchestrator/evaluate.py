@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from core.problem import Problem
 from orchestrator.engines.base import Engine
-from orchestrator.metrics import candidates_of
+from orchestrator.metrics import candidates_of, subset_answers
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
@@ -221,7 +221,13 @@ async def _run(
             stream = orchestrator.stream(problems, finished=finished, claim=store.claim)
             async for result in stream:
                 cands = candidates_of(result.graph, result.reference, recipe.grading)
-                if not store.finish(result, candidates=cands, with_graph=with_graph):
+                subsets = subset_answers(
+                    result.graph, recipe.strategy, result.reference, recipe.grading
+                )
+                stored = store.finish(
+                    result, candidates=cands, subsets=subsets, with_graph=with_graph
+                )
+                if not stored:
                     continue  # another writer stored it first
                 ran += 1
                 tokens += int(result.usage.get("generated_tokens", 0))

@@ -3,8 +3,10 @@
 Accuracy counts every problem of the run: a failed problem is a wrong answer (and is also
 counted apart). Its 95% interval is Wilson's score interval. pass@k uses the unbiased
 estimator of Chen et al. (2021) over each problem's finished samples (its *candidates*);
-accuracy at N re-votes the first N samples (in canonical path order) for strategies whose
-samples are independent, so one run of n samples gives the curve for every N <= n.
+accuracy at N re-selects from the first N samples (in canonical path order) with the
+strategy's own rule, for strategies whose samples are independent (self-consistency,
+best-of-N): per-node seeds follow the path, so the first N samples are exactly those of a run
+with n = N, and one run of n samples gives the curve for every N <= n.
 Two runs on the same problems are compared with McNemar's exact test on the discordant pairs.
 """
 
@@ -12,17 +14,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.graph import SearchGraph
+from core.graph import ROOT_ID, Node, SearchGraph
+from rewards.aggregate import Aggregation, aggregate_steps
+from strategies.base import StrategyConfig
+from strategies.selection import argmax, majority_vote, weighted_vote
 from verifiers.grading import GradingSpec, grade
 
-# Strategies whose candidates are independent samples voted on by plain majority: their
-# first N samples are exactly a run with n = N (same per-node seeds), so re-voting them is
-# honest. Others (scored, pruned or adaptive searches) get no accuracy-at-N curve.
-VOTED_STRATEGIES = frozenset({"self_consistency"})
 Z95 = 1.959963984540054
 
 
@@ -54,13 +55,54 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def majority(answers: Sequence[str | None]) -> str | None:
-    """The most frequent answer, ties to the earliest (the rule of ``majority_vote``)."""
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    order = {a: i for i, a in reversed(list(enumerate(answers)))}
-    return max(counts, key=lambda a: (counts[a], -order[a]))
+def subset_answers(
+    graph: SearchGraph | None, strategy: StrategyConfig, reference: str | None, grading: GradingSpec
+) -> dict[int, dict[str, Any]]:
+    """The answer (and its correctness) the strategy would pick from its first N samples.
+
+    For N = 1, 2, 4, ... up to n; empty for strategies whose samples are not independent
+    (step searches, adaptive stopping), where a prefix of the samples is no smaller run.
+    """
+    if graph is None:
+        return {}
+    name = strategy.name
+    select: Callable[[list[Node]], str | None]
+    if name == "self_consistency" and getattr(strategy, "weighting", None) == "none":
+
+        def select(nodes: list[Node]) -> str | None:
+            return majority_vote(nodes).answer
+
+    elif name == "best_of_n":
+        scorer = str(getattr(strategy, "scorer", ""))
+        aggregation: Aggregation = getattr(strategy, "aggregation", "min")
+
+        def value(node: Node) -> float | None:
+            score = graph.score(node.id, scorer)
+            if score is None or not score.ok:
+                return None
+            if score.step_values:
+                return aggregate_steps(score.step_values, aggregation)
+            return score.value
+
+        def select(nodes: list[Node]) -> str | None:
+            if getattr(strategy, "weighted", False):
+                return weighted_vote(nodes, lambda n: max(value(n) or 0.0, 0.0)).answer
+            return argmax(nodes, value).answer
+
+    else:
+        return {}
+    samples = graph.children(ROOT_ID)
+    out: dict[int, dict[str, Any]] = {}
+    for n in _powers_of_two_upto(len(samples)):
+        voters = [
+            node
+            for node in samples[:n]
+            if node.terminal and graph.state(node.id).status != "failed"
+        ]
+        answer = select([v for v in voters if v.answer is not None])
+        correct = None if reference is None else grade(answer, reference, grading)
+        out[n] = {"answer": answer, "correct": correct}
+    return out
 
 
 def candidates_of(
@@ -124,7 +166,7 @@ def _powers_of_two_upto(n: int) -> list[int]:
     return [*out, n] if n else []
 
 
-def run_metrics(records: Sequence[dict[str, Any]], *, strategy: str | None = None) -> RunMetrics:
+def run_metrics(records: Sequence[dict[str, Any]]) -> RunMetrics:
     """Metrics over stored records (``ResultStore.records``)."""
     total = len(records)
     failed = [r for r in records if r.get("error")]
@@ -148,13 +190,11 @@ def run_metrics(records: Sequence[dict[str, Any]], *, strategy: str | None = Non
                 pass_at_k(len(c), sum(1 for x in c if x["correct"]), k) if c else 0.0
                 for c in sampled
             ) / len(graded)
-    if graded and widest and strategy in VOTED_STRATEGIES:
-        for n in _powers_of_two_upto(widest):
-            hits = 0
-            for cands in sampled:
-                pick = majority([c["answer"] for c in cands[:n]])
-                hits += any(c["answer"] == pick and c["correct"] for c in cands[:n])
-            metrics.accuracy_at[n] = hits / len(graded)
+    subsets = [r.get("subsets") or {} for r in graded]
+    sizes = set.intersection(*(set(x) for x in subsets)) if graded and all(subsets) else set()
+    for n in sorted(sizes, key=int):
+        hits = sum(1 for x in subsets if x[n]["correct"])
+        metrics.accuracy_at[int(n)] = hits / len(graded)
     generated = [int((r.get("usage") or {}).get("generated_tokens", 0)) for r in records]
     metrics.generated_tokens = sum(generated)
     metrics.tokens_per_problem = sum(generated) / total if total else 0.0

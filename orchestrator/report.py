@@ -20,7 +20,7 @@ def summary_text(metrics: RunMetrics, *, title: str = "") -> str:
         lines.append("pass@k: " + "  ".join(f"@{k} {v:.3f}" for k, v in m.pass_at.items()))
     if m.accuracy_at:
         lines.append(
-            "accuracy at N samples (re-voted): "
+            "accuracy from the first N samples (same rule): "
             + "  ".join(f"N={n} {v:.3f}" for n, v in m.accuracy_at.items())
         )
     lat = m.latency

@@ -53,7 +53,7 @@ def _runs(stores: Sequence[ResultStore]) -> list[RunView]:
                 folder=store.folder,
                 strategy=strategy,
                 budget=budget,
-                metrics=run_metrics(records, strategy=strategy),
+                metrics=run_metrics(records),
                 records=records,
                 colour=PALETTE[index % len(PALETTE)],
             )

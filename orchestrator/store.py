@@ -7,7 +7,8 @@ A store is a folder holding ``results.sqlite`` (and the run's ``engine.log``). T
              created, branchwise version      (one row)
     problem  problem_id (primary key), position, question hash, status
              (claimed | done | failed), owner, heartbeat, attempts, answer, node_id,
-             reference, correct, usage JSON, detail JSON, candidates JSON, lending JSON,
+             reference, correct, usage JSON, detail JSON, candidates JSON (every finished
+             sample's answer), subsets JSON (the answer from the first N samples), lending JSON,
              latency, error, graph JSON (with --traces), finished time
 
 Writers coordinate through the ``problem`` table, so several processes (the CLI twice, the
@@ -76,6 +77,7 @@ CREATE TABLE IF NOT EXISTS problem (
     usage TEXT,
     detail TEXT,
     candidates TEXT,
+    subsets TEXT,
     lending TEXT,
     latency REAL,
     error TEXT,
@@ -312,7 +314,12 @@ class ResultStore:
             )
 
     def finish(
-        self, result: ProblemResult, *, candidates: list[dict[str, Any]], with_graph: bool
+        self,
+        result: ProblemResult,
+        *,
+        candidates: list[dict[str, Any]],
+        with_graph: bool,
+        subsets: dict[int, dict[str, Any]] | None = None,
     ) -> bool:
         """Store a claimed problem's result; False if another writer stored it first."""
         graph = None
@@ -321,7 +328,8 @@ class ResultStore:
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE problem SET status = ?, answer = ?, node_id = ?, reference = ?, "
-                "correct = ?, usage = ?, detail = ?, candidates = ?, lending = ?, latency = ?, "
+                "correct = ?, usage = ?, detail = ?, candidates = ?, subsets = ?, lending = ?, "
+                "latency = ?, "
                 "error = ?, graph = ?, finished = ?, heartbeat = NULL "
                 "WHERE problem_id = ? AND owner = ? AND status != 'done'",
                 (
@@ -333,6 +341,7 @@ class ResultStore:
                     json.dumps(result.usage),
                     json.dumps(result.detail, default=str),
                     json.dumps(candidates),
+                    json.dumps(subsets or {}),
                     json.dumps(result.lending) if result.lending else None,
                     result.latency,
                     result.error,
@@ -367,7 +376,7 @@ class ResultStore:
         out = []
         for row in rows:
             record = dict(row)
-            for key in ("usage", "detail", "candidates", "lending"):
+            for key in ("usage", "detail", "candidates", "subsets", "lending"):
                 record[key] = json.loads(record[key]) if record[key] else {}
             if record["candidates"] == {}:
                 record["candidates"] = []

@@ -539,3 +539,25 @@ def test_writers_opening_a_new_store_at_once_agree(tmp_path: Path) -> None:
     assert len(set(owners)) == 8
     with sqlite3.connect(folder / "results.sqlite") as db:
         assert dict(db.execute("SELECT key, value FROM meta"))["format"] == "branchwise-results"
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "{name: self_consistency, n: 8}",
+        "{name: best_of_n, n: 8, scorer: check}\nscorers: [{kind: reference_steps, name: check}]",
+    ],
+)
+def test_accuracy_at_full_n_equals_the_runs_accuracy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], strategy: str
+) -> None:
+    recipe = _recipe(tmp_path, _dataset(tmp_path, 12))
+    text = recipe.read_text().replace("{name: self_consistency, n: 4}", strategy)
+    recipe.write_text(text.replace("error_rate: 0.3", "error_rate: 0.5"))
+    out = tmp_path / "run"
+    assert main(["eval", str(recipe), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["summary", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["accuracy_at"]) == {"1", "2", "4", "8"}
+    assert data["accuracy_at"]["8"] == data["accuracy"]  # the same rule on the same samples

@@ -8,7 +8,6 @@ import pytest
 
 from orchestrator.metrics import (
     compare_runs,
-    majority,
     mcnemar_exact,
     pass_at_k,
     percentile,
@@ -68,18 +67,19 @@ def test_failed_problems_stay_in_the_denominator_and_are_counted_apart() -> None
     assert m.prefix_cache_hit_rate == pytest.approx(0.25)
 
 
-def test_accuracy_at_n_re_votes_the_first_n_samples() -> None:
-    samples = [("2", False), ("1", True), ("1", True), ("3", False)]
-    records = [_record("a", True, samples), _record("b", True, [("1", True)] * 4)]
-    m = run_metrics(records, strategy="self_consistency")
-    assert m.accuracy_at == {1: 0.5, 2: 0.5, 4: 1.0}  # N=2: tie 2 vs 1 goes to the earliest
+def test_accuracy_at_n_comes_from_the_stored_subsets() -> None:
+    def subsets(*correct: bool) -> dict[str, dict[str, object]]:
+        return {str(2**i): {"answer": "x", "correct": c} for i, c in enumerate(correct)}
+
+    records = [
+        _record("a", True, [("2", False), ("1", True)], subsets=subsets(False, True)),
+        _record("b", True, [("1", True), ("1", True)], subsets=subsets(True, True)),
+    ]
+    m = run_metrics(records)
+    assert m.accuracy_at == {1: 0.5, 2: 1.0}
     assert m.pass_at[1] == pytest.approx((0.5 + 1) / 2)
-    assert run_metrics(records, strategy="beam_search").accuracy_at == {}  # not independent
-
-
-def test_majority_ties_go_to_the_earliest_answer() -> None:
-    assert majority(["b", "a", "a", "b"]) == "b"
-    assert majority([None, None]) is None
+    records[1]["subsets"] = {}  # a strategy without subsets: no curve rather than half of one
+    assert run_metrics(records).accuracy_at == {}
 
 
 def test_percentiles_and_compare() -> None:
