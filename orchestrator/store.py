@@ -35,20 +35,20 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import BranchwiseError
+from core.errors import StoreError
 from core.problem import Problem
 from orchestrator.results import ProblemResult
 
 DB_NAME = "results.sqlite"
 FORMAT = "branchwise-results"
 SCHEMA_VERSION = "1"
-_OWN_FILES = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "engine.log"}
+_OWN_FILES = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", "engine.log"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,10 +85,6 @@ CREATE TABLE IF NOT EXISTS problem (
     finished REAL
 );
 """
-
-
-class StoreError(BranchwiseError):
-    """A results store cannot be opened, or does not fit the run being resumed."""
 
 
 @dataclass(frozen=True)
@@ -155,22 +151,39 @@ class ResultStore:
             self._db.row_factory = sqlite3.Row
             # Check (or create) the schema under the write lock, so two writers opening a new
             # folder at once agree; nothing is written to a file that is not a store.
-            with self._write() as db:
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-                if not tables and create:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.executemany(
-                        "INSERT INTO meta VALUES (?, ?)",
-                        [("format", FORMAT), ("schema_version", SCHEMA_VERSION)],
-                    )
-                else:
-                    self._check_format()
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._retry_locked(lambda: self._open_schema(create))
+            # WAL only once the file is known to be a store. Switching needs the file alone,
+            # and SQLite answers "locked" at once (no busy wait) while others open it: retry.
+            self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a Branchwise results store ({exc})") from None
+
+    def _open_schema(self, create: bool) -> None:
+        with self._write() as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if not tables and create:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("format", FORMAT), ("schema_version", SCHEMA_VERSION)],
+                )
+            else:
+                self._check_format()
+
+    @staticmethod
+    def _retry_locked(step: Callable[[], object], seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                step()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _check_format(self) -> None:
         try:

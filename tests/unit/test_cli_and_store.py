@@ -192,9 +192,9 @@ def _writer(recipe: Path, out: Path) -> subprocess.Popen[bytes]:
 
 
 def test_two_writers_on_one_store_share_the_problems(tmp_path: Path) -> None:
-    dataset = _dataset(tmp_path, 24)
-    slow = "engine: {kind: scripted, error_rate: 0.3, seconds_per_token: 0.002, solutions: "
-    recipe = _recipe(tmp_path, dataset, extra="concurrency: 2\n")
+    dataset = _dataset(tmp_path, 16)
+    slow = "engine: {kind: scripted, error_rate: 0.3, seconds_per_token: 0.015, solutions: "
+    recipe = _recipe(tmp_path, dataset, extra="concurrency: 1\n")
     recipe.write_text(
         recipe.read_text().replace("engine: {kind: scripted, error_rate: 0.3, solutions: ", slow)
     )
@@ -205,7 +205,7 @@ def test_two_writers_on_one_store_share_the_problems(tmp_path: Path) -> None:
         _, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err.decode()
     rows = _rows(out)
-    assert [r[0] for r in rows] == sorted(f"p{i}" for i in range(24))
+    assert [r[0] for r in rows] == sorted(f"p{i}" for i in range(16))
     assert all(status == "done" and attempts == 1 for _, status, attempts in rows)
     with sqlite3.connect(out / "results.sqlite") as db:
         owners = {o.split(":")[1] for (o,) in db.execute("SELECT owner FROM problem")}
