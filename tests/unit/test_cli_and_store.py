@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -561,3 +562,35 @@ def test_accuracy_at_full_n_equals_the_runs_accuracy(
     data = json.loads(capsys.readouterr().out)
     assert set(data["accuracy_at"]) == {"1", "2", "4", "8"}
     assert data["accuracy_at"]["8"] == data["accuracy"]  # the same rule on the same samples
+
+
+def test_a_torn_tail_loses_only_the_torn_commit(tmp_path: Path) -> None:
+    """A crash mid-write leaves a partial last frame in the WAL; it is ignored on open."""
+    import shutil
+
+    live = tmp_path / "live"
+    store = ResultStore(live, create=True)
+    problems = [Problem(id=f"p{i}", question=f"q{i}", reference="1") for i in range(3)]
+    for index, problem in enumerate(problems):
+        assert store.claim(problem, index)
+        done = ProblemResult(problem.id, "1", reference="1", correct=True)
+        assert store.finish(done, candidates=[], with_graph=False)
+    # the files as a crash would leave them (the writer never closed: results are in the WAL)
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("results.sqlite", "results.sqlite-wal"):
+        shutil.copy(live / name, crashed / name)
+    store.close()
+    wal = crashed / "results.sqlite-wal"
+    wal.write_bytes(wal.read_bytes()[:-100])  # tear the last frame (the last commit)
+    with ResultStore(crashed) as reopened:
+        ids = [r["problem_id"] for r in reopened.records()]
+        assert ids == ["p0", "p1"]  # p2's commit was torn: it is simply not there
+    with sqlite3.connect(crashed / "results.sqlite") as db:  # its writer died with the crash
+        dead = f"{socket.gethostname()}:999999999:gone"
+        db.execute("UPDATE problem SET owner = ?", (dead,))
+    with ResultStore(crashed) as reopened:
+        assert reopened.claim(problems[2], 2)  # so p2 runs again
+        redo = ProblemResult("p2", "1", reference="1", correct=True)
+        assert reopened.finish(redo, candidates=[], with_graph=False)
+        assert [r["problem_id"] for r in reopened.records()] == ["p0", "p1", "p2"]
