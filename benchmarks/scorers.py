@@ -47,6 +47,7 @@ TESTBED = ROOT / "examples" / "testbed"
 VAL = TESTBED / "data" / "val.jsonl"
 
 
+DEFAULT_BACKENDS = "vllm,http,http_local_tokenizer,torch"
 DELIMITER = "\n\n"  # the testbed's steps are separated by a blank line
 TESTBED_RECIPE: dict[str, Any] = {
     "prompt": {"style": "chat"},  # the policy's ChatML template (its default system prompt)
@@ -214,6 +215,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "cache_steps": 0,
         "max_model_len": 256,
     }
+    if args.backends is None:
+        chat = fmt == "qwen_prm"  # rendered with the RM's chat template: tokenized here
+        args.backends = "vllm,http_local_tokenizer,torch" if chat else DEFAULT_BACKENDS
     backends = args.backends.split(",")
     server = None
     if any(b.startswith("http") for b in backends):
@@ -246,8 +250,10 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument(
         "--backends",
-        default="vllm,http,http_local_tokenizer,torch",
-        help="http asks the server to tokenize; http_local_tokenizer encodes locally",
+        default=None,
+        help="http asks the server to tokenize; http_local_tokenizer encodes locally (default: "
+        "all that fit the PRM's format; a chat-rendered format such as qwen_prm needs the "
+        "local tokenizer over HTTP)",
     )
     parser.add_argument(
         "--engine",
