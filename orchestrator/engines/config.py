@@ -77,7 +77,7 @@ class OpenAIEngineConfig(EngineConfig):
     kind: Literal["openai"] = "openai"
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"base_urls", "timeout", "max_retries", "backoff_seconds", "requests_per_second",
-         "max_concurrency", "api_key_env", "tokenizer"}
+         "max_concurrency", "api_key_env", "tokenizer", "http_client", "health_check_seconds"}
     )  # fmt: skip
     base_urls: list[str] = Field(min_length=1, description="Server roots, e.g. http://h:8000.")
     model: str = Field(description="Model name the servers serve.")
@@ -89,6 +89,18 @@ class OpenAIEngineConfig(EngineConfig):
     )
     max_concurrency: int = Field(64, ge=1, description="Most requests in flight at once.")
     api_key_env: str | None = Field(None, description="Environment variable with an API key.")
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="HTTP client library; aiohttp's cost per request stays flat as requests "
+        "in flight grow (benchmarks/http_client.py).",
+    )
+    health_check_seconds: float | None = Field(
+        5.0,
+        gt=0,
+        description="With several servers, seconds between GET /health checks of servers "
+        "marked down (a failed connection marks one down at once), to bring them back; "
+        "None: a server marked down is tried again only when no other server is up.",
+    )
     tokenizer: str | None = Field(
         None,
         description="The served model's tokenizer folder (relative to the recipe): render "

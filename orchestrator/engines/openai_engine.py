@@ -1,17 +1,23 @@
 """OpenAI-compatible ``/v1/completions`` on one or several vLLM servers.
 
 Prompts go as token ids, so a child extends its parent's exact tokens on the server too.
-Transient failures (5xx, 429 rate limits, 408, time-outs, refused connections) are retried
-with exponential backoff (or the server's ``Retry-After``, when it sends one), on the next
-server when there are several. A rate limit (asyncio-throttle) and a concurrency cap protect
-the fleet; requests of one problem stick to one server (affinity) so that its prefix cache is
-reused.
+Transient failures (5xx, 429 rate limits, 408, time-outs, refused or broken connections) are
+retried with exponential backoff (or the server's ``Retry-After``, when it sends one); a
+request whose server failed is sent to another healthy server at once (fail-over). Only an
+answer counts: a request that failed produced nothing the caller sees, so nothing is counted
+twice. A rate limit (asyncio-throttle) and a concurrency cap protect the fleet; routing is
+least outstanding requests with prefix affinity (``orchestrator.engines.fleet``), and with
+several servers a background health check marks servers down and up again.
+
+The HTTP client is aiohttp by default (``http_client: httpx`` keeps httpx): its cost per
+request is flat in the number of requests in flight (``benchmarks/http_client.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -22,6 +28,15 @@ import httpx
 from asyncio_throttle.throttler import Throttler
 
 from core.errors import EngineError, EngineTimeout
+from orchestrator.engines.fleet import ServerPool
+from orchestrator.engines.http_transport import (
+    AiohttpTransport,
+    HTTPResponse,
+    HTTPTransport,
+    HttpxTransport,
+    TransportError,
+    TransportTimeout,
+)
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -33,27 +48,35 @@ from orchestrator.prompting import ChatMessage, RenderedPrompt
 if TYPE_CHECKING:
     from orchestrator.engines.config import OpenAIEngineConfig
 
-_RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
 _RETRYABLE_STATUS = frozenset({408, 429})  # request timeout, too many requests
 _MAX_RETRY_AFTER = 60.0  # seconds; a longer Retry-After is capped, not obeyed blindly
+_HEALTH_TIMEOUT = 5.0  # seconds for one GET /health
 
 
 class OpenAIEngine:
-    """Engine over HTTP; each server keeps a count of requests in flight for load spread."""
+    """Engine over HTTP on a pool of servers (load, health and affinity in ``self.pool``).
+
+    ``transport`` replaces the HTTP client: an :class:`HTTPTransport`, or an httpx transport
+    (``httpx.MockTransport`` in tests) to run httpx over it.
+    """
 
     name = "openai"
 
     def __init__(
-        self, config: OpenAIEngineConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: OpenAIEngineConfig,
+        *,
+        transport: HTTPTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.servers = [url.rstrip("/") for url in config.base_urls]
-        self._inflight = [0] * len(self.servers)
-        self._transport = transport
+        self.pool = ServerPool(config.base_urls)
+        self.servers = self.pool.urls
+        self._given_transport = transport
+        self._transport: HTTPTransport | None = None
         self._tokenizer: Any = None
-        self._client: httpx.AsyncClient | None = None
         self._limit = asyncio.Semaphore(config.max_concurrency)
         self._throttle = _throttler(config.requests_per_second)
+        self._health_task: asyncio.Task[None] | None = None
         self.retries = 0
 
     async def __aenter__(self) -> Self:
@@ -63,12 +86,19 @@ class OpenAIEngine:
             if not key:
                 raise EngineError(f"environment variable {self.config.api_key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.AsyncClient(
-            timeout=self.config.timeout,
-            headers=headers,
-            transport=self._transport,
-            limits=httpx.Limits(max_connections=self.config.max_concurrency),
-        )
+        given = self._given_transport
+        if given is not None and not isinstance(given, httpx.AsyncBaseTransport):
+            self._transport = given
+        elif given is not None or self.config.http_client == "httpx":
+            self._transport = HttpxTransport(
+                headers=headers, max_connections=self.config.max_concurrency, transport=given
+            )
+        else:
+            self._transport = AiohttpTransport(
+                headers=headers, max_connections=self.config.max_concurrency
+            )
+        if len(self.servers) > 1 and self.config.health_check_seconds is not None:
+            self._health_task = asyncio.create_task(self._watch_health())
         return self
 
     async def __aexit__(
@@ -77,15 +107,44 @@ class OpenAIEngine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def transport(self) -> HTTPTransport:
+        if self._transport is None:
             raise EngineError("OpenAIEngine used outside `async with`")
-        return self._client
+        return self._transport
+
+    async def _watch_health(self) -> None:
+        """Ask the ``/health`` of every server marked down, periodically, to bring it back.
+
+        A server is marked down by a failed connection, which also sends the request on to
+        another server at once; probing healthy servers would only add load.
+        """
+        assert self.config.health_check_seconds is not None
+        while True:
+            await asyncio.sleep(self.config.health_check_seconds)
+            down = [i for i, up in enumerate(self.pool.healthy) if not up]
+            await asyncio.gather(*(self._check(i) for i in down))
+
+    async def _check(self, server: int) -> None:
+        url = self.servers[server] + "/health"
+        try:
+            response = await self.transport.request("GET", url, timeout=_HEALTH_TIMEOUT)
+        except TransportError as exc:
+            self.pool.mark_down(server, f"health check: {exc}")
+            return
+        if response.status == 200:
+            self.pool.mark_up(server)
+        else:
+            self.pool.mark_down(server, f"health check answered {response.status}")
 
     async def tokenize(self, text: str) -> tuple[int, ...]:
         tokenizer = self._local_tokenizer()
@@ -188,60 +247,61 @@ class OpenAIEngine:
         ends inside the last token; only completions a stop string ended can be short, so
         only those are decoded again (locally, or by the server's ``/detokenize``).
         """
-        fixed = list(result.completions)
-        for index, completion in enumerate(fixed):
-            if completion.ended_by_stop_string:
-                text = await self.decode(completion.token_ids)
-                if text != completion.text:
-                    fixed[index] = replace(completion, text=text)
-        return replace(result, completions=tuple(fixed))
-
-    def _pick_server(self, affinity: str | None, attempt: int) -> int:
-        if affinity is not None:
-            digest = hashlib.blake2b(affinity.encode(), digest_size=4).digest()
-            return (int.from_bytes(digest, "big") + attempt) % len(self.servers)
-        least = min(self._inflight)
-        candidates = [i for i, load in enumerate(self._inflight) if load == least]
-        return candidates[attempt % len(candidates)]
+        cut = [c for c in result.completions if c.ended_by_stop_string]
+        if not cut:
+            return result
+        texts = dict(
+            zip(
+                (id(c) for c in cut),
+                await asyncio.gather(*(self.decode(c.token_ids) for c in cut)),
+                strict=True,
+            )
+        )
+        fixed = tuple(
+            replace(c, text=texts[id(c)]) if id(c) in texts and texts[id(c)] != c.text else c
+            for c in result.completions
+        )
+        return replace(result, completions=fixed)
 
     async def _post(
         self, path: str, body: dict[str, Any], *, affinity: str | None, request_id: str
     ) -> dict[str, Any]:
+        payload = json.dumps(body, separators=(",", ":")).encode()
         delay = self.config.backoff_seconds
         last_error = "no attempt made"
+        failed: set[int] = set()  # servers whose connection failed this request
+        timed_out = False
         for attempt in range(self.config.max_retries + 1):
             server_wait = 0.0
-            server = self._pick_server(affinity, attempt)
-            url = self.servers[server] + path
-            try:
-                async with self._limit:
-                    if self._throttle is not None:
-                        async with self._throttle:
-                            pass
-                    self._inflight[server] += 1
-                    try:
-                        response = await self.client.post(
-                            url, json=body, headers={"X-Request-Id": request_id}
-                        )
-                    finally:
-                        self._inflight[server] -= 1
-            except httpx.TimeoutException:
-                last_error = f"timed out after {self.config.timeout}s at {url}"
-                timed_out = True
-            except _RETRYABLE as exc:
-                last_error = f"{type(exc).__name__} at {url}: {exc}"
-                timed_out = False
-            else:
-                if response.status_code < 400:
-                    try:
-                        payload: dict[str, Any] = response.json()
-                    except ValueError:
-                        raise EngineError(
-                            f"{url} answered {request_id} with non-JSON: {response.text[:200]!r}"
-                        ) from None
-                    return payload
+            async with self._limit:
+                if self._throttle is not None:
+                    async with self._throttle:
+                        pass
+                server = self.pool.pick(affinity, failed)
+                url = self.servers[server] + path
+                self.pool.begin(server)
+                try:
+                    response = await self.transport.request(
+                        "POST",
+                        url,
+                        body=payload,
+                        headers={"X-Request-Id": request_id},
+                        timeout=self.config.timeout,
+                    )
+                except TransportError as exc:
+                    response = None
+                    timed_out = isinstance(exc, TransportTimeout)
+                    last_error = f"{exc} at {url}"
+                    failed.add(server)
+                    if not timed_out:  # a slow server is busy, not gone
+                        self.pool.mark_down(server, str(exc))
+                finally:
+                    self.pool.end(server)
+            if response is not None:
+                if response.status < 400:
+                    return _json(response, url, request_id)
                 detail = response.text[:300]
-                status = response.status_code
+                status = response.status
                 if status < 500 and status not in _RETRYABLE_STATUS:
                     raise EngineError(f"{url} rejected request {request_id}: {status} {detail}")
                 last_error = f"{url} answered {status}: {detail}"
@@ -249,6 +309,9 @@ class OpenAIEngine:
                 server_wait = _retry_after(response) or 0.0
             if attempt < self.config.max_retries:
                 self.retries += 1
+                if response is None and not timed_out and self.pool.any_other_up(failed):
+                    self.pool.failovers += 1  # a broken server; another can take it now
+                    continue
                 await asyncio.sleep(max(delay, server_wait))  # the server's wait is not doubled
                 delay *= 2
         message = (
@@ -257,7 +320,17 @@ class OpenAIEngine:
         raise EngineTimeout(message) if timed_out else EngineError(message)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _json(response: HTTPResponse, url: str, request_id: str) -> dict[str, Any]:
+    try:
+        payload: dict[str, Any] = response.json()
+    except ValueError:
+        raise EngineError(
+            f"{url} answered {request_id} with non-JSON: {response.text[:200]!r}"
+        ) from None
+    return payload
+
+
+def _retry_after(response: HTTPResponse) -> float | None:
     """The server's Retry-After in seconds (delta form), capped; None if absent or a date."""
     value = response.headers.get("retry-after")
     if value is None:
