@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 
 from benchmarks.markdown import table, write_json, write_section
+from benchmarks.testbed import (
+    BEAM_WIDTH,
+    MAX_DEPTH,
+    ROOT,
+    STEP_MAX_TOKENS,
+    base_recipe,
+    policy_path,
+    testbed_recipe,
+)
 from core.problem import Problem
 from core.scoring import SCORERS
 from orchestrator.datasets import load_problems
@@ -43,29 +54,17 @@ from orchestrator.engines.config import OpenAIEngineConfig
 from orchestrator.engines.openai_engine import OpenAIEngine
 from orchestrator.engines.vllm_server import VLLMServer
 from orchestrator.prompting import render_prompt
-from orchestrator.recipe import Recipe, load_recipe, parse_recipe
+from orchestrator.recipe import Recipe
 from orchestrator.runner import Orchestrator
 from verifiers.answers import extract_answer
 from verifiers.grading import grade
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = ROOT / ".venv-bench" / "its_hub"
 REQUIREMENTS = ROOT / "benchmarks" / "peers-requirements.txt"
 
-# ---- the testbed, in one place: the repository's own particle-filter recipe gives the
-# policy, prompt, step delimiter, answer format, grading and step scorer; when the testbed
-# changes, that recipe changes and this benchmark follows.
-TESTBED_RECIPE = ROOT / "examples" / "recipes" / "particle_filter_prm.yaml"
 SERVED_NAME = "policy"
-STEP_MAX_TOKENS = 32
-MAX_DEPTH = 10
-BEAM_WIDTH = 2
 # what marks a finished solution in a step's text, by answer format (its_hub's `stop_token`)
 FINAL_MARKERS = {"answer_line": "Answer:", "boxed": "\\boxed", "gsm8k": "####"}
-
-
-def base_recipe() -> Recipe:
-    return load_recipe(TESTBED_RECIPE)
 
 
 def server_args(template: Path) -> list[str]:
@@ -95,27 +94,9 @@ def chat_template(recipe: Recipe) -> str | None:
 
 
 def branchwise_recipe(base: Recipe, strategy: str, budget: int, url: str, n: int) -> Recipe:
-    data = base.model_dump(mode="json", exclude_none=True)
-    scorer = data["strategy"].get("scorer", "prm")
-    strategies: dict[str, dict[str, Any]] = {
-        "particle_filter": {
-            "name": "particle_filter", "particles": budget, "scorer": scorer,
-            "aggregation": "last", "max_depth": MAX_DEPTH, "step_max_tokens": STEP_MAX_TOKENS,
-            "final": "best",
-        },
-        "beam_search": {
-            "name": "beam_search", "beam_width": BEAM_WIDTH, "expansions": budget // BEAM_WIDTH,
-            "scorer": scorer, "aggregation": "last", "max_depth": MAX_DEPTH,
-            "step_max_tokens": STEP_MAX_TOKENS, "final": "best",
-        },
-        "self_consistency": {"name": "self_consistency", "n": budget},
-    }  # fmt: skip
-    data["strategy"] = strategies[strategy]
-    data["engine"] = {"kind": "openai", "base_urls": [url], "model": SERVED_NAME}
-    data["concurrency"] = n
-    data.pop("dataset", None)
-    data.pop("base_dir", None)
-    return parse_recipe(data, base_dir=base.base_dir)
+    """The Branchwise arm: the ``openai`` engine at its default settings."""
+    engine = {"kind": "openai", "base_urls": [url], "model": SERVED_NAME}
+    return testbed_recipe(base, strategy, budget, engine, n, base.seed)
 
 
 def peer_job(
@@ -183,20 +164,18 @@ class Metrics:
             values = await self.read(session)
             self.running.append(values["num_requests_running"])
             self.waiting.append(values["num_requests_waiting"])
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.every)
-            except TimeoutError:
-                pass
 
 
-async def measured(url: str, arm: Any) -> dict[str, Any]:
-    """Run ``arm()`` while sampling the server; the arm returns its own figures."""
+async def measured(url: str, arm: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run ``arm`` while sampling the server; the arm returns its own figures."""
     metrics = Metrics(url)
     async with aiohttp.ClientSession() as session:
         before = await metrics.read(session)
         stop = asyncio.Event()
         sampler = asyncio.create_task(metrics.sample(session, stop))
-        figures = await arm()
+        figures = await arm
         stop.set()
         await sampler
         after = await metrics.read(session)
@@ -277,7 +256,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             args_list = args_list[:-2]
         else:
             (Path(tmp) / "chat.jinja").write_text(template)
-        policy = base.resolve(base.engine.model)  # type: ignore[attr-defined]
+        policy = policy_path(base)
         log = ROOT / ".pytest_cache" / "peers_server.log"
         with VLLMServer(policy, served_name=SERVED_NAME, args=args_list, log_path=log) as server:
             await check_prompt(server.url, base, problems[0])
@@ -290,10 +269,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 arms: dict[str, list[dict[str, Any]]] = {"its_hub": [], "branchwise": []}
                 for _ in range(args.repeats):
                     arms["its_hub"].append(
-                        await measured(server.url, lambda: run_its_hub(python, job, base, problems))
+                        await measured(server.url, run_its_hub(python, job, base, problems))
                     )
                     arms["branchwise"].append(
-                        await measured(server.url, lambda: run_branchwise(recipe, problems))
+                        await measured(server.url, run_branchwise(recipe, problems))
                     )
                     print(strategy, json.dumps({k: v[-1] for k, v in arms.items()}), flush=True)
                 results[strategy] = arms
@@ -302,7 +281,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "budget": args.budget,
         "concurrency": args.concurrency,
         "repeats": args.repeats,
-        "policy": str(base.resolve(base.engine.model)),  # type: ignore[attr-defined]
+        "policy": str(policy_path(base)),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "results": results,
     }
