@@ -77,7 +77,8 @@ class OpenAIEngineConfig(EngineConfig):
     kind: Literal["openai"] = "openai"
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"base_urls", "timeout", "max_retries", "backoff_seconds", "requests_per_second",
-         "max_concurrency", "api_key_env", "tokenizer", "http_client", "health_check_seconds"}
+         "max_concurrency", "api_key_env", "tokenizer", "local_tokenizer", "http_client",
+         "health_check_seconds"}
     )  # fmt: skip
     base_urls: list[str] = Field(min_length=1, description="Server roots, e.g. http://h:8000.")
     model: str = Field(description="Model name the servers serve.")
@@ -105,6 +106,13 @@ class OpenAIEngineConfig(EngineConfig):
         None,
         description="The served model's tokenizer folder (relative to the recipe): render "
         "prompts and decode here instead of asking the server's /tokenize and /detokenize.",
+    )
+
+    local_tokenizer: bool = Field(
+        True,
+        description="Without `tokenizer`: decode and encode plain text with the served "
+        "model's own folder (the servers' /v1/models root) when it is on this machine and "
+        "agrees with the server on a probe, instead of a /detokenize call per completion.",
     )
 
     def build(self, base_dir: Path | None = None) -> Engine:

@@ -74,6 +74,7 @@ class OpenAIEngine:
         self._given_transport = transport
         self._transport: HTTPTransport | None = None
         self._tokenizer: Any = None
+        self._served_probe: asyncio.Future[Any] | None = None
         self._limit = asyncio.Semaphore(config.max_concurrency)
         self._throttle = _throttler(config.requests_per_second)
         self._health_task: asyncio.Task[None] | None = None
@@ -147,7 +148,7 @@ class OpenAIEngine:
             self.pool.mark_down(server, f"health check answered {response.status}")
 
     async def tokenize(self, text: str) -> tuple[int, ...]:
-        tokenizer = self._local_tokenizer()
+        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
         if tokenizer is not None:
             return tuple(int(t) for t in tokenizer.encode(text, add_special_tokens=True))
         body = {"model": self.config.model, "prompt": text, "add_special_tokens": True}
@@ -186,8 +187,8 @@ class OpenAIEngine:
         return RenderedPrompt(await self._detokenize(ids), ids)
 
     async def decode(self, token_ids: Sequence[int]) -> str:
-        """Text of token ids (special tokens skipped when decoded locally)."""
-        tokenizer = self._local_tokenizer()
+        """Text of token ids (special tokens skipped, as the server skips them)."""
+        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
         if tokenizer is not None:
             return str(tokenizer.decode(list(token_ids), skip_special_tokens=True))
         return await self._detokenize(tuple(token_ids))
@@ -213,6 +214,51 @@ class OpenAIEngine:
                     f"engine.tokenizer: cannot load {self.config.tokenizer}: {exc}"
                 ) from None
         return self._tokenizer
+
+    async def _served_tokenizer(self) -> Any:
+        """The served model's own tokenizer folder, when it is on this machine (found once).
+
+        Asked only when the config names no ``tokenizer``: the servers' ``/v1/models`` names
+        the folder the model was loaded from (its ``root``); it is used for plain encoding and
+        decoding if it loads here and encodes and decodes a probe exactly as the server does.
+        Chat prompts are still rendered by the server, whose chat template may be its own.
+        """
+        if self._served_probe is None:
+            self._served_probe = asyncio.ensure_future(self._find_served_tokenizer())
+        return await asyncio.shield(self._served_probe)
+
+    async def _find_served_tokenizer(self) -> Any:
+        if not self.config.local_tokenizer:
+            return None
+        root = None
+        for url in self.servers:
+            try:
+                response = await self.transport.request("GET", url + "/v1/models", timeout=10)
+                models = response.json()["data"]
+                root = next(m.get("root") for m in models if m.get("id") == self.config.model)
+                break
+            except (TransportError, ValueError, KeyError, TypeError, StopIteration):
+                continue
+        if not isinstance(root, str) or not os.path.isdir(root):
+            return None
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True)
+        except (ImportError, OSError, ValueError):
+            return None
+        probe = "Ann has 12 pens. She buys 30 more.\n12+30=42\n\nAnswer: 42"
+        body = {"model": self.config.model, "prompt": probe, "add_special_tokens": True}
+        try:
+            data = await self._post("/tokenize", body, affinity=None, request_id="probe")
+            ids = [int(t) for t in data["tokens"]]
+            served_text = await self._detokenize(tuple(ids))
+        except (EngineError, KeyError, TypeError, ValueError):
+            return None
+        local = [int(t) for t in tokenizer.encode(probe, add_special_tokens=True)]
+        if local != ids or tokenizer.decode(ids, skip_special_tokens=True) != served_text:
+            return None
+        return tokenizer
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         s = request.sampling

@@ -85,7 +85,7 @@ def test_an_evaluation_survives_a_server_killed_mid_run(tmp_path: Path) -> None:
             time.sleep(0.05)
         stored_before_kill = len(_records(fleet_out)) if fleet_out.exists() else 0
         b.kill()
-        stdout, stderr = run.communicate(timeout=600)
+        _, stderr = run.communicate(timeout=600)
 
     assert run.returncode == 0, stderr[-2000:]
     assert stored_before_kill < PROBLEMS, "the run ended before the server was killed"

@@ -11,6 +11,8 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -38,6 +40,10 @@ class FakeServer:
         self.seen: list[dict[str, object]] = []
         self.headers: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
+        self.root: str | None = None  # the model folder /v1/models names
+        self.tokenizer: Any = None  # the server's tokenizer, for /tokenize and /detokenize
+        self.shift = 0  # added to every token id /tokenize returns (a different tokenizer)
+        self.detokenized = 0
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -59,13 +65,29 @@ class FakeServer:
         return web.Response(text="")
 
     async def _detokenize(self, request: web.Request) -> web.Response:
+        self.detokenized += 1
+        if self.tokenizer is not None:
+            ids = (await request.json())["tokens"]
+            return web.json_response(
+                {"prompt": self.tokenizer.decode(ids, skip_special_tokens=True)}
+            )
         return web.json_response({"prompt": "1+1=2\n"})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        assert self.tokenizer is not None
+        ids = self.tokenizer.encode((await request.json())["prompt"], add_special_tokens=True)
+        return web.json_response({"tokens": [t + self.shift for t in ids]})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "m", "root": self.root}]})
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/detokenize", self._detokenize)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/tokenize", self._tokenize)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -227,5 +249,31 @@ def test_a_timed_out_request_is_retried_but_the_server_stays_up() -> None:
             assert len(result.completions) == 2
             assert engine.pool.healthy == [True, True]
             assert len(a.seen) == len(b.seen) == 1  # the slow try, then the retry elsewhere
+
+    asyncio.run(go())
+
+
+POLICY = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "models" / "policy"
+
+
+@pytest.mark.parametrize("agrees", [True, False])
+def test_the_served_models_own_tokenizer_decodes_here_when_it_agrees(agrees: bool) -> None:
+    """Without `tokenizer:`, the folder /v1/models names is used if it encodes as the server."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(POLICY), local_files_only=True)
+
+    async def go() -> None:
+        async with servers(1) as (fake,):
+            fake.root, fake.tokenizer = str(POLICY), tokenizer
+            fake.shift = 0 if agrees else 1
+            engine = OpenAIEngine(_config([fake.url]))
+            async with engine:
+                ids = tuple(tokenizer.encode("12+30=42\n", add_special_tokens=False))
+                text = await engine.decode(ids)
+                assert text == tokenizer.decode(list(ids), skip_special_tokens=True)
+                await engine.decode(ids)
+                # the probe asked the server once; decoding asks it only when they disagree
+                assert fake.detokenized == (1 if agrees else 3)
 
     asyncio.run(go())
