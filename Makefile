@@ -48,6 +48,10 @@ test: setup lint typecheck layers
 
 bench: setup
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --strategy particle_filter --n 8 --problems 100
+	$(PY) benchmarks/overhead.py --strategy beam_search --n 8 --problems 100
+	$(PY) benchmarks/http_client.py
+	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/scorers.py
 	$(PY) benchmarks/strategies.py
 
