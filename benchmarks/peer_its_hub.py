@@ -100,7 +100,7 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
         api_key="none",
         model_name=job["model"],
         system_prompt=job.get("system_prompt"),
-        max_tokens=int(job["step_max_tokens"] if step_level else job["max_tokens"]),
+        max_completion_tokens=int(job["step_max_tokens"] if step_level else job["max_tokens"]),
         temperature=float(job["temperature"]),
     )
     gate = asyncio.Semaphore(int(job["concurrency"]))
