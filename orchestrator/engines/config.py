@@ -98,9 +98,9 @@ class OpenAIEngineConfig(EngineConfig):
     health_check_seconds: float | None = Field(
         5.0,
         gt=0,
-        description="With several servers, seconds between GET /health checks of servers "
-        "marked down (a failed connection marks one down at once), to bring them back; "
-        "None: a server marked down is tried again only when no other server is up.",
+        description="With several servers, seconds between GET /health checks that mark a "
+        "server down (no answer, or 5xx: its engine died) or back up; a failed connection "
+        "marks one down at once. None: no checks.",
     )
     tokenizer: str | None = Field(
         None,

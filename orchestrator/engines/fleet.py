@@ -4,8 +4,9 @@ Routing is least outstanding requests with prefix affinity: the first request of
 key (one problem) goes to the healthy server with the fewest requests in flight, and every
 later request of that key follows it there, so the problem's prompt stays in one prefix
 cache. A server whose connection fails is marked down at once; its affinity keys move to the
-least loaded healthy server on their next request; a health check (``GET /health``) brings
-it back when it answers again. The pool never sends anything itself: the engine asks it where
+least loaded healthy server on their next request. A periodic health check (``GET /health``)
+marks down a server that answers it with an error (vLLM does when its engine died) and
+brings servers back when they answer again. The pool never sends anything itself: the engine asks it where
 to send and tells it what happened.
 """
 

@@ -124,16 +124,16 @@ class OpenAIEngine:
         return self._transport
 
     async def _watch_health(self) -> None:
-        """Ask the ``/health`` of every server marked down, periodically, to bring it back.
+        """Ask every server's ``/health`` periodically; mark it down or back up by the answer.
 
-        A server is marked down by a failed connection, which also sends the request on to
-        another server at once; probing healthy servers would only add load.
+        A failed connection marks a server down at once (and sends the request elsewhere);
+        the check also catches a server that still accepts connections but whose engine is
+        dead (vLLM then answers ``/health`` with 5xx), and brings servers back.
         """
         assert self.config.health_check_seconds is not None
         while True:
             await asyncio.sleep(self.config.health_check_seconds)
-            down = [i for i, up in enumerate(self.pool.healthy) if not up]
-            await asyncio.gather(*(self._check(i) for i in down))
+            await asyncio.gather(*(self._check(i) for i in range(len(self.servers))))
 
     async def _check(self, server: int) -> None:
         url = self.servers[server] + "/health"
@@ -315,7 +315,7 @@ class OpenAIEngine:
         payload = json.dumps(body, separators=(",", ":")).encode()
         delay = self.config.backoff_seconds
         last_error = "no attempt made"
-        failed: set[int] = set()  # servers whose connection failed this request
+        failed: set[int] = set()  # servers that failed this request (tried last next time)
         timed_out = False
         for attempt in range(self.config.max_retries + 1):
             server_wait = 0.0
@@ -352,6 +352,7 @@ class OpenAIEngine:
                     raise EngineError(f"{url} rejected request {request_id}: {status} {detail}")
                 last_error = f"{url} answered {status}: {detail}"
                 timed_out = status == 408
+                failed.add(server)  # busy or broken: the next try goes elsewhere if it can
                 server_wait = _retry_after(response) or 0.0
             if attempt < self.config.max_retries:
                 self.retries += 1

@@ -55,6 +55,8 @@ class FakeServer:
             await asyncio.sleep(1)
         if self.mode == "hang":
             await asyncio.sleep(2)
+        if self.mode == "dead_engine":
+            return web.Response(status=500, text="EngineDeadError")
         if self.mode == "limit":
             self.mode = "ok"
             return web.Response(status=429, text="slow down", headers={"Retry-After": "0.05"})
@@ -62,7 +64,7 @@ class FakeServer:
         return web.json_response(_completion(body))
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text="")
+        return web.Response(status=500 if self.mode == "dead_engine" else 200)
 
     async def _detokenize(self, request: web.Request) -> web.Response:
         self.detokenized += 1
@@ -201,6 +203,31 @@ def test_a_refused_server_is_skipped_and_a_health_check_brings_it_back() -> None
                     assert dead.seen  # back in the rotation
                 finally:
                     await dead.stop()
+
+    asyncio.run(go())
+
+
+def test_a_server_whose_engine_died_is_avoided_then_marked_down_by_the_health_check() -> None:
+    async def go() -> None:
+        async with servers(2) as (a, b):
+            engine = OpenAIEngine(
+                _config([a.url, b.url], health_check_seconds=0.05, backoff_seconds=0.001)
+            )
+            async with engine:
+                a.mode = "dead_engine"  # still accepts connections, answers 500
+                result = await engine.generate(_request("x", affinity="p"))  # a is picked first
+                assert len(result.completions) == 2 and len(a.seen) == 1 and len(b.seen) == 1
+                for _ in range(100):
+                    if not engine.pool.healthy[0]:
+                        break
+                    await asyncio.sleep(0.02)
+                assert engine.pool.healthy == [False, True]
+                a.mode = "ok"
+                for _ in range(100):
+                    if engine.pool.healthy[0]:
+                        break
+                    await asyncio.sleep(0.02)
+                assert engine.pool.healthy == [True, True]
 
     asyncio.run(go())
 
