@@ -6,8 +6,8 @@ later request of that key follows it there, so the problem's prompt stays in one
 cache. A server whose connection fails is marked down at once; its affinity keys move to the
 least loaded healthy server on their next request. A periodic health check (``GET /health``)
 marks down a server that answers it with an error (vLLM does when its engine died) and
-brings servers back when they answer again. The pool never sends anything itself: the engine asks it where
-to send and tells it what happened.
+brings servers back when they answer again. The pool never sends anything itself: the
+engine asks it where to send and tells it what happened.
 """
 
 from __future__ import annotations
