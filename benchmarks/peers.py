@@ -78,14 +78,22 @@ def server_args(template: Path) -> list[str]:
 def chat_template(recipe: Recipe) -> str | None:
     """A template rendering a plain testbed prompt from one user turn (None: the model's own).
 
-    The assistant turn, if any, is appended as is: its_hub continues a partial answer with
-    ``continue_final_message``.
+    Starts with the tokenizer's BOS token when plain encoding adds one (chat prompts are
+    tokenized without special tokens). The assistant turn, if any, is appended as is: its_hub
+    continues a partial answer with ``continue_final_message``.
     """
     if recipe.prompt.style != "plain":
         return recipe.prompt.chat_template
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(policy_path(recipe)), local_files_only=True)
+    bos = tokenizer.bos_token_id is not None and tokenizer.encode("1")[:1] == [
+        tokenizer.bos_token_id
+    ]
     before, after = recipe.prompt.template.split("{question}")
     return (
-        "{%- for m in messages -%}"
+        ("{{ bos_token }}" if bos else "")
+        + "{%- for m in messages -%}"
         "{%- if m['role'] == 'user' -%}"
         f"{{{{ {json.dumps(before)} }}}}{{{{ m['content'] }}}}{{{{ {json.dumps(after)} }}}}"
         "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}"
