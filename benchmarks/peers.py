@@ -92,8 +92,7 @@ def chat_template(recipe: Recipe) -> str | None:
     ]
     before, after = recipe.prompt.template.split("{question}")
     return (
-        ("{{ bos_token }}" if bos else "")
-        + "{%- for m in messages -%}"
+        ("{{ bos_token }}" if bos else "") + "{%- for m in messages -%}"
         "{%- if m['role'] == 'user' -%}"
         f"{{{{ {json.dumps(before)} }}}}{{{{ m['content'] }}}}{{{{ {json.dumps(after)} }}}}"
         "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}"

@@ -293,21 +293,15 @@ class OpenAIEngine:
         ends inside the last token; only completions a stop string ended can be short, so
         only those are decoded again (locally, or by the server's ``/detokenize``).
         """
-        cut = [c for c in result.completions if c.ended_by_stop_string]
+        cut = [i for i, c in enumerate(result.completions) if c.ended_by_stop_string]
         if not cut:
             return result
-        texts = dict(
-            zip(
-                (id(c) for c in cut),
-                await asyncio.gather(*(self.decode(c.token_ids) for c in cut)),
-                strict=True,
-            )
-        )
-        fixed = tuple(
-            replace(c, text=texts[id(c)]) if id(c) in texts and texts[id(c)] != c.text else c
-            for c in result.completions
-        )
-        return replace(result, completions=fixed)
+        texts = await asyncio.gather(*(self.decode(result.completions[i].token_ids) for i in cut))
+        fixed = list(result.completions)
+        for index, text in zip(cut, texts, strict=True):
+            if text != fixed[index].text:
+                fixed[index] = replace(fixed[index], text=text)
+        return replace(result, completions=tuple(fixed))
 
     async def _post(
         self, path: str, body: dict[str, Any], *, affinity: str | None, request_id: str
