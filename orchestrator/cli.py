@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,7 +83,37 @@ def _parser() -> argparse.ArgumentParser:
 
     scorers = sub.add_parser("scorers", help="list registered verifiers and reward models")
     scorers.set_defaults(handler=_list_scorers)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve recipes behind an OpenAI-compatible API (each recipe a model named by its "
+        "file's stem)",
+    )
+    serve.add_argument("recipes", type=Path, nargs="+", metavar="RECIPE")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require `Authorization: Bearer <key>` with the key held in this variable",
+    )
+    _limit_flags(serve)
+    serve.set_defaults(handler=_serve)
     return parser
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per server limit, with its default and description from ServerLimits."""
+    from orchestrator.server.settings import ServerLimits
+
+    for name, info in ServerLimits.model_fields.items():
+        kind = info.annotation if info.annotation in (int, float) else str
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,  # type: ignore[arg-type]
+            default=info.default,
+            help=f"{info.description} (default {info.default})",
+        )
 
 
 def _problems(recipe: Recipe, args: argparse.Namespace) -> list[Problem]:
@@ -198,6 +229,40 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{args.recipe}: ok {json.dumps(summary)}")
     for note in notes:
         print(f"  note: {note}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from orchestrator.server.main import serve
+        from orchestrator.server.settings import ServerLimits
+    except ImportError as exc:  # fastapi or uvicorn missing
+        raise BranchwiseError(
+            f"the server needs the `server` extra ({exc.name} is not installed): "
+            "pip install 'branchwise[server]'"
+        ) from None
+    from pydantic import ValidationError
+
+    values = {name: getattr(args, name) for name in ServerLimits.model_fields}
+    try:
+        limits = ServerLimits(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
+        raise BranchwiseError(f"{flag}: {error['msg']} (got {error['input']!r})") from None
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key:
+            raise BranchwiseError(f"--api-key-env {args.api_key_env}: the variable is not set")
+    if not 0 <= args.port <= 65535:
+        raise BranchwiseError(f"--port: expected 0 to 65535, got {args.port}")
+    try:
+        asyncio.run(
+            serve(args.recipes, host=args.host, port=args.port, api_key=api_key, limits=limits)
+        )
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
+        print("server stopped", file=sys.stderr)
     return 0
 
 

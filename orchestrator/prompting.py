@@ -141,6 +141,45 @@ async def render_prompt(
     )
 
 
+def conversation_messages(
+    spec: PromptSpec, conversation: Sequence[ChatMessage]
+) -> list[ChatMessage]:
+    """A client's conversation inside the recipe's chat prompt (style=chat).
+
+    One system turn first: the recipe's ``system`` prompt, then the conversation's own system
+    turns, joined by a blank line. The recipe's instruction comes first and is never dropped,
+    since answer extraction and scorers rely on the format it asks for; many chat templates
+    accept a single leading system turn only. Then the recipe's few-shot turns, then the
+    conversation's user and assistant turns in order.
+    """
+    systems = [spec.system] if spec.system is not None else []
+    systems += [m.content for m in conversation if m.role == "system"]
+    turns = [ChatMessage("system", "\n\n".join(systems))] if systems else []
+    for example in spec.few_shot:
+        turns.append(ChatMessage("user", example.question))
+        turns.append(ChatMessage("assistant", example.answer))
+    turns += [m for m in conversation if m.role != "system"]
+    return turns
+
+
+async def render_conversation(
+    spec: PromptSpec, conversation: Sequence[ChatMessage], engine: PromptEngine, base_dir: Path
+) -> RenderedPrompt:
+    """The prompt for a whole conversation that ends with a user turn.
+
+    ``chat``: :func:`conversation_messages` through the chat template. ``plain``: the template
+    has room for one question, so the last user turn is the question and the rest is unused.
+    """
+    if not conversation or conversation[-1].role != "user":
+        raise ValueError("a conversation must end with a user turn")
+    if spec.style == "plain":
+        return await render_prompt(spec, conversation[-1].content, engine, base_dir)
+    return await engine.tokenize_chat(
+        conversation_messages(spec, conversation),
+        chat_template=spec.resolved_chat_template(base_dir),
+    )
+
+
 class PromptEngine(Protocol):
     """What rendering a prompt needs from an engine."""
 

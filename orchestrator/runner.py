@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeAlias
 
 from core.errors import BranchwiseError, BudgetExhausted, RecipeError
 from core.problem import Problem
@@ -24,14 +24,19 @@ from orchestrator.budget import BudgetTracker
 from orchestrator.context import SearchContext
 from orchestrator.engines.base import Engine, TokenEngine
 from orchestrator.lending import LendingPool, PoolSeat
-from orchestrator.prompting import render_prompt
+from orchestrator.prompting import RenderedPrompt, render_prompt
 from orchestrator.recipe import Recipe
 from orchestrator.results import ProblemResult
-from strategies.base import STRATEGIES
+from strategies.base import STRATEGIES, Strategy
 from verifiers.grading import grade
 
 log = logging.getLogger(__name__)
 _run_ids = itertools.count()
+
+SearchWatcher: TypeAlias = Callable[[SearchContext, Strategy], None]
+"""Called once a problem's search starts, with its context and strategy, so a caller can
+read the best answer so far (``strategy.anytime(ctx)``) while the search runs (the server
+streams it). It must only read: the search owns both objects."""
 
 
 def build_scorers(recipe: Recipe, engine: Engine | None) -> dict[str, Scorer]:
@@ -84,15 +89,25 @@ class Orchestrator:
             if self._owns_engine:
                 await self.engine.__aexit__(exc_type, exc, tb)
 
-    async def solve(self, problem: Problem, *, seat: PoolSeat | None = None) -> ProblemResult:
+    async def solve(
+        self,
+        problem: Problem,
+        *,
+        seat: PoolSeat | None = None,
+        prompt: RenderedPrompt | None = None,
+        watch: SearchWatcher | None = None,
+    ) -> ProblemResult:
         """Search one problem; errors become a failed result, never an exception.
 
         ``seat``: the problem's place in its run's lending pool; it is closed when the search
         ends, however it ends, so later problems never wait for it in vain.
+        ``prompt``: the prompt already rendered (a whole conversation, say); by default the
+        recipe's ``prompt`` section renders ``problem.question``.
+        ``watch``: see :data:`SearchWatcher`.
         """
         result: ProblemResult | None = None
         try:
-            result = await self._solve(problem, seat)
+            result = await self._solve(problem, seat, prompt, watch)
             return result
         finally:
             if seat is not None:
@@ -100,13 +115,20 @@ class Orchestrator:
                 if result is not None and (seat.lent or seat.borrowed):
                     result.lending = seat.ledger()
 
-    async def _solve(self, problem: Problem, seat: PoolSeat | None) -> ProblemResult:
+    async def _solve(
+        self,
+        problem: Problem,
+        seat: PoolSeat | None,
+        prompt: RenderedPrompt | None,
+        watch: SearchWatcher | None,
+    ) -> ProblemResult:
         tracker = BudgetTracker(self.recipe.budget)
         ctx: SearchContext | None = None
         try:
-            prompt = await render_prompt(
-                self.recipe.prompt, problem.question, self.engine, self.recipe.base_dir
-            )
+            if prompt is None:
+                prompt = await render_prompt(
+                    self.recipe.prompt, problem.question, self.engine, self.recipe.base_dir
+                )
             ctx = SearchContext(
                 problem=problem,
                 prompt=prompt.text,
@@ -122,6 +144,8 @@ class Orchestrator:
                 pool=seat,
             )
             strategy = STRATEGIES.get(self.recipe.strategy.name)(self.recipe.strategy)
+            if watch is not None:
+                watch(ctx, strategy)
             try:
                 outcome = await strategy.search(ctx)
             except BudgetExhausted:

@@ -1,9 +1,9 @@
 """The testbed's exact step checker as a step-level scorer (``arithmetic_steps``).
 
 It computes the right chain from the question itself (not from the reference), so it is the
-perfect PRM for the testbed's arithmetic problems: step i scores 1.0 iff the path is correct
-up to and including step i. The answer line is one more step: 1.0 iff every step before it
-is correct and the answer equals the problem's. Lines after the answer line score 0.0.
+perfect PRM for the testbed's arithmetic problems. A candidate's step k scores 1.0 iff every
+checker step (`"\\n\\n"`-separated, answer step included) written in its steps 1..k is correct
+(prefix correctness); a step holding no checker step (blank) keeps the value before it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from core.graph import Score
 from core.problem import Problem
 from core.scoring import Candidate, Scorer
-from verifiers.arithmetic_steps import check_steps, is_correct, parse_question, parse_steps
+from verifiers.arithmetic_steps import check_steps, parse_question
 
 
 class ArithmeticSteps(Scorer):
@@ -30,14 +30,10 @@ class ArithmeticSteps(Scorer):
         return [self._score_one(record, c) for c in candidates]
 
     def _score_one(self, record: dict[str, object], candidate: Candidate) -> Score:
-        text = candidate.text
-        verdicts = check_steps(record, text)
-        values = [1.0 if ok else 0.0 for ok in verdicts]
-        remaining = len(candidate.steps) - len(values)
-        if remaining > 0:
-            answered = len(parse_steps(text)) < len(text.rstrip("\n").split("\n"))
-            final_ok = answered and all(verdicts) and is_correct(record, text)
-            values.append(1.0 if final_ok else 0.0)
-            values.extend([0.0] * (remaining - 1))
-        values = values[: len(candidate.steps)]
+        values: list[float] = []
+        written = ""
+        for step in candidate.steps:
+            written += step
+            verdicts = check_steps(record, written)
+            values.append(1.0 if (all(verdicts) if verdicts else True) else 0.0)
         return Score(value=values[-1] if values else None, step_values=tuple(values))

@@ -4,27 +4,35 @@ The testbed (`examples/testbed/task.py`) tells a chain of operations in words, e
 
     Mia has 7 pens. She gets 15 more. She loses 4. She triples them. How many pens now?
 
-and a solution is one step per line, then an answer line:
+and a solution is one operation per step, steps separated by `"\\n\\n"`, the last step giving
+the answer in `\\boxed{}`:
 
-    7+15=22
-    22-4=18
-    18*3=54
-    Answer: 54
+    7 + 15 = 22.
+
+    22 - 4 = 18.
+
+    18 * 3 = 54.
+
+    The answer is \\boxed{54}.
 
 Rules, decided here and relied on by the learned PRM's labels:
 
-- A step is a line before the answer line (`Answer: N`, or GSM8K's `#### N`). A text that ends
-  in "\\n" has no trailing empty step; an empty or malformed line in between is a (wrong) step.
-- Step i is correct iff it reads `a<op>b=c` where `a` is the correct running value so far (the
-  start value for the first step), `op` and `b` are the i-th operation of the question, and `c`
-  is exactly `a op b`. `+` and `*` also accept their operands swapped. Spaces are ignored.
+- Steps are the `"\\n\\n"`-separated segments of the text, stripped; blank segments are not
+  steps. The answer step (the one holding `\\boxed{}`) is a step like the others.
+- Calculation step i is correct iff it reads `a op b = c` (a final period optional, spaces
+  ignored) where `a` is the correct running value so far (the start value for the first step),
+  `op` and `b` are the i-th operation of the question, and `c` is exactly `a op b`. `+` and `*`
+  also accept their operands swapped.
+- The answer step is correct iff it comes right after the last operation and its `\\boxed{}`
+  holds the correct final value. An answer step before that, or any step after it, is wrong.
 - Correctness is prefix correctness: once a step is wrong, every later step is wrong too, even if
-  its own arithmetic holds (it no longer follows the problem's chain). Steps beyond the chain's
-  length are wrong.
-- `is_correct` judges the outcome only: the final answer equals the problem's answer.
+  its own arithmetic holds (it no longer follows the problem's chain).
+- `is_correct` judges the outcome only: the final answer (the last `\\boxed{}`; for older texts
+  an `Answer: N` or `#### N` line) equals the problem's answer.
 
 A problem is given as its question text, or as a record (mapping) with a `question` key and,
-optionally, an `answer` key (a plain integer string, or GSM8K form ending in `#### N`).
+optionally, an `answer` key (a plain integer string, GSM8K form ending in `#### N`, or a text with
+a `\\boxed{}` answer).
 """
 
 from __future__ import annotations
@@ -55,8 +63,10 @@ _OPERATION_RES: tuple[tuple[re.Pattern[str], str, int | None], ...] = (
     (re.compile(r"^\w+ keeps a third\.$"), "/", 3),
 )
 _SENTENCE_RE = re.compile(r"[^.?]+[.?]")
-_STEP_RE = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)")
-_ANSWER_RE = re.compile(r"^\s*(?:Answer:|####)(.*)$")
+_STEP_RE = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)\.?")
+_ANSWER_LINE_RE = re.compile(r"^\s*(?:Answer:|####)(.*)$")
+_BOXED = "\\boxed{"
+STEP_DELIMITER = "\n\n"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,16 +125,8 @@ def solve(question: str) -> int:
 
 
 def parse_steps(text: str) -> list[str]:
-    """The step lines of a solution: every line before the answer line, without newlines."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    steps: list[str] = []
-    for line in lines:
-        if _ANSWER_RE.match(line):
-            break
-        steps.append(line)
-    return steps
+    """The steps of a solution: its non-blank `"\\n\\n"`-separated segments, stripped."""
+    return [segment.strip() for segment in text.split(STEP_DELIMITER) if segment.strip()]
 
 
 def _question_of(problem: ProblemLike) -> str:
@@ -136,28 +138,34 @@ def _question_of(problem: ProblemLike) -> str:
     return question
 
 
+def _step_ok(step: str, value: int, op: str, operand: int) -> bool:
+    """Whether `step` is the calculation `value op operand = result` (operands of + and * swap)."""
+    expected = _apply(value, op, operand)
+    found = _STEP_RE.fullmatch(step.replace(" ", ""))
+    if found is None or expected is None:
+        return False
+    left, got_op, right, result = found.groups()
+    allowed = {(value, operand)}
+    if op in "+*":
+        allowed.add((operand, value))
+    return got_op == op and (int(left), int(right)) in allowed and int(result) == expected
+
+
 def check_steps(problem: ProblemLike, solution: str) -> list[bool]:
-    """Prefix correctness of each step of `solution` (the text written after the prompt)."""
+    """Prefix correctness of each step of `solution` (the assistant's text), answer step too."""
     chain = parse_question(_question_of(problem))
-    value = chain.start
+    value: int | None = chain.start
     verdicts: list[bool] = []
     ok = True
-    for i, line in enumerate(parse_steps(solution)):
-        if ok:
-            ok = i < len(chain.operations)
-        if ok:
+    for i, step in enumerate(parse_steps(solution)):
+        if ok and i < len(chain.operations):
             op, operand = chain.operations[i]
-            expected = _apply(value, op, operand)
-            found = _STEP_RE.fullmatch(line.replace(" ", ""))
-            ok = found is not None and expected is not None
-            if found is not None and expected is not None:
-                left, got_op, right, result = found.groups()
-                operands = (int(left), int(right))
-                allowed = {(value, operand)}
-                if op in "+*":
-                    allowed.add((operand, value))
-                ok = got_op == op and operands in allowed and int(result) == expected
-                value = expected
+            ok = value is not None and _step_ok(step, value, op, operand)
+            value = _apply(value, op, operand) if value is not None else None
+        elif ok and i == len(chain.operations):
+            ok = value is not None and _boxed(step) == str(value)
+        else:
+            ok = False
         verdicts.append(ok)
     return verdicts
 
@@ -170,10 +178,29 @@ def _canonical_number(text: str) -> str:
     return cleaned
 
 
+def _boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (nested braces kept), canonicalised; None if none."""
+    start = text.rfind(_BOXED)
+    if start < 0:
+        return None
+    depth, begin = 1, start + len(_BOXED)
+    for index in range(begin, len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return _canonical_number(text[begin:index]) or None
+    return None
+
+
 def extract_answer(text: str) -> str | None:
-    """The final answer after `Answer:` (or `####`), canonicalised; None if there is none."""
+    """The final answer, canonicalised: the last `\\boxed{}`, else an `Answer:`/`####` line."""
+    boxed = _boxed(text)
+    if boxed is not None:
+        return boxed
     for line in text.split("\n"):
-        found = _ANSWER_RE.match(line)
+        found = _ANSWER_LINE_RE.match(line)
         if found:
             answer = _canonical_number(found.group(1))
             return answer or None
@@ -185,7 +212,8 @@ def _gold_answer(problem: ProblemLike) -> str:
         answer = problem.get("answer")
         if isinstance(answer, str | int):
             text = str(answer)
-            gold = extract_answer(text) if "####" in text else _canonical_number(text)
+            marked = "####" in text or _BOXED in text
+            gold = extract_answer(text) if marked else _canonical_number(text)
             if gold:
                 return gold
     return str(solve(_question_of(problem)))

@@ -1,12 +1,13 @@
-"""Measure every number on the testbed's model card, through vLLM, on the held-out eval split.
+"""Measure every number on the testbed's model card, through vLLM, on a held-out split.
 
-Policy: greedy accuracy, accuracy of one sample at T=1.0, coverage (pass@k) at k=1,4,16,32.
-PRM: step-level AUC and accuracy against the exact checker on policy samples, outcome AUC,
-best-of-N by the PRM's outcome score, and the largest gap between vLLM's and a plain torch
-forward's scores. Prints sizes, training times and how to retrain; the last line is one JSON
-object with `greedy_accuracy`, `sample_accuracy`, `coverage_at_32`, `prm_step_auc`.
+Policy: greedy accuracy, accuracy of one sample at T=1.0, coverage (pass@k) at k=1,4,8,16,32.
+PRM (on the first `--prm-samples` samples of each problem): step-level AUC against the exact
+checker, within-problem AUC (a right solution scored above a wrong one of the same problem), the
+accuracy of the sample the PRM alone picks (highest min-over-steps or last-step score), the
+majority vote of the same samples, and the largest gap between vLLM's and torch's step scores.
+The last line printed is one JSON object; `--out` also writes it to a file.
 
-    python examples/testbed/measure.py
+    python examples/testbed/measure.py --out examples/testbed/results/eval.json
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,19 +26,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
+from bpe_tokenizer import load_tokenizer, render_prompt  # noqa: E402
 from card_metrics import pass_at_k, roc_auc  # noqa: E402
-from prm_data import outcome_position, prm_text, step_positions  # noqa: E402
-from task import prompt_for, read_jsonl  # noqa: E402
+from prm_model import prm_input  # noqa: E402
+from task import read_jsonl  # noqa: E402
 
-from verifiers.arithmetic_steps import check_steps, extract_answer, is_correct  # noqa: E402
+from verifiers.arithmetic_steps import (  # noqa: E402
+    check_steps,
+    extract_answer,
+    is_correct,
+    parse_steps,
+)
 
-KS = (1, 4, 16, 32)
-RETRAIN = """\
-python examples/testbed/task.py --out examples/testbed/data
-python examples/testbed/train_policy.py --out examples/testbed/models/policy
-python examples/testbed/train_prm.py --policy examples/testbed/models/policy \\
-    --out examples/testbed/models/prm
-python examples/testbed/measure.py"""
+KS = (1, 4, 8, 16, 32)
+AGGREGATIONS = ("min", "last")
+# Chosen on the val split (see README): the PRM's pick among samples uses this aggregation.
+DEFAULT_AGGREGATION = "last"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,7 +52,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N problems")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--prm-samples", type=int, default=8, help="samples per problem scored")
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--policy-only", action="store_true", help="skip the PRM")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     return parser.parse_args(argv)
 
 
@@ -57,8 +65,12 @@ def measure_policy(
     """Greedy and sampled accuracy and coverage; returns the samples for the PRM."""
     from vllm_engines import policy_llm, sample_solutions
 
-    llm = policy_llm(args.policy)
-    prompts = [prompt_for(p["question"]) for p in problems]
+    tokenizer = load_tokenizer(args.policy)
+    prompts = [
+        tokenizer(render_prompt(p["question"]), add_special_tokens=False)["input_ids"]
+        for p in problems
+    ]
+    llm = policy_llm(args.policy, seed=args.seed)
     greedy = sample_solutions(llm, prompts, n=1, temperature=0.0)
     sampled = sample_solutions(llm, prompts, n=args.samples, temperature=1.0)
     del llm
@@ -69,7 +81,7 @@ def measure_policy(
     ]
     results = {
         "greedy_accuracy": statistics.fmean(greedy_ok),
-        "sample_accuracy": statistics.fmean(c / args.samples for c in n_ok),
+        "single_sample_accuracy": statistics.fmean(c / args.samples for c in n_ok),
         "answered_fraction": statistics.fmean(
             extract_answer(t) is not None for texts in sampled for t in texts
         ),
@@ -82,70 +94,98 @@ def measure_policy(
     return results, sampled
 
 
+def aggregate(scores: Sequence[float], how: str) -> float:
+    """One score per solution from its step scores (0.0 for a solution without steps)."""
+    if not scores:
+        return 0.0
+    return min(scores) if how == "min" else scores[-1]
+
+
+def majority_correct(problem: dict[str, str], texts: Sequence[str]) -> bool:
+    """Whether the most frequent final answer (first seen wins a tie) is right."""
+    answers = [a for t in texts if (a := extract_answer(t)) is not None]
+    if not answers:
+        return False
+    voted = Counter(answers).most_common(1)[0][0]
+    return any(is_correct(problem, t) for t in texts if extract_answer(t) == voted)
+
+
+def within_problem_auc(groups: Sequence[Sequence[tuple[float, bool]]]) -> float:
+    """Share of (right, wrong) solution pairs of the same problem the scores order right."""
+    wins, pairs = 0.0, 0
+    for group in groups:
+        for right_score, right in group:
+            for wrong_score, wrong in group:
+                if right and not wrong:
+                    pairs += 1
+                    wins += 1.0 if right_score > wrong_score else 0.5 * (right_score == wrong_score)
+    return wins / pairs if pairs else float("nan")
+
+
 def measure_prm(
     args: argparse.Namespace, problems: list[dict[str, str]], sampled: list[list[str]]
 ) -> dict[str, float]:
-    """Step and outcome discrimination of the PRM on policy samples, and PRM-picked accuracy."""
-    from vllm_engines import prm_llm, token_probabilities
+    """Step and within-problem discrimination of the PRM and the accuracy of its pick."""
+    from vllm_engines import prm_llm, step_probabilities
 
     items = [
         (p, t)
         for p, texts in zip(problems, sampled, strict=True)
         for t in texts[: args.prm_samples]
     ]
+    inputs = [prm_input(p["question"], parse_steps(t)) for p, t in items]
     llm = prm_llm(args.prm)
-    probs = token_probabilities(llm, [prm_text(p["question"], t) for p, t in items])
-    gap = torch_gap(args.prm, llm, [prm_text(p["question"], t) for p, t in items[:16]])
+    start = time.perf_counter()
+    probs = step_probabilities(llm, inputs)
+    scoring_seconds = time.perf_counter() - start
+    gap = torch_gap(args.prm, llm, inputs[:16])
     del llm
     gc.collect()
     step_scores: list[float] = []
     step_labels: list[bool] = []
-    outcome_scores: list[float] = []
-    outcome_labels: list[bool] = []
-    picked: dict[str, tuple[float, bool]] = {}
+    groups: dict[str, dict[str, list[tuple[float, bool]]]] = {how: {} for how in AGGREGATIONS}
     for (problem, text), row in zip(items, probs, strict=True):
         verdicts = check_steps(problem, text)
-        for position, ok in zip(step_positions(problem["question"], text), verdicts, strict=False):
-            step_scores.append(row[position])
-            step_labels.append(ok)
-        end = outcome_position(problem["question"], text)
-        score = row[end] if end is not None else 0.0
+        step_scores.extend(row)
+        step_labels.extend(verdicts)
         correct = is_correct(problem, text)
-        if end is not None:
-            outcome_scores.append(score)
-            outcome_labels.append(correct)
-        best = picked.get(problem["id"])
-        if best is None or score > best[0]:
-            picked[problem["id"]] = (score, correct)
-    return {
+        for how in AGGREGATIONS:
+            groups[how].setdefault(problem["id"], []).append((aggregate(row, how), correct))
+    results: dict[str, float] = {
         "prm_step_auc": roc_auc(step_scores, step_labels),
-        "prm_step_accuracy": statistics.fmean(
-            (s >= 0.5) == label for s, label in zip(step_scores, step_labels, strict=True)
-        ),
         "prm_steps_scored": float(len(step_scores)),
         "prm_step_positive_rate": statistics.fmean(step_labels),
-        "prm_outcome_auc": roc_auc(outcome_scores, outcome_labels),
-        f"prm_best_of_{args.prm_samples}_accuracy": statistics.fmean(c for _, c in picked.values()),
         "prm_vllm_torch_max_abs_diff": gap,
+        "prm_scoring_seconds": scoring_seconds,
     }
+    for how in AGGREGATIONS:
+        picked = [max(g, key=lambda sc: sc[0])[1] for g in groups[how].values()]
+        results[f"prm_best_of_{args.prm_samples}_{how}"] = statistics.fmean(picked)
+        results[f"prm_within_problem_auc_{how}"] = within_problem_auc(list(groups[how].values()))
+    results[f"prm_best_of_{args.prm_samples}"] = results[
+        f"prm_best_of_{args.prm_samples}_{args.aggregation}"
+    ]
+    results["prm_within_problem_auc"] = results[f"prm_within_problem_auc_{args.aggregation}"]
+    results[f"majority_of_{args.prm_samples}"] = statistics.fmean(
+        majority_correct(p, texts[: args.prm_samples])
+        for p, texts in zip(problems, sampled, strict=True)
+    )
+    results[f"single_of_{args.prm_samples}"] = statistics.fmean(is_correct(p, t) for p, t in items)
+    return results
 
 
 def torch_gap(prm: Path, llm: object, texts: list[str]) -> float:
-    """Largest |P_vLLM - P_torch| over all tokens of `texts`: proof the trained head is loaded."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForTokenClassification
-    from vllm_engines import token_probabilities
+    """Largest |P_vLLM - P_torch| over the step scores of `texts`: the head loads as trained."""
+    from prm_model import ProcessRewardModel, step_rewards
+    from vllm_engines import step_probabilities
 
-    tokenizer = AutoTokenizer.from_pretrained(prm)
-    model = LlamaForTokenClassification.from_pretrained(prm, dtype=torch.float32).eval()
-    served = token_probabilities(llm, texts)  # type: ignore[arg-type]
-    gap = 0.0
-    with torch.no_grad():
-        for text, row in zip(texts, served, strict=True):
-            ids = torch.tensor([tokenizer(text)["input_ids"]])
-            local = model(input_ids=ids).logits.softmax(-1)[0, :, 1]
-            gap = max(gap, (local - torch.tensor(row)).abs().max().item())
-    return gap
+    served = step_probabilities(llm, texts)  # type: ignore[arg-type]
+    local = step_rewards(ProcessRewardModel.load(prm), load_tokenizer(prm), texts)
+    return max(
+        abs(a - b)
+        for s, row in zip(served, local, strict=True)
+        for a, b in zip(s, row, strict=True)
+    )
 
 
 def training_summary(folder: Path) -> dict[str, object]:
@@ -159,39 +199,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.limit:
         problems = problems[: args.limit]
     start = time.perf_counter()
+    results: dict[str, object] = {"split": args.data.stem, "problems": len(problems)}
     policy, sampled = measure_policy(args, problems)
-    prm = measure_prm(args, problems, sampled)
-    policy_info, prm_info = training_summary(args.policy), training_summary(args.prm)
-    print(f"eval problems: {len(problems)} ({args.data.name}), samples per problem: {args.samples}")
-    print(f"greedy accuracy:            {policy['greedy_accuracy']:.3f}")
-    print(f"one sample at T=1.0:        {policy['sample_accuracy']:.3f}")
-    for k in KS:
-        if f"coverage_at_{k}" in policy:
-            print(f"coverage at k={k:<2}:          {policy[f'coverage_at_{k}']:.3f}")
-    print(f"samples with an answer:     {policy['answered_fraction']:.3f}")
-    print(f"PRM step AUC:               {prm['prm_step_auc']:.3f}")
-    print(f"PRM step accuracy (>=0.5):  {prm['prm_step_accuracy']:.3f}")
-    print(f"PRM steps scored:           {int(prm['prm_steps_scored'])}")
-    print(f"  of which correct:         {prm['prm_step_positive_rate']:.3f}")
-    print(f"PRM outcome AUC:            {prm['prm_outcome_auc']:.3f}")
-    best_key = f"prm_best_of_{args.prm_samples}_accuracy"
-    print(f"best of {args.prm_samples} by PRM outcome:    {prm[best_key]:.3f}")
-    print(f"PRM vLLM vs torch max gap:  {prm['prm_vllm_torch_max_abs_diff']:.2e}")
-    print(f"policy parameters:          {policy_info.get('parameters', '?')}")
-    print(f"PRM parameters:             {prm_info.get('parameters', '?')}")
-    print(f"policy training time:       {policy_info.get('training_seconds', '?')} s")
-    print(f"PRM sampling time:          {prm_info.get('sampling_seconds', '?')} s")
-    print(f"PRM training time:          {prm_info.get('training_seconds', '?')} s")
-    print(f"measurement time:           {time.perf_counter() - start:.0f} s")
-    print("retrain:")
-    print(RETRAIN)
-    summary = {
-        "greedy_accuracy": round(policy["greedy_accuracy"], 4),
-        "sample_accuracy": round(policy["sample_accuracy"], 4),
-        "coverage_at_32": round(policy.get("coverage_at_32", float("nan")), 4),
-        "prm_step_auc": round(prm["prm_step_auc"], 4),
-    }
-    print(json.dumps(summary))
+    results.update(policy)
+    if not args.policy_only:
+        results.update(measure_prm(args, problems, sampled))
+        results["aggregation"] = args.aggregation
+    results["policy_parameters"] = training_summary(args.policy).get("parameters")
+    results["prm_parameters"] = training_summary(args.prm).get("parameters")
+    results["measure_seconds"] = time.perf_counter() - start
+    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}
+    line = json.dumps(rounded)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(line + "\n")
+    print(line)
 
 
 if __name__ == "__main__":

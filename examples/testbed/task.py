@@ -4,17 +4,21 @@ A problem is a start value followed by a chain of operations, each told as one s
 
     Mia has 7 pens. She gets 15 more. She loses 4. She triples them. How many pens now?
 
-and its solution is written one step per line, then the answer line:
+and its solution is written one operation per step, steps separated by a blank line (`"\n\n"`),
+the last step giving the answer in `\boxed{}` (the format of Qwen2.5-Math's chat models):
 
-    7+15=22
-    22-4=18
-    18*3=54
-    Answer: 54
+    7 + 15 = 22.
 
-Every number stays a non-negative integer (subtraction never goes below zero, division only when
-exact) and the whole text stays short, so a character-level model with a 256-token context can
-solve it. Difficulty is the number of steps and the range of the operands. Splits never share a
-question text. Run as a script to write the JSONL files:
+    22 - 4 = 18.
+
+    18 * 3 = 54.
+
+    The answer is \boxed{54}.
+
+The policy is prompted with the ChatML chat template (`bpe_tokenizer.render_prompt`). Every
+number stays a non-negative integer (subtraction never goes below zero, division only when exact)
+and the whole text stays short. Difficulty is the number of steps and the range of the
+operands. Splits never share a question text. Run as a script to write the JSONL files:
 
     python examples/testbed/task.py --out examples/testbed/data
 """
@@ -46,7 +50,10 @@ MUL_PHRASES: dict[int, str] = {2: "{p} doubles them.", 3: "{p} triples them."}
 DIV_PHRASES: dict[int, str] = {2: "{p} halves them.", 3: "{p} keeps a third."}
 
 MAX_VALUE = 999
+# Length budget of a problem, counted in the compact form of the first testbed (`7+15=22` lines and
+# `Answer: N`): kept so the splits hold the same problems under the same ids as before.
 MAX_CHARS = 160
+STEP_DELIMITER = "\n\n"
 SPLIT_SIZES: dict[str, int] = {"eval": 600, "val": 300, "train": 60_000}
 SPLIT_ORDER: tuple[str, ...] = ("eval", "val", "train")
 
@@ -75,9 +82,19 @@ class Step:
     result: int
 
     @property
-    def line(self) -> str:
-        """The solution line for this step, without its newline."""
+    def text(self) -> str:
+        """This step as written in a solution, without the delimiter after it."""
+        return f"{self.left} {self.op} {self.operand} = {self.result}."
+
+    @property
+    def compact(self) -> str:
+        """The first testbed's form of the step (`7+15=22`), used for the length budget."""
         return f"{self.left}{self.op}{self.operand}={self.result}"
+
+
+def answer_step(answer: int | str) -> str:
+    """The final step of a solution."""
+    return f"The answer is \\boxed{{{answer}}}."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,9 +110,20 @@ class Problem:
         return str(self.steps[-1].result)
 
     @property
+    def step_texts(self) -> list[str]:
+        """The solution's steps, the answer step last."""
+        return [*(s.text for s in self.steps), answer_step(self.answer)]
+
+    @property
     def solution(self) -> str:
-        """The target text the policy learns to write after the prompt (no trailing newline)."""
-        return "".join(s.line + "\n" for s in self.steps) + f"Answer: {self.answer}"
+        """What the policy learns to write as the assistant turn (before `<|im_end|>`)."""
+        return STEP_DELIMITER.join(self.step_texts)
+
+    @property
+    def compact_length(self) -> int:
+        """Characters of question + newline + compact solution: the split's length budget."""
+        lines = "".join(s.compact + "\n" for s in self.steps)
+        return len(self.question) + 1 + len(lines) + len(f"Answer: {self.answer}")
 
     def to_record(self) -> dict[str, str]:
         return {
@@ -107,13 +135,8 @@ class Problem:
 
     def to_gsm8k(self) -> dict[str, str]:
         """GSM8K form: worked steps, then `#### <number>`."""
-        lines = "".join(s.line + "\n" for s in self.steps)
+        lines = "".join(s.text + "\n" for s in self.steps)
         return {"question": self.question, "answer": f"{lines}#### {self.answer}"}
-
-
-def prompt_for(question: str) -> str:
-    """The exact text the policy is prompted with."""
-    return question + "\n"
 
 
 def _next_step(rng: random.Random, value: int, difficulty: Difficulty) -> tuple[Step, str]:
@@ -165,8 +188,7 @@ def iter_unique_problems(seed: int, prefix: str = "p") -> Iterator[Problem]:
     while True:
         difficulty = rng.choice(DIFFICULTIES)
         problem = make_problem(rng, difficulty, f"{prefix}{index}")
-        text_len = len(prompt_for(problem.question)) + len(problem.solution)
-        if problem.question in seen or text_len > MAX_CHARS:
+        if problem.question in seen or problem.compact_length > MAX_CHARS:
             continue
         seen.add(problem.question)
         index += 1

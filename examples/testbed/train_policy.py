@@ -1,8 +1,10 @@
-"""Train the testbed's policy: a tiny character-level Llama that writes step-by-step solutions.
+"""Train the testbed's policy: a tiny `Qwen2ForCausalLM` chat model that solves step by step.
 
-The model sees `<s>` + question + "\\n" and learns to write the solution lines and `</s>`; the loss
-covers only the solution, so all capacity goes to solving rather than to modelling questions.
-Same seed and arguments give the same weights (fixed step count, seeded data order and init).
+The model sees the ChatML prompt (system prompt, question, generation prompt) and learns to write
+the solution and `<|im_end|>`; the loss covers only that assistant turn, so all capacity goes to
+solving rather than to modelling questions. Same seed and arguments give the same weights (fixed
+step count, seeded data order and init). The tokenizer is the committed one
+(`bpe_tokenizer.py` builds it).
 
     python examples/testbed/train_policy.py --out examples/testbed/models/policy
 """
@@ -24,21 +26,73 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
-from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from charlm import build_tokenizer, encode_chars, llama_config, write_generation_config
-from task import Problem, make_splits, prompt_for
+from bpe_tokenizer import ENDOFTEXT, IM_END, load_tokenizer, render_prompt, save_tokenizer
+from task import Problem, make_splits
+
+HERE = Path(__file__).resolve().parent
 
 IGNORE = -100
+TOKENIZER_DIR = HERE / "tokenizer"
+MAX_POSITIONS = 512
 
 
-def encode_problem(tokenizer: PreTrainedTokenizerFast, problem: Problem) -> tuple[list[int], int]:
-    """Token ids of BOS + prompt + solution + EOS, and the length of the unlabelled prefix."""
-    prompt = [tokenizer.bos_token_id, *encode_chars(tokenizer, prompt_for(problem.question))]
-    target = [*encode_chars(tokenizer, problem.solution), tokenizer.eos_token_id]
+def encode_problem(tokenizer: PreTrainedTokenizerBase, problem: Problem) -> tuple[list[int], int]:
+    """Token ids of prompt + solution + `<|im_end|>`, and the length of the unlabelled prompt.
+
+    Prompt and answer are tokenized apart, as generation sees them: the prompt ends with
+    `"assistant\\n"`, and the answer's ids follow it.
+    """
+    prompt = tokenizer(render_prompt(problem.question), add_special_tokens=False)["input_ids"]
+    target = tokenizer(problem.solution + IM_END, add_special_tokens=False)["input_ids"]
     return prompt + target, len(prompt)
+
+
+def qwen2_config(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    hidden_size: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    intermediate_size: int,
+) -> Qwen2Config:
+    """A small Qwen2 config (tied embeddings, as Qwen2.5's small models) for this tokenizer."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=MAX_POSITIONS,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+        bos_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+    )
+    # Plain attention measured faster than SDPA for these tiny shapes on CPU.
+    config._attn_implementation = "eager"
+    return config
+
+
+def write_generation_config(folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Stop at `<|im_end|>` or `<|endoftext|>`, as Qwen2.5's instruct models do."""
+    config = {
+        "bos_token_id": tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        "eos_token_id": [
+            tokenizer.convert_tokens_to_ids(IM_END),
+            tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        ],
+        "pad_token_id": tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        "max_length": MAX_POSITIONS,
+    }
+    (folder / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def make_batch(
@@ -76,6 +130,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--tokenizer", type=Path, default=TOKENIZER_DIR)
     parser.add_argument("--intermediate", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=100)
@@ -90,17 +146,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
-    tokenizer = build_tokenizer()
+    tokenizer = load_tokenizer(args.tokenizer)
     splits = make_splits(args.seed, {"eval": 600, "val": 300, "train": args.train_size})
     rows = [encode_problem(tokenizer, p) for p in splits["train"]]
-    config = llama_config(
+    config = qwen2_config(
         tokenizer,
         hidden_size=args.hidden,
         layers=args.layers,
         heads=args.heads,
+        kv_heads=args.kv_heads,
         intermediate_size=args.intermediate,
     )
-    model = LlamaForCausalLM(config)
+    model = Qwen2ForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"policy: {n_params:,} parameters, {len(rows):,} training problems", flush=True)
     optimizer = torch.optim.AdamW(
@@ -138,15 +195,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def save_policy(
     out: Path,
-    model: LlamaForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     args: dict[str, object],
     n_params: int,
     seconds: float,
 ) -> None:
     """Write weights, tokenizer, generation config and a record of how they were made."""
     out.mkdir(parents=True, exist_ok=True)
-    model.config.architectures = ["LlamaForCausalLM"]
+    model.config.architectures = ["Qwen2ForCausalLM"]
     model.save_pretrained(out, safe_serialization=True)
     save_tokenizer(out, tokenizer)
     write_generation_config(out, tokenizer)
@@ -156,16 +213,6 @@ def save_policy(
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in args.items()},
     }
     (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-def save_tokenizer(out: Path, tokenizer: PreTrainedTokenizerFast) -> None:
-    """Save tokenizer files, naming the class every transformers version knows."""
-    tokenizer.save_pretrained(out)
-    config_path = out / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config.pop("backend", None)
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ class ReferencePolicy:
             line = reference[index]
             if index == len(finished_lines) and partial:
                 line = line[len(partial) :] if line.startswith(partial) else ""
-            if offset is None and rng.random() < self.error_rate:
+            # blank lines (between "\n\n"-separated steps) cannot go wrong
+            if offset is None and _last_number(line) is not None and rng.random() < self.error_rate:
                 offset = rng.randint(1, 9)
                 line = _shift_last_number(line, offset)
                 lp = [-0.05] * len(line)
@@ -171,8 +172,9 @@ def _shift_last_number(line: str, offset: int) -> str:
     value = _last_number(line)
     if value is None:
         return line
-    head = line[: line.rfind(str(value))]
-    return f"{head}{value + offset}"
+    at = line.rfind(str(value))
+    # keep what follows the number ("= 18." or "\\boxed{18}."): only the value changes
+    return f"{line[:at]}{value + offset}{line[at + len(str(value)) :]}"
 
 
 class ScriptedEngine:

@@ -22,6 +22,17 @@ from orchestrator.engines.vllm_server import VLLMServer
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "testbed" / "models" / "policy"
+PRM = REPO / "examples" / "testbed" / "models" / "prm"
+# How the testbed talks, in one place: its ChatML chat template with the math system prompt,
+# steps separated by a blank line, the answer in \boxed{}. Every recipe the tests build uses it.
+TESTBED: dict[str, Any] = {
+    "prompt": {
+        "style": "chat",
+        "system": "Please reason step by step, and put your final answer within \\boxed{}.",
+    },
+    "step_delimiter": "\n\n",
+    "answer": {"method": "boxed"},
+}
 T = TypeVar("T")
 
 

