@@ -36,7 +36,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import RESULTS, table, write_json, write_section
-from benchmarks.testbed import ROOT, STEP_STRATEGIES, base_recipe, policy_path, testbed_recipe
+from benchmarks.testbed import (
+    STEP_STRATEGIES,
+    base_recipe,
+    eval_path,
+    policy_path,
+    testbed_recipe,
+)
 from core.problem import Problem
 from core.seeding import derive_seed
 from orchestrator.datasets import load_problems
@@ -44,23 +50,16 @@ from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.types import GenerationRequest, GenerationResult
 from orchestrator.engines.vllm_engine import VLLMEngine, to_sampling_params
 from orchestrator.prompting import render_prompt
-from orchestrator.recipe import Recipe, parse_recipe
+from orchestrator.recipe import Recipe
 from orchestrator.runner import Orchestrator
 
 POLICY = policy_path(base_recipe())
-EVAL = ROOT / "examples" / "testbed" / "data" / "eval.jsonl"  # the testbed recipe's data set
+EVAL = eval_path(base_recipe())
 
 
 def make_recipe(n: int, seed: int, concurrency: int) -> Recipe:
-    return parse_recipe(
-        {
-            "engine": {"kind": "vllm", "model": str(POLICY)},
-            "strategy": {"name": "self_consistency", "n": n},
-            "sampling": {"temperature": 1.0, "max_tokens": 96},
-            "seed": seed,
-            "concurrency": concurrency,
-        }
-    )
+    engine = {"kind": "vllm", "model": str(POLICY)}
+    return testbed_recipe(base_recipe(), "self_consistency", n, engine, concurrency, seed)
 
 
 async def orchestrated(

@@ -28,6 +28,11 @@ def policy_path(base: Recipe) -> Path:
     return Path(base.resolve(base.engine.model))  # type: ignore[attr-defined]
 
 
+def eval_path(base: Recipe) -> Path:
+    assert base.dataset is not None
+    return base.resolve(base.dataset.path)
+
+
 def strategy_config(strategy: str, budget: int, scorer: str) -> dict[str, Any]:
     """Equal budgets: ``budget`` particles, beam paths (width x expansions) or samples."""
     configs: dict[str, dict[str, Any]] = {
