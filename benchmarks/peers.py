@@ -271,7 +271,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await check_prompt(server.url, base, problems[0])
             for strategy in args.strategies.split(","):
                 recipe = branchwise_recipe(
-                    base, strategy, args.budget, server.url, args.concurrency
+                    base, strategy, args.budget, server.url, args.concurrency, args.engine
                 )
                 job = peer_job(base, strategy, args.budget, server.url, args.concurrency, problems)
                 await run_branchwise(recipe, problems[:8])  # warm-up (prefix cache, connections)
