@@ -88,7 +88,19 @@ class OpenAIEngineConfig(EngineConfig):
     requests_per_second: float | None = Field(
         None, gt=0, description="Rate limit across all servers (asyncio-throttle)."
     )
-    max_concurrency: int = Field(64, ge=1, description="Most requests in flight at once.")
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Most requests in flight across the fleet. None: 256 per server (vLLM's "
+        "default max_num_seqs), so a step search keeps each server's batch full; the client's "
+        "cost per request does not grow with it (benchmarks/peers.py, http_client.py).",
+    )
+
+    @property
+    def in_flight_limit(self) -> int:
+        """``max_concurrency``, or 256 per server when unset."""
+        return self.max_concurrency or 256 * len(self.base_urls)
+
     api_key_env: str | None = Field(None, description="Environment variable with an API key.")
     http_client: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",

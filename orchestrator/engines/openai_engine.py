@@ -75,7 +75,7 @@ class OpenAIEngine:
         self._transport: HTTPTransport | None = None
         self._tokenizer: Any = None
         self._served_probe: asyncio.Future[Any] | None = None
-        self._limit = asyncio.Semaphore(config.max_concurrency)
+        self._limit = asyncio.Semaphore(config.in_flight_limit)
         self._throttle = _throttler(config.requests_per_second)
         self._health_task: asyncio.Task[None] | None = None
         self.retries = 0
@@ -92,11 +92,11 @@ class OpenAIEngine:
             self._transport = given
         elif given is not None or self.config.http_client == "httpx":
             self._transport = HttpxTransport(
-                headers=headers, max_connections=self.config.max_concurrency, transport=given
+                headers=headers, max_connections=self.config.in_flight_limit, transport=given
             )
         else:
             self._transport = AiohttpTransport(
-                headers=headers, max_connections=self.config.max_concurrency
+                headers=headers, max_connections=self.config.in_flight_limit
             )
         if len(self.servers) > 1 and self.config.health_check_seconds is not None:
             self._health_task = asyncio.create_task(self._watch_health())
