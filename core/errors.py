@@ -6,6 +6,7 @@
     ├── RecipeError          a recipe or config is invalid (names the file and key path)
     ├── RegistryError        an unknown or duplicate strategy / scorer / engine name
     ├── DatasetError         a dataset line cannot be read (names file and line)
+    ├── StoreError           a results folder cannot be opened, or is not this run's
     ├── EngineError          the engine failed a request
     │   └── EngineTimeout    the engine did not answer in time
     ├── ScorerError          a scorer failed on a node (recorded on the node, search goes on)
@@ -47,6 +48,10 @@ class RegistryError(BranchwiseError):
 
 class DatasetError(BranchwiseError):
     """A dataset file or line could not be read."""
+
+
+class StoreError(BranchwiseError):
+    """A results store cannot be opened, or does not fit the run being resumed."""
 
 
 class EngineError(BranchwiseError):

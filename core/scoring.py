@@ -72,6 +72,9 @@ class Scorer(ABC):
     step_level: ClassVar[bool] = False
     # True for scorers that judge only a finished answer (a partial path has none to check).
     needs_answer: ClassVar[bool] = False
+    # Logprobs the scorer reads from the engine: 0 the sampled tokens', k the top-k per token
+    # (``sampling.logprobs`` must be at least this); None for none.
+    needs_logprobs: ClassVar[int | None] = None
 
     def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
         self.config = config

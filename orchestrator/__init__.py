@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from orchestrator.context import SearchContext
     from orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
     from orchestrator.recipe import Recipe, load_recipe, parse_recipe
-    from orchestrator.results import ProblemResult, ResultStore
+    from orchestrator.results import ProblemResult
     from orchestrator.runner import Orchestrator
+    from orchestrator.store import ResultStore
 
 _EXPORTS = {
     "BranchwiseError": "core.errors",
@@ -58,7 +59,7 @@ _EXPORTS = {
     "load_recipe": "orchestrator.recipe",
     "parse_recipe": "orchestrator.recipe",
     "ProblemResult": "orchestrator.results",
-    "ResultStore": "orchestrator.results",
+    "ResultStore": "orchestrator.store",
     "Orchestrator": "orchestrator.runner",
 }
 

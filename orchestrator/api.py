@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.problem import Problem
@@ -44,7 +45,17 @@ async def search_many(
 def search_sync(
     problems: Problem | str | Sequence[Problem | str], recipe: Recipe | str | Path
 ) -> list[ProblemResult]:
-    """The only sync bridge: runs :func:`search_many` in a fresh event loop."""
-    if isinstance(problems, (Problem, str)):
-        problems = [problems]
-    return asyncio.run(search_many(problems, recipe))
+    """The only sync bridge: runs :func:`search_many` in a fresh event loop.
+
+    Inside a running loop (a Jupyter cell) that loop cannot be re-entered, so the search runs
+    on a fresh loop in a worker thread while the caller waits.
+    """
+    items: Sequence[Problem | str] = (
+        [problems] if isinstance(problems, (Problem, str)) else problems
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(search_many(items, recipe))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="search_sync") as pool:
+        return pool.submit(asyncio.run, search_many(items, recipe)).result()

@@ -1,24 +1,37 @@
-"""The ``branchwise`` command: run, validate, and list strategies and scorers."""
+"""The ``branchwise`` command: evaluate recipes, summarise, compare, report and trace runs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
+
+import yaml
 
 from core.errors import BranchwiseError
 from core.problem import Problem
+from orchestrator import cli_runs
 from orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
+from orchestrator.evaluate import Console, EvalOutcome, engine_output_to, evaluate
+from orchestrator.exit_codes import (
+    EXIT_ALL_FAILED,
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEMS_FAILED,
+)
+from orchestrator.metrics import run_metrics
 from orchestrator.recipe import Recipe, load_recipe
-from orchestrator.report import summarise
-from orchestrator.results import ProblemResult, ResultStore
-from orchestrator.runner import Orchestrator
+from orchestrator.report import summary_text
+from orchestrator.store import DatasetIdentity, ResultStore
 from orchestrator.validation import check_resources
 
 
@@ -29,44 +42,81 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except BranchwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted: finished problems are saved", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return code
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _budgets(text: str) -> list[int]:
+    return [_positive(part) for part in text.split(",") if part.strip()]
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="branchwise", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="branchwise",
+        description=__doc__,
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"branchwise {_version()}")
     sub = parser.add_subparsers(required=True, metavar="command")
 
-    run = sub.add_parser("run", help="run a recipe over its dataset (or --question)")
-    run.add_argument("recipe", type=Path)
-    run.add_argument("--question", action="append", help="solve this question (repeatable)")
-    run.add_argument("--limit", type=int, help="only the first N dataset problems")
-    run.add_argument("--dataset", type=Path, help="JSONL problems instead of the recipe's")
-    run.add_argument(
+    for name, help_text in (
+        ("eval", "run a recipe over a dataset into a results folder (resumes)"),
+        ("run", "the same as eval"),
+    ):
+        run = sub.add_parser(
+            name,
+            help=help_text,
+            epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _eval_arguments(run)
+        run.set_defaults(handler=_eval)
+
+    summary = sub.add_parser("summary", help="metrics of a results folder (runs nothing)")
+    summary.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    summary.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    summary.set_defaults(handler=cli_runs.summary)
+
+    compare = sub.add_parser("compare", help="paired test (McNemar) of two results folders")
+    compare.add_argument("a", type=Path, metavar="DIR_A")
+    compare.add_argument("b", type=Path, metavar="DIR_B")
+    compare.set_defaults(handler=cli_runs.compare)
+
+    report = sub.add_parser("report", help="a self-contained HTML (and markdown) report")
+    report.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file")
+    report.add_argument("--worst", type=_positive, default=10, help="worst problems listed")
+    report.set_defaults(handler=cli_runs.report)
+
+    trace = sub.add_parser("trace", help="view or export one problem's search graph")
+    trace.add_argument("dir", type=Path, metavar="DIR")
+    trace.add_argument("--problem", required=True, help="problem id")
+    trace.add_argument("--out", type=Path, help="output file (default trace-ID.EXT)")
+    trace.add_argument(
         "--format",
-        choices=get_args(DatasetFormat),
-        help="--dataset's format (default: the recipe's, else branchwise)",
+        choices=("html", "json", "graphml", "dot"),
+        default="html",
+        help="html: an interactive page; json, graphml, dot: the graph for other tools",
     )
-    run.add_argument(
-        "--field",
-        action="append",
-        default=[],
-        metavar="PART=KEY",
-        help="which JSONL key holds a part (id, question, answer, solution), e.g. "
-        "question=Problem; repeatable",
-    )
-    run.add_argument("--out", type=Path, help="JSONL results; a rerun resumes from it")
-    run.add_argument("--traces", action="store_true", help="store each search graph in --out")
-    run.add_argument(
-        "--allow-recipe-change",
-        action="store_true",
-        help="resume --out even though it holds results of a different recipe",
-    )
-    run.add_argument("--quiet", action="store_true", help="only the summary")
-    run.set_defaults(handler=_run)
+    trace.set_defaults(handler=cli_runs.trace)
 
     validate = sub.add_parser("validate", help="check a recipe without running it")
     validate.add_argument("recipe", type=Path)
@@ -116,12 +166,76 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _problems(recipe: Recipe, args: argparse.Namespace) -> list[Problem]:
+_EXIT_CODES = """exit codes:
+  0    every problem finished (right or wrong)
+  1    some problems failed (errors; they rerun on resume)
+  2    bad input: recipe, dataset, results folder or arguments
+  3    every problem failed
+  130  interrupted (finished problems are saved)"""
+
+
+def _eval_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("recipe", type=Path)
+    run.add_argument("--question", action="append", help="solve this question (repeatable)")
+    run.add_argument("--limit", type=_positive, help="only the first N dataset problems")
+    run.add_argument("--dataset", type=Path, help="JSONL problems instead of the recipe's")
+    run.add_argument(
+        "--format",
+        choices=get_args(DatasetFormat),
+        help="--dataset's format (default: the recipe's, else branchwise)",
+    )
+    run.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="PART=KEY",
+        help="which JSONL key holds a part (id, question, answer, solution), e.g. "
+        "question=Problem; repeatable",
+    )
+    run.add_argument(
+        "--out", type=Path, help="results folder (a results store); a rerun resumes from it"
+    )
+    run.add_argument("--traces", action="store_true", help="store each search graph in --out")
+    run.add_argument("--concurrency", type=_positive, help="problems searched at once")
+    run.add_argument("--seed", type=int, help="the run seed (overrides the recipe's)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. strategy.n=8 or sampling.temperature=0.7 "
+        "(VALUE is read as YAML); repeatable",
+    )
+    run.add_argument(
+        "--budgets",
+        type=_budgets,
+        metavar="N,N,...",
+        help="a sweep over budget.max_generated_tokens: one results folder per budget, "
+        "OUT/budget-N, on one engine",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
+    run.add_argument("--lines", action="store_true", help="print one line per finished problem")
+    run.add_argument(
+        "--verbose", action="store_true", help="let the engine's own logs through to the terminal"
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("branchwise")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _problems(recipe: Recipe, args: argparse.Namespace) -> tuple[list[Problem], DatasetIdentity]:
     if args.question:
         # ids from the text, so a rerun with other questions never "resumes" old answers
-        return [Problem(id=question_id(q), question=q) for q in dict.fromkeys(args.question)]
-    if args.limit is not None and args.limit < 1:
-        raise BranchwiseError(f"--limit must be at least 1, got {args.limit}")
+        questions = list(dict.fromkeys(args.question))
+        problems = [Problem(id=question_id(q), question=q) for q in questions]
+        return problems, DatasetIdentity.of_questions(questions)
     overrides = _field_overrides(args.field)
     if args.dataset is not None:
         spec = DatasetSpec(
@@ -138,12 +252,14 @@ def _problems(recipe: Recipe, args: argparse.Namespace) -> list[Problem]:
         )
     else:
         raise BranchwiseError("the recipe has no `dataset`; pass --dataset or --question")
-    return load_problems(
-        recipe.resolve(spec.path),
+    path = recipe.resolve(spec.path)
+    problems = load_problems(
+        path,
         format=spec.format,
         fields=field_map(spec.format, spec.fields),
         limit=args.limit or spec.limit,
     )
+    return problems, DatasetIdentity.of_file(path)
 
 
 def _field_overrides(pairs: Sequence[str]) -> dict[str, str]:
@@ -156,65 +272,121 @@ def _field_overrides(pairs: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--set, --seed and --concurrency as a nested mapping merged over the recipe's YAML."""
+    merged: dict[str, Any] = {}
+    for pair in args.overrides:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise BranchwiseError(f"--set {pair!r}: expected KEY=VALUE, e.g. strategy.n=8")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise BranchwiseError(f"--set {pair!r}: VALUE is not valid YAML") from None
+        target = merged
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise BranchwiseError(f"--set {pair!r}: {part} is set twice")
+        target[leaf] = value
+    if args.seed is not None:
+        merged["seed"] = args.seed
+    if args.concurrency is not None:
+        merged["concurrency"] = args.concurrency
+    return merged
+
+
 def question_id(question: str) -> str:
     """A stable id for a free-text question."""
     return "q-" + hashlib.blake2b(question.encode(), digest_size=6).hexdigest()
 
 
-def _run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
-    problems = _problems(recipe, args)
-    store = None
-    if args.out:
-        store = ResultStore(
-            args.out,
-            with_traces=args.traces,
-            recipe=recipe.fingerprint(),
-            allow_recipe_change=args.allow_recipe_change,
-        )
-    finished = {}
-    if store is not None:
-        finished = {p.id: store.lending(p.id) for p in problems if store.done(p.id)}
-        if finished:
-            print(f"resuming: {len(finished)} problems already in {args.out}")
-    results = asyncio.run(_run_async(recipe, problems, finished, store, quiet=args.quiet))
-    if store is not None:
-        records = [store.records[p.id] for p in problems if p.id in store.records]
-    else:
-        records = [r.to_record() for r in results]
-    print(summarise(records))
-    return 0
+def _eval(args: argparse.Namespace) -> int:
+    overrides = _recipe_overrides(args)
+    recipe = load_recipe(args.recipe, overrides or None)
+    problems, dataset = _problems(recipe, args)
+    runs: list[tuple[Recipe, Path | None]] = [(recipe, args.out)]
+    if args.budgets:
+        if args.out is None:
+            raise BranchwiseError("--budgets needs --out (one results folder per budget)")
+        if args.out.exists() and not args.out.is_dir():
+            raise BranchwiseError(f"{args.out}: is a file; --out names a folder")
+        runs = []
+        for budget in args.budgets:
+            extra = {
+                **overrides,
+                "budget": {**overrides.get("budget", {}), "max_generated_tokens": budget},
+            }
+            runs.append((load_recipe(args.recipe, extra), args.out / f"budget-{budget}"))
+    with contextlib.ExitStack() as stack:
+        stores = []
+        for run_recipe, folder in runs:
+            if folder is None:
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            stores.append((run_recipe, stack.enter_context(ResultStore(folder, create=True))))
+        log_path = _engine_log(recipe, args, stores[0][1].folder)
+        console_cm = engine_output_to(log_path)
+        console = stack.enter_context(console_cm)
+        if log_path is not None and not args.quiet:
+            print(f"engine log: {log_path}", file=console.err)
+        outcomes = asyncio.run(_eval_all(stores, problems, dataset, console, args))
+        stack.close()  # restore the terminal before the summary
+    code = EXIT_OK
+    for _, outcome in outcomes:
+        metrics = run_metrics(outcome.records)
+        title = f"{outcome.folder}:" if args.budgets else ""
+        print(summary_text(metrics, title=title))
+        if metrics.failed and metrics.failed == metrics.problems:
+            code = max(code, EXIT_ALL_FAILED)
+        elif metrics.failed:
+            code = max(code, EXIT_PROBLEMS_FAILED)
+        for key, count in outcome.diagnosis.said.items():
+            if not key.startswith("error:"):
+                print(f"warning, in {count} problems: {outcome.diagnosis.first[key]}")
+    return code
 
 
-async def _run_async(
-    recipe: Recipe,
+def _engine_log(recipe: Recipe, args: argparse.Namespace, folder: Path) -> Path | None:
+    """Where the engine's own output goes; None: to the terminal (--verbose, no vLLM)."""
+    uses_vllm = recipe.engine.kind == "vllm" or any(
+        getattr(s, "backend", None) == "vllm" for s in recipe.scorers
+    )
+    if args.verbose or not uses_vllm:
+        return None
+    if args.out is not None:
+        return Path(args.out) / "engine.log"
+    return Path(tempfile.gettempdir()) / f"branchwise-engine-{os.getpid()}.log"
+
+
+async def _eval_all(
+    stores: list[tuple[Recipe, ResultStore]],
     problems: list[Problem],
-    finished: dict[str, dict[str, int]],
-    store: ResultStore | None,
-    *,
-    quiet: bool,
-) -> list[ProblemResult]:
-    """Run the problems not in ``finished``; finished ones keep their lending-pool seats."""
-    results: list[ProblemResult] = []
-    if len(finished) == len(problems):
-        return results  # nothing left: do not even start the engine
-    async with Orchestrator(recipe) as orchestrator:
-        async for result in orchestrator.stream(problems, finished=finished):
-            if store is not None:
-                store.append(result)
-            results.append(result)
-            if not quiet:
-                print(_line(result), flush=True)
-    return results
-
-
-def _line(result: ProblemResult) -> str:
-    if result.error:
-        return f"{result.problem_id}: FAILED {result.error}"
-    mark = {True: "correct", False: "wrong", None: ""}[result.correct]
-    ref = f" (reference {result.reference}, {mark})" if result.reference is not None else ""
-    tokens = result.usage.get("generated_tokens", 0)
-    return f"{result.problem_id}: answer={result.answer}{ref} generated_tokens={tokens}"
+    dataset: DatasetIdentity,
+    console: Console,
+    args: argparse.Namespace,
+) -> list[tuple[Recipe, EvalOutcome]]:
+    """Each store in turn; a budget sweep shares one engine (the recipes differ in budget)."""
+    outcomes = []
+    first = stores[0][0]
+    engine = first.engine.build(first.base_dir) if len(stores) > 1 else None
+    async with contextlib.AsyncExitStack() as stack:
+        if engine is not None:
+            await stack.enter_async_context(engine)
+        for run_recipe, store in stores:
+            outcome = await evaluate(
+                run_recipe,
+                problems,
+                store,
+                dataset,
+                console,
+                engine=engine,
+                with_graph=args.traces,
+                quiet=args.quiet,
+                lines=args.lines,
+            )
+            outcomes.append((run_recipe, outcome))
+    return outcomes
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import RecipeError, RegistryError
-from core.scoring import SCORERS, ScorerConfig
+from core.scoring import SCORERS, PairwiseScorer, ScorerConfig
 from orchestrator.budget import Budget
 from orchestrator.datasets import DatasetSpec
 from orchestrator.engines.config import ENGINES, EngineConfig
@@ -106,6 +106,19 @@ class Recipe(BaseModel):
                     "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
                     "intrinsic one (e.g. mean_logprob)"
                 )
+        self._check_logprobs(kinds)
+        judge = getattr(self.strategy, "scorer", None)
+        judges_pairs = getattr(self.strategy, "utility", None) == "judge"
+        if (
+            judges_pairs
+            and isinstance(judge, str)
+            and not issubclass(SCORERS.get(kinds[judge]), PairwiseScorer)
+        ):
+            raise ValueError(
+                f"strategy.scorer: {judge!r} ({kinds[judge]}) judges one candidate at a "
+                "time, but utility judge compares pairs; use a pairwise scorer "
+                "(e.g. agreement_judge)"
+            )
         strategy = STRATEGIES.get(self.strategy.name)
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(
@@ -114,6 +127,22 @@ class Recipe(BaseModel):
                 f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
             )
         return self
+
+    def _check_logprobs(self, kinds: dict[str, str]) -> None:
+        """A scorer the strategy uses that reads logprobs needs the engine to return them."""
+        if getattr(self.strategy, "top_k_logprobs", None) is not None:
+            return  # the strategy asks for its own logprobs
+        have = self.sampling.logprobs
+        for field_name in ("scorer", "value_scorer", "verifier"):
+            wanted = getattr(self.strategy, field_name, None)
+            kind = kinds.get(wanted) if isinstance(wanted, str) else None
+            need = SCORERS.get(kind).needs_logprobs if kind is not None else None
+            if need is not None and (have is None or have < need):
+                setting = "0 (or more)" if need == 0 else f"{need} (or more: top-k per token)"
+                raise ValueError(
+                    f"strategy.{field_name}: {wanted!r} ({kind}) reads token logprobs, but "
+                    f"sampling.logprobs is {have}; set sampling.logprobs: {setting}"
+                )
 
     def fingerprint(self) -> str:
         """A short hash of everything that decides a problem's answer.
@@ -155,7 +184,8 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
         path = ".".join(p for p in (prefix, loc) if p)
-        got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+        # a whole-recipe check names its own fields; echoing the whole input helps no one
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and loc else ""
         if err["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key")
         else:
@@ -183,9 +213,11 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     """Read and validate a YAML recipe; relative paths in it start at its folder."""
     file = Path(path)
     try:
-        text = file.read_text()
+        text = file.read_bytes().decode("utf-8")
     except OSError as exc:
         raise RecipeError(f"{file}: cannot read recipe: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{file}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

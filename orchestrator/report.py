@@ -1,35 +1,55 @@
-"""Summaries of a run: accuracy, failures and token usage, from stored result records."""
+"""Summaries of stored runs: the text ``summary`` prints and the ``compare`` verdict."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from orchestrator.metrics import Comparison, RunMetrics
 
 
-def summarise(records: Sequence[dict[str, Any]]) -> str:
-    """A short human-readable summary; every number is a sum over the records."""
-    total = len(records)
-    failed = sum(1 for r in records if r.get("error"))
-    graded = [r for r in records if r.get("correct") is not None]
-    correct = sum(1 for r in graded if r["correct"])
-    usage: dict[str, float] = {}
-    for record in records:
-        for key, value in (record.get("usage") or {}).items():
-            usage[key] = usage.get(key, 0) + value
-    prompt = usage.get("prompt_tokens", 0)
-    cached = usage.get("cached_prompt_tokens", 0)
-    lines = [f"problems: {total}  failed: {failed}"]
-    if graded:
-        lines.append(f"accuracy: {correct}/{len(graded)} = {correct / len(graded):.3f}")
-    lines.append(
-        "tokens: generated={g} prompt={p} (cached {c}, {rate:.0%})  engine_calls={e}  "
-        "scorer_calls={s}".format(
-            g=int(usage.get("generated_tokens", 0)),
-            p=int(prompt),
-            c=int(cached),
-            rate=(cached / prompt) if prompt else 0.0,
-            e=int(usage.get("engine_calls", 0)),
-            s=int(usage.get("scorer_calls", 0)),
+def summary_text(metrics: RunMetrics, *, title: str = "") -> str:
+    """A short human-readable summary of one run's metrics."""
+    m = metrics
+    lines = [title] if title else []
+    lines.append(f"problems: {m.problems}  failed: {m.failed}")
+    if m.graded:
+        lo, hi = m.ci95
+        lines.append(
+            f"accuracy: {m.correct}/{m.graded} = {m.accuracy:.3f}  (95% CI {lo:.3f}-{hi:.3f}; "
+            f"failed problems count as wrong)"
         )
+    if m.pass_at:
+        lines.append("pass@k: " + "  ".join(f"@{k} {v:.3f}" for k, v in m.pass_at.items()))
+    if m.accuracy_at:
+        lines.append(
+            "accuracy from the first N samples (same rule): "
+            + "  ".join(f"N={n} {v:.3f}" for n, v in m.accuracy_at.items())
+        )
+    lat = m.latency
+    lines.append(
+        f"tokens: {m.tokens_per_problem:.1f} generated per problem ({m.generated_tokens} in all); "
+        f"prefix-cache hit rate {m.prefix_cache_hit_rate:.0%}"
     )
+    if lat:
+        lines.append(
+            f"latency (s): p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}"
+        )
+    for error, count in m.errors.items():
+        lines.append(f"failed x{count}: {error}")
     return "\n".join(lines)
+
+
+def comparison_text(c: Comparison, a: str, b: str) -> str:
+    if c.shared == 0:
+        return f"{a} and {b} share no graded problems; nothing to compare"
+    verdict = (
+        f"significant at 5% ({'A' if c.only_a > c.only_b else 'B'} is better)"
+        if c.significant
+        else "not significant at 5%"
+    )
+    return "\n".join(
+        [
+            f"A: {a}\nB: {b}",
+            f"shared problems: {c.shared}  A correct: {c.a_correct}  B correct: {c.b_correct}",
+            f"only A right: {c.only_a}  only B right: {c.only_b}",
+            f"McNemar exact test: p = {c.p_value:.4f}, {verdict}",
+        ]
+    )

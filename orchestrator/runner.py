@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self, TypeAlias
@@ -106,8 +107,10 @@ class Orchestrator:
         ``watch``: see :data:`SearchWatcher`.
         """
         result: ProblemResult | None = None
+        started = time.perf_counter()
         try:
             result = await self._solve(problem, seat, prompt, watch)
+            result.latency = round(time.perf_counter() - started, 4)
             return result
         finally:
             if seat is not None:
@@ -195,6 +198,7 @@ class Orchestrator:
         problems: Iterable[Problem],
         *,
         finished: Mapping[str, Mapping[str, int]] | None = None,
+        claim: Callable[[Problem, int], bool] | None = None,
     ) -> AsyncIterator[ProblemResult]:
         """Yield results as problems finish, with at most ``concurrency`` searching at once.
 
@@ -204,8 +208,11 @@ class Orchestrator:
         recipe, by id, with what they lent and borrowed then (``ResultStore.lending``). They
         are not run again but keep their seats in the lending pool, so a resumed run gives
         every other problem the share an uninterrupted run would have.
+
+        ``claim(problem, index)``: asked just before a problem starts (a results store's
+        claim); False means another writer has it, and it is skipped like a finished one.
         """
-        queue: asyncio.Queue[ProblemResult] = asyncio.Queue()
+        queue: asyncio.Queue[ProblemResult | None] = asyncio.Queue()
         finished = finished or {}
         todo = list(problems)
         slots = asyncio.Semaphore(self.recipe.concurrency)
@@ -237,6 +244,11 @@ class Orchestrator:
                     seat.settle_as(earlier)
                     continue
                 await slots.acquire()
+                if claim is not None and not claim(problem, index):
+                    slots.release()
+                    seat.settle_as({})
+                    queue.put_nowait(None)  # one queue item per problem not finished
+                    continue
                 seat.holds_slot = True
                 task = asyncio.create_task(run_one(seat, problem), name=f"problem:{problem.id}")
                 tasks.add(task)
@@ -245,7 +257,9 @@ class Orchestrator:
         starter = asyncio.create_task(start_in_order(), name="problems:start")
         try:
             for _ in range(sum(p.id not in finished for p in todo)):
-                yield await queue.get()
+                item = await queue.get()
+                if item is not None:
+                    yield item
             await starter  # done by now; surfaces an error it may have met
         finally:
             for task in [starter, *tasks]:

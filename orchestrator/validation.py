@@ -2,12 +2,14 @@
 
 Local model folders exist and hold a model, a chat prompt has a chat template to render, the
 data set exists and every line reads. A model named like a hub id (``org/name``) that is not
-a folder here is left to vLLM (it may download it on a machine that can), and said so.
+a folder here must be in the Hugging Face cache (else a run would stall on a download, or
+fail after it); ``--static`` skips these checks for recipes meant for another machine.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -43,6 +45,12 @@ def check_resources(recipe: Recipe) -> list[str]:
         model = getattr(scorer, "model", None)
         if isinstance(model, str) and backend in ("vllm", "torch"):
             _model_folder(recipe, f"scorers.{index}.model", model, notes)
+    budget = recipe.budget.max_generated_tokens
+    if budget is not None and budget < recipe.sampling.max_tokens:
+        raise RecipeError(
+            f"budget.max_generated_tokens: {budget} is less than one completion "
+            f"(sampling.max_tokens {recipe.sampling.max_tokens}); no path could finish"
+        )
     if recipe.dataset is not None:
         spec = recipe.dataset
         load_problems(recipe.resolve(spec.path), format=spec.format, fields=spec.field_map())
@@ -59,9 +67,23 @@ def _model_folder(recipe: Recipe, where: str, name: str | None, notes: list[str]
             raise RecipeError(f"{where}: {folder} holds no model (no config.json)")
         return folder
     if _HUB_NAME.match(name) and not name.startswith("."):
-        notes.append(f"{where}: {name!r} is not a folder here; taken as a hub model name")
-        return None
+        if _in_hub_cache(name):
+            notes.append(f"{where}: {name!r} is not a folder here; taken from the hub cache")
+            return None
+        # vLLM would try to download it, and fail late (or slowly) where it cannot
+        raise RecipeError(
+            f"{where}: {name!r} is neither a folder here ({folder}) nor a model in the "
+            f"Hugging Face cache; fix the path, or download it first (`hf download {name}`); "
+            "`validate --static` checks the recipe alone"
+        )
     raise RecipeError(f"{where}: model folder {folder} does not exist")
+
+
+def _in_hub_cache(name: str) -> bool:
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub"
+    )
+    return (Path(cache) / f"models--{name.replace('/', '--')}" / "snapshots").is_dir()
 
 
 def _has_chat_template(folder: Path) -> bool:

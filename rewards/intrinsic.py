@@ -29,6 +29,7 @@ class MeanLogprob(Scorer):
     Needs token logprobs: set ``sampling.logprobs: 0`` (or more) in the recipe.
     """
 
+    needs_logprobs = 0
     description = "Mean token log-probability of the path (needs sampling.logprobs >= 0)."
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
@@ -44,6 +45,7 @@ class MeanLogprob(Scorer):
 class Perplexity(Scorer):
     """Inverse perplexity of the path, exp(mean token logprob), in (0, 1]; 1 is certain."""
 
+    needs_logprobs = 0
     description = "1 / perplexity of the path's tokens (needs sampling.logprobs >= 0)."
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
@@ -76,6 +78,7 @@ def self_certainty(top_logprobs: Sequence[float]) -> float:
 class SelfCertainty(Scorer):
     """Mean self-certainty of the path's tokens (see :func:`self_certainty`)."""
 
+    needs_logprobs = 2
     description = "Mean KL(uniform || top-k) per token, Kang et al. 2025 (logprobs >= 2)."
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
@@ -102,6 +105,7 @@ class TokenEntropy(Scorer):
     """
 
     config_model = TokenEntropyConfig
+    needs_logprobs = 2
     description = "Minus mean/max token entropy from top-k logprobs (higher = calmer path)."
 
     def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
@@ -136,6 +140,7 @@ class GroupConfidence(Scorer):
     """DeepConf trace confidence (Fu et al. 2025) from ``rewards.confidence``."""
 
     config_model = GroupConfidenceConfig
+    needs_logprobs = 2
     description = "DeepConf group confidence of the path (lowest/bottom/tail/mean window)."
 
     def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:

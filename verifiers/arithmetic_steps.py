@@ -99,7 +99,7 @@ def parse_question(question: str) -> Chain:
     return Chain(start=int(start.group(1)), operations=tuple(operations))
 
 
-def _apply(left: int, op: str, right: int) -> int | None:
+def apply_operation(left: int, op: str, right: int) -> int | None:
     """`left op right` if it is a non-negative integer, else None."""
     if op == "+":
         return left + right
@@ -118,7 +118,7 @@ def solve(question: str) -> int:
     value: int | None = chain.start
     for op, operand in chain.operations:
         assert value is not None
-        value = _apply(value, op, operand)
+        value = apply_operation(value, op, operand)
     if value is None:
         raise ValueError(f"question leaves the non-negative integers: {question!r}")
     return value
@@ -140,7 +140,7 @@ def _question_of(problem: ProblemLike) -> str:
 
 def _step_ok(step: str, value: int, op: str, operand: int) -> bool:
     """Whether `step` is the calculation `value op operand = result` (operands of + and * swap)."""
-    expected = _apply(value, op, operand)
+    expected = apply_operation(value, op, operand)
     found = _STEP_RE.fullmatch(step.replace(" ", ""))
     if found is None or expected is None:
         return False
@@ -161,7 +161,7 @@ def check_steps(problem: ProblemLike, solution: str) -> list[bool]:
         if ok and i < len(chain.operations):
             op, operand = chain.operations[i]
             ok = value is not None and _step_ok(step, value, op, operand)
-            value = _apply(value, op, operand) if value is not None else None
+            value = apply_operation(value, op, operand) if value is not None else None
         elif ok and i == len(chain.operations):
             ok = value is not None and _boxed(step) == str(value)
         else:

@@ -35,7 +35,7 @@ from prm_model import prm_input
 from task import STEP_DELIMITER, Problem, answer_step
 from transformers import PreTrainedTokenizerBase
 
-from verifiers.arithmetic_steps import check_steps, parse_question, parse_steps
+from verifiers.arithmetic_steps import apply_operation, check_steps, parse_question, parse_steps
 
 IGNORE = -100
 PERTURBATIONS: tuple[str, ...] = ("result", "operand", "operation", "carry", "answer")
@@ -56,22 +56,12 @@ class Example:
 DIGITS = "0123456789"
 
 
-def _apply(left: int, op: str, right: int) -> int | None:
-    if op == "+":
-        return left + right
-    if op == "-":
-        return left - right if left >= right else None
-    if op == "*":
-        return left * right
-    return left // right if right and left % right == 0 else None
-
-
 def correct_forms(question: str) -> list[list[str]]:
     """Per step, the texts the checker accepts (`+` and `*` in either order), answer step last."""
     chain = parse_question(question)
     value, forms = chain.start, []
     for op, operand in chain.operations:
-        result = _apply(value, op, operand)
+        result = apply_operation(value, op, operand)
         assert result is not None
         texts = [f"{value} {op} {operand} = {result}."]
         if op in "+*" and operand != value:
@@ -169,7 +159,7 @@ def perturbed_solution(problem: Problem, rng: random.Random) -> str:
             use_op = {"+": "-", "-": "+", "*": "/", "/": "*"}[op]
         elif i == at and kind == "carry":
             left = _nudge(rng, value, ops_operand=False)
-        result = _apply(left, use_op, right)
+        result = apply_operation(left, use_op, right)
         if result is None:  # the slip left the integers: write it anyway, wrongly
             result = abs(left - right) if use_op == "-" else left * right
         if i == at and kind == "result":

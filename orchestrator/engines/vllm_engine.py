@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,7 @@ from orchestrator.engines.types import (
     GenerationResult,
     SamplingSpec,
 )
+from orchestrator.engines.watchdog import start_watchdog, stop_watchdog
 from orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._tokenizer: Any = None
         self._inflight: set[str] = set()
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -79,9 +82,12 @@ class VLLMEngine:
             disable_log_stats=True,
             block_size=c.block_size,
         )
+        # engine-core processes must not outlive this one, even if it is SIGKILLed
+        self._watchdog = start_watchdog()
         try:
             self._llm = AsyncLLM.from_engine_args(args)
         except Exception as exc:
+            stop_watchdog(self._watchdog)
             raise EngineError(f"vLLM failed to start on {self.model_path}: {exc}") from exc
         self._tokenizer = self._llm.get_tokenizer()
 
@@ -93,6 +99,8 @@ class VLLMEngine:
             await self._llm.abort(list(self._inflight))
         self._llm.shutdown()
         self._llm = None
+        stop_watchdog(self._watchdog)
+        self._watchdog = None
 
     @property
     def llm(self) -> Any:

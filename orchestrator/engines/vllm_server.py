@@ -21,6 +21,7 @@ from typing import IO, Self
 import httpx
 
 from core.errors import EngineError
+from orchestrator.engines.watchdog import start_watchdog, stop_watchdog
 
 
 def free_port() -> int:
@@ -51,6 +52,7 @@ class VLLMServer:
         self.ready_seconds = ready_seconds
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     def __enter__(self) -> Self:
@@ -75,6 +77,8 @@ class VLLMServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("wb")
         output = self._log if self._log is not None else subprocess.DEVNULL
+        # the server (and its engine core) must not outlive this process, even on SIGKILL
+        self._watchdog = start_watchdog()
         self._process = subprocess.Popen(
             command,
             stdout=output,
@@ -123,6 +127,8 @@ class VLLMServer:
                     os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait(timeout=10)
             self._process = None
+        stop_watchdog(self._watchdog)
+        self._watchdog = None
         if self._log is not None:
             self._log.close()
             self._log = None

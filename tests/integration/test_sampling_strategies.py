@@ -64,7 +64,7 @@ def test_adaptive_self_consistency_stops_by_its_rule(
     for result in results:
         detail = result.detail
         assert detail["samples"] + detail["saved_samples"] == 16
-        assert detail["samples"] in (2, 4, 8, 16)  # rounds of 2, 2, 4, 8
+        assert 2 <= detail["samples"] <= 16  # the rule is checked after every sample
         assert result.graph is not None and len(result.graph.children("r")) == detail["samples"]
         # it stops early exactly when the Beta test is met (no budget here to stop it)
         assert detail["stop_reason"] in ("beta", "max_samples")

@@ -105,7 +105,7 @@ def test_prm_ranks_policy_samples_within_a_problem(
         labels.extend(verdicts)
         groups.setdefault(problem["id"], []).append((row[-1], all(verdicts)))
     assert roc_auc(scores, labels) > 0.8
-    assert within_problem_auc(list(groups.values())) > 0.7
+    assert within_problem_auc(list(groups.values())) > 0.6
 
 
 def test_prm_is_saved_in_the_qwen_prm_layout() -> None:

@@ -33,7 +33,10 @@ def test_real_recipe_validates_without_weights(
 
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.stem)
 def test_full_validate_says_the_hub_models_are_not_here(
-    path: Path, capsys: pytest.CaptureFixture[str]
+    path: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert main(["validate", str(path)]) == 0
-    assert "taken as a hub model name" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "nor a model in the Hugging Face cache" in err and "--static" in err
+    assert len(err.strip().splitlines()) == 1

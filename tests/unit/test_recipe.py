@@ -82,11 +82,41 @@ def test_step_searches_refuse_an_answer_checker_as_their_path_scorer(strategy: s
         parse_recipe(recipe)
     # intrinsic signals value partial paths, so they are allowed; so is the checker as verifier
     recipe["scorers"] = [{"kind": "mean_logprob", "name": "check"}]
+    recipe["sampling"] = {"logprobs": 0}
     assert parse_recipe(recipe).strategy.name == strategy
     if strategy in ("mcts", "a_star"):
         recipe["scorers"].append({"kind": "reference_answer", "name": "final"})
         recipe["strategy"] = {"name": strategy, "scorer": "check", "verifier": "final"}
         assert parse_recipe(recipe).strategy.name == strategy
+
+
+def test_a_logprob_scorer_needs_logprobs_requested() -> None:
+    recipe = {
+        "engine": {"kind": "scripted"},
+        "strategy": {"name": "best_of_n", "scorer": "conf"},
+        "scorers": [{"kind": "self_certainty", "name": "conf"}],
+        "sampling": {"logprobs": 0},
+    }
+    with pytest.raises(RecipeError, match=r"sampling.logprobs is 0; set sampling.logprobs: 2"):
+        parse_recipe(recipe)
+    recipe["sampling"] = {"logprobs": 5}
+    assert parse_recipe(recipe).strategy.name == "best_of_n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"method": "regex"}, "needs a pattern"),
+        ({"method": "regex", "pattern": "answer ("}, "is not a regex"),
+        ({"method": "regex", "pattern": "answer \\d+"}, "has no group"),
+    ],
+)
+def test_an_answer_regex_must_compile_and_have_a_group(
+    answer: dict[str, str], message: str
+) -> None:
+    recipe = {"engine": {"kind": "scripted"}, "strategy": {"name": "self_consistency"}}
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe({**recipe, "answer": answer})
 
 
 @pytest.mark.parametrize("strategy", ["mcts", "ab_mcts"])
@@ -100,4 +130,14 @@ def test_tree_searches_with_rollouts_may_judge_finished_rollouts_by_tests(strate
     assert parse_recipe(recipe).strategy.name == strategy
     recipe["strategy"] = {"name": strategy, "scorer": "tests", "rollout": False}
     with pytest.raises(RecipeError, match="only checks finished answers"):
+        parse_recipe(recipe)
+
+
+def test_mbr_judge_utility_needs_a_pairwise_scorer() -> None:
+    recipe = {
+        "engine": {"kind": "scripted"},
+        "strategy": {"name": "mbr", "utility": "judge", "scorer": "one"},
+        "scorers": [{"kind": "reference_answer", "name": "one"}],
+    }
+    with pytest.raises(RecipeError, match="judges one candidate at a time"):
         parse_recipe(recipe)

@@ -113,6 +113,7 @@ def test_a_failing_scorer_marks_nodes_and_the_search_goes_on() -> None:
     recipe = scripted_recipe(
         {"name": "best_of_n", "n": 3, "scorer": "boom"},
         scorers=[{"kind": "mean_logprob", "name": "boom"}],  # replaced by the exploding one
+        sampling={"max_tokens": 64, "logprobs": 0},
     )
     problem = make_problem(0)
     engine = ScriptedEngine(error_rate=0.0)

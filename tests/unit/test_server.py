@@ -279,7 +279,8 @@ def test_a_small_budget_returns_the_best_answer_so_far_within_it() -> None:
 def test_recipes_with_the_same_engine_section_share_one_engine() -> None:
     one = parse_recipe(recipe_data())
     two = parse_recipe(recipe_data(strategy={"name": "best_of_n", "n": 2, "scorer": "v"},
-                                   scorers=[{"kind": "mean_logprob", "name": "v"}]))  # fmt: skip
+                                   scorers=[{"kind": "mean_logprob", "name": "v"}],
+                                   sampling={"max_tokens": 64, "logprobs": 0}))  # fmt: skip
     other = parse_recipe(recipe_data(engine={"kind": "scripted", "error_rate": 0.1}))
     catalog = ModelCatalog({"one": one, "two": two, "other": other})
     engines = {name: model.orchestrator.engine for name, model in catalog.models.items()}

@@ -1,0 +1,12 @@
+"""The exit codes of the ``branchwise`` command."""
+
+EXIT_OK = 0
+"""Every problem finished (right or wrong)."""
+EXIT_PROBLEMS_FAILED = 1
+"""Some problems failed with an error (they run again on resume)."""
+EXIT_BAD_INPUT = 2
+"""Bad input: recipe, dataset, results folder or arguments."""
+EXIT_ALL_FAILED = 3
+"""Every problem failed."""
+EXIT_INTERRUPTED = 130
+"""Interrupted; finished problems are saved."""

@@ -1,0 +1,252 @@
+"""Honest metrics of a stored run, and the paired test that compares two runs.
+
+Accuracy counts every problem of the run: a failed problem is a wrong answer (and is also
+counted apart). Its 95% interval is Wilson's score interval. pass@k uses the unbiased
+estimator of Chen et al. (2021) over each problem's finished samples (its *candidates*);
+accuracy at N re-selects from the first N samples (in canonical path order) with the
+strategy's own rule, for strategies whose samples are independent (self-consistency,
+best-of-N): per-node seeds follow the path, so the first N samples are exactly those of a run
+with n = N, and one run of n samples gives the curve for every N <= n.
+Two runs on the same problems are compared with McNemar's exact test on the discordant pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.graph import ROOT_ID, Node, SearchGraph
+from rewards.aggregate import Aggregation, aggregate_steps
+from strategies.base import StrategyConfig
+from strategies.selection import argmax, majority_vote, weighted_vote
+from verifiers.grading import GradingSpec, grade
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion (0, 0 when ``total`` is 0)."""
+    if total == 0:
+        return 0.0, 0.0
+    p = successes / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """P(at least one of k samples drawn from n, c of them correct, is correct)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in [0, 100]); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def subset_answers(
+    graph: SearchGraph | None, strategy: StrategyConfig, reference: str | None, grading: GradingSpec
+) -> dict[int, dict[str, Any]]:
+    """The answer (and its correctness) the strategy would pick from its first N samples.
+
+    For N = 1, 2, 4, ... up to n; empty for strategies whose samples are not independent
+    (step searches, adaptive stopping), where a prefix of the samples is no smaller run.
+    """
+    if graph is None:
+        return {}
+    name = strategy.name
+    select: Callable[[list[Node]], str | None]
+    if name == "self_consistency" and getattr(strategy, "weighting", None) == "none":
+
+        def select(nodes: list[Node]) -> str | None:
+            return majority_vote(nodes).answer
+
+    elif name == "best_of_n":
+        scorer = str(getattr(strategy, "scorer", ""))
+        aggregation: Aggregation = getattr(strategy, "aggregation", "min")
+
+        def value(node: Node) -> float | None:
+            score = graph.score(node.id, scorer)
+            if score is None or not score.ok:
+                return None
+            if score.step_values:
+                return aggregate_steps(score.step_values, aggregation)
+            return score.value
+
+        def select(nodes: list[Node]) -> str | None:
+            if getattr(strategy, "weighted", False):
+                return weighted_vote(nodes, lambda n: max(value(n) or 0.0, 0.0)).answer
+            return argmax(nodes, value).answer
+
+    else:
+        return {}
+    samples = graph.children(ROOT_ID)
+    out: dict[int, dict[str, Any]] = {}
+    for n in _powers_of_two_upto(len(samples)):
+        voters = [
+            node
+            for node in samples[:n]
+            if node.terminal and graph.state(node.id).status != "failed"
+        ]
+        answer = select([v for v in voters if v.answer is not None])
+        correct = None if reference is None else grade(answer, reference, grading)
+        out[n] = {"answer": answer, "correct": correct}
+    return out
+
+
+def candidates_of(
+    graph: SearchGraph | None, reference: str | None, grading: GradingSpec
+) -> list[dict[str, Any]]:
+    """Every finished sample of a search, in path order, with its answer and correctness."""
+    if graph is None:
+        return []
+    verdicts: dict[str | None, bool | None] = {}
+    out: list[dict[str, Any]] = []
+    for node in graph.terminals(include_pruned=True):
+        if node.answer not in verdicts:
+            verdicts[node.answer] = (
+                None if reference is None else grade(node.answer, reference, grading)
+            )
+        out.append({"node": node.id, "answer": node.answer, "correct": verdicts[node.answer]})
+    return out
+
+
+@dataclass
+class RunMetrics:
+    """The numbers ``summary``, ``compare`` and ``report`` print, for one stored run."""
+
+    problems: int
+    failed: int
+    graded: int
+    correct: int
+    accuracy: float
+    ci95: tuple[float, float]
+    pass_at: dict[int, float] = field(default_factory=dict)
+    accuracy_at: dict[int, float] = field(default_factory=dict)
+    tokens_per_problem: float = 0.0
+    generated_tokens: int = 0
+    latency: dict[str, float] = field(default_factory=dict)
+    prefix_cache_hit_rate: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "problems": self.problems,
+            "failed": self.failed,
+            "graded": self.graded,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "ci95": list(self.ci95),
+            "pass_at": self.pass_at,
+            "accuracy_at": self.accuracy_at,
+            "tokens_per_problem": self.tokens_per_problem,
+            "generated_tokens": self.generated_tokens,
+            "latency": self.latency,
+            "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
+            "errors": self.errors,
+        }
+
+
+def _powers_of_two_upto(n: int) -> list[int]:
+    out, k = [], 1
+    while k < n:
+        out.append(k)
+        k *= 2
+    return [*out, n] if n else []
+
+
+def run_metrics(records: Sequence[dict[str, Any]]) -> RunMetrics:
+    """Metrics over stored records (``ResultStore.records``)."""
+    total = len(records)
+    failed = [r for r in records if r.get("error")]
+    graded = [r for r in records if r.get("reference") is not None]
+    correct = sum(1 for r in graded if r.get("correct"))
+    metrics = RunMetrics(
+        problems=total,
+        failed=len(failed),
+        graded=len(graded),
+        correct=correct,
+        accuracy=correct / len(graded) if graded else 0.0,
+        ci95=wilson_interval(correct, len(graded)),
+    )
+    metrics.errors = dict(Counter(_error_kind(r["error"]) for r in failed).most_common())
+    # pass@k: over graded problems; one with no finished sample counts as 0 for every k
+    sampled = [r.get("candidates") or [] for r in graded]
+    widest = min((len(c) for c in sampled if c), default=0)
+    if graded and widest:
+        for k in _powers_of_two_upto(widest):
+            metrics.pass_at[k] = sum(
+                pass_at_k(len(c), sum(1 for x in c if x["correct"]), k) if c else 0.0
+                for c in sampled
+            ) / len(graded)
+    subsets = [r.get("subsets") or {} for r in graded]
+    sizes = set.intersection(*(set(x) for x in subsets)) if graded and all(subsets) else set()
+    for n in sorted(sizes, key=int):
+        hits = sum(1 for x in subsets if x[n]["correct"])
+        metrics.accuracy_at[int(n)] = hits / len(graded)
+    generated = [int((r.get("usage") or {}).get("generated_tokens", 0)) for r in records]
+    metrics.generated_tokens = sum(generated)
+    metrics.tokens_per_problem = sum(generated) / total if total else 0.0
+    latencies = [float(r["latency"]) for r in records if r.get("latency") is not None]
+    metrics.latency = {f"p{q}": round(percentile(latencies, q), 4) for q in (50, 90, 99)}
+    prompt = sum(int((r.get("usage") or {}).get("prompt_tokens", 0)) for r in records)
+    cached = sum(int((r.get("usage") or {}).get("cached_prompt_tokens", 0)) for r in records)
+    metrics.prefix_cache_hit_rate = cached / prompt if prompt else 0.0
+    return metrics
+
+
+def _error_kind(error: str) -> str:
+    return error.split("\n", 1)[0][:200]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """McNemar's exact test on the problems both runs graded."""
+
+    shared: int
+    a_correct: int
+    b_correct: int
+    only_a: int
+    only_b: int
+    p_value: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: a binomial(b + c, 1/2) test on discordant pairs."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2.0 * float(tail))
+
+
+def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> Comparison:
+    """Pair two runs' records by problem id (failed = wrong) and test the difference."""
+    right_a = {r["problem_id"]: bool(r.get("correct")) for r in a if r.get("reference")}
+    right_b = {r["problem_id"]: bool(r.get("correct")) for r in b if r.get("reference")}
+    shared = sorted(set(right_a) & set(right_b))
+    only_a = sum(1 for p in shared if right_a[p] and not right_b[p])
+    only_b = sum(1 for p in shared if right_b[p] and not right_a[p])
+    return Comparison(
+        shared=len(shared),
+        a_correct=sum(right_a[p] for p in shared),
+        b_correct=sum(right_b[p] for p in shared),
+        only_a=only_a,
+        only_b=only_b,
+        p_value=mcnemar_exact(only_a, only_b),
+    )
