@@ -1,8 +1,9 @@
 """The testbed, in one place, for the benchmarks that compare systems on it.
 
 The repository's own particle-filter recipe names the policy, the prompt, the step
-delimiter, the answer format, the grading and the exact step checker used as the PRM; when
-the testbed changes, that recipe changes and these benchmarks follow it.
+delimiter, the answer format and the grading; when the testbed changes, that recipe changes
+and these benchmarks follow it. The PRM is always the testbed's exact step checker (what a
+peer system can run too, and what keeps the comparison about orchestration, not scoring).
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ BEAM_WIDTH = 2
 STEP_STRATEGIES = ("particle_filter", "beam_search")
 
 
+ORACLE_PRM = {"kind": "arithmetic_steps", "name": "prm"}
+
+
 def base_recipe() -> Recipe:
-    return load_recipe(TESTBED_RECIPE)
+    """The testbed recipe with the exact checker as its PRM."""
+    return load_recipe(TESTBED_RECIPE, {"scorers": [ORACLE_PRM]})
 
 
 def policy_path(base: Recipe) -> Path:
@@ -56,7 +61,7 @@ def testbed_recipe(
 ) -> Recipe:
     """The testbed recipe with another strategy, engine, concurrency and seed."""
     data = base.model_dump(mode="json", exclude_none=True)
-    data["strategy"] = strategy_config(strategy, budget, data["strategy"].get("scorer", "prm"))
+    data["strategy"] = strategy_config(strategy, budget, ORACLE_PRM["name"])
     data["engine"] = engine
     data["concurrency"] = concurrency
     data["seed"] = seed

@@ -1,6 +1,7 @@
 """A fleet of two real `vllm serve` processes, one killed in the middle of an evaluation.
 
-The evaluation (``branchwise run ... --out``, particle filtering on the testbed) must finish
+The evaluation (``branchwise eval ... --out``, particle filtering on the testbed with the
+exact step checker as the PRM) must finish
 with every problem stored exactly once and no error, and each problem's answer and
 generated tokens must equal a run of the same recipe on one server: the requests the dead
 server was working on were sent again elsewhere (with the same seeds, so the same tokens),
@@ -9,7 +10,6 @@ and nothing it generated for them was counted.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from orchestrator.engines.vllm_server import VLLMServer
+from orchestrator.store import ResultStore, is_store
 from tests.integration.conftest import POLICY, REPO
 
 pytestmark = pytest.mark.vllm
@@ -38,6 +39,7 @@ def _recipe(tmp: Path, name: str, urls: list[str]) -> Path:
     data: dict[str, Any] = yaml.safe_load(TESTBED_RECIPE.read_text())
     data["engine"] = {"kind": "openai", "base_urls": urls, "model": "policy"}
     data["strategy"].update({"particles": 4})
+    data["scorers"] = [{"kind": "arithmetic_steps", "name": data["strategy"]["scorer"]}]
     data["dataset"]["path"] = str((TESTBED_RECIPE.parent / data["dataset"]["path"]).resolve())
     data["dataset"]["limit"] = PROBLEMS
     data["concurrency"] = 8
@@ -48,12 +50,16 @@ def _recipe(tmp: Path, name: str, urls: list[str]) -> Path:
 
 
 def _command(recipe: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", "run", str(recipe), "--out", str(out),
+    return [sys.executable, "-m", "orchestrator.cli", "eval", str(recipe), "--out", str(out),
             "--quiet"]  # fmt: skip
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _records(folder: Path) -> list[dict[str, Any]]:
+    """Every finished or failed problem of a results store (none while it does not exist)."""
+    if not is_store(folder):
+        return []
+    with ResultStore(folder) as store:
+        return store.records()
 
 
 def test_an_evaluation_survives_a_server_killed_mid_run(tmp_path: Path) -> None:
@@ -67,23 +73,23 @@ def test_an_evaluation_survives_a_server_killed_mid_run(tmp_path: Path) -> None:
             POLICY, served_name="policy", args=SERVER_ARGS, log_path=logs / "fleet_b.log"
         ) as b,
     ):
-        reference_out = tmp_path / "reference.jsonl"
+        reference_out = tmp_path / "reference"
         subprocess.run(
             _command(_recipe(tmp_path, "one", [a.url]), reference_out),
             env=env, cwd=REPO, check=True, capture_output=True, timeout=600,
         )  # fmt: skip
 
-        fleet_out = tmp_path / "fleet.jsonl"
+        fleet_out = tmp_path / "fleet"
         run = subprocess.Popen(
             _command(_recipe(tmp_path, "fleet", [a.url, b.url]), fleet_out),
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and run.poll() is None:
-            if fleet_out.exists() and len(_records(fleet_out)) >= 3:
+            if len(_records(fleet_out)) >= 3:
                 break
-            time.sleep(0.05)
-        stored_before_kill = len(_records(fleet_out)) if fleet_out.exists() else 0
+            time.sleep(0.1)
+        stored_before_kill = len(_records(fleet_out))
         b.kill()
         _, stderr = run.communicate(timeout=600)
 
