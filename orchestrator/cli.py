@@ -229,6 +229,12 @@ def _eval_arguments(run: argparse.ArgumentParser) -> None:
         "--workers", type=_positive, default=2, help="--executor ray: Ray workers (default 2)"
     )
     run.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=0.0,
+        help="--executor ray: GPUs Ray gives each worker (1 for an in-process vLLM per GPU)",
+    )
+    run.add_argument(
         "--ray-address",
         help="--executor ray: the cluster to join (default $RAY_ADDRESS, else a local cluster "
         "for this run)",
@@ -390,6 +396,7 @@ def _eval_on_ray(
         dataset,
         args.out,
         workers=args.workers,
+        gpus_per_worker=args.worker_gpus,
         address=args.ray_address,
         with_graph=args.traces,
     )

@@ -45,6 +45,7 @@ def run_on_ray(
     folder: Path,
     *,
     workers: int,
+    gpus_per_worker: float = 0.0,
     address: str | None,
     with_graph: bool,
 ) -> None:
@@ -81,7 +82,7 @@ def run_on_ray(
                 _node_ip_address="127.0.0.1",
             )
     try:
-        task: Any = ray.remote(num_cpus=1, max_retries=2)(work)
+        task: Any = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_retries=2)(work)
         ray.get([task.remote(job, index) for index in range(workers)])
     except ray.exceptions.RayError as exc:
         raise BranchwiseError(f"a Ray worker failed: {exc}") from None
