@@ -30,12 +30,12 @@ def base_recipe() -> Recipe:
 
 
 def policy_path(base: Recipe) -> Path:
-    return Path(base.resolve(base.engine.model))  # type: ignore[attr-defined]
+    return Path(base.resolve(base.engine.model)).resolve()  # type: ignore[attr-defined]
 
 
 def eval_path(base: Recipe) -> Path:
     assert base.dataset is not None
-    return base.resolve(base.dataset.path)
+    return base.resolve(base.dataset.path).resolve()
 
 
 def strategy_config(strategy: str, budget: int, scorer: str) -> dict[str, Any]:
