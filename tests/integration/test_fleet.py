@@ -91,7 +91,13 @@ def test_an_evaluation_survives_a_server_killed_mid_run(tmp_path: Path) -> None:
             time.sleep(0.1)
         stored_before_kill = len(_records(fleet_out))
         b.kill()
+        killed = time.monotonic()
         _, stderr = run.communicate(timeout=600)
+        print(
+            f"\nfleet: server B killed with {stored_before_kill}/{PROBLEMS} problems stored; "
+            f"the run finished {time.monotonic() - killed:.1f} s later; "
+            f"{stderr.count('marked down')} mark-down message(s)"
+        )
 
     assert run.returncode == 0, stderr[-2000:]
     assert stored_before_kill < PROBLEMS, "the run ended before the server was killed"
