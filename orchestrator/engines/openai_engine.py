@@ -1,17 +1,23 @@
 """OpenAI-compatible ``/v1/completions`` on one or several vLLM servers.
 
 Prompts go as token ids, so a child extends its parent's exact tokens on the server too.
-Transient failures (5xx, 429 rate limits, 408, time-outs, refused connections) are retried
-with exponential backoff (or the server's ``Retry-After``, when it sends one), on the next
-server when there are several. A rate limit (asyncio-throttle) and a concurrency cap protect
-the fleet; requests of one problem stick to one server (affinity) so that its prefix cache is
-reused.
+Transient failures (5xx, 429 rate limits, 408, time-outs, refused or broken connections) are
+retried with exponential backoff (or the server's ``Retry-After``, when it sends one); a
+request whose server failed is sent to another healthy server at once (fail-over). Only an
+answer counts: a request that failed produced nothing the caller sees, so nothing is counted
+twice. A rate limit (asyncio-throttle) and a concurrency cap protect the fleet; routing is
+least outstanding requests with prefix affinity (``orchestrator.engines.fleet``), and with
+several servers a background health check marks servers down and up again.
+
+The HTTP client is aiohttp by default (``http_client: httpx`` keeps httpx): its cost per
+request is flat in the number of requests in flight (``benchmarks/http_client.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -22,6 +28,15 @@ import httpx
 from asyncio_throttle.throttler import Throttler
 
 from core.errors import EngineError, EngineTimeout
+from orchestrator.engines.fleet import ServerPool
+from orchestrator.engines.http_transport import (
+    AiohttpTransport,
+    HTTPResponse,
+    HTTPTransport,
+    HttpxTransport,
+    TransportError,
+    TransportTimeout,
+)
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -33,27 +48,36 @@ from orchestrator.prompting import ChatMessage, RenderedPrompt
 if TYPE_CHECKING:
     from orchestrator.engines.config import OpenAIEngineConfig
 
-_RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
 _RETRYABLE_STATUS = frozenset({408, 429})  # request timeout, too many requests
 _MAX_RETRY_AFTER = 60.0  # seconds; a longer Retry-After is capped, not obeyed blindly
+_HEALTH_TIMEOUT = 5.0  # seconds for one GET /health
 
 
 class OpenAIEngine:
-    """Engine over HTTP; each server keeps a count of requests in flight for load spread."""
+    """Engine over HTTP on a pool of servers (load, health and affinity in ``self.pool``).
+
+    ``transport`` replaces the HTTP client: an :class:`HTTPTransport`, or an httpx transport
+    (``httpx.MockTransport`` in tests) to run httpx over it.
+    """
 
     name = "openai"
 
     def __init__(
-        self, config: OpenAIEngineConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: OpenAIEngineConfig,
+        *,
+        transport: HTTPTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.servers = [url.rstrip("/") for url in config.base_urls]
-        self._inflight = [0] * len(self.servers)
-        self._transport = transport
+        self.pool = ServerPool(config.base_urls)
+        self.servers = self.pool.urls
+        self._given_transport = transport
+        self._transport: HTTPTransport | None = None
         self._tokenizer: Any = None
-        self._client: httpx.AsyncClient | None = None
-        self._limit = asyncio.Semaphore(config.max_concurrency)
+        self._served_probe: asyncio.Future[Any] | None = None
+        self._limit = asyncio.Semaphore(config.in_flight_limit)
         self._throttle = _throttler(config.requests_per_second)
+        self._health_task: asyncio.Task[None] | None = None
         self.retries = 0
 
     async def __aenter__(self) -> Self:
@@ -63,12 +87,19 @@ class OpenAIEngine:
             if not key:
                 raise EngineError(f"environment variable {self.config.api_key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.AsyncClient(
-            timeout=self.config.timeout,
-            headers=headers,
-            transport=self._transport,
-            limits=httpx.Limits(max_connections=self.config.max_concurrency),
-        )
+        given = self._given_transport
+        if given is not None and not isinstance(given, httpx.AsyncBaseTransport):
+            self._transport = given
+        elif given is not None or self.config.http_client == "httpx":
+            self._transport = HttpxTransport(
+                headers=headers, max_connections=self.config.in_flight_limit, transport=given
+            )
+        else:
+            self._transport = AiohttpTransport(
+                headers=headers, max_connections=self.config.in_flight_limit
+            )
+        if len(self.servers) > 1 and self.config.health_check_seconds is not None:
+            self._health_task = asyncio.create_task(self._watch_health())
         return self
 
     async def __aexit__(
@@ -77,18 +108,47 @@ class OpenAIEngine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def transport(self) -> HTTPTransport:
+        if self._transport is None:
             raise EngineError("OpenAIEngine used outside `async with`")
-        return self._client
+        return self._transport
+
+    async def _watch_health(self) -> None:
+        """Ask every server's ``/health`` periodically; mark it down or back up by the answer.
+
+        A failed connection marks a server down at once (and sends the request elsewhere);
+        the check also catches a server that still accepts connections but whose engine is
+        dead (vLLM then answers ``/health`` with 5xx), and brings servers back.
+        """
+        assert self.config.health_check_seconds is not None
+        while True:
+            await asyncio.sleep(self.config.health_check_seconds)
+            await asyncio.gather(*(self._check(i) for i in range(len(self.servers))))
+
+    async def _check(self, server: int) -> None:
+        url = self.servers[server] + "/health"
+        try:
+            response = await self.transport.request("GET", url, timeout=_HEALTH_TIMEOUT)
+        except TransportError as exc:
+            self.pool.mark_down(server, f"health check: {exc}")
+            return
+        if response.status == 200:
+            self.pool.mark_up(server)
+        else:
+            self.pool.mark_down(server, f"health check answered {response.status}")
 
     async def tokenize(self, text: str) -> tuple[int, ...]:
-        tokenizer = self._local_tokenizer()
+        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
         if tokenizer is not None:
             return tuple(int(t) for t in tokenizer.encode(text, add_special_tokens=True))
         body = {"model": self.config.model, "prompt": text, "add_special_tokens": True}
@@ -127,8 +187,8 @@ class OpenAIEngine:
         return RenderedPrompt(await self._detokenize(ids), ids)
 
     async def decode(self, token_ids: Sequence[int]) -> str:
-        """Text of token ids (special tokens skipped when decoded locally)."""
-        tokenizer = self._local_tokenizer()
+        """Text of token ids (special tokens skipped, as the server skips them)."""
+        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
         if tokenizer is not None:
             return str(tokenizer.decode(list(token_ids), skip_special_tokens=True))
         return await self._detokenize(tuple(token_ids))
@@ -154,6 +214,51 @@ class OpenAIEngine:
                     f"engine.tokenizer: cannot load {self.config.tokenizer}: {exc}"
                 ) from None
         return self._tokenizer
+
+    async def _served_tokenizer(self) -> Any:
+        """The served model's own tokenizer folder, when it is on this machine (found once).
+
+        Asked only when the config names no ``tokenizer``: the servers' ``/v1/models`` names
+        the folder the model was loaded from (its ``root``); it is used for plain encoding and
+        decoding if it loads here and encodes and decodes a probe exactly as the server does.
+        Chat prompts are still rendered by the server, whose chat template may be its own.
+        """
+        if self._served_probe is None:
+            self._served_probe = asyncio.ensure_future(self._find_served_tokenizer())
+        return await asyncio.shield(self._served_probe)
+
+    async def _find_served_tokenizer(self) -> Any:
+        if not self.config.local_tokenizer:
+            return None
+        root = None
+        for url in self.servers:
+            try:
+                response = await self.transport.request("GET", url + "/v1/models", timeout=10)
+                models = response.json()["data"]
+                root = next(m.get("root") for m in models if m.get("id") == self.config.model)
+                break
+            except (TransportError, ValueError, KeyError, TypeError, StopIteration):
+                continue
+        if not isinstance(root, str) or not os.path.isdir(root):
+            return None
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True)
+        except (ImportError, OSError, ValueError):
+            return None
+        probe = "Ann has 12 pens. She buys 30 more.\n12+30=42\n\nAnswer: 42"
+        body = {"model": self.config.model, "prompt": probe, "add_special_tokens": True}
+        try:
+            data = await self._post("/tokenize", body, affinity=None, request_id="probe")
+            ids = [int(t) for t in data["tokens"]]
+            served_text = await self._detokenize(tuple(ids))
+        except (EngineError, KeyError, TypeError, ValueError):
+            return None
+        local = [int(t) for t in tokenizer.encode(probe, add_special_tokens=True)]
+        if local != ids or tokenizer.decode(ids, skip_special_tokens=True) != served_text:
+            return None
+        return tokenizer
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         s = request.sampling
@@ -188,67 +293,66 @@ class OpenAIEngine:
         ends inside the last token; only completions a stop string ended can be short, so
         only those are decoded again (locally, or by the server's ``/detokenize``).
         """
+        cut = [i for i, c in enumerate(result.completions) if c.ended_by_stop_string]
+        if not cut:
+            return result
+        texts = await asyncio.gather(*(self.decode(result.completions[i].token_ids) for i in cut))
         fixed = list(result.completions)
-        for index, completion in enumerate(fixed):
-            if completion.ended_by_stop_string:
-                text = await self.decode(completion.token_ids)
-                if text != completion.text:
-                    fixed[index] = replace(completion, text=text)
+        for index, text in zip(cut, texts, strict=True):
+            if text != fixed[index].text:
+                fixed[index] = replace(fixed[index], text=text)
         return replace(result, completions=tuple(fixed))
-
-    def _pick_server(self, affinity: str | None, attempt: int) -> int:
-        if affinity is not None:
-            digest = hashlib.blake2b(affinity.encode(), digest_size=4).digest()
-            return (int.from_bytes(digest, "big") + attempt) % len(self.servers)
-        least = min(self._inflight)
-        candidates = [i for i, load in enumerate(self._inflight) if load == least]
-        return candidates[attempt % len(candidates)]
 
     async def _post(
         self, path: str, body: dict[str, Any], *, affinity: str | None, request_id: str
     ) -> dict[str, Any]:
+        payload = json.dumps(body, separators=(",", ":")).encode()
         delay = self.config.backoff_seconds
         last_error = "no attempt made"
+        failed: set[int] = set()  # servers that failed this request (tried last next time)
+        timed_out = False
         for attempt in range(self.config.max_retries + 1):
             server_wait = 0.0
-            server = self._pick_server(affinity, attempt)
-            url = self.servers[server] + path
-            try:
-                async with self._limit:
-                    if self._throttle is not None:
-                        async with self._throttle:
-                            pass
-                    self._inflight[server] += 1
-                    try:
-                        response = await self.client.post(
-                            url, json=body, headers={"X-Request-Id": request_id}
-                        )
-                    finally:
-                        self._inflight[server] -= 1
-            except httpx.TimeoutException:
-                last_error = f"timed out after {self.config.timeout}s at {url}"
-                timed_out = True
-            except _RETRYABLE as exc:
-                last_error = f"{type(exc).__name__} at {url}: {exc}"
-                timed_out = False
-            else:
-                if response.status_code < 400:
-                    try:
-                        payload: dict[str, Any] = response.json()
-                    except ValueError:
-                        raise EngineError(
-                            f"{url} answered {request_id} with non-JSON: {response.text[:200]!r}"
-                        ) from None
-                    return payload
+            async with self._limit:
+                if self._throttle is not None:
+                    async with self._throttle:
+                        pass
+                server = self.pool.pick(affinity, failed)
+                url = self.servers[server] + path
+                self.pool.begin(server)
+                try:
+                    response = await self.transport.request(
+                        "POST",
+                        url,
+                        body=payload,
+                        headers={"X-Request-Id": request_id},
+                        timeout=self.config.timeout,
+                    )
+                except TransportError as exc:
+                    response = None
+                    timed_out = isinstance(exc, TransportTimeout)
+                    last_error = f"{exc} at {url}"
+                    failed.add(server)
+                    if not timed_out:  # a slow server is busy, not gone
+                        self.pool.mark_down(server, str(exc))
+                finally:
+                    self.pool.end(server)
+            if response is not None:
+                if response.status < 400:
+                    return _json(response, url, request_id)
                 detail = response.text[:300]
-                status = response.status_code
+                status = response.status
                 if status < 500 and status not in _RETRYABLE_STATUS:
                     raise EngineError(f"{url} rejected request {request_id}: {status} {detail}")
                 last_error = f"{url} answered {status}: {detail}"
                 timed_out = status == 408
+                failed.add(server)  # busy or broken: the next try goes elsewhere if it can
                 server_wait = _retry_after(response) or 0.0
             if attempt < self.config.max_retries:
                 self.retries += 1
+                if response is None and not timed_out and self.pool.any_other_up(failed):
+                    self.pool.failovers += 1  # a broken server; another can take it now
+                    continue
                 await asyncio.sleep(max(delay, server_wait))  # the server's wait is not doubled
                 delay *= 2
         message = (
@@ -257,7 +361,17 @@ class OpenAIEngine:
         raise EngineTimeout(message) if timed_out else EngineError(message)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _json(response: HTTPResponse, url: str, request_id: str) -> dict[str, Any]:
+    try:
+        payload: dict[str, Any] = response.json()
+    except ValueError:
+        raise EngineError(
+            f"{url} answered {request_id} with non-JSON: {response.text[:200]!r}"
+        ) from None
+    return payload
+
+
+def _retry_after(response: HTTPResponse) -> float | None:
     """The server's Retry-After in seconds (delta form), capped; None if absent or a date."""
     value = response.headers.get("retry-after")
     if value is None:

@@ -6,7 +6,9 @@ The server binds to loopback on a free port; leaving the ``with`` block stops it
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,6 +84,7 @@ class VLLMServer:
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
+            start_new_session=True,  # its own process group, with vLLM's engine process
         )
         try:
             self._wait_ready()
@@ -106,13 +109,22 @@ class VLLMServer:
             time.sleep(1)
         raise EngineError(f"vLLM server for {self.model} not ready in {self.ready_seconds}s{where}")
 
+    def kill(self) -> None:
+        """SIGKILL the server and its engine process at once, as a crashed machine would."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=30)
+            self._process = None
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
             try:
                 self._process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self._process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait(timeout=10)
             self._process = None
         stop_watchdog(self._watchdog)

