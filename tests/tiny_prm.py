@@ -9,34 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CHARS = "\n" + "".join(chr(c) for c in range(32, 127))
-
 
 def make_tiny_prm(folder: Path, *, seed: int = 0, max_positions: int = 256) -> Path:
     """Write config, weights and tokenizer of a 2-label LlamaForTokenClassification."""
     import torch
-    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import LlamaConfig, LlamaForTokenClassification, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForTokenClassification
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    vocab = {token: i for i, token in enumerate([*specials, *CHARS])}
-    core = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    core.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    core.add_special_tokens(specials)
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=core,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
-        model_max_length=max_positions,
-    )
+    from examples.lookalikes.build import char_tokenizer
+
+    tokenizer = char_tokenizer(max_positions)
+    vocab = tokenizer.get_vocab()
     config = LlamaConfig(  # type: ignore[call-arg]
         vocab_size=len(vocab),
         hidden_size=64,

@@ -266,8 +266,8 @@ def build_sequence_classify(folder: Path) -> Path:
     return _save_state(folder, config, state, tokenizer)
 
 
-def build_token_classify(folder: Path) -> Path:
-    """Branchwise's own PRM kind: ``LlamaForTokenClassification`` (2 labels), char tokenizer."""
+def char_tokenizer(model_max_length: int = 512) -> Any:
+    """One token per character, ``<s>`` prepended: the tokenizer of Branchwise's first PRMs."""
     from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
@@ -282,10 +282,15 @@ def build_token_classify(folder: Path) -> Path:
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
     )
     core.add_special_tokens(specials)
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        unk_token="<unk>", clean_up_tokenization_spaces=False, model_max_length=512,
+        unk_token="<unk>", clean_up_tokenization_spaces=False, model_max_length=model_max_length,
     )  # fmt: skip
+
+
+def build_token_classify(folder: Path) -> Path:
+    """Branchwise's own PRM kind: ``LlamaForTokenClassification`` (2 labels), char tokenizer."""
+    tokenizer = char_tokenizer()
     config = _config("llama", tokenizer, "LlamaForTokenClassification", num_labels=2)
     state = _body(config)
     state["score.weight"] = _linear(HIDDEN, 2, scale=20.0, bias=False).weight
