@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from core.graph import Score
 from core.problem import Problem
 from core.scoring import Candidate, Scorer
-from verifiers.answers import normalise_answer
+from verifiers.grading import GradingSpec, grade
+
+EXACT = GradingSpec(method="exact")
 
 
 def answers_match(answer: str | None, reference: str | None) -> bool:
-    """Exact match after normalisation; None never matches."""
-    if answer is None or reference is None:
-        return False
-    return normalise_answer(answer) == normalise_answer(reference)
+    """Exact match after normalisation (grading's ``exact`` rule); None never matches."""
+    return grade(answer, reference, EXACT)
 
 
 class ReferenceAnswer(Scorer):
