@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
+from orchestrator.engines.vllm_server import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_HEADER = "x-branchwise-trace-id"
@@ -184,12 +184,6 @@ def dataset_questions(recipe_path: Path) -> list[str]:
     return [p.question for p in problems]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class ServerProcess:
     """``branchwise serve`` in a subprocess, stopped (SIGINT, then kill) on exit."""
 
@@ -205,17 +199,9 @@ class ServerProcess:
             )
 
     def wait_ready(self, seconds: float = 900.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"server exited ({self.process.returncode}):\n{self.tail()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise SystemExit(f"server not ready after {seconds:.0f} s:\n{self.tail()}")
+        problem = wait_healthy(self.url, self.process, seconds)
+        if problem is not None:
+            raise SystemExit(f"server {problem}:\n{self.tail()}")
 
     def tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])

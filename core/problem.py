@@ -17,7 +17,3 @@ class Problem(BaseModel):
     reference: str | None = Field(None, description="Reference answer, for grading only.")
     solution: str | None = Field(None, description="Reference solution text, if known.")
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    def prompt(self, template: str) -> str:
-        """Render the prompt; the template uses ``{question}``."""
-        return template.replace("{question}", self.question)

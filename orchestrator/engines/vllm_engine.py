@@ -163,9 +163,13 @@ class VLLMEngine:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
         """Cumulative results as tokens arrive; leaving the loop early aborts the request."""
         # aclosing: leaving early must abort in the engine now, not when GC finalises _run
+        # Chunks are cumulative; the stream converts each token's logprobs once and re-decodes
+        # only the final chunk (in between, vLLM's own incremental text), or a long completion
+        # costs time quadratic in its length (2,000 tokens with top-20 logprobs: ~15 s of CPU).
+        seen: dict[int, _Converted] = {}
         async with contextlib.aclosing(self._run(request, stream=True)) as outputs:
             async for output in outputs:
-                yield _to_result(output, request.sampling, self._decode_output)
+                yield _to_result(output, request.sampling, self._decode_output, seen)
 
     async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncGenerator[Any, None]:
         from vllm.inputs import TokensPrompt
@@ -206,13 +210,40 @@ def to_sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
     )
 
 
+class _Converted:
+    """A streamed completion's logprobs converted so far (cumulative chunks only grow)."""
+
+    def __init__(self) -> None:
+        self.chosen: list[float] = []
+        self.tops: list[tuple[float, ...]] = []
+        self.top_ids: list[tuple[int, ...]] = []
+
+    def extend(self, positions: Sequence[Any], token_ids: tuple[int, ...], k: int) -> None:
+        done = len(self.chosen)
+        chosen, tops, top_ids = _read_logprobs(positions[done:], token_ids[done:], k)
+        self.chosen += chosen
+        self.tops += tops
+        self.top_ids += top_ids
+
+
 def _to_result(
-    output: Any, sampling: SamplingSpec, decode: Callable[[Sequence[int]], str]
+    output: Any,
+    sampling: SamplingSpec,
+    decode: Callable[[Sequence[int]], str],
+    seen: dict[int, _Converted] | None = None,
 ) -> GenerationResult:
+    """One engine output as a result; ``seen`` carries a stream's work from chunk to chunk."""
     prompt_tokens = len(output.prompt_token_ids or ())
     cached = int(output.num_cached_tokens or 0)
     completions = tuple(
-        _to_completion(c, sampling, prompt_tokens, cached, decode)
+        _to_completion(
+            c,
+            sampling,
+            prompt_tokens,
+            cached,
+            decode,
+            None if seen is None else seen.setdefault(c.index, _Converted()),
+        )
         for c in sorted(output.outputs, key=lambda c: c.index)
     )
     return GenerationResult(completions, prompt_tokens=prompt_tokens, cached_prompt_tokens=cached)
@@ -224,19 +255,29 @@ def _to_completion(
     prompt_tokens: int,
     cached: int,
     decode: Callable[[Sequence[int]], str],
+    converted: _Converted | None = None,
 ) -> Completion:
     token_ids = tuple(int(t) for t in c.token_ids)
     chosen: tuple[float, ...] = ()
     tops: tuple[tuple[float, ...], ...] = ()
     top_ids: tuple[tuple[int, ...], ...] = ()
     if sampling.logprobs is not None and c.logprobs is not None:
-        chosen, tops, top_ids = _read_logprobs(c.logprobs, token_ids, sampling.logprobs)
+        if converted is None:
+            chosen, tops, top_ids = _read_logprobs(c.logprobs, token_ids, sampling.logprobs)
+        else:
+            converted.extend(c.logprobs, token_ids, sampling.logprobs)
+            chosen, tops = tuple(converted.chosen), tuple(converted.tops)
+            top_ids = tuple(converted.top_ids)
     reason: FinishReason = c.finish_reason if c.finish_reason in ("stop", "length") else "abort"
     if c.finish_reason is None:
         reason = "abort"
+    # A finished completion's text is the decode of its tokens (see _decode_output); a chunk
+    # still streaming keeps vLLM's incremental text, which is that decode up to any trailing
+    # incomplete character.
+    streaming = converted is not None and c.finish_reason is None
     return Completion(
         token_ids=token_ids,
-        text=decode(token_ids),
+        text=str(c.text) if streaming else decode(token_ids),
         finish_reason=reason,
         stop_reason=c.stop_reason,
         token_logprobs=chosen,

@@ -31,6 +31,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> str | None:
+    """Poll ``url``/health until it answers 200: None then, else why not (exit or timeout)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with {process.returncode}"
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return f"not ready in {seconds:g}s"
+
+
 class VLLMServer:
     """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1, ready once ``/health`` is."""
 
@@ -94,20 +109,10 @@ class VLLMServer:
 
     def _wait_ready(self) -> None:
         assert self._process is not None
-        where = f"; see {self.log_path}" if self.log_path else ""
-        deadline = time.monotonic() + self.ready_seconds
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise EngineError(
-                    f"vLLM server for {self.model} exited with {self._process.returncode}{where}"
-                )
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise EngineError(f"vLLM server for {self.model} not ready in {self.ready_seconds}s{where}")
+        problem = wait_healthy(self.url, self._process, self.ready_seconds)
+        if problem is not None:
+            where = f"; see {self.log_path}" if self.log_path else ""
+            raise EngineError(f"vLLM server for {self.model} {problem}{where}")
 
     def kill(self) -> None:
         """SIGKILL the server and its engine process at once, as a crashed machine would."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -77,6 +78,36 @@ def test_generate_exact_tokens_stop_logprobs_seed(
             GenerationRequest("g3", prompt + step.token_ids, spec.model_copy(update={"seed": 1}))
         )
         assert child.prompt_tokens == len(prompt) + len(step.token_ids)
+
+    engine_loop.run(go())
+
+
+def test_a_stream_ends_with_what_generate_returns(
+    engine_loop: EngineLoop, vllm_engine: VLLMEngine
+) -> None:
+    """Chunks convert only their new tokens; the last one equals a one-shot request."""
+    problem = _problems(1)[0]
+
+    async def go() -> None:
+        spec_prompt = PromptSpec.model_validate(TESTBED["prompt"])
+        prompt = (await vllm_engine.tokenize_chat(spec_prompt.messages(problem.question))).token_ids
+        spec = SamplingSpec(max_tokens=60, temperature=1.0, logprobs=5, seed=7)
+        whole = (await vllm_engine.generate(GenerationRequest("w", prompt, spec))).completions[0]
+        chunks = [
+            r.completions[0] async for r in vllm_engine.stream(GenerationRequest("s", prompt, spec))
+        ]
+        assert len(chunks) > 5  # it really streamed
+        for before, after in itertools.pairwise(chunks):
+            assert after.token_ids[: len(before.token_ids)] == before.token_ids
+            assert after.top_logprobs[: len(before.top_logprobs)] == before.top_logprobs
+            assert after.text.startswith(before.text)
+            assert len(before.token_logprobs) == len(before.token_ids)
+        last = chunks[-1]
+        assert last.token_ids == whole.token_ids and last.text == whole.text
+        assert last.token_logprobs == whole.token_logprobs
+        assert last.top_logprobs == whole.top_logprobs
+        assert last.top_token_ids == whole.top_token_ids
+        assert last.text == await vllm_engine.decode(last.token_ids)
 
     engine_loop.run(go())
 

@@ -135,7 +135,7 @@ async def make_context(
     """A search context on ``engine`` for one problem, as the runner would build it."""
     if problem.solution is not None:
         engine.learn({problem.question: problem.solution})
-    prompt = problem.prompt("{question}\n")
+    prompt = problem.question + "\n"
     return SearchContext(
         problem=problem,
         prompt=prompt,

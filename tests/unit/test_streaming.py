@@ -21,7 +21,7 @@ def test_scripted_stream_yields_one_token_per_step_and_counts_what_it_yields() -
     engine.learn({problem.question: problem.solution or ""})
 
     async def go() -> list[GenerationResult]:
-        ids = await engine.tokenize(problem.prompt("{question}\n"))
+        ids = await engine.tokenize(problem.question + "\n")
         request = GenerationRequest("s", ids, SamplingSpec(max_tokens=64, logprobs=3))
         return [r async for r in engine.stream(request)]
 
