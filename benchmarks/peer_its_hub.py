@@ -36,7 +36,7 @@ from orchestrator.steps import split_steps  # noqa: E402
 from verifiers.answers import extract_answer  # noqa: E402
 
 
-class OraclePRM(AbstractProcessRewardModel):
+class OraclePRM(AbstractProcessRewardModel):  # type: ignore[misc]  # its_hub: untyped here
     """The Branchwise scorer the job names, read at a path's last step (aggregation: last)."""
 
     def __init__(self, scorer_path: str, kind: str, problems: dict[str, Problem], step: str):

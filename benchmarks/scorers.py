@@ -70,7 +70,9 @@ def prm_folder(scratch: Path) -> tuple[Path, str, str]:
 def step_tag_id(folder: Path) -> int:
     from transformers import AutoTokenizer
 
-    return int(AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids("<extra_0>"))
+    token_id = AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids("<extra_0>")
+    assert isinstance(token_id, int)  # one token in, one id out
+    return token_id
 
 
 def workload(problems: list[Problem], nodes: int) -> list[tuple[Problem, list[Candidate]]]:
