@@ -26,13 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
-from benchmarks.strategies import ANSWER, EVAL, MAX_TOKENS, POLICY, PROBLEMS, PROMPT, ROOT
-from core.graph import path_key
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import VLLMEngineConfig
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.recipe import parse_recipe
-from orchestrator.runner import Orchestrator
+from benchmarks.sc_samples import sample_problems
+from benchmarks.strategies import PROBLEMS
 from strategies.adaptive_consistency import leader_probability
 from verifiers.reference import answers_match
 
@@ -77,33 +72,6 @@ def replay(samples: Samples, rule: str, threshold: float) -> tuple[str | None, i
     )
 
 
-async def sample_all(problems: int, seed: int) -> tuple[list[Samples], list[str | None]]:
-    recipe = parse_recipe(
-        {
-            "engine": {"kind": "vllm", "model": str(POLICY)},
-            "strategy": {"name": "self_consistency", "n": SAMPLES},
-            "sampling": {"temperature": 1.0, "max_tokens": MAX_TOKENS},
-            "prompt": PROMPT,
-            "answer": ANSWER,
-            "seed": seed,
-            "concurrency": 200,
-        },
-        base_dir=ROOT,
-    )
-    config = VLLMEngineConfig(
-        model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.15,
-        block_size=32, max_num_seqs=512, seed=seed,
-    )  # fmt: skip
-    async with VLLMEngine(config) as engine, Orchestrator(recipe, engine=engine) as orchestrator:
-        results = await orchestrator.run(load_problems(EVAL, limit=problems))
-    out: list[Samples] = []
-    for result in results:
-        assert result.graph is not None
-        finished = sorted(result.graph.terminals(include_pruned=True), key=lambda n: path_key(n.id))
-        out.append([(n.answer, len(n.token_ids)) for n in finished])
-    return out, [r.reference for r in results]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,7 +80,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     started = time.perf_counter()
-    samples, references = asyncio.run(sample_all(args.problems, args.seed))
+    paths, references = asyncio.run(sample_problems(args.problems, SAMPLES, args.seed))
+    samples: list[Samples] = [[(n.answer, len(n.token_ids)) for n in p] for p in paths]
     full_tokens = statistics.fmean(sum(t for _, t in s) for s in samples)
     full = statistics.fmean(
         answers_match(vote([a for a, _ in s]), ref)

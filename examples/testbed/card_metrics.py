@@ -34,3 +34,15 @@ def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
         rank_sum += mid_rank * sum(1 for _, label in pairs[i:j] if label)
         i = j
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def within_problem_auc(groups: Sequence[Sequence[tuple[float, bool]]]) -> float:
+    """Share of (right, wrong) solution pairs of the same problem the scores order right."""
+    wins, pairs = 0.0, 0
+    for group in groups:
+        for right_score, right in group:
+            for wrong_score, wrong in group:
+                if right and not wrong:
+                    pairs += 1
+                    wins += 1.0 if right_score > wrong_score else 0.5 * (right_score == wrong_score)
+    return wins / pairs if pairs else float("nan")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from bpe_tokenizer import load_tokenizer, render_prompt  # noqa: E402
-from card_metrics import pass_at_k, roc_auc  # noqa: E402
+from card_metrics import pass_at_k, roc_auc, within_problem_auc  # noqa: E402
 from prm_model import prm_input  # noqa: E402
 from task import read_jsonl  # noqa: E402
 
@@ -108,18 +108,6 @@ def majority_correct(problem: dict[str, str], texts: Sequence[str]) -> bool:
         return False
     voted = Counter(answers).most_common(1)[0][0]
     return any(is_correct(problem, t) for t in texts if extract_answer(t) == voted)
-
-
-def within_problem_auc(groups: Sequence[Sequence[tuple[float, bool]]]) -> float:
-    """Share of (right, wrong) solution pairs of the same problem the scores order right."""
-    wins, pairs = 0.0, 0
-    for group in groups:
-        for right_score, right in group:
-            for wrong_score, wrong in group:
-                if right and not wrong:
-                    pairs += 1
-                    wins += 1.0 if right_score > wrong_score else 0.5 * (right_score == wrong_score)
-    return wins / pairs if pairs else float("nan")
 
 
 def measure_prm(

@@ -84,8 +84,7 @@ def test_prm_vllm_scores_equal_torch(testbed_prm_llm: Any) -> None:
 def test_prm_ranks_policy_samples_within_a_problem(
     testbed_policy_llm: Any, testbed_prm_llm: Any
 ) -> None:
-    from card_metrics import roc_auc
-    from measure import within_problem_auc
+    from card_metrics import roc_auc, within_problem_auc
     from vllm_engines import sample_solutions, step_probabilities
 
     problems = read_jsonl(TESTBED / "data" / "val.jsonl")[:48]
