@@ -20,7 +20,6 @@ import math
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from benchmarks.strategies import PROBLEMS
 from core.graph import Node
 from examples.testbed.card_metrics import roc_auc, within_problem_auc
 from rewards.confidence import ConfidenceMeasure, trace_confidence
+from strategies.selection import majority_vote, weighted_vote
 from verifiers.reference import answers_match
 
 SAMPLES = 32
@@ -49,24 +49,18 @@ def confidence(node: Node, measure: ConfidenceMeasure) -> float:
     )
 
 
-def weighted_vote(traces: list[tuple[str | None, float]]) -> str | None:
-    """Confidence-weighted vote; ties go to the answer sampled first."""
-    totals: dict[str, float] = defaultdict(float)
-    for answer, weight in traces:
-        if answer is not None:
-            totals[answer] += weight
-    if not totals:
-        return None
-    top = max(totals.values())
-    return next(a for a, _ in traces if a is not None and math.isclose(totals[a], top))
-
-
-def keep_most_confident(
-    traces: list[tuple[str | None, float]], percent: float
-) -> list[tuple[str | None, float]]:
-    count = max(1, math.ceil(len(traces) * percent / 100))
-    kept = sorted(range(len(traces)), key=lambda i: -traces[i][1])[:count]
-    return [traces[i] for i in sorted(kept)]
+def deepconf_vote(
+    problem: list[Node], confidence: dict[str, float], percent: float | None
+) -> str | None:
+    """DeepConf's offline vote (strategies/deepconf.py ``_vote``): answered traces only, the
+    most confident ``percent`` % of them (None: all), confidence-weighted."""
+    rated = [n for n in problem if n.answer is not None and n.id in confidence]
+    if percent is not None and rated:
+        count = max(1, math.ceil(len(rated) * percent / 100))
+        order = {n.id: i for i, n in enumerate(problem)}
+        rated = sorted(rated, key=lambda n: -confidence[n.id])[:count]
+        rated.sort(key=lambda n: order[n.id])
+    return weighted_vote(rated, lambda n: confidence[n.id]).answer
 
 
 def main() -> None:
@@ -85,7 +79,11 @@ def main() -> None:
     scored: dict[str, list[list[tuple[str | None, float, bool]]]] = {}
     for measure in measures:
         scored[measure] = [
-            [(n.answer, confidence(n, measure), answers_match(n.answer, ref)) for n in problem]
+            [
+                (n.answer, confidence(n, measure), answers_match(n.answer, ref))
+                for n in problem
+                if n.top_logprobs
+            ]
             for problem, ref in zip(paths, references, strict=True)
         ]
         flat = [t for problem in scored[measure] for t in problem]
@@ -95,21 +93,28 @@ def main() -> None:
         )
         separation.append([measure, f"{pooled:.3f}", f"{within:.3f}"])
     votes: list[list[Any]] = []
-    lowest = scored["lowest_group"]
+    lowest = [
+        {n.id: confidence(n, "lowest_group") for n in problem if n.top_logprobs}
+        for problem in paths
+    ]
 
     def accuracy(choose: Any) -> float:
         return statistics.fmean(
-            answers_match(choose([(a, c) for a, c, _ in problem]), ref)
-            for problem, ref in zip(lowest, references, strict=True)
+            answers_match(choose(problem, conf), ref)
+            for problem, conf, ref in zip(paths, lowest, references, strict=True)
         )
 
-    majority = accuracy(lambda traces: weighted_vote([(a, 1.0) for a, _ in traces]))
+    majority = accuracy(lambda problem, _: majority_vote(problem).answer)
     votes.append(["majority vote over all 32 (self-consistency)", f"{majority:.3f}"])
-    votes.append(["confidence-weighted vote over all 32", f"{accuracy(weighted_vote):.3f}"])
+    weighted = accuracy(lambda problem, conf: deepconf_vote(problem, conf, None))
+    votes.append(["confidence-weighted vote over all 32", f"{weighted:.3f}"])
     for percent in (90, 10):
-        value = accuracy(lambda traces, p=percent: weighted_vote(keep_most_confident(traces, p)))
+        value = accuracy(lambda problem, conf, p=percent: deepconf_vote(problem, conf, p))
         votes.append([f"DeepConf offline: keep {percent}%, weighted vote", f"{value:.3f}"])
-    right_share = statistics.fmean(ok for problem in lowest for _, _, ok in problem)
+    right_share = statistics.fmean(
+        answers_match(n.answer, ref) for problem, ref in zip(paths, references, strict=True)
+        for n in problem
+    )  # fmt: skip
     data = {
         "problems": len(paths), "samples": SAMPLES, "top_k": TOP_K, "window": WINDOW,
         "seed": args.seed, "right_trace_share": right_share, "separation": separation,

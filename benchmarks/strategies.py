@@ -291,25 +291,27 @@ class Progress:
     """Finished rows of an interrupted run, one JSON line each, so a rerun resumes.
 
     The first line holds the settings the rows were measured with; a file from other
-    settings is ignored (and replaced). A row is known by its arm, set, budget, sampling
-    temperature and full strategy config, so a changed config is rerun.
+    settings is refused (``--fresh`` starts over). A row is known by its arm, set, budget,
+    sampling temperature and full strategy config, so a row whose config changed is rerun.
     """
 
-    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+    def __init__(self, path: Path, settings: dict[str, Any], *, fresh: bool = False) -> None:
         self.path = path
-        self.settings = settings
         self.rows: dict[str, dict[str, Any]] = {}
-        lines = path.read_text().splitlines() if path.exists() else []
-        if lines and json.loads(lines[0]) == settings:
-            for line in lines[1:]:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill: rerun that row
-                    continue
-                self.rows[self.key(row)] = row
-        else:
+        lines = [] if fresh or not path.exists() else path.read_text().splitlines()
+        if not lines:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(settings, sort_keys=True) + "\n")
+            return
+        if json.loads(lines[0]) != settings:
+            raise SystemExit(
+                f"{path} holds an unfinished run with other settings ({lines[0]}); rerun that "
+                "command to finish it, or add --fresh to discard it"
+            )
+        self.rows = read_rows(lines[1:])
+        if not path.read_text().endswith("\n"):  # a line cut short by a kill: end it
+            with path.open("a") as file:
+                file.write("\n")
 
     @staticmethod
     def key(row: dict[str, Any]) -> str:
@@ -326,6 +328,18 @@ class Progress:
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def read_rows(lines: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Rows by key; a line cut short by a kill is skipped (its row runs again)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[Progress.key(row)] = row
+    return rows
 
 
 async def run_rows(
@@ -392,10 +406,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         rows = [r for r in rows if r["set"] != "baseline"]  # kept from the earlier run
     settings = {"problems": len(problems), "budgets": args.budgets, "seed": args.seed,
                 "concurrency": args.concurrency, "merge": args.merge}  # fmt: skip
-    progress = Progress(RESULTS / f"{args.name}.progress.jsonl", settings)
-    if args.fresh:
-        progress.finish()
-        progress = Progress(progress.path, settings)
+    progress = Progress(progress_path(args), settings, fresh=args.fresh)
     done, prm_label, elapsed = await run_rows(rows, problems, args, progress)
     return {
         "problems": len(problems),
@@ -507,6 +518,7 @@ def main() -> None:
     name = args.name
     if args.partial:
         data = partial(args)
+        name += "_partial"  # never in place of a finished run's results
     elif args.render:
         data = json.loads((RESULTS / f"{name}.json").read_text())
     else:
@@ -517,21 +529,27 @@ def main() -> None:
             data["commands"] = [" ".join(["python benchmarks/strategies.py", *sys.argv[1:]])]
     publish(data, name, write_markdown=not args.quick)
     if not (args.render or args.partial):
-        (RESULTS / f"{name}.progress.jsonl").unlink(missing_ok=True)  # published: done
+        progress_path(args).unlink(missing_ok=True)  # published: done
+
+
+def progress_path(args: argparse.Namespace) -> Path:
+    """A full run and a --merge rerun keep separate progress files."""
+    return RESULTS / f"{args.name}{'.merge' if args.merge else ''}.progress.jsonl"
 
 
 def partial(args: argparse.Namespace) -> dict[str, Any]:
-    """The results so far of an unfinished run (its progress file), marked as partial."""
-    path = RESULTS / f"{args.name}.progress.jsonl"
+    """The rows an unfinished full run has measured so far (with today's configs), as partial."""
+    path = progress_path(args)
     if not path.exists():
         raise SystemExit(f"--partial: no unfinished run ({path} does not exist)")
     lines = path.read_text().splitlines()
     settings = json.loads(lines[0])
-    rows = [json.loads(line) for line in lines[1:] if line.strip()]
+    measured = read_rows(lines[1:])
     names = sorted(
         [*STRATEGIES.names(), *VARIANTS], key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)
     )
-    planned = len(plan(names, settings["budgets"], True))
+    planned = plan(names, settings["budgets"], True)
+    rows = [measured[key] for key in map(Progress.key, planned) if key in measured]
     return {
         **settings,
         "base_n": BASE_N,
@@ -540,7 +558,7 @@ def partial(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "total_seconds": sum(row["seconds"] for row in rows),
         "rows": rows,
-        "partial": f"{len(rows)} of the {planned} planned rows",
+        "partial": f"{len(rows)} of the {len(planned)} planned rows",
         "commands": [equivalent_command(settings) + " (still running; rerun it to resume)"],
     }
 
@@ -548,6 +566,7 @@ def partial(args: argparse.Namespace) -> dict[str, Any]:
 def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
     """Comparison, note, table, JSON, plot and (unless quick) the BENCHMARKS.md section."""
     data["rows"] = table_order(data["rows"])
+    data["prm_strategies"] = list(PRM_STRATEGIES)
     data["comparison"] = compare_to_self_consistency(data["rows"])
     data["note"] = note(data["comparison"], data)
     text = rows_table(data["rows"])

@@ -199,8 +199,8 @@ def comparison_note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> s
         "difference in percentage points per budget, SC interpolated in log tokens between its "
         "measured points (N = 1 is the single sample; * = outside SC's measured range, SC held "
         f"at its end point). With {data['problems']} problems one accuracy has a standard error "
-        f"of up to {se:.1f} pp, a difference of two up to {se * 2**0.5:.1f} pp: read gaps below "
-        "that at a single budget as ties.",
+        f"of up to {se:.1f} pp, a difference of two up to {se * 2**0.5:.1f} pp: gaps below "
+        f"{se * 2**0.5 * 1.96:.1f} pp (1.96 of those) at a single budget are within the noise.",
         "",
     ]
     learned, oracle = verdicts(comparison, "prm"), verdicts(comparison, "oracle")
@@ -214,7 +214,7 @@ def comparison_note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> s
     groups: dict[str, list[str]] = {"ahead of": [], "mixed against": [], "behind": []}
     for arm, verdict in learned.items():
         groups[verdict["kind"]].append(arm)
-    beyond = se * 2**0.5
+    beyond = se * 2**0.5 * 1.96
     clear = [
         f"{c['arm']} {c['budget']}x ({c['difference'] * 100:+.1f})"
         for c in comparison
@@ -295,26 +295,41 @@ def targets(data: dict[str, Any]) -> list[str]:
     rows, comparison = data["rows"], data.get("comparison") or []
     if len(sc_curve(rows)[0]) < 2:
         return []
-    beyond = 100 * (0.25 / data["problems"]) ** 0.5 * 2**0.5
+    count = int(data["problems"])
     lines = ["**Targets** (at equal generated tokens against self-consistency):", ""]
-    learned = verdicts(comparison, "prm")
-    budgets = len(data["budgets"])
-    at_two = {arm: sum(c["difference"] > 0 for c in comparison
-                       if c["set"] == "prm" and c["arm"] == arm) for arm in learned}  # fmt: skip
-    short = [f"{arm} ({wins}/{budgets})" for arm, wins in at_two.items() if wins < 2]
+    # The strategies themselves; their variants (particle Gibbs, A*'s ablations) are extra arms.
+    names = data.get("prm_strategies") or list(verdicts(comparison, "prm"))
+    budgets = data["budgets"]
+    ahead: dict[str, list[int]] = {name: [] for name in names}
+    for c in comparison:
+        if c["set"] == "prm" and c["arm"] in ahead and c["inside"] and c["difference"] > 0:
+            ahead[c["arm"]].append(c["budget"])
+    measured = {c["arm"] for c in comparison if c["set"] == "prm"}
+    short = [f"{n} ({len(ahead[n])}/{len(budgets)})" for n in names if len(ahead[n]) < 2]
+    missing = [n for n in names if n not in measured]
     lines.append(
-        f"- Every PRM strategy ahead at two budgets or more: {_mark(not short)}"
+        f"- Every PRM strategy ahead at two budgets or more (SC measured there): "
+        f"{_mark(not short)}"
         + (f"; not: {', '.join(short)}" if short else "")
+        + (f" (not measured: {', '.join(missing)})" if missing else "")
         + "."
     )
+
+    def margin(c: dict[str, Any]) -> float:
+        """1.96 standard errors of the difference of two independent accuracies, in pp."""
+        a, b = float(c["accuracy"]), float(c["sc_accuracy"])
+        return 196 * ((a * (1 - a) + b * (1 - b)) / count) ** 0.5
+
     clear = [
-        f"{c['arm']} ({c['difference'] * 100:+.1f})"
+        f"{c['arm']} ({c['difference'] * 100:+.1f} > {margin(c):.1f})"
         for c in comparison
-        if c["set"] == "prm" and c["budget"] == 4 and c["difference"] * 100 > beyond
-    ]
+        if c["set"] == "prm" and c["arm"] in ahead and c["budget"] == 4
+        and c["difference"] * 100 > margin(c)
+    ]  # fmt: skip
     lines.append(
-        f"- At least three ahead by more than the noise ({beyond:.1f} pp) at 4x: "
-        f"{_mark(len(clear) >= 3)}; {len(clear)}: {', '.join(clear) or 'none'}."
+        "- At least three ahead by more than the noise at 4x (difference above 1.96 standard "
+        f"errors of the difference, ~7 pp here): {_mark(len(clear) >= 3)}; {len(clear)}: "
+        f"{', '.join(clear) or 'none'}."
     )
     for arm in ("mcts", "ab_mcts", "ab_mcts_m"):
         own = sorted((r["budget"], r["tokens_per_problem"]) for r in rows
@@ -328,7 +343,7 @@ def targets(data: dict[str, Any]) -> list[str]:
                  and r["config"].get("n") == 32), None)  # fmt: skip
     adaptive = [r for r in rows if r["arm"] == "adaptive_self_consistency"]
     if sc32 and adaptive:
-        good = [r for r in adaptive if r["accuracy"] >= sc32["accuracy"] - 0.01]
+        good = [r for r in adaptive if r["accuracy"] >= sc32["accuracy"] - 0.01 - 1e-9]
         cheapest = min(good, key=lambda r: r["tokens_per_problem"]) if good else None
         best = max(adaptive, key=lambda r: r["accuracy"])
         share = (cheapest or best)["tokens_per_problem"] / sc32["tokens_per_problem"]
@@ -349,11 +364,12 @@ def targets(data: dict[str, Any]) -> list[str]:
             sc, inside = _sc_at(rows, r["tokens_per_problem"])
             gaps.append((r["budget"], (r["accuracy"] - sc) * 100, inside))
         met = all(gap >= 0 for _, gap, _ in gaps)
-        close = all(gap >= -beyond for _, gap, _ in gaps)
+        noise = 196 * (0.5 / count) ** 0.5  # the widest 1.96-SE margin of a difference
+        close = all(gap >= -noise for _, gap, _ in gaps)
         text = ", ".join(f"{b}x {g:+.1f}" + ("" if i else "*") for b, g, i in gaps)
         lines.append(
             f"- DeepConf online at least as accurate as SC at the same tokens: {_mark(met)}"
-            + ("" if met or not close else f" (every gap within the noise, {beyond:.1f} pp)")
+            + ("" if met or not close else f" (every gap inside the noise, {noise:.1f} pp)")
             + f"; {text} pp."
         )
     return lines

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Self
 
 from core.errors import BudgetExhausted, EngineError, EngineTimeout
 from core.graph import Node
-from orchestrator.engines.base import Engine, StreamingEngine
+from orchestrator.engines.base import Engine, StreamingEngine, TokenEngine
 from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
@@ -144,10 +144,27 @@ class NodeStream:
             aclose = getattr(self._iterator, "aclose", None)
             if aclose is not None:
                 await aclose()  # aborts the request if the engine had not finished
+            if not isinstance(exc, asyncio.CancelledError):
+                await self._decode_partial()
         finally:
             if self._held is not None:
                 with self._held:  # settled by _record; given back if recording fails
                     self._record(self._held, exc)
+
+    async def _decode_partial(self) -> None:
+        """Give a sample stopped mid-stream the decode of its tokens as its text.
+
+        Engines stream their own running text, which can lack a trailing incomplete
+        character; a node's text is the decode of its token ids everywhere else.
+        """
+        last = self._last
+        if last is None or not isinstance(self._ctx.engine, TokenEngine):
+            return
+        completion = last.completions[0]
+        if completion.finish_reason in ("stop", "length") and not self._cut:
+            return  # finished: the engine already decoded all of it
+        text = await self._ctx.engine.decode(completion.token_ids)
+        self._last = replace(last, completions=(replace(completion, text=text),))
 
     def _record(self, held: Reservation, exc: BaseException | None) -> None:
         ctx, last = self._ctx, self._last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -57,6 +58,34 @@ def test_leaving_a_stream_early_records_an_aborted_node_with_its_tokens() -> Non
     assert ctx.budget.usage.aborted_requests == 1
     assert engine.aborted == [stream.request_id]
     assert ctx.budget.generated_tokens_left() is None
+
+
+class RunningTextEngine(ScriptedEngine):
+    """Streams a running text that is not the decode of its tokens (as vLLM's can lack a
+    trailing incomplete character), to show which text a stopped sample keeps."""
+
+    async def stream(self, request: GenerationRequest) -> Any:
+        async for result in super().stream(request):
+            c = result.completions[0]
+            running = c if c.finish_reason != "abort" else replace(c, text="<running>")
+            yield replace(result, completions=(running,))
+
+
+def test_a_sample_stopped_mid_stream_keeps_the_decode_of_its_tokens() -> None:
+    engine = RunningTextEngine(error_rate=0.0)
+
+    async def go() -> Any:
+        ctx = await make_context(engine, make_problem(1))
+        async with ctx.stream_expand(ctx.root, one_step=False) as stream:
+            async for partial in stream:
+                assert partial.text == "<running>"
+                if len(partial.token_ids) == 5:
+                    break
+        return stream.node, await engine.decode(stream.node.token_ids)  # type: ignore[union-attr]
+
+    node, decoded = asyncio.run(go())
+    assert node.finish_reason == "abort" and len(node.token_ids) == 5
+    assert node.text == decoded != "<running>"
 
 
 def test_a_finished_stream_is_recorded_like_expand() -> None:
