@@ -318,7 +318,7 @@ def targets(data: dict[str, Any]) -> list[str]:
     def margin(c: dict[str, Any]) -> float:
         """1.96 standard errors of the difference of two independent accuracies, in pp."""
         a, b = float(c["accuracy"]), float(c["sc_accuracy"])
-        return 196 * ((a * (1 - a) + b * (1 - b)) / count) ** 0.5
+        return 196 * math.sqrt((a * (1 - a) + b * (1 - b)) / count)
 
     clear = [
         f"{c['arm']} ({c['difference'] * 100:+.1f} > {margin(c):.1f})"
