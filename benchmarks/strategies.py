@@ -86,6 +86,8 @@ PRM_STRATEGIES = (
 # Arms that are a registered strategy with other settings: arm -> (strategy, settings).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "particle_gibbs": ("particle_filter", {"sweeps": 2}),
+    # the tuned pick (final: best) won on val by one problem; this is the default final choice
+    "particle_filter_vote": ("particle_filter", {"final": "weighted_vote"}),
     # h = 0: the PRM only judges finished paths popped from the frontier (the verifier)
     "a_star_h0": ("a_star", {"h_scale": 0.0}),
     "a_star_g_depth": ("a_star", {"g": "steps", "g_scale": 0.1}),  # g = depth
