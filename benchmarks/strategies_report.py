@@ -245,7 +245,7 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
     for ax, (heading, sets) in zip(axes, panels, strict=True):
         arms = [r["arm"] for r in rows if r["set"] in sets and r["arm"] != "self_consistency"]
         arms = list(dict.fromkeys(arms))
-        colours: dict[str, Any] = {arm: plt.get_cmap("tab10")(i % 10) for i, arm in enumerate(arms)}
+        colours: dict[str, Any] = {arm: plt.get_cmap("tab20")(i % 20) for i, arm in enumerate(arms)}
         colours["self_consistency"] = "black"
         for arm in ["self_consistency", *arms]:
             for which, style in (("sampling", "-s"), ("prm", "-o"), ("oracle", ":^")):
