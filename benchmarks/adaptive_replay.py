@@ -14,7 +14,6 @@ benchmarks/results/adaptive_replay.json and the ``adaptive_replay`` section of B
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -26,8 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
-from benchmarks.sc_samples import sample_problems
-from benchmarks.strategies import PROBLEMS
+from benchmarks.sc_samples import replay_args, sample_problems
 from strategies.adaptive_consistency import leader_probability
 from verifiers.reference import answers_match
 
@@ -73,12 +71,7 @@ def replay(samples: Samples, rule: str, threshold: float) -> tuple[str | None, i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--problems", type=int, default=PROBLEMS)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = replay_args(__doc__)
     started = time.perf_counter()
     paths, references = asyncio.run(sample_problems(args.problems, SAMPLES, args.seed))
     samples: list[Samples] = [[(n.answer, len(n.token_ids)) for n in p] for p in paths]

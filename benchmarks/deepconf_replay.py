@@ -14,7 +14,6 @@ and the ``deepconf_replay`` section of BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import statistics
@@ -26,8 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
-from benchmarks.sc_samples import sample_problems
-from benchmarks.strategies import PROBLEMS
+from benchmarks.sc_samples import replay_args, sample_problems
 from core.graph import Node
 from examples.testbed.card_metrics import roc_auc, within_problem_auc
 from rewards.confidence import ConfidenceMeasure, trace_confidence
@@ -64,12 +62,7 @@ def deepconf_vote(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--problems", type=int, default=PROBLEMS)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = replay_args(__doc__)
     started = time.perf_counter()
     paths, references = asyncio.run(
         sample_problems(args.problems, SAMPLES, args.seed, logprobs=TOP_K)

@@ -6,9 +6,10 @@ prompt, T = 1, boxed answers); each problem's finished paths come back in sampli
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from benchmarks.strategies import ANSWER, EVAL, MAX_TOKENS, POLICY, PROMPT, ROOT
+from benchmarks.strategies import ANSWER, EVAL, MAX_TOKENS, POLICY, PROBLEMS, PROMPT, ROOT
 from core.graph import Node, path_key
 from orchestrator.datasets import load_problems
 from orchestrator.engines.config import VLLMEngineConfig
@@ -48,3 +49,13 @@ async def sample_problems(
         finished = result.graph.terminals(include_pruned=True)
         paths.append(sorted(finished, key=lambda node: path_key(node.id)))
     return paths, [r.reference for r in results]
+
+
+def replay_args(doc: str | None) -> argparse.Namespace:
+    """A replay's command line: how many eval problems, and the seed."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--problems", type=int, default=PROBLEMS)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()

@@ -51,14 +51,19 @@ def _solve(
     return loop.run(go())
 
 
+async def _chat_prompt(engine: VLLMEngine, problem: Problem) -> list[int]:
+    """The testbed's chat prompt for ``problem``, as the engine's token ids."""
+    spec = PromptSpec.model_validate(TESTBED["prompt"])
+    return list((await engine.tokenize_chat(spec.messages(problem.question))).token_ids)
+
+
 def test_generate_exact_tokens_stop_logprobs_seed(
     engine_loop: EngineLoop, vllm_engine: VLLMEngine
 ) -> None:
     problem = _problems(1)[0]
 
     async def go() -> None:
-        spec_prompt = PromptSpec.model_validate(TESTBED["prompt"])
-        prompt = (await vllm_engine.tokenize_chat(spec_prompt.messages(problem.question))).token_ids
+        prompt = await _chat_prompt(vllm_engine, problem)
         spec = SamplingSpec(max_tokens=40, stop=("\n\n",), logprobs=3, seed=123)
         first = await vllm_engine.generate(GenerationRequest("g1", prompt, spec, n=4))
         again = await vllm_engine.generate(GenerationRequest("g2", prompt, spec, n=4))
@@ -89,8 +94,7 @@ def test_a_stream_ends_with_what_generate_returns(
     problem = _problems(1)[0]
 
     async def go() -> None:
-        spec_prompt = PromptSpec.model_validate(TESTBED["prompt"])
-        prompt = (await vllm_engine.tokenize_chat(spec_prompt.messages(problem.question))).token_ids
+        prompt = await _chat_prompt(vllm_engine, problem)
         spec = SamplingSpec(max_tokens=60, temperature=1.0, logprobs=5, seed=7)
         whole = (await vllm_engine.generate(GenerationRequest("w", prompt, spec))).completions[0]
         chunks = [
