@@ -51,10 +51,10 @@ def _solve(
     return loop.run(go())
 
 
-async def _chat_prompt(engine: VLLMEngine, problem: Problem) -> list[int]:
+async def _chat_prompt(engine: VLLMEngine, problem: Problem) -> tuple[int, ...]:
     """The testbed's chat prompt for ``problem``, as the engine's token ids."""
     spec = PromptSpec.model_validate(TESTBED["prompt"])
-    return list((await engine.tokenize_chat(spec.messages(problem.question))).token_ids)
+    return (await engine.tokenize_chat(spec.messages(problem.question))).token_ids
 
 
 def test_generate_exact_tokens_stop_logprobs_seed(
