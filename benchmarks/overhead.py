@@ -215,6 +215,15 @@ async def step_overhead(args: argparse.Namespace, engine: VLLMEngine) -> dict[st
         "concurrency": args.concurrency,
         "repeats": args.repeats,
         "requests": sum(len(s) for s in streams.values()),
+        **timings(orch_times, raw_times, orch_tokens, raw_tokens),
+    }
+
+
+def timings(
+    orch_times: list[float], raw_times: list[float], orch_tokens: int, raw_tokens: int
+) -> dict[str, Any]:
+    """Both arms' walls and tokens, and the ratio of their median walls."""
+    return {
         "orchestrator_seconds": orch_times,
         "raw_seconds": raw_times,
         "orchestrator_tokens": orch_tokens,
@@ -252,12 +261,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "problems": len(problems),
         "n": args.n,
         "repeats": args.repeats,
-        "orchestrator_seconds": orch_times,
-        "raw_seconds": raw_times,
-        "orchestrator_tokens": orch_tokens,
-        "raw_tokens": raw_tokens,
-        "overhead_ratio": statistics.median(orch_times) / statistics.median(raw_times),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        **timings(orch_times, raw_times, orch_tokens, raw_tokens),
     }
 
 
