@@ -36,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
+import psutil
 
 from benchmarks.markdown import table, write_json, write_section
 from benchmarks.testbed import (
@@ -52,7 +53,7 @@ from core.scoring import SCORERS
 from orchestrator.datasets import load_problems
 from orchestrator.engines.config import OpenAIEngineConfig
 from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.vllm_server import VLLMServer
+from orchestrator.engines.vllm_server import SMALL_CPU_LAYOUT, VLLMServer
 from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe
 from orchestrator.runner import Orchestrator
@@ -73,6 +74,17 @@ def server_args(template: Path) -> list[str]:
         "--enforce-eager", "--enable-prompt-tokens-details", "--seed", "0",
         "--no-enable-chunked-prefill", "--block-size", "32", "--chat-template", str(template),
     ]  # fmt: skip
+
+
+LAYOUTS = {
+    "small-cpu": "Server layout `small-cpu` (`SMALL_CPU_LAYOUT`: "
+    "`VLLM_ENABLE_V1_MULTIPROCESSING=0 OMP_NUM_THREADS=1`): the engine core runs the model "
+    "itself on one thread, so its CPU time is the time the engine needs for the work; engine "
+    "busy is that over the wall time, and a strategy's ceiling is its_hub's wall time over the "
+    "engine CPU the work needs: no client on this server can beat its_hub by more.",
+    "stock": "Server layout `stock`: vLLM's own, a model worker process beside the engine core; "
+    "the two busy-wait on each other, so engine CPU includes spinning.",
+}
 
 
 def chat_template(recipe: Recipe) -> str | None:
@@ -177,10 +189,24 @@ class Metrics:
                 await asyncio.wait_for(stop.wait(), self.every)
 
 
-async def measured(url: str, arm: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+def server_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server's processes, by role: engine (engine core and any model
+    worker) and api (the HTTP front end)."""
+    seconds = {"engine": 0.0, "api": 0.0}
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            role = "engine" if process.name().startswith("VLLM::") else "api"
+            seconds[role] += times.user + times.system
+    return seconds
+
+
+async def measured(url: str, pid: int, arm: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     """Run ``arm`` while sampling the server; the arm returns its own figures."""
     metrics = Metrics(url)
     async with aiohttp.ClientSession() as session:
+        cpu_before = server_cpu(pid)
         before = await metrics.read(session)
         stop = asyncio.Event()
         sampler = asyncio.create_task(metrics.sample(session, stop))
@@ -188,6 +214,7 @@ async def measured(url: str, arm: Coroutine[Any, Any, dict[str, Any]]) -> dict[s
         stop.set()
         await sampler
         after = await metrics.read(session)
+        cpu_after = server_cpu(pid)
     wall = figures["wall_seconds"]
     generated = after["generation_tokens_total"] - before["generation_tokens_total"]
     return {
@@ -197,6 +224,8 @@ async def measured(url: str, arm: Coroutine[Any, Any, dict[str, Any]]) -> dict[s
         "mean_running_requests": statistics.fmean(metrics.running or [0.0]),
         "mean_waiting_requests": statistics.fmean(metrics.waiting or [0.0]),
         "generation_tokens_per_second": generated / wall,
+        "server_engine_cpu_seconds": cpu_after["engine"] - cpu_before["engine"],
+        "server_api_cpu_seconds": cpu_after["api"] - cpu_before["api"],
     }
 
 
@@ -267,7 +296,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             (Path(tmp) / "chat.jinja").write_text(template)
         policy = policy_path(base)
         log = ROOT / ".pytest_cache" / "peers_server.log"
-        with VLLMServer(policy, served_name=SERVED_NAME, args=args_list, log_path=log) as server:
+        env = SMALL_CPU_LAYOUT if args.server_layout == "small-cpu" else {}
+        with VLLMServer(
+            policy, served_name=SERVED_NAME, args=args_list, log_path=log, env=env
+        ) as server:
             await check_prompt(server.url, base, problems[0])
             for strategy in args.strategies.split(","):
                 recipe = branchwise_recipe(
@@ -277,11 +309,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await run_branchwise(recipe, problems[:8])  # warm-up (prefix cache, connections)
                 arms: dict[str, list[dict[str, Any]]] = {"its_hub": [], "branchwise": []}
                 for _ in range(args.repeats):
+                    assert server.pid is not None
                     arms["its_hub"].append(
-                        await measured(server.url, run_its_hub(python, job, base, problems))
+                        await measured(
+                            server.url, server.pid, run_its_hub(python, job, base, problems)
+                        )
                     )
                     arms["branchwise"].append(
-                        await measured(server.url, run_branchwise(recipe, problems))
+                        await measured(server.url, server.pid, run_branchwise(recipe, problems))
                     )
                     print(strategy, json.dumps({k: v[-1] for k, v in arms.items()}), flush=True)
                 results[strategy] = arms
@@ -294,6 +329,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "results": results,
         "engine_settings": args.engine,
+        "server_layout": args.server_layout,
+        "server_env": env,
     }
 
 
@@ -302,24 +339,40 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def report(data: dict[str, Any]) -> str:
+    """The table, then each strategy's ratio and (one-thread engine only) its ceiling.
+
+    With the small-cpu layout the engine core is one thread, so its CPU seconds are the time
+    the engine needs for the work; no client can finish faster, and its_hub's wall over that
+    is the most any client could gain over its_hub on this server.
+    """
     rows = []
     ratios = []
+    one_thread = data.get("server_layout") == "small-cpu"
     for strategy, arms in data["results"].items():
         speed = {}
         for arm, runs in arms.items():
-            speed[arm] = data["problems"] / _median(runs, "wall_seconds")
+            wall = _median(runs, "wall_seconds")
+            speed[arm] = data["problems"] / wall
+            engine = _median(runs, "server_engine_cpu_seconds")
             rows.append([
-                strategy, arm, f"{speed[arm]:.2f}", f"{_median(runs, 'wall_seconds'):.1f}",
+                strategy, arm, f"{speed[arm]:.2f}", f"{wall:.1f}",
                 f"{_median(runs, 'server_generated_tokens'):.0f}",
                 f"{_median(runs, 'correct') / data['problems']:.2f}",
                 f"{_median(runs, 'cpu_seconds'):.1f}",
                 f"{_median(runs, 'mean_running_requests'):.1f}",
                 f"{_median(runs, 'generation_tokens_per_second'):.0f}",
+                f"{engine:.1f}",
+                f"{engine / wall:.0%}" if one_thread else "-",
             ])  # fmt: skip
-        ratios.append(f"{strategy} {speed['branchwise'] / speed['its_hub']:.2f}x")
+        ratio = f"{strategy} {speed['branchwise'] / speed['its_hub']:.2f}x"
+        if one_thread:
+            need = min(_median(runs, "server_engine_cpu_seconds") for runs in arms.values())
+            ratio += f" (ceiling {_median(arms['its_hub'], 'wall_seconds') / need:.2f}x)"
+        ratios.append(ratio)
     text = table(
         ["strategy", "system", "problems/s", "wall s", "generated tokens (server)", "accuracy",
-         "client CPU s", "mean running requests", "server gen tokens/s"],
+         "client CPU s", "mean running requests", "server gen tokens/s", "engine CPU s",
+         "engine busy"],
         rows,
     )  # fmt: skip
     return text + "\n\nBranchwise / its_hub problems/s: " + ", ".join(ratios)
@@ -334,6 +387,14 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=8, help="particles / beam paths / samples")
     parser.add_argument("--strategies", default="particle_filter,beam_search,self_consistency")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--server-layout",
+        choices=("small-cpu", "stock"),
+        default="small-cpu",
+        help="small-cpu: the engine core runs the model itself on one thread (SMALL_CPU_LAYOUT), "
+        "leaving a core to the API server and the clients; stock: vLLM's own layout, a worker "
+        "process that busy-waits beside the engine core",
+    )
     parser.add_argument("--peer-python", default=None, help="a Python with its_hub installed")
     parser.add_argument(
         "--engine",
@@ -352,6 +413,7 @@ def main() -> None:
     if args.no_write:
         return
     write_json("peers", data)
+    layout_flag = "" if data["server_layout"] == "small-cpu" else " --server-layout stock"
     write_section(
         "peers",
         "## Branchwise against its_hub on one vLLM server\n\n"
@@ -364,8 +426,9 @@ def main() -> None:
         "testbed's exact step checker as the PRM for both, alternating runs "
         f"(medians of {data['repeats']}). Generated tokens and occupancy are the server's own "
         "`/metrics` (mean running requests sampled every 0.25 s); client CPU is the client "
-        "process's CPU time.\n"
-        "Command: `python benchmarks/peers.py`.\n\n"
+        "process's CPU time; engine CPU is the server's engine processes' CPU time.\n"
+        + LAYOUTS[data["server_layout"]]
+        + f"\nCommand: `python benchmarks/peers.py{layout_flag}`.\n\n"
         f"{text}\n",
     )
 

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -46,8 +46,19 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
     return f"not ready in {seconds:g}s"
 
 
+# vLLM's CPU server runs its model in a worker process next to the engine core, and each
+# busy-waits (sched_yield) on the other for up to a second after every message. On a machine
+# with two cores that spinning starves the API server and its clients at random: the same
+# run took 6.5 s or 18.5 s (benchmarks/peers.py). One process for engine core and model, on
+# one thread, leaves the other core to the API server and the clients.
+SMALL_CPU_LAYOUT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
+
+
 class VLLMServer:
-    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1, ready once ``/health`` is."""
+    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1, ready once ``/health`` is.
+
+    ``env`` adds environment variables for the server only (e.g. :data:`SMALL_CPU_LAYOUT`).
+    """
 
     def __init__(
         self,
@@ -58,6 +69,7 @@ class VLLMServer:
         log_path: str | Path | None = None,
         port: int | None = None,
         ready_seconds: float = 300,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.model = str(model)
         self.served_name = served_name
@@ -65,6 +77,7 @@ class VLLMServer:
         self.log_path = Path(log_path) if log_path else None
         self.port = port or free_port()
         self.ready_seconds = ready_seconds
+        self.env = dict(env or {})
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -98,7 +111,7 @@ class VLLMServer:
             command,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"},
+            env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", **self.env},
             start_new_session=True,  # its own process group, with vLLM's engine process
         )
         try:
@@ -113,6 +126,11 @@ class VLLMServer:
         if problem is not None:
             where = f"; see {self.log_path}" if self.log_path else ""
             raise EngineError(f"vLLM server for {self.model} {problem}{where}")
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (its engine processes are its children)."""
+        return self._process.pid if self._process is not None else None
 
     def kill(self) -> None:
         """SIGKILL the server and its engine process at once, as a crashed machine would."""
