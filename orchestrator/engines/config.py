@@ -39,7 +39,7 @@ class VLLMEngineConfig(EngineConfig):
     kind: Literal["vllm"] = "vllm"
     token_level: ClassVar[bool] = True
     plumbing: ClassVar[frozenset[str]] = frozenset(
-        {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager"}
+        {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager", "cpu_layout"}
     )
     model: str = Field(description="Model folder (relative to the recipe) or name.")
     dtype: str = Field("auto", description="Weights dtype, e.g. float32 on CPU.")
@@ -57,6 +57,13 @@ class VLLMEngineConfig(EngineConfig):
         description="KV-cache block size in tokens; prefix caching reuses whole blocks only. "
         "None: vLLM's default (128 on CPU, coarser than short prompts; the CPU backend needs a "
         "multiple of 32).",
+    )
+    cpu_layout: Literal["auto", "small-cpu", "stock"] = Field(
+        "auto",
+        description="vLLM's processes on a CPU machine: small-cpu runs the model in the engine "
+        "core on one thread (vLLM's worker process busy-waits beside it, which starves the "
+        "orchestrator on few cores); stock is vLLM's own; auto is small-cpu on CPU-only machines "
+        "with up to 4 cores. Same tokens either way.",
     )
 
     def resolved_model(self, base_dir: Path | None) -> str:

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from core.errors import EngineError
+from orchestrator.engines.cpu_layout import environment, layout_environment
 from orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -84,8 +85,10 @@ class VLLMEngine:
         )
         # engine-core processes must not outlive this one, even if it is SIGKILLed
         self._watchdog = start_watchdog()
+        layout = layout_environment(c.cpu_layout, on_cpu=current_platform.is_cpu())
         try:
-            self._llm = AsyncLLM.from_engine_args(args)
+            with environment(layout):
+                self._llm = AsyncLLM.from_engine_args(args)
         except Exception as exc:
             stop_watchdog(self._watchdog)
             raise EngineError(f"vLLM failed to start on {self.model_path}: {exc}") from exc

@@ -21,7 +21,10 @@ from typing import IO, Self
 import httpx
 
 from core.errors import EngineError
+from orchestrator.engines.cpu_layout import SMALL_CPU_LAYOUT
 from orchestrator.engines.watchdog import start_watchdog, stop_watchdog
+
+__all__ = ["SMALL_CPU_LAYOUT", "VLLMServer", "free_port", "wait_healthy"]
 
 
 def free_port() -> int:
@@ -44,14 +47,6 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
             pass
         time.sleep(1)
     return f"not ready in {seconds:g}s"
-
-
-# vLLM's CPU server runs its model in a worker process next to the engine core, and each
-# busy-waits (sched_yield) on the other for up to a second after every message. On a machine
-# with two cores that spinning starves the API server and its clients at random: the same
-# run took 6.5 s or 18.5 s (benchmarks/peers.py). One process for engine core and model, on
-# one thread, leaves the other core to the API server and the clients.
-SMALL_CPU_LAYOUT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
 
 
 class VLLMServer:
