@@ -6,8 +6,9 @@ that spinning starves whatever else must run, the API server, its clients, the o
 itself, at random: the same particle-filter run over HTTP took 6.5 s or 18.5 s
 (BENCHMARKS.md, "Branchwise against its_hub"). With :data:`SMALL_CPU_LAYOUT` the engine core
 runs the model itself on one thread and leaves the other cores to the rest: 6.0-6.4 s every
-time over HTTP; in process 1.12x faster, with the same tokens (``benchmarks/cpu_layout.py``). On many cores one thread
-caps the model's compute, so ``auto`` uses it only on small CPU-only machines.
+time over HTTP; in process 1.12x faster, with the same tokens (``benchmarks/cpu_layout.py``).
+On many cores one thread caps the model's compute, so ``auto`` uses it only on small CPU-only
+machines.
 """
 
 from __future__ import annotations
