@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 
 from benchmarks.markdown import table, write_json, write_section
-from benchmarks.testbed import STEP_STRATEGIES, base_recipe, eval_path, policy_path, testbed_recipe
+from benchmarks.testbed import (
+    STEP_STRATEGIES,
+    base_recipe,
+    eval_path,
+    policy_path,
+    testbed_recipe,
+    timed_run,
+)
 from core.problem import Problem
 from orchestrator.datasets import load_problems
 from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.vllm_engine import VLLMEngine
 from orchestrator.recipe import Recipe
-from orchestrator.runner import Orchestrator
 
 LAYOUTS = ("stock", "small-cpu")
 
@@ -60,20 +65,14 @@ def vllm_children() -> set[int]:
 async def timed(
     engine: VLLMEngine, recipe: Recipe, problems: list[Problem], pids: set[int]
 ) -> dict[str, float]:
-    own, engine_cpu = time.process_time(), engine_cpu_seconds(pids)
-    start = time.perf_counter()
-    async with Orchestrator(recipe, engine=engine) as orchestrator:
-        results = await orchestrator.run(problems)
-    wall = time.perf_counter() - start
-    failures = [r.error for r in results if r.error]
-    if failures:
-        raise SystemExit(f"run failed: {failures[0]}")
+    engine_cpu = engine_cpu_seconds(pids)
+    run = await timed_run(recipe, problems, engine)
     return {
-        "wall_seconds": wall,
-        "tokens": sum(int(r.usage["generated_tokens"]) for r in results),
-        "correct": sum(bool(r.correct) for r in results),
+        "wall_seconds": run.wall_seconds,
+        "tokens": run.generated_tokens,
+        "correct": run.correct,
         "engine_cpu_seconds": engine_cpu_seconds(pids) - engine_cpu,
-        "orchestrator_cpu_seconds": time.process_time() - own,
+        "orchestrator_cpu_seconds": run.cpu_seconds,
     }
 
 

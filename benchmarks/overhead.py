@@ -42,6 +42,7 @@ from benchmarks.testbed import (
     eval_path,
     policy_path,
     testbed_recipe,
+    timed_run,
 )
 from core.problem import Problem
 from core.seeding import derive_seed
@@ -51,7 +52,6 @@ from orchestrator.engines.types import GenerationRequest, GenerationResult
 from orchestrator.engines.vllm_engine import VLLMEngine, to_sampling_params
 from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe
-from orchestrator.runner import Orchestrator
 
 POLICY = policy_path(base_recipe())
 EVAL = eval_path(base_recipe())
@@ -65,14 +65,8 @@ def make_recipe(n: int, seed: int, concurrency: int) -> Recipe:
 async def orchestrated(
     engine: VLLMEngine, recipe: Recipe, problems: list[Problem]
 ) -> tuple[float, int]:
-    start = time.perf_counter()
-    async with Orchestrator(recipe, engine=engine) as orchestrator:
-        results = await orchestrator.run(problems)
-    elapsed = time.perf_counter() - start
-    failures = [r.error for r in results if r.error]
-    if failures:
-        raise RuntimeError(f"orchestrated run failed: {failures[0]}")
-    return elapsed, sum(int(r.usage["generated_tokens"]) for r in results)
+    run = await timed_run(recipe, problems, engine)
+    return run.wall_seconds, run.generated_tokens
 
 
 async def raw(

@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from benchmarks.testbed import (
     base_recipe,
     policy_path,
     testbed_recipe,
+    timed_run,
 )
 from core.problem import Problem
 from core.scoring import SCORERS
@@ -56,7 +56,6 @@ from orchestrator.engines.openai_engine import OpenAIEngine
 from orchestrator.engines.vllm_server import SMALL_CPU_LAYOUT, VLLMServer
 from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe
-from orchestrator.runner import Orchestrator
 from verifiers.answers import extract_answer
 from verifiers.grading import grade
 
@@ -230,18 +229,12 @@ async def measured(url: str, pid: int, arm: Coroutine[Any, Any, dict[str, Any]])
 
 
 async def run_branchwise(recipe: Recipe, problems: list[Problem]) -> dict[str, Any]:
-    cpu, wall = time.process_time(), time.perf_counter()
-    async with Orchestrator(recipe) as orchestrator:
-        results = await orchestrator.run(problems)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    errors = [r.error for r in results if r.error]
-    if errors:
-        raise SystemExit(f"Branchwise run failed: {errors[0]}")
+    run = await timed_run(recipe, problems)
     return {
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
-        "correct": sum(bool(r.correct) for r in results),
-        "usage_generated_tokens": sum(int(r.usage["generated_tokens"]) for r in results),
+        "wall_seconds": run.wall_seconds,
+        "cpu_seconds": run.cpu_seconds,
+        "correct": run.correct,
+        "usage_generated_tokens": run.generated_tokens,
     }
 
 

@@ -8,10 +8,18 @@ peer system can run too, and what keeps the comparison about orchestration, not 
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.recipe import Recipe, load_recipe, parse_recipe
+from orchestrator.runner import Orchestrator
+
+if TYPE_CHECKING:
+    from core.problem import Problem
+    from orchestrator.engines.base import Engine
+    from orchestrator.results import ProblemResult
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED_RECIPE = ROOT / "examples" / "recipes" / "particle_filter_prm.yaml"
@@ -68,3 +76,35 @@ def testbed_recipe(
     data.pop("dataset", None)
     data.pop("base_dir", None)
     return parse_recipe(data, base_dir=base.base_dir)
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    """One search over a problem set: its results, wall time and this process's CPU time."""
+
+    results: list[ProblemResult]
+    wall_seconds: float
+    cpu_seconds: float
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(int(r.usage["generated_tokens"]) for r in self.results)
+
+    @property
+    def correct(self) -> int:
+        return sum(bool(r.correct) for r in self.results)
+
+
+async def timed_run(
+    recipe: Recipe, problems: list[Problem], engine: Engine | None = None
+) -> TimedRun:
+    """Solve ``problems`` with ``recipe`` (on ``engine``, else the recipe's own); a benchmark
+    whose run had a failed problem measured nothing, so that ends it with the first error."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    async with Orchestrator(recipe, engine=engine) as orchestrator:
+        results = await orchestrator.run(problems)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise SystemExit(f"{recipe.strategy.name} run failed: {errors[0]}")
+    return TimedRun(results, wall, cpu)
