@@ -52,6 +52,7 @@ def build_backend(config: RewardModelConfig, resources: ScorerResources) -> Toke
         dtype=config.dtype,
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
+        cpu_layout=config.cpu_layout,
         task=fmt.vllm_task,
         step_tag=step_tag,
     )

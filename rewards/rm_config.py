@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from core.cpu_layout import CpuLayout
 from core.scoring import ScorerConfig
 from rewards.aggregate import StepAggregation
 from rewards.formats import FormatName, check_backend, get_format
@@ -24,7 +25,7 @@ class RewardModelConfig(ScorerConfig):
     # the backends give the same scores (within 1e-4, tested); the rest is speed
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"backend", "base_url", "tokenizer", "max_batch", "max_wait_ms", "timeout_seconds",
-         "cache_steps", "gpu_memory_utilization", "threads"}
+         "cache_steps", "gpu_memory_utilization", "threads", "cpu_layout"}
     )  # fmt: skip
     format: FormatName = Field(
         "token_classify",
@@ -77,6 +78,11 @@ class RewardModelConfig(ScorerConfig):
         0.1, gt=0, le=1, description="Memory share for the pooling engine's cache (vllm)."
     )
     threads: int | None = Field(None, ge=1, description="torch threads (torch).")
+    cpu_layout: CpuLayout = Field(
+        "auto",
+        description="vLLM's processes on a CPU machine (vllm), as the engine's `cpu_layout`: "
+        "auto | small-cpu | stock.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from core.cpu_layout import CpuLayout, environment, layout_environment
 from core.errors import ScorerError
 from rewards.pooling import rows_at
 
@@ -45,6 +46,7 @@ class VLLMTokenScores:
         gpu_memory_utilization: float = 0.1,
         enforce_eager: bool = True,
         max_num_seqs: int = 64,
+        cpu_layout: CpuLayout = "auto",
         task: str = "token_classify",
         step_tag: str | None = None,
     ) -> None:
@@ -52,6 +54,7 @@ class VLLMTokenScores:
         self.task = task
         self.step_tag = step_tag
         self.step_tag_id: int | None = None
+        self.cpu_layout: CpuLayout = cpu_layout
         self.options: dict[str, Any] = {
             "dtype": dtype,
             "max_model_len": max_model_len,
@@ -72,6 +75,7 @@ class VLLMTokenScores:
             from transformers import AutoTokenizer
             from vllm.config import PoolerConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.platforms import current_platform
             from vllm.v1.engine.async_llm import AsyncLLM
 
             if self.step_tag is not None:
@@ -86,8 +90,10 @@ class VLLMTokenScores:
                 disable_log_stats=True,
                 **self.options,
             )
+            on_cpu = current_platform.is_cpu()
             try:
-                self._llm = AsyncLLM.from_engine_args(args)
+                with environment(layout_environment(self.cpu_layout, on_cpu=on_cpu)):
+                    self._llm = AsyncLLM.from_engine_args(args)
             except Exception as exc:
                 message = f"vLLM pooling failed to start on {self.model_path}: {exc}"
                 raise ScorerError(message) from exc

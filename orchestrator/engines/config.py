@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.cpu_layout import CpuLayout
 from core.registry import Registry
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class VLLMEngineConfig(EngineConfig):
         "None: vLLM's default (128 on CPU, coarser than short prompts; the CPU backend needs a "
         "multiple of 32).",
     )
-    cpu_layout: Literal["auto", "small-cpu", "stock"] = Field(
+    cpu_layout: CpuLayout = Field(
         "auto",
         description="vLLM's processes on a CPU machine: small-cpu runs the model in the engine "
         "core on one thread (vLLM's worker process busy-waits beside it, which starves the "

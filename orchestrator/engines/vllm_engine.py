@@ -14,8 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from core.cpu_layout import environment, layout_environment
 from core.errors import EngineError
-from orchestrator.engines.cpu_layout import environment, layout_environment
 from orchestrator.engines.types import (
     Completion,
     FinishReason,

@@ -20,8 +20,8 @@ from typing import IO, Self
 
 import httpx
 
+from core.cpu_layout import SMALL_CPU_LAYOUT
 from core.errors import EngineError
-from orchestrator.engines.cpu_layout import SMALL_CPU_LAYOUT
 from orchestrator.engines.watchdog import start_watchdog, stop_watchdog
 
 __all__ = ["SMALL_CPU_LAYOUT", "VLLMServer", "free_port", "wait_healthy"]

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from orchestrator.engines.cpu_layout import SMALL_CPU_LAYOUT, environment, layout_environment
+from core.cpu_layout import SMALL_CPU_LAYOUT, environment, layout_environment
 
 
 @pytest.mark.parametrize(
