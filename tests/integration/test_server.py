@@ -94,10 +94,11 @@ def live_server(engine_loop: EngineLoop, vllm_engine: VLLMEngine) -> Iterator[Li
         "adaptive": served_recipe(
             {"name": "adaptive_self_consistency", "max_samples": 16, "confidence": 0.999}
         ),
-        # a search long enough to walk away from: 512 samples that rarely stop early, two
-        # waves of 256 sequences (~5 s on 2 CPU cores, where 256 of them take 2.7 s)
+        # a search long enough to walk away from: 2048 samples that rarely stop early, eight
+        # waves of 256 sequences (one wave took 2.7 s on 2 CPU cores). The tests cancel it
+        # after 1.5 s, so its length costs nothing; it must only outlast that on a fast machine
         "long": served_recipe(
-            {"name": "self_consistency", "n": 512}, temperature=2.0, max_tokens=200
+            {"name": "self_consistency", "n": 2048}, temperature=2.0, max_tokens=200
         ),
     }
     catalog = ModelCatalog(recipes, engines={name: vllm_engine for name in recipes})
