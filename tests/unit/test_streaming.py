@@ -38,18 +38,22 @@ def test_scripted_stream_yields_one_token_per_step_and_counts_what_it_yields() -
     assert engine.aborted == []
 
 
+async def _leave_after_five_tokens(engine: ScriptedEngine) -> Any:
+    """Stream a whole solution and walk away once it has 5 tokens: the context, the stream
+    and the texts streamed."""
+    ctx = await make_context(engine, make_problem(1))
+    texts = []
+    async with ctx.stream_expand(ctx.root, one_step=False) as stream:
+        async for partial in stream:
+            texts.append(partial.text)
+            if len(partial.token_ids) == 5:
+                break
+    return ctx, stream, texts
+
+
 def test_leaving_a_stream_early_records_an_aborted_node_with_its_tokens() -> None:
     engine = ScriptedEngine(error_rate=0.0)
-
-    async def go() -> Any:
-        ctx = await make_context(engine, make_problem(1))
-        async with ctx.stream_expand(ctx.root, one_step=False) as stream:
-            async for partial in stream:
-                if len(partial.token_ids) == 5:
-                    break
-        return ctx, stream
-
-    ctx, stream = asyncio.run(go())
+    ctx, stream, _ = asyncio.run(_leave_after_five_tokens(engine))
     node = stream.node
     assert stream.aborted and node is not None
     assert len(node.token_ids) == 5 and node.finish_reason == "abort" and not node.terminal
@@ -75,15 +79,11 @@ def test_a_sample_stopped_mid_stream_keeps_the_decode_of_its_tokens() -> None:
     engine = RunningTextEngine(error_rate=0.0)
 
     async def go() -> Any:
-        ctx = await make_context(engine, make_problem(1))
-        async with ctx.stream_expand(ctx.root, one_step=False) as stream:
-            async for partial in stream:
-                assert partial.text == "<running>"
-                if len(partial.token_ids) == 5:
-                    break
-        return stream.node, await engine.decode(stream.node.token_ids)  # type: ignore[union-attr]
+        _, stream, texts = await _leave_after_five_tokens(engine)
+        return stream.node, texts, await engine.decode(stream.node.token_ids)
 
-    node, decoded = asyncio.run(go())
+    node, texts, decoded = asyncio.run(go())
+    assert texts == ["<running>"] * 5  # what the engine streamed
     assert node.finish_reason == "abort" and len(node.token_ids) == 5
     assert node.text == decoded != "<running>"
 
