@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 
 from benchmarks.markdown import table, write_json, write_section
+from benchmarks.process_cpu import cpu_seconds, is_vllm_engine, process_tree
 from benchmarks.testbed import (
     STEP_STRATEGIES,
     base_recipe,
@@ -44,34 +45,21 @@ from orchestrator.recipe import Recipe
 LAYOUTS = ("stock", "small-cpu")
 
 
-def engine_cpu_seconds(known: set[int]) -> float:
-    """CPU seconds so far of this process's vLLM children (engine cores and model workers)
-    whose pid is in ``known``."""
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        if child.pid in known:
-            with contextlib.suppress(psutil.Error):
-                times = child.cpu_times()
-                total += times.user + times.system
-    return total
-
-
-def vllm_children() -> set[int]:
-    return {
-        p.pid for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")
-    }
+def vllm_children() -> set[psutil.Process]:
+    """This process's vLLM engine processes running now."""
+    return {p for p in process_tree() if is_vllm_engine(p)}
 
 
 async def timed(
-    engine: VLLMEngine, recipe: Recipe, problems: list[Problem], pids: set[int]
+    engine: VLLMEngine, recipe: Recipe, problems: list[Problem], pids: set[psutil.Process]
 ) -> dict[str, float]:
-    engine_cpu = engine_cpu_seconds(pids)
+    engine_cpu = cpu_seconds(pids)
     run = await timed_run(recipe, problems, engine)
     return {
         "wall_seconds": run.wall_seconds,
         "tokens": run.generated_tokens,
         "correct": run.correct,
-        "engine_cpu_seconds": engine_cpu_seconds(pids) - engine_cpu,
+        "engine_cpu_seconds": cpu_seconds(pids) - engine_cpu,
         "orchestrator_cpu_seconds": run.cpu_seconds,
     }
 

@@ -35,9 +35,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-import psutil
 
 from benchmarks.markdown import table, write_json, write_section
+from benchmarks.process_cpu import cpu_seconds, is_vllm_engine, process_tree
 from benchmarks.testbed import (
     BEAM_WIDTH,
     MAX_DEPTH,
@@ -48,12 +48,13 @@ from benchmarks.testbed import (
     testbed_recipe,
     timed_run,
 )
+from core.cpu_layout import layout_environment
 from core.problem import Problem
 from core.scoring import SCORERS
 from orchestrator.datasets import load_problems
 from orchestrator.engines.config import OpenAIEngineConfig
 from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.vllm_server import SMALL_CPU_LAYOUT, VLLMServer
+from orchestrator.engines.vllm_server import VLLMServer
 from orchestrator.prompting import render_prompt
 from orchestrator.recipe import Recipe
 from verifiers.answers import extract_answer
@@ -191,14 +192,9 @@ class Metrics:
 def server_cpu(pid: int) -> dict[str, float]:
     """CPU seconds so far of the server's processes, by role: engine (engine core and any model
     worker) and api (the HTTP front end)."""
-    seconds = {"engine": 0.0, "api": 0.0}
-    root = psutil.Process(pid)
-    for process in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            role = "engine" if process.name().startswith("VLLM::") else "api"
-            seconds[role] += times.user + times.system
-    return seconds
+    tree = process_tree(pid)
+    engine = [p for p in tree if is_vllm_engine(p)]
+    return {"engine": cpu_seconds(engine), "api": cpu_seconds(p for p in tree if p not in engine)}
 
 
 async def measured(url: str, pid: int, arm: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -289,9 +285,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             (Path(tmp) / "chat.jinja").write_text(template)
         policy = policy_path(base)
         log = ROOT / ".pytest_cache" / "peers_server.log"
-        env = SMALL_CPU_LAYOUT if args.server_layout == "small-cpu" else {}
         with VLLMServer(
-            policy, served_name=SERVED_NAME, args=args_list, log_path=log, env=env
+            policy,
+            served_name=SERVED_NAME,
+            args=args_list,
+            log_path=log,
+            cpu_layout=args.server_layout,
         ) as server:
             await check_prompt(server.url, base, problems[0])
             for strategy in args.strategies.split(","):
@@ -323,7 +322,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "engine_settings": args.engine,
         "server_layout": args.server_layout,
-        "server_env": env,
+        "server_env": dict(layout_environment(args.server_layout)),
     }
 
 

@@ -35,7 +35,7 @@ from benchmarks.markdown import table, write_json, write_section
 from core.problem import Problem
 from core.scoring import Candidate, ScorerResources
 from orchestrator.datasets import load_problems
-from orchestrator.engines.vllm_server import SMALL_CPU_LAYOUT, VLLMServer
+from orchestrator.engines.vllm_server import VLLMServer
 from orchestrator.recipe import parse_recipe
 from orchestrator.runner import Orchestrator
 from orchestrator.steps import split_steps
@@ -136,10 +136,7 @@ def prm_server(folder: Path, port: int, log: Path, fmt: str) -> VLLMServer:
         "--dtype", "float32", "--max-model-len", "256",
         "--gpu-memory-utilization", "0.1", "--enforce-eager",
     ]  # fmt: skip
-    # the same process layout as the in-process backend (engine.cpu_layout: auto here)
-    return VLLMServer(
-        folder, served_name="prm", args=args, log_path=log, port=port, env=SMALL_CPU_LAYOUT
-    )
+    return VLLMServer(folder, served_name="prm", args=args, log_path=log, port=port)
 
 
 async def memoisation(

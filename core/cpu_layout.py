@@ -28,12 +28,32 @@ SMALL_CPU_LAYOUT: Mapping[str, str] = {
 SMALL_MACHINE_CORES = 4  # ``auto`` picks the small layout up to this many cores
 
 
-def layout_environment(layout: CpuLayout, *, on_cpu: bool) -> Mapping[str, str]:
-    """The environment variables ``layout`` needs (none for vLLM's own layout)."""
+def layout_environment(layout: CpuLayout, *, on_cpu: bool | None = None) -> Mapping[str, str]:
+    """The environment variables ``layout`` needs (none for vLLM's own layout).
+
+    ``on_cpu``: whether vLLM runs on the CPU here (None: ask vLLM, only when it matters).
+    """
     if layout == "auto":
-        small = on_cpu and (os.cpu_count() or 1) <= SMALL_MACHINE_CORES
+        small = (os.cpu_count() or 1) <= SMALL_MACHINE_CORES and (
+            _vllm_on_cpu() if on_cpu is None else on_cpu
+        )
         layout = "small-cpu" if small else "stock"
     return SMALL_CPU_LAYOUT if layout == "small-cpu" else {}
+
+
+def _vllm_on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False  # no vLLM here: nothing to lay out
+    return bool(current_platform.is_cpu())
+
+
+@contextlib.contextmanager
+def laid_out(layout: CpuLayout) -> Iterator[None]:
+    """Start vLLM in process inside this block: it runs with ``layout``'s environment."""
+    with environment(layout_environment(layout)):
+        yield
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from core.cpu_layout import CpuLayout, environment, layout_environment
+from core.cpu_layout import CpuLayout, laid_out
 from core.errors import ScorerError
 from rewards.pooling import rows_at
 
@@ -75,7 +75,6 @@ class VLLMTokenScores:
             from transformers import AutoTokenizer
             from vllm.config import PoolerConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.platforms import current_platform
             from vllm.v1.engine.async_llm import AsyncLLM
 
             if self.step_tag is not None:
@@ -90,9 +89,8 @@ class VLLMTokenScores:
                 disable_log_stats=True,
                 **self.options,
             )
-            on_cpu = current_platform.is_cpu()
             try:
-                with environment(layout_environment(self.cpu_layout, on_cpu=on_cpu)):
+                with laid_out(self.cpu_layout):
                     self._llm = AsyncLLM.from_engine_args(args)
             except Exception as exc:
                 message = f"vLLM pooling failed to start on {self.model_path}: {exc}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from core.cpu_layout import environment, layout_environment
+from core.cpu_layout import laid_out
 from core.errors import EngineError
 from orchestrator.engines.types import (
     Completion,
@@ -85,9 +85,8 @@ class VLLMEngine:
         )
         # engine-core processes must not outlive this one, even if it is SIGKILLed
         self._watchdog = start_watchdog()
-        layout = layout_environment(c.cpu_layout, on_cpu=current_platform.is_cpu())
         try:
-            with environment(layout):
+            with laid_out(c.cpu_layout):
                 self._llm = AsyncLLM.from_engine_args(args)
         except Exception as exc:
             stop_watchdog(self._watchdog)

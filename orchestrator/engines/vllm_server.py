@@ -13,18 +13,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
 import httpx
 
-from core.cpu_layout import SMALL_CPU_LAYOUT
+from core.cpu_layout import CpuLayout, layout_environment
 from core.errors import EngineError
 from orchestrator.engines.watchdog import start_watchdog, stop_watchdog
-
-__all__ = ["SMALL_CPU_LAYOUT", "VLLMServer", "free_port", "wait_healthy"]
 
 
 def free_port() -> int:
@@ -52,7 +50,8 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
 class VLLMServer:
     """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1, ready once ``/health`` is.
 
-    ``env`` adds environment variables for the server only (e.g. :data:`SMALL_CPU_LAYOUT`).
+    ``cpu_layout`` lays out its processes as ``engine.cpu_layout`` does in process
+    (``core.cpu_layout``).
     """
 
     def __init__(
@@ -64,7 +63,7 @@ class VLLMServer:
         log_path: str | Path | None = None,
         port: int | None = None,
         ready_seconds: float = 300,
-        env: Mapping[str, str] | None = None,
+        cpu_layout: CpuLayout = "auto",
     ) -> None:
         self.model = str(model)
         self.served_name = served_name
@@ -72,7 +71,7 @@ class VLLMServer:
         self.log_path = Path(log_path) if log_path else None
         self.port = port or free_port()
         self.ready_seconds = ready_seconds
-        self.env = dict(env or {})
+        self.cpu_layout: CpuLayout = cpu_layout
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -106,7 +105,11 @@ class VLLMServer:
             command,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", **self.env},
+            env={
+                **os.environ,
+                "VLLM_LOGGING_LEVEL": "WARNING",
+                **layout_environment(self.cpu_layout),
+            },
             start_new_session=True,  # its own process group, with vLLM's engine process
         )
         try:

@@ -18,7 +18,7 @@ import pytest
 from core.errors import EngineError
 from orchestrator.engines.config import VLLMEngineConfig
 from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.engines.vllm_server import SMALL_CPU_LAYOUT, VLLMServer
+from orchestrator.engines.vllm_server import VLLMServer
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "testbed" / "models" / "policy"
@@ -105,9 +105,7 @@ def serve(model: Path, name: str, args: list[str]) -> Iterator[str]:
     """Run a vLLM server on loopback for a fixture; yields its base URL, stops it after."""
     log = REPO / ".pytest_cache" / f"{name}_server.log"
     try:
-        # one engine thread: vLLM's worker process would busy-wait beside the engine core and
-        # take the cores the tests' clients need
-        server = VLLMServer(model, served_name=name, args=args, log_path=log, env=SMALL_CPU_LAYOUT)
+        server = VLLMServer(model, served_name=name, args=args, log_path=log)
         server.start()
     except EngineError as exc:
         pytest.fail(str(exc))

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.engines.vllm_server import SMALL_CPU_LAYOUT, VLLMServer
+from orchestrator.engines.vllm_server import VLLMServer
 from orchestrator.store import ResultStore, is_store
 from tests.integration.conftest import POLICY, REPO
 
@@ -67,18 +67,10 @@ def test_an_evaluation_survives_a_server_killed_mid_run(tmp_path: Path) -> None:
     logs = REPO / ".pytest_cache"
     with (
         VLLMServer(
-            POLICY,
-            served_name="policy",
-            args=SERVER_ARGS,
-            log_path=logs / "fleet_a.log",
-            env=SMALL_CPU_LAYOUT,
+            POLICY, served_name="policy", args=SERVER_ARGS, log_path=logs / "fleet_a.log"
         ) as a,
         VLLMServer(
-            POLICY,
-            served_name="policy",
-            args=SERVER_ARGS,
-            log_path=logs / "fleet_b.log",
-            env=SMALL_CPU_LAYOUT,
+            POLICY, served_name="policy", args=SERVER_ARGS, log_path=logs / "fleet_b.log"
         ) as b,
     ):
         reference_out = tmp_path / "reference"

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from core import cpu_layout
 from core.cpu_layout import SMALL_CPU_LAYOUT, environment, layout_environment
 
 
@@ -36,3 +37,19 @@ def test_the_environment_is_restored_after_the_block(monkeypatch: pytest.MonkeyP
         raise RuntimeError("vLLM failed to start")
     assert os.environ["OMP_NUM_THREADS"] == "7"
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+
+
+def test_auto_asks_vllm_for_the_platform_only_on_a_small_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[bool] = []
+
+    def on_cpu() -> bool:
+        asked.append(True)
+        return True
+
+    monkeypatch.setattr(cpu_layout, "_vllm_on_cpu", on_cpu)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert layout_environment("auto") == {} and asked == []
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert layout_environment("auto") == SMALL_CPU_LAYOUT and asked == [True]
