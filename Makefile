@@ -32,7 +32,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium missing: the page tests need it"; exit 1; }
 
 demo: setup
-	$(VENV)/bin/branchwise run examples/recipes/demo.yaml --lines
+	$(VENV)/bin/branchwise demo
 
 lint: setup
 	$(VENV)/bin/ruff check .

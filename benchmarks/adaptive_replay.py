@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
 from benchmarks.sc_samples import replay_args, sample_problems
-from strategies.adaptive_consistency import leader_probability
-from verifiers.reference import answers_match
+from branchwise.strategies.adaptive_consistency import leader_probability
+from branchwise.verifiers.reference import answers_match
 
 SAMPLES = 32
 INITIAL = 2

@@ -36,11 +36,11 @@ from benchmarks.testbed import (
     testbed_recipe,
     timed_run,
 )
-from core.problem import Problem
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import VLLMEngineConfig
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.recipe import Recipe
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.config import VLLMEngineConfig
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.recipe import Recipe
 
 LAYOUTS = ("stock", "small-cpu")
 

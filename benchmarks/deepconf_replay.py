@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
 from benchmarks.sc_samples import replay_args, sample_problems
-from core.graph import Node
+from branchwise.core.graph import Node
+from branchwise.rewards.confidence import ConfidenceMeasure, trace_confidence
+from branchwise.strategies.selection import majority_vote, weighted_vote
+from branchwise.verifiers.reference import answers_match
 from examples.testbed.card_metrics import roc_auc, within_problem_auc
-from rewards.confidence import ConfidenceMeasure, trace_confidence
-from strategies.selection import majority_vote, weighted_vote
-from verifiers.reference import answers_match
 
 SAMPLES = 32
 TOP_K = 20

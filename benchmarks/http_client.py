@@ -26,9 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
-from orchestrator.engines.config import OpenAIEngineConfig
-from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.types import GenerationRequest, SamplingSpec
+from branchwise.orchestrator.engines.config import OpenAIEngineConfig
+from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
+from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
 
 CLIENTS = ("httpx", "aiohttp")
 TOKENS = 32  # per completion

@@ -44,14 +44,14 @@ from benchmarks.testbed import (
     testbed_recipe,
     timed_run,
 )
-from core.problem import Problem
-from core.seeding import derive_seed
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import VLLMEngineConfig
-from orchestrator.engines.types import GenerationRequest, GenerationResult
-from orchestrator.engines.vllm_engine import VLLMEngine, to_sampling_params
-from orchestrator.prompting import render_prompt
-from orchestrator.recipe import Recipe
+from branchwise.core.problem import Problem
+from branchwise.core.seeding import derive_seed
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.config import VLLMEngineConfig
+from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine, to_sampling_params
+from branchwise.orchestrator.prompting import render_prompt
+from branchwise.orchestrator.recipe import Recipe
 
 POLICY = policy_path(base_recipe())
 EVAL = eval_path(base_recipe())

@@ -48,17 +48,17 @@ from benchmarks.testbed import (
     testbed_recipe,
     timed_run,
 )
-from core.cpu_layout import layout_environment
-from core.problem import Problem
-from core.scoring import SCORERS
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import OpenAIEngineConfig
-from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.vllm_server import VLLMServer
-from orchestrator.prompting import render_prompt
-from orchestrator.recipe import Recipe
-from verifiers.answers import extract_answer
-from verifiers.grading import grade
+from branchwise.core.cpu_layout import layout_environment
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import SCORERS
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.config import OpenAIEngineConfig
+from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
+from branchwise.orchestrator.engines.vllm_server import VLLMServer
+from branchwise.orchestrator.prompting import render_prompt
+from branchwise.orchestrator.recipe import Recipe
+from branchwise.verifiers.answers import extract_answer
+from branchwise.verifiers.grading import grade
 
 BENCH_VENV = ROOT / ".venv-bench" / "its_hub"
 REQUIREMENTS = ROOT / "benchmarks" / "peers-requirements.txt"

@@ -10,12 +10,12 @@ import argparse
 from pathlib import Path
 
 from benchmarks.strategies import ANSWER, EVAL, MAX_TOKENS, POLICY, PROBLEMS, PROMPT, ROOT
-from core.graph import Node, path_key
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import VLLMEngineConfig
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.recipe import parse_recipe
-from orchestrator.runner import Orchestrator
+from branchwise.core.graph import Node, path_key
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.config import VLLMEngineConfig
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.runner import Orchestrator
 
 
 async def sample_problems(

@@ -32,15 +32,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
-from core.problem import Problem
-from core.scoring import Candidate, ScorerResources
-from orchestrator.datasets import load_problems
-from orchestrator.engines.vllm_server import VLLMServer
-from orchestrator.recipe import parse_recipe
-from orchestrator.runner import Orchestrator
-from orchestrator.steps import split_steps
-from rewards.prm import ProcessRewardModel, RewardModelConfig
-from strategies.base import STRATEGIES
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.vllm_server import VLLMServer
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.orchestrator.steps import split_steps
+from branchwise.rewards.prm import ProcessRewardModel, RewardModelConfig
+from branchwise.strategies.base import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED = ROOT / "examples" / "testbed"

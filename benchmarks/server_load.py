@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
-from orchestrator.engines.vllm_server import free_port, wait_healthy
+from branchwise.orchestrator.engines.vllm_server import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_HEADER = "x-branchwise-trace-id"
@@ -166,7 +166,7 @@ async def run_load(
 
 def describe(recipe_path: Path) -> str:
     """The recipe's search in a few words, e.g. ``self_consistency (n=16), max_tokens 96``."""
-    from orchestrator.recipe import load_recipe
+    from branchwise.orchestrator.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     fields = recipe.strategy.model_dump(exclude={"name"})
@@ -175,8 +175,8 @@ def describe(recipe_path: Path) -> str:
 
 
 def dataset_questions(recipe_path: Path) -> list[str]:
-    from orchestrator.datasets import load_problems
-    from orchestrator.recipe import load_recipe
+    from branchwise.orchestrator.datasets import load_problems
+    from branchwise.orchestrator.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     if recipe.dataset is None:
@@ -192,7 +192,7 @@ class ServerProcess:
     def __init__(self, recipe: Path, port: int, extra: list[str]) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = Path(tempfile.mkstemp(prefix="server_load_", suffix=".log")[1])
-        command = [sys.executable, "-m", "orchestrator.cli", "serve", str(recipe)]
+        command = [sys.executable, "-m", "branchwise", "serve", str(recipe)]
         command += ["--port", str(port), *extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log.open("w") as log:

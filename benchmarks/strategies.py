@@ -53,16 +53,16 @@ from benchmarks.strategies_report import (
     rows_table,
     summarise,
 )
-from core.problem import Problem
-from core.scoring import ScorerResources
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import VLLMEngineConfig
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.recipe import parse_recipe
-from orchestrator.runner import Orchestrator, build_scorers
-from rewards.pooling import TokenScoreBackend
-from rewards.prm import ProcessRewardModel, RewardModelConfig, build_backend
-from strategies.base import STRATEGIES
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import ScorerResources
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.config import VLLMEngineConfig
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.runner import Orchestrator, build_scorers
+from branchwise.rewards.pooling import TokenScoreBackend
+from branchwise.rewards.prm import ProcessRewardModel, RewardModelConfig, build_backend
+from branchwise.strategies.base import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED = ROOT / "examples" / "testbed"

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.markdown import table
-from orchestrator.results import ProblemResult
-from verifiers.reference import answers_match
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.verifiers.reference import answers_match
 
 HIDDEN_KEYS = {"name", "scorer", "max_depth", "step_max_tokens"}
 

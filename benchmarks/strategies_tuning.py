@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.markdown import write_json
 from benchmarks.strategies import BASE_N, PRM_STRATEGIES, TESTBED, run_rows, strategy_config
 from benchmarks.strategies_report import rows_table
-from orchestrator.datasets import load_problems
+from branchwise.orchestrator.datasets import load_problems
 
 VAL = TESTBED / "data" / "val.jsonl"
 AGGREGATIONS = ("min", "last")

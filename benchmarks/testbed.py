@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.recipe import Recipe, load_recipe, parse_recipe
-from orchestrator.runner import Orchestrator
+from branchwise.orchestrator.recipe import Recipe, load_recipe, parse_recipe
+from branchwise.orchestrator.runner import Orchestrator
 
 if TYPE_CHECKING:
-    from core.problem import Problem
-    from orchestrator.engines.base import Engine
-    from orchestrator.results import ProblemResult
+    from branchwise.core.problem import Problem
+    from branchwise.orchestrator.engines.base import Engine
+    from branchwise.orchestrator.results import ProblemResult
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED_RECIPE = ROOT / "examples" / "recipes" / "particle_filter_prm.yaml"

@@ -14,7 +14,7 @@ from typing import Literal
 
 import networkx as nx
 
-from core.errors import BranchwiseError
+from branchwise.core.errors import BranchwiseError
 
 NodeStatus = Literal["open", "terminal", "pruned", "failed", "aborted"]
 ROOT_ID = "r"

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from core.errors import RegistryError
+from branchwise.core.errors import RegistryError
 
 T = TypeVar("T")
 

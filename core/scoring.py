@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.graph import Score
-from core.problem import Problem
-from core.registry import Registry
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.registry import Registry
 
 if TYPE_CHECKING:
-    from orchestrator.engines.base import Engine
+    from branchwise.orchestrator.engines.base import Engine
 
 
 @dataclass(frozen=True)
@@ -112,22 +112,22 @@ class PairwiseScorer(Scorer):
 # The built-in verifiers and reward models, by import path: each is imported only when a
 # recipe (or `branchwise scorers`) names it, and this module imports none of them.
 BUILTIN_SCORERS: dict[str, str] = {
-    "reference_answer": "verifiers.reference:ReferenceAnswer",
-    "reference_steps": "verifiers.reference:ReferenceSteps",
-    "agreement_judge": "verifiers.agreement_judge:AgreementJudge",
-    "mean_logprob": "rewards.intrinsic:MeanLogprob",
-    "perplexity": "rewards.intrinsic:Perplexity",
-    "self_certainty": "rewards.intrinsic:SelfCertainty",
-    "token_entropy": "rewards.intrinsic:TokenEntropy",
-    "group_confidence": "rewards.intrinsic:GroupConfidence",
-    "answer_equivalence": "verifiers.equivalence:AnswerEquivalence",
-    "arithmetic_steps": "verifiers.arithmetic_scorer:ArithmeticSteps",
-    "code_tests": "verifiers.code_execution:CodeTests",
-    "judge_pointwise": "verifiers.judges:PointwiseJudge",
-    "judge_pairwise": "verifiers.judges:PairwiseJudge",
-    "judge_tournament": "verifiers.judges:TournamentJudge",
-    "prm": "rewards.prm:ProcessRewardModel",
-    "orm": "rewards.prm:OutcomeRewardModel",
+    "reference_answer": "branchwise.verifiers.reference:ReferenceAnswer",
+    "reference_steps": "branchwise.verifiers.reference:ReferenceSteps",
+    "agreement_judge": "branchwise.verifiers.agreement_judge:AgreementJudge",
+    "mean_logprob": "branchwise.rewards.intrinsic:MeanLogprob",
+    "perplexity": "branchwise.rewards.intrinsic:Perplexity",
+    "self_certainty": "branchwise.rewards.intrinsic:SelfCertainty",
+    "token_entropy": "branchwise.rewards.intrinsic:TokenEntropy",
+    "group_confidence": "branchwise.rewards.intrinsic:GroupConfidence",
+    "answer_equivalence": "branchwise.verifiers.equivalence:AnswerEquivalence",
+    "arithmetic_steps": "branchwise.verifiers.arithmetic_scorer:ArithmeticSteps",
+    "code_tests": "branchwise.verifiers.code_execution:CodeTests",
+    "judge_pointwise": "branchwise.verifiers.judges:PointwiseJudge",
+    "judge_pairwise": "branchwise.verifiers.judges:PairwiseJudge",
+    "judge_tournament": "branchwise.verifiers.judges:TournamentJudge",
+    "prm": "branchwise.rewards.prm:ProcessRewardModel",
+    "orm": "branchwise.rewards.prm:OutcomeRewardModel",
 }
 
 SCORERS: Registry[Scorer] = Registry(

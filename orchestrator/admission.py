@@ -20,11 +20,11 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from core.errors import BudgetExhausted
-from core.graph import path_key
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import path_key
 
 if TYPE_CHECKING:
-    from orchestrator.budget import BudgetTracker, Reservation
+    from branchwise.orchestrator.budget import BudgetTracker, Reservation
 
 
 class AdmissionQueue:

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.problem import Problem
-from orchestrator.engines.base import Engine
-from orchestrator.recipe import Recipe, load_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.engines.base import Engine
+from branchwise.orchestrator.recipe import Recipe, load_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
 
 
 def _as_recipe(recipe: Recipe | str | Path) -> Recipe:

@@ -18,8 +18,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import BudgetExhausted
-from orchestrator.admission import AdmissionQueue
+from branchwise.core.errors import BudgetExhausted
+from branchwise.orchestrator.admission import AdmissionQueue
 
 
 class Budget(BaseModel):

@@ -16,23 +16,23 @@ from typing import Any, get_args
 
 import yaml
 
-from core.errors import BranchwiseError
-from core.problem import Problem
-from orchestrator import cli_runs
-from orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
-from orchestrator.evaluate import Console, EvalOutcome, engine_output_to, evaluate
-from orchestrator.exit_codes import (
+from branchwise.core.errors import BranchwiseError
+from branchwise.core.problem import Problem
+from branchwise.orchestrator import cli_runs
+from branchwise.orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
+from branchwise.orchestrator.evaluate import Console, EvalOutcome, engine_output_to, evaluate
+from branchwise.orchestrator.exit_codes import (
     EXIT_ALL_FAILED,
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PROBLEMS_FAILED,
 )
-from orchestrator.metrics import run_metrics
-from orchestrator.recipe import Recipe, load_recipe
-from orchestrator.report import summary_text
-from orchestrator.store import DatasetIdentity, ResultStore
-from orchestrator.validation import check_resources
+from branchwise.orchestrator.metrics import run_metrics
+from branchwise.orchestrator.recipe import Recipe, load_recipe
+from branchwise.orchestrator.report import summary_text
+from branchwise.orchestrator.store import DatasetIdentity, ResultStore
+from branchwise.orchestrator.validation import check_resources
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         _eval_arguments(run)
         run.set_defaults(handler=_eval)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the bundled demo recipe (self-consistency on the testbed policy; it ships "
+        "with the package)",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _eval_arguments(demo, with_recipe=False)
+    demo.set_defaults(handler=_demo)
 
     summary = sub.add_parser("summary", help="metrics of a results folder (runs nothing)")
     summary.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
@@ -154,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _limit_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per server limit, with its default and description from ServerLimits."""
-    from orchestrator.server.settings import ServerLimits
+    from branchwise.orchestrator.server.settings import ServerLimits
 
     for name, info in ServerLimits.model_fields.items():
         kind = info.annotation if info.annotation in (int, float) else str
@@ -174,8 +184,9 @@ _EXIT_CODES = """exit codes:
   130  interrupted (finished problems are saved)"""
 
 
-def _eval_arguments(run: argparse.ArgumentParser) -> None:
-    run.add_argument("recipe", type=Path)
+def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -> None:
+    if with_recipe:
+        run.add_argument("recipe", type=Path)
     run.add_argument("--question", action="append", help="solve this question (repeatable)")
     run.add_argument("--limit", type=_positive, help="only the first N dataset problems")
     run.add_argument("--dataset", type=Path, help="JSONL problems instead of the recipe's")
@@ -322,6 +333,15 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.blake2b(question.encode(), digest_size=6).hexdigest()
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from branchwise.orchestrator.bundled import demo_recipe
+
+    args.recipe = demo_recipe()
+    if not (args.quiet or args.lines):
+        args.lines = True
+    return _eval(args)
+
+
 def _eval(args: argparse.Namespace) -> int:
     overrides = _recipe_overrides(args)
     recipe = load_recipe(args.recipe, overrides or None)
@@ -377,7 +397,7 @@ def _eval_on_ray(
     args: argparse.Namespace,
 ) -> int:
     """The evaluation on Ray workers sharing the results folder (see ray_executor)."""
-    from orchestrator.ray_executor import run_on_ray
+    from branchwise.orchestrator.ray_executor import run_on_ray
 
     if args.out is None:
         raise BranchwiseError("--executor ray needs --out (the results folder the workers share)")
@@ -469,8 +489,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from orchestrator.server.main import serve
-        from orchestrator.server.settings import ServerLimits
+        from branchwise.orchestrator.server.main import serve
+        from branchwise.orchestrator.server.settings import ServerLimits
     except ImportError as exc:  # fastapi or uvicorn missing
         raise BranchwiseError(
             f"the server needs the `server` extra ({exc.name} is not installed): "
@@ -502,7 +522,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _list_strategies(args: argparse.Namespace) -> int:
-    from strategies.base import STRATEGIES
+    from branchwise.strategies.base import STRATEGIES
 
     for name, cls in STRATEGIES:
         print(f"{name}: {cls.description}")
@@ -511,7 +531,7 @@ def _list_strategies(args: argparse.Namespace) -> int:
 
 
 def _list_scorers(args: argparse.Namespace) -> int:
-    from core.scoring import SCORERS
+    from branchwise.core.scoring import SCORERS
 
     for name, cls in SCORERS:
         level = "step" if cls.step_level else "outcome"

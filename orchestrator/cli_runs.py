@@ -7,11 +7,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.errors import BranchwiseError
-from orchestrator.exit_codes import EXIT_ALL_FAILED, EXIT_OK, EXIT_PROBLEMS_FAILED
-from orchestrator.metrics import compare_runs, run_metrics
-from orchestrator.report import comparison_text, summary_text
-from orchestrator.store import DB_NAME, ResultStore, is_store
+from branchwise.core.errors import BranchwiseError
+from branchwise.orchestrator.exit_codes import EXIT_ALL_FAILED, EXIT_OK, EXIT_PROBLEMS_FAILED
+from branchwise.orchestrator.metrics import compare_runs, run_metrics
+from branchwise.orchestrator.report import comparison_text, summary_text
+from branchwise.orchestrator.store import DB_NAME, ResultStore, is_store
 
 
 def open_stores(dirs: Sequence[Path]) -> list[ResultStore]:
@@ -60,7 +60,7 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from orchestrator.report_html import write_report
+    from branchwise.orchestrator.report_html import write_report
 
     stores = open_stores(args.dirs)
     try:
@@ -73,7 +73,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def trace(args: argparse.Namespace) -> int:
-    from orchestrator.trace import write_trace
+    from branchwise.orchestrator.trace import write_trace
 
     with ResultStore(args.dir) as store:
         graph = store.graph(args.problem)

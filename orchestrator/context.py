@@ -11,24 +11,24 @@ import asyncio
 import random
 from collections.abc import Sequence
 
-from core.errors import BudgetExhausted, EngineError, EngineTimeout
-from core.graph import Node, Score, SearchGraph
-from core.problem import Problem
-from core.scoring import Candidate, PairwiseScorer, Scorer
-from core.seeding import derive_seed
-from orchestrator.budget import BudgetTracker
-from orchestrator.engines.base import Engine, TokenEngine
-from orchestrator.engines.types import (
+from branchwise.core.errors import BudgetExhausted, EngineError, EngineTimeout
+from branchwise.core.graph import Node, Score, SearchGraph
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, PairwiseScorer, Scorer
+from branchwise.core.seeding import derive_seed
+from branchwise.orchestrator.budget import BudgetTracker
+from branchwise.orchestrator.engines.base import Engine, TokenEngine
+from branchwise.orchestrator.engines.types import (
     Completion,
     GenerationRequest,
     GenerationResult,
     SamplingSpec,
 )
-from orchestrator.lending import PoolSeat
-from orchestrator.score_memo import ScoreMemo
-from orchestrator.steps import path_steps
-from orchestrator.streaming import NodeStream
-from verifiers.answers import AnswerSpec, extract_answer
+from branchwise.orchestrator.lending import PoolSeat
+from branchwise.orchestrator.score_memo import ScoreMemo
+from branchwise.orchestrator.steps import path_steps
+from branchwise.orchestrator.streaming import NodeStream
+from branchwise.verifiers.answers import AnswerSpec, extract_answer
 
 
 class SearchContext:

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.errors import DatasetError
-from core.problem import Problem
-from verifiers.answers import AnswerSpec, extract_answer
+from branchwise.core.errors import DatasetError
+from branchwise.core.problem import Problem
+from branchwise.verifiers.answers import AnswerSpec, extract_answer
 
 DatasetFormat = Literal["branchwise", "gsm8k", "math500", "jsonl"]
 ReferenceForm = Literal["plain", "gsm8k", "boxed"]

@@ -21,13 +21,13 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from core.problem import Problem
-from orchestrator.engines.base import Engine
-from orchestrator.metrics import candidates_of, subset_answers
-from orchestrator.recipe import Recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
-from orchestrator.store import DatasetIdentity, ResultStore
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.engines.base import Engine
+from branchwise.orchestrator.metrics import candidates_of, subset_answers
+from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.orchestrator.store import DatasetIdentity, ResultStore
 
 HEARTBEAT_SECONDS = 10.0
 

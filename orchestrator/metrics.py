@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.graph import ROOT_ID, Node, SearchGraph
-from rewards.aggregate import Aggregation, aggregate_steps
-from strategies.base import StrategyConfig
-from strategies.selection import argmax, majority_vote, weighted_vote
-from verifiers.grading import GradingSpec, grade
+from branchwise.core.graph import ROOT_ID, Node, SearchGraph
+from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.strategies.base import StrategyConfig
+from branchwise.strategies.selection import argmax, majority_vote, weighted_vote
+from branchwise.verifiers.grading import GradingSpec, grade
 
 Z95 = 1.959963984540054
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import BranchwiseError
-from core.problem import Problem
-from orchestrator.store import DatasetIdentity, ResultStore
+from branchwise.core.errors import BranchwiseError
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.store import DatasetIdentity, ResultStore
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ def run_on_ray(
 
 def work(job: RayJob, index: int) -> int:
     """One worker: the evaluation loop on its own engine; returns how many problems it ran."""
-    from orchestrator.evaluate import Console, evaluate
-    from orchestrator.recipe import load_recipe
+    from branchwise.orchestrator.evaluate import Console, evaluate
+    from branchwise.orchestrator.recipe import load_recipe
 
     recipe = load_recipe(job.recipe_path, job.overrides or None)
     problems = [Problem.model_validate(p) for p in job.problems]

@@ -13,17 +13,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.errors import RecipeError, RegistryError
-from core.scoring import SCORERS, PairwiseScorer, ScorerConfig
-from orchestrator.budget import Budget
-from orchestrator.datasets import DatasetSpec
-from orchestrator.engines.config import ENGINES, EngineConfig
-from orchestrator.engines.types import SamplingSpec
-from orchestrator.fingerprint import fingerprint
-from orchestrator.prompting import PromptSpec
-from strategies.base import STRATEGIES, StrategyConfig
-from verifiers.answers import AnswerSpec
-from verifiers.grading import GradingSpec
+from branchwise.core.errors import RecipeError, RegistryError
+from branchwise.core.scoring import SCORERS, PairwiseScorer, ScorerConfig
+from branchwise.orchestrator.budget import Budget
+from branchwise.orchestrator.datasets import DatasetSpec
+from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
+from branchwise.orchestrator.engines.types import SamplingSpec
+from branchwise.orchestrator.fingerprint import fingerprint
+from branchwise.orchestrator.prompting import PromptSpec
+from branchwise.strategies.base import STRATEGIES, StrategyConfig
+from branchwise.verifiers.answers import AnswerSpec
+from branchwise.verifiers.grading import GradingSpec
 
 
 class Recipe(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.metrics import Comparison, RunMetrics
+from branchwise.orchestrator.metrics import Comparison, RunMetrics
 
 
 def summary_text(metrics: RunMetrics, *, title: str = "") -> str:

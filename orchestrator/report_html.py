@@ -17,12 +17,12 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.metrics import RunMetrics, run_metrics
-from orchestrator.store import ResultStore
-from orchestrator.trace import write_trace
+from branchwise.orchestrator.metrics import RunMetrics, run_metrics
+from branchwise.orchestrator.store import ResultStore
+from branchwise.orchestrator.trace import write_trace
 
 _TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("orchestrator", "templates"),
+    loader=jinja2.PackageLoader("branchwise.orchestrator", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]),
 )
 PALETTE = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#4e342e"]

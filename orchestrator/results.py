@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.graph import SearchGraph
+from branchwise.core.graph import SearchGraph
 
 
 @dataclass

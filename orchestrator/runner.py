@@ -18,18 +18,18 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self, TypeAlias
 
-from core.errors import BranchwiseError, BudgetExhausted, RecipeError
-from core.problem import Problem
-from core.scoring import SCORERS, Scorer, ScorerResources
-from orchestrator.budget import BudgetTracker
-from orchestrator.context import SearchContext
-from orchestrator.engines.base import Engine, TokenEngine
-from orchestrator.lending import LendingPool, PoolSeat
-from orchestrator.prompting import RenderedPrompt, render_prompt
-from orchestrator.recipe import Recipe
-from orchestrator.results import ProblemResult
-from strategies.base import STRATEGIES, Strategy
-from verifiers.grading import grade
+from branchwise.core.errors import BranchwiseError, BudgetExhausted, RecipeError
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import SCORERS, Scorer, ScorerResources
+from branchwise.orchestrator.budget import BudgetTracker
+from branchwise.orchestrator.context import SearchContext
+from branchwise.orchestrator.engines.base import Engine, TokenEngine
+from branchwise.orchestrator.lending import LendingPool, PoolSeat
+from branchwise.orchestrator.prompting import RenderedPrompt, render_prompt
+from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.strategies.base import STRATEGIES, Strategy
+from branchwise.verifiers.grading import grade
 
 log = logging.getLogger(__name__)
 _run_ids = itertools.count()

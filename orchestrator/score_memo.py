@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 
-from core.graph import Node, Score, SearchGraph
-from core.problem import Problem
-from core.scoring import Candidate, Scorer
-from orchestrator.budget import BudgetTracker
+from branchwise.core.graph import Node, Score, SearchGraph
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer
+from branchwise.orchestrator.budget import BudgetTracker
 
 
 class ScoreMemo:

@@ -41,9 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import StoreError
-from core.problem import Problem
-from orchestrator.results import ProblemResult
+from branchwise.core.errors import StoreError
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.results import ProblemResult
 
 DB_NAME = "results.sqlite"
 FORMAT = "branchwise-results"

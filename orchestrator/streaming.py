@@ -14,14 +14,14 @@ from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from core.errors import BudgetExhausted, EngineError, EngineTimeout
-from core.graph import Node
-from orchestrator.engines.base import Engine, StreamingEngine, TokenEngine
-from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
+from branchwise.core.errors import BudgetExhausted, EngineError, EngineTimeout
+from branchwise.core.graph import Node
+from branchwise.orchestrator.engines.base import Engine, StreamingEngine, TokenEngine
+from branchwise.orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
-    from orchestrator.budget import Reservation
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.budget import Reservation
+    from branchwise.orchestrator.context import SearchContext
 
 
 class NodeStream:

@@ -17,12 +17,12 @@ from typing import Any, Literal
 import jinja2
 import networkx as nx
 
-from core.graph import path_key
+from branchwise.core.graph import path_key
 
 TraceFormat = Literal["html", "json", "graphml", "dot"]
 X_STEP, Y_STEP = 16.0, 70.0
 _TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("orchestrator", "templates"),
+    loader=jinja2.PackageLoader("branchwise.orchestrator", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]),
 )
 

@@ -13,9 +13,9 @@ import os
 import re
 from pathlib import Path
 
-from core.errors import RecipeError
-from orchestrator.datasets import load_problems
-from orchestrator.recipe import Recipe
+from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.recipe import Recipe
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rewards.pooling import Activation
+from branchwise.rewards.pooling import Activation
 
 Layout = Literal["pieces", "chat_tagged", "tagged_text", "chat_turns", "chat_response"]
 Backend = Literal["vllm", "http", "torch"]

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from core.errors import ScorerError
-from rewards.pooling import rows_at
+from branchwise.core.errors import ScorerError
+from branchwise.rewards.pooling import rows_at
 
 
 class HTTPTokenScores:

@@ -14,7 +14,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from rewards.rendering import Pieces, Rendered, WholeText
+from branchwise.rewards.rendering import Pieces, Rendered, WholeText
 
 Encode = Callable[[str, bool], Awaitable[list[int]]]
 

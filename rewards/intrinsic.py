@@ -15,10 +15,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from rewards.confidence import ConfidenceMeasure, predictive_entropy, trace_confidence
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.rewards.confidence import ConfidenceMeasure, predictive_entropy, trace_confidence
 
 _NO_TOPS = "no top-k logprobs on the path (set sampling.logprobs >= 2)"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.scoring import ScorerResources
-from rewards.formats import get_format
-from rewards.pooling import TokenScoreBackend
-from rewards.rendering import ChatRenderer, Message
-from rewards.rm_config import RewardModelConfig
+from branchwise.core.scoring import ScorerResources
+from branchwise.rewards.formats import get_format
+from branchwise.rewards.pooling import TokenScoreBackend
+from branchwise.rewards.rendering import ChatRenderer, Message
+from branchwise.rewards.rm_config import RewardModelConfig
 
 
 def _local(path: str, resources: ScorerResources) -> str:
@@ -22,7 +22,7 @@ def build_backend(config: RewardModelConfig, resources: ScorerResources) -> Toke
     model = config.model if config.backend == "http" else _local(config.model, resources)
     step_tag = config.step_tag if fmt.step_pooling else None
     if config.backend == "torch":
-        from rewards.torch_pooling import TorchTokenScores
+        from branchwise.rewards.torch_pooling import TorchTokenScores
 
         return TorchTokenScores(
             model,
@@ -32,7 +32,7 @@ def build_backend(config: RewardModelConfig, resources: ScorerResources) -> Toke
             threads=config.threads,
         )
     if config.backend == "http":
-        from rewards.http_pooling import HTTPTokenScores
+        from branchwise.rewards.http_pooling import HTTPTokenScores
 
         assert config.base_url is not None
         tokenizer = None if config.tokenizer is None else _local(config.tokenizer, resources)
@@ -45,7 +45,7 @@ def build_backend(config: RewardModelConfig, resources: ScorerResources) -> Toke
             task=fmt.vllm_task,
             step_tag=step_tag,
         )
-    from rewards.vllm_pooling import VLLMTokenScores
+    from branchwise.rewards.vllm_pooling import VLLMTokenScores
 
     return VLLMTokenScores(
         model,

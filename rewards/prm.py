@@ -29,16 +29,16 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from rewards.batching import MicroBatcher
-from rewards.formats import RewardFormat, get_format
-from rewards.inputs import InputEncoder
-from rewards.loading import build_backend, chat_template, load_chat, tokenizer_folder
-from rewards.pooling import class_score
-from rewards.rendering import ChatRenderer, RenderOptions, render
-from rewards.rm_config import CHAT_LAYOUTS, RewardModelConfig
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.rewards.batching import MicroBatcher
+from branchwise.rewards.formats import RewardFormat, get_format
+from branchwise.rewards.inputs import InputEncoder
+from branchwise.rewards.loading import build_backend, chat_template, load_chat, tokenizer_folder
+from branchwise.rewards.pooling import class_score
+from branchwise.rewards.rendering import ChatRenderer, RenderOptions, render
+from branchwise.rewards.rm_config import CHAT_LAYOUTS, RewardModelConfig
 
 __all__ = [
     "OutcomeRewardModel",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Protocol
 
-from rewards.formats import RewardFormat
+from branchwise.rewards.formats import RewardFormat
 
 Message = dict[str, str]
 

@@ -12,11 +12,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from core.cpu_layout import CpuLayout
-from core.scoring import ScorerConfig
-from rewards.aggregate import StepAggregation
-from rewards.formats import FormatName, check_backend, get_format
-from rewards.pooling import Activation
+from branchwise.core.cpu_layout import CpuLayout
+from branchwise.core.scoring import ScorerConfig
+from branchwise.rewards.aggregate import StepAggregation
+from branchwise.rewards.formats import FormatName, check_backend, get_format
+from branchwise.rewards.pooling import Activation
 
 CHAT_LAYOUTS = frozenset({"chat_tagged", "chat_turns", "chat_response"})
 

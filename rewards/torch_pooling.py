@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import ScorerError
+from branchwise.core.errors import ScorerError
 
 
 class TorchTokenScores:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from core.cpu_layout import CpuLayout, laid_out
-from core.errors import ScorerError
-from rewards.pooling import rows_at
+from branchwise.core.cpu_layout import CpuLayout, laid_out
+from branchwise.core.errors import ScorerError
+from branchwise.rewards.pooling import rows_at
 
 
 def single_token_id(tokenizer: Any, text: str) -> int:

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from core.errors import BudgetExhausted
-from core.graph import Node, path_key
-from rewards.aggregate import Aggregation
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.step_search import drop_duplicates, path_values, settle, stored_value
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, path_key
+from branchwise.rewards.aggregate import Aggregation
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.step_search import drop_duplicates, path_values, settle, stored_value
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class AStarConfig(StrategyConfig):

@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
-from core.errors import BudgetExhausted
-from core.graph import Node, path_key
-from rewards.aggregate import Aggregation
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.step_search import FinalRule, choose_final, path_values, settle
-from strategies.step_search import stored_value as _stored
-from strategies.thompson import Distribution, Posterior, PosteriorFactory
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, path_key
+from branchwise.rewards.aggregate import Aggregation
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.step_search import FinalRule, choose_final, path_values, settle
+from branchwise.strategies.step_search import stored_value as _stored
+from branchwise.strategies.thompson import Distribution, Posterior, PosteriorFactory
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class ABMCTSBaseConfig(StrategyConfig):

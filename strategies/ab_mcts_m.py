@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.graph import path_key
-from strategies.ab_mcts import ABMCTS, ABMCTSBaseConfig, BranchPolicy
-from strategies.mixed_model import MixedPrior, draw_group_means
+from branchwise.core.graph import path_key
+from branchwise.strategies.ab_mcts import ABMCTS, ABMCTSBaseConfig, BranchPolicy
+from branchwise.strategies.mixed_model import MixedPrior, draw_group_means
 
 
 class ABMCTSMConfig(ABMCTSBaseConfig):

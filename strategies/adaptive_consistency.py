@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from core.errors import BudgetExhausted
-from core.graph import Node
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.selection import majority_vote
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.selection import majority_vote
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 StopReason = Literal["beta", "supermajority", "max_samples", "budget"]
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.registry import Registry
-from strategies.selection import majority_vote
+from branchwise.core.registry import Registry
+from branchwise.strategies.selection import majority_vote
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class StrategyConfig(BaseModel):
@@ -69,20 +69,22 @@ class Strategy(ABC):
 
 # The built-in strategies, by import path: each is imported only when a recipe names it.
 BUILTIN_STRATEGIES: dict[str, str] = {
-    "best_of_n": "strategies.best_of_n:BestOfN",
-    "self_consistency": "strategies.self_consistency:SelfConsistency",
-    "adaptive_self_consistency": "strategies.adaptive_consistency:AdaptiveSelfConsistency",
-    "deepconf": "strategies.deepconf:DeepConf",
-    "mbr": "strategies.mbr:MBR",
-    "first_finish": "strategies.first_finish:FirstFinish",
-    "entropy_branching": "strategies.entropy_branching:EntropyBranching",
-    "beam_search": "strategies.beam_search:BeamSearch",
-    "dvts": "strategies.dvts:DVTS",
-    "mcts": "strategies.mcts:MCTS",
-    "ab_mcts": "strategies.ab_mcts:ABMCTS",
-    "ab_mcts_m": "strategies.ab_mcts_m:ABMCTSM",
-    "particle_filter": "strategies.particle_filter:ParticleFilter",
-    "a_star": "strategies.a_star:AStar",
+    "best_of_n": "branchwise.strategies.best_of_n:BestOfN",
+    "self_consistency": "branchwise.strategies.self_consistency:SelfConsistency",
+    "adaptive_self_consistency": (
+        "branchwise.strategies.adaptive_consistency:AdaptiveSelfConsistency"
+    ),
+    "deepconf": "branchwise.strategies.deepconf:DeepConf",
+    "mbr": "branchwise.strategies.mbr:MBR",
+    "first_finish": "branchwise.strategies.first_finish:FirstFinish",
+    "entropy_branching": "branchwise.strategies.entropy_branching:EntropyBranching",
+    "beam_search": "branchwise.strategies.beam_search:BeamSearch",
+    "dvts": "branchwise.strategies.dvts:DVTS",
+    "mcts": "branchwise.strategies.mcts:MCTS",
+    "ab_mcts": "branchwise.strategies.ab_mcts:ABMCTS",
+    "ab_mcts_m": "branchwise.strategies.ab_mcts_m:ABMCTSM",
+    "particle_filter": "branchwise.strategies.particle_filter:ParticleFilter",
+    "a_star": "branchwise.strategies.a_star:AStar",
 }
 
 STRATEGIES: Registry[Strategy] = Registry(

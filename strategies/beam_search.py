@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from core.errors import BudgetExhausted
-from core.graph import Node, path_key
-from rewards.aggregate import Aggregation
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.step_search import (
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, path_key
+from branchwise.rewards.aggregate import Aggregation
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.step_search import (
     FinalRule,
     anytime_by_scores,
     choose_final,
@@ -22,7 +22,7 @@ from strategies.step_search import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class BeamSearchConfig(StrategyConfig):

@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from core.graph import Node, Score
-from rewards.aggregate import Aggregation, aggregate_steps
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.sampling import sample_solutions
-from strategies.selection import argmax, weighted_vote
+from branchwise.core.graph import Node, Score
+from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.sampling import sample_solutions
+from branchwise.strategies.selection import argmax, weighted_vote
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class BestOfNConfig(StrategyConfig):

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from core.errors import BudgetExhausted
-from core.graph import Node
-from rewards.confidence import (
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node
+from branchwise.rewards.confidence import (
     ConfidenceMeasure,
     SlidingMean,
     lowest_group_confidence,
@@ -19,12 +19,12 @@ from rewards.confidence import (
     token_confidences,
     trace_confidence,
 )
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.sampling import sample_solutions
-from strategies.selection import majority_vote, weighted_vote
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.sampling import sample_solutions
+from branchwise.strategies.selection import majority_vote, weighted_vote
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class DeepConfConfig(StrategyConfig):

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from core.graph import Node
-from rewards.aggregate import Aggregation
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.beam_search import BeamRun, run_beam
-from strategies.step_search import (
+from branchwise.core.graph import Node
+from branchwise.rewards.aggregate import Aggregation
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.beam_search import BeamRun, run_beam
+from branchwise.strategies.step_search import (
     FinalRule,
     anytime_by_scores,
     choose_final,
@@ -19,7 +19,7 @@ from strategies.step_search import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class DVTSConfig(StrategyConfig):

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from core.errors import BudgetExhausted
-from core.graph import Node, path_key
-from rewards.aggregate import Aggregation, aggregate_steps
-from rewards.confidence import predictive_entropy
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.selection import Selection, argmax, majority_vote
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, path_key
+from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.rewards.confidence import predictive_entropy
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.selection import Selection, argmax, majority_vote
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class EntropyBranchingConfig(StrategyConfig):

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from core.graph import Node
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.sampling import sample_solutions
-from strategies.selection import argmax
-from strategies.utilities import ChrF, UtilityName, build_utility
+from branchwise.core.graph import Node
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.sampling import sample_solutions
+from branchwise.strategies.selection import argmax
+from branchwise.strategies.utilities import ChrF, UtilityName, build_utility
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class MBRConfig(StrategyConfig):

@@ -8,22 +8,22 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from core.errors import BudgetExhausted
-from core.graph import Node, path_key
-from rewards.aggregate import Aggregation
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.selection import Selection
-from strategies.step_search import (
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, path_key
+from branchwise.rewards.aggregate import Aggregation
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.selection import Selection
+from branchwise.strategies.step_search import (
     choose_final,
     drop_duplicates,
     path_values,
     settle,
     stored_value,
 )
-from strategies.tree_policy import ChildStats, TreePolicy, select_child, sibling_priors
+from branchwise.strategies.tree_policy import ChildStats, TreePolicy, select_child, sibling_priors
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class MCTSConfig(StrategyConfig):

@@ -8,23 +8,23 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from core.errors import BudgetExhausted
-from core.graph import Node, path_key
-from rewards.aggregate import Aggregation
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.resampling import (
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, path_key
+from branchwise.rewards.aggregate import Aggregation
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.resampling import (
     effective_sample_size,
     multinomial_resample,
     normalise,
     softmax,
     systematic_resample,
 )
-from strategies.selection import Selection, majority_vote, weighted_vote
-from strategies.step_search import FinalRule, choose_final, path_values, settle
-from strategies.step_search import stored_value as _stored
+from branchwise.strategies.selection import Selection, majority_vote, weighted_vote
+from branchwise.strategies.step_search import FinalRule, choose_final, path_values, settle
+from branchwise.strategies.step_search import stored_value as _stored
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class ParticleFilterConfig(StrategyConfig):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from core.errors import BudgetExhausted
-from core.graph import Node
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 async def sample_solutions(

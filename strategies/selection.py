@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.graph import Node, path_key
+from branchwise.core.graph import Node, path_key
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from core.graph import Node
-from rewards.aggregate import Aggregation, aggregate_steps
-from strategies.base import SearchResult, Strategy, StrategyConfig
-from strategies.sampling import sample_solutions
-from strategies.selection import majority_vote, weighted_vote
+from branchwise.core.graph import Node
+from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.sampling import sample_solutions
+from branchwise.strategies.selection import majority_vote, weighted_vote
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 
 class SelfConsistencyConfig(StrategyConfig):

@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from core.errors import BudgetExhausted
-from core.graph import Node, Score, path_key
-from rewards.aggregate import Aggregation, aggregate_steps
-from strategies.selection import Selection, argmax, majority_vote, weighted_vote
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, Score, path_key
+from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.strategies.selection import Selection, argmax, majority_vote, weighted_vote
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 T = TypeVar("T")
 

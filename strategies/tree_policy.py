@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from core.graph import path_key
-from strategies.resampling import softmax
+from branchwise.core.graph import path_key
+from branchwise.strategies.resampling import softmax
 
 TreePolicy = Literal["uct", "puct"]
 

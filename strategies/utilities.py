@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from core.graph import Node
+from branchwise.core.graph import Node
 
 if TYPE_CHECKING:
-    from orchestrator.context import SearchContext
+    from branchwise.orchestrator.context import SearchContext
 
 UtilityName = Literal["answer_equality", "chrf", "judge"]
 

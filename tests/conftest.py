@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from core.problem import Problem
-from orchestrator.recipe import Recipe, parse_recipe
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.recipe import Recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,3 +61,17 @@ def teach(engine: object, problems: Iterable[Problem]) -> None:
     learn = getattr(engine, "learn", None)
     if learn is not None:
         learn({p.question: p.solution for p in problems if p.solution is not None})
+
+
+# The layers are installed under one import name; a test that imported `core.graph` or
+# `strategies.base` would load a second copy of a module (two `Node` classes, two registries).
+_OLD_TOP_LEVEL_NAMES = ("core", "orchestrator", "strategies", "verifiers", "rewards")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import sys
+
+    loaded = sorted(n for n in sys.modules if n.split(".")[0] in _OLD_TOP_LEVEL_NAMES)
+    if loaded:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nerror: modules imported outside `branchwise`: {loaded[:10]}", file=sys.stderr)

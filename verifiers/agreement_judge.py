@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, PairwiseScorer
-from verifiers.judges import JudgeConfig, _Judge
-from verifiers.judging import JudgeClient, parse_choice
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, PairwiseScorer
+from branchwise.verifiers.judges import JudgeConfig, _Judge
+from branchwise.verifiers.judging import JudgeClient, parse_choice
 
 AGREEMENT = (
     "Question: {question}\nSolution A:\n{solution_a}\nSolution B:\n{solution_b}\n"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer
-from verifiers.arithmetic_steps import check_steps, parse_question
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer
+from branchwise.verifiers.arithmetic_steps import check_steps, parse_question
 
 
 class ArithmeticSteps(Scorer):

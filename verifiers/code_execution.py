@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from verifiers.sandbox import SandboxLimits, SandboxResult, run_python
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.verifiers.sandbox import SandboxLimits, SandboxResult, run_python
 
 _FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 

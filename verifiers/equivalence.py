@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from verifiers.answers import normalise_answer
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.verifiers.answers import normalise_answer
 
 EquivalenceMode = Literal["exact", "normalised", "math"]
 

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from verifiers.answers import normalise_answer
-from verifiers.equivalence import answers_equivalent
+from branchwise.verifiers.answers import normalise_answer
+from branchwise.verifiers.equivalence import answers_equivalent
 
 GradingMethod = Literal["exact", "numeric", "math"]
 

@@ -16,13 +16,19 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from orchestrator.engines.base import Engine
-from orchestrator.engines.config import ENGINES, EngineConfig
-from orchestrator.engines.types import SamplingSpec
-from verifiers.judging import JudgeClient, JudgeParseError, knockout, parse_choice, parse_score
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.orchestrator.engines.base import Engine
+from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
+from branchwise.orchestrator.engines.types import SamplingSpec
+from branchwise.verifiers.judging import (
+    JudgeClient,
+    JudgeParseError,
+    knockout,
+    parse_choice,
+    parse_score,
+)
 
 POINTWISE_SCORE = (
     "Question: {question}\nProposed solution:\n{solution}\n"

@@ -15,9 +15,9 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from core.errors import ScorerError
-from orchestrator.engines.base import Engine
-from orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
+from branchwise.core.errors import ScorerError
+from branchwise.orchestrator.engines.base import Engine
+from branchwise.orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
 
 
 class JudgeParseError(ScorerError):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer
-from verifiers.grading import GradingSpec, grade
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer
+from branchwise.verifiers.grading import GradingSpec, grade
 
 EXACT = GradingSpec(method="exact")
 

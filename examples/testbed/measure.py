@@ -31,7 +31,7 @@ from card_metrics import pass_at_k, roc_auc, within_problem_auc  # noqa: E402
 from prm_model import prm_input  # noqa: E402
 from task import read_jsonl  # noqa: E402
 
-from verifiers.arithmetic_steps import (  # noqa: E402
+from branchwise.verifiers.arithmetic_steps import (  # noqa: E402
     check_steps,
     extract_answer,
     is_correct,

@@ -35,7 +35,12 @@ from prm_model import prm_input
 from task import STEP_DELIMITER, Problem, answer_step
 from transformers import PreTrainedTokenizerBase
 
-from verifiers.arithmetic_steps import apply_operation, check_steps, parse_question, parse_steps
+from branchwise.verifiers.arithmetic_steps import (
+    apply_operation,
+    check_steps,
+    parse_question,
+    parse_steps,
+)
 
 IGNORE = -100
 PERTURBATIONS: tuple[str, ...] = ("result", "operand", "operation", "carry", "answer")

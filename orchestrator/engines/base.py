@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from orchestrator.engines.types import GenerationRequest, GenerationResult
-from orchestrator.prompting import ChatMessage, RenderedPrompt
+from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
+from branchwise.orchestrator.prompting import ChatMessage, RenderedPrompt
 
 
 @runtime_checkable

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.cpu_layout import CpuLayout
-from core.registry import Registry
+from branchwise.core.cpu_layout import CpuLayout
+from branchwise.core.registry import Registry
 
 if TYPE_CHECKING:
-    from orchestrator.engines.base import Engine
+    from branchwise.orchestrator.engines.base import Engine
 
 
 class EngineConfig(BaseModel):
@@ -74,7 +74,7 @@ class VLLMEngineConfig(EngineConfig):
         return str(path.resolve()) if path.exists() else self.model
 
     def build(self, base_dir: Path | None = None) -> Engine:
-        from orchestrator.engines.vllm_engine import VLLMEngine
+        from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(self, base_dir)
 
@@ -136,7 +136,7 @@ class OpenAIEngineConfig(EngineConfig):
     )
 
     def build(self, base_dir: Path | None = None) -> Engine:
-        from orchestrator.engines.openai_engine import OpenAIEngine
+        from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
 
         config = self
         if self.tokenizer is not None and base_dir is not None:
@@ -162,7 +162,7 @@ class ScriptedEngineConfig(EngineConfig):
     )
 
     def build(self, base_dir: Path | None = None) -> Engine:
-        from orchestrator.engines.scripted import ScriptedEngine, read_solutions
+        from branchwise.orchestrator.engines.scripted import ScriptedEngine, read_solutions
 
         solutions = {}
         if self.solutions is not None:

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 from asyncio_throttle.throttler import Throttler
 
-from core.errors import EngineError, EngineTimeout
-from orchestrator.engines.fleet import ServerPool
-from orchestrator.engines.http_transport import (
+from branchwise.core.errors import EngineError, EngineTimeout
+from branchwise.orchestrator.engines.fleet import ServerPool
+from branchwise.orchestrator.engines.http_transport import (
     AiohttpTransport,
     HTTPResponse,
     HTTPTransport,
@@ -37,16 +37,16 @@ from orchestrator.engines.http_transport import (
     TransportError,
     TransportTimeout,
 )
-from orchestrator.engines.types import (
+from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     GenerationResult,
 )
-from orchestrator.prompting import ChatMessage, RenderedPrompt
+from branchwise.orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:
-    from orchestrator.engines.config import OpenAIEngineConfig
+    from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 
 _RETRYABLE_STATUS = frozenset({408, 429})  # request timeout, too many requests
 _MAX_RETRY_AFTER = 60.0  # seconds; a longer Retry-After is capped, not obeyed blindly

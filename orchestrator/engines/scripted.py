@@ -17,15 +17,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from core.errors import EngineError
-from core.seeding import derive_seed
-from orchestrator.engines.types import (
+from branchwise.core.errors import EngineError
+from branchwise.core.seeding import derive_seed
+from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     GenerationResult,
 )
-from orchestrator.prompting import (
+from branchwise.orchestrator.prompting import (
     CHATML_TEMPLATE,
     ChatMessage,
     RenderedPrompt,

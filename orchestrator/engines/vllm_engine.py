@@ -14,20 +14,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from core.cpu_layout import laid_out
-from core.errors import EngineError
-from orchestrator.engines.types import (
+from branchwise.core.cpu_layout import laid_out
+from branchwise.core.errors import EngineError
+from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
     GenerationRequest,
     GenerationResult,
     SamplingSpec,
 )
-from orchestrator.engines.watchdog import start_watchdog, stop_watchdog
-from orchestrator.prompting import ChatMessage, RenderedPrompt
+from branchwise.orchestrator.engines.watchdog import start_watchdog, stop_watchdog
+from branchwise.orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:
-    from orchestrator.engines.config import VLLMEngineConfig
+    from branchwise.orchestrator.engines.config import VLLMEngineConfig
 
 
 class VLLMEngine:

@@ -20,9 +20,9 @@ from typing import IO, Self
 
 import httpx
 
-from core.cpu_layout import CpuLayout, layout_environment
-from core.errors import EngineError
-from orchestrator.engines.watchdog import start_watchdog, stop_watchdog
+from branchwise.core.cpu_layout import CpuLayout, layout_environment
+from branchwise.core.errors import EngineError
+from branchwise.orchestrator.engines.watchdog import start_watchdog, stop_watchdog
 
 
 def free_port() -> int:

@@ -24,17 +24,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from core.errors import EngineError
-from core.problem import Problem
-from orchestrator.prompting import RenderedPrompt, render_conversation
-from orchestrator.recipe import Recipe
-from orchestrator.server.catalog import ModelCatalog, ServedModel
-from orchestrator.server.errors import ApiError, error_body
-from orchestrator.server.protocol import Endpoint, SearchRequest, parse_request
-from orchestrator.server.responses import Reply, sse
-from orchestrator.server.search import SearchRun
-from orchestrator.server.settings import ServerLimits
-from orchestrator.server.streaming import EventStream, client_gone
+from branchwise.core.errors import EngineError
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.prompting import RenderedPrompt, render_conversation
+from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.server.catalog import ModelCatalog, ServedModel
+from branchwise.orchestrator.server.errors import ApiError, error_body
+from branchwise.orchestrator.server.protocol import Endpoint, SearchRequest, parse_request
+from branchwise.orchestrator.server.responses import Reply, sse
+from branchwise.orchestrator.server.search import SearchRun
+from branchwise.orchestrator.server.settings import ServerLimits
+from branchwise.orchestrator.server.streaming import EventStream, client_gone
 
 log = logging.getLogger("branchwise.server")
 TRACE_HEADER = "X-Branchwise-Trace-Id"

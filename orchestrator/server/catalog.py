@@ -9,16 +9,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from core.errors import RecipeError
-from orchestrator.budget import Budget
-from orchestrator.engines.base import Engine
-from orchestrator.engines.types import SamplingSpec
-from orchestrator.recipe import Recipe, load_recipe
-from orchestrator.runner import Orchestrator
-from orchestrator.server.errors import ApiError
-from orchestrator.server.protocol import SearchRequest
-from orchestrator.server.settings import ServerLimits
-from orchestrator.validation import check_resources
+from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.budget import Budget
+from branchwise.orchestrator.engines.base import Engine
+from branchwise.orchestrator.engines.types import SamplingSpec
+from branchwise.orchestrator.recipe import Recipe, load_recipe
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.orchestrator.server.errors import ApiError
+from branchwise.orchestrator.server.protocol import SearchRequest
+from branchwise.orchestrator.server.settings import ServerLimits
+from branchwise.orchestrator.validation import check_resources
 
 
 @dataclass

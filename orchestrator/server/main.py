@@ -7,10 +7,10 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.errors import BranchwiseError
-from orchestrator.server.app import StrategyServer, create_app
-from orchestrator.server.catalog import ModelCatalog
-from orchestrator.server.settings import ServerLimits
+from branchwise.core.errors import BranchwiseError
+from branchwise.orchestrator.server.app import StrategyServer, create_app
+from branchwise.orchestrator.server.catalog import ModelCatalog
+from branchwise.orchestrator.server.settings import ServerLimits
 
 
 def bind(host: str, port: int) -> socket.socket:

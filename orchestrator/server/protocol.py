@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from orchestrator.budget import Budget
-from orchestrator.prompting import ChatMessage
-from orchestrator.server.errors import ApiError, bad_field
-from orchestrator.server.settings import ServerLimits
+from branchwise.orchestrator.budget import Budget
+from branchwise.orchestrator.prompting import ChatMessage
+from branchwise.orchestrator.server.errors import ApiError, bad_field
+from branchwise.orchestrator.server.settings import ServerLimits
 
 Endpoint = Literal["chat", "completions"]
 

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.results import ProblemResult
-from orchestrator.server.protocol import Endpoint
-from orchestrator.server.search import BestSoFar
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.server.protocol import Endpoint
+from branchwise.orchestrator.server.search import BestSoFar
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from core.problem import Problem
-from orchestrator.context import SearchContext
-from orchestrator.prompting import RenderedPrompt
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
-from strategies.base import Strategy
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.context import SearchContext
+from branchwise.orchestrator.prompting import RenderedPrompt
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from core.errors import EngineError
-from orchestrator.engines.config import VLLMEngineConfig
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.engines.vllm_server import VLLMServer
+from branchwise.core.errors import EngineError
+from branchwise.orchestrator.engines.config import VLLMEngineConfig
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.engines.vllm_server import VLLMServer
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "testbed" / "models" / "policy"

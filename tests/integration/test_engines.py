@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from core.problem import Problem
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import OpenAIEngineConfig
-from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.types import GenerationRequest, SamplingSpec
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.prompting import PromptSpec
-from orchestrator.recipe import Recipe, parse_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.config import OpenAIEngineConfig
+from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
+from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.prompting import PromptSpec
+from branchwise.orchestrator.recipe import Recipe, parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
 from tests.integration.conftest import POLICY, TESTBED, EngineLoop
 
 pytestmark = pytest.mark.vllm

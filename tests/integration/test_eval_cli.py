@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.store import ResultStore
+from branchwise.orchestrator.store import ResultStore
 from tests.unit.test_cli_and_store import comparable
 
 pytestmark = pytest.mark.vllm
@@ -24,7 +24,16 @@ ARGS = ["--limit", "12", "--set", "strategy.n=8", "--concurrency", "2", "--quiet
 
 def _eval(out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "eval", str(DEMO), "--out", str(out), *ARGS],
+        [
+            sys.executable,
+            "-m",
+            "branchwise.orchestrator.cli",
+            "eval",
+            str(DEMO),
+            "--out",
+            str(out),
+            *ARGS,
+        ],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

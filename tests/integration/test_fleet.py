@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.engines.vllm_server import VLLMServer
-from orchestrator.store import ResultStore, is_store
+from branchwise.orchestrator.engines.vllm_server import VLLMServer
+from branchwise.orchestrator.store import ResultStore, is_store
 from tests.integration.conftest import POLICY, REPO
 
 pytestmark = pytest.mark.vllm
@@ -50,7 +50,7 @@ def _recipe(tmp: Path, name: str, urls: list[str]) -> Path:
 
 
 def _command(recipe: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", "eval", str(recipe), "--out", str(out),
+    return [sys.executable, "-m", "branchwise", "eval", str(recipe), "--out", str(out),
             "--quiet"]  # fmt: skip
 
 

@@ -8,19 +8,19 @@ from typing import Any
 
 import pytest
 
-from core.graph import SearchGraph
-from core.problem import Problem
-from orchestrator.context import ends_step
-from orchestrator.datasets import load_problems
-from orchestrator.engines.config import OpenAIEngineConfig
-from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.types import GenerationRequest, GenerationResult
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.prompting import PromptSpec
-from orchestrator.recipe import Recipe, parse_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
-from orchestrator.steps import path_steps
+from branchwise.core.graph import SearchGraph
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.context import ends_step
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.config import OpenAIEngineConfig
+from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
+from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.prompting import PromptSpec
+from branchwise.orchestrator.recipe import Recipe, parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.orchestrator.steps import path_steps
 from tests.integration.bpe_policy import build_random_policy
 from tests.integration.conftest import POLICY, EngineLoop, policy_config
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from core.problem import Problem
-from core.scoring import Candidate, ScorerResources
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
 from examples.lookalikes.build import build
-from rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
 from tests import reward_cards as cards
 from tests.integration.conftest import EngineLoop, serve
 

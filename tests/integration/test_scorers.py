@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from core.problem import Problem
-from core.scoring import Candidate, ScorerResources
-from orchestrator.engines.types import GenerationRequest, SamplingSpec
-from orchestrator.engines.vllm_engine import VLLMEngine
-from rewards.prm import ProcessRewardModel, RewardModelConfig
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.rewards.prm import ProcessRewardModel, RewardModelConfig
 from tests import reward_cards as cards
 from tests.integration.conftest import EngineLoop, serve
 from tests.tiny_prm import make_tiny_prm

@@ -22,13 +22,13 @@ import pytest
 import uvicorn
 
 from benchmarks.server_load import run_load
-from orchestrator.datasets import load_problems
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.recipe import Recipe, parse_recipe
-from orchestrator.server.app import TRACE_HEADER, StrategyServer, create_app
-from orchestrator.server.catalog import ModelCatalog
-from orchestrator.server.main import bind
-from orchestrator.server.settings import ServerLimits
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.recipe import Recipe, parse_recipe
+from branchwise.orchestrator.server.app import TRACE_HEADER, StrategyServer, create_app
+from branchwise.orchestrator.server.catalog import ModelCatalog
+from branchwise.orchestrator.server.main import bind
+from branchwise.orchestrator.server.settings import ServerLimits
 from tests.integration.conftest import POLICY, EngineLoop
 from tests.integration.conftest import TESTBED as SHARED_TESTBED
 

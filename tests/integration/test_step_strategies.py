@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from core.problem import Problem
-from orchestrator.datasets import load_problems
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.recipe import parse_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
 from tests.integration.conftest import POLICY, TESTBED, EngineLoop
 
 pytestmark = pytest.mark.vllm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifiers.arithmetic_steps import (
+from branchwise.verifiers.arithmetic_steps import (
     Chain,
     check_steps,
     extract_answer,

@@ -11,8 +11,8 @@ from prm_model import ARCHITECTURE, ProcessRewardModel, prm_input, step_rewards
 from safetensors.torch import load_file
 from task import read_jsonl
 
+from branchwise.verifiers.arithmetic_steps import check_steps, extract_answer, parse_steps
 from tests.testbed.conftest import POLICY_DIR, PRM_DIR, TESTBED
-from verifiers.arithmetic_steps import check_steps, extract_answer, parse_steps
 
 pytestmark = pytest.mark.vllm
 

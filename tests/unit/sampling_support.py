@@ -11,16 +11,21 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from core.problem import Problem
-from orchestrator.budget import Budget, BudgetTracker
-from orchestrator.context import SearchContext
-from orchestrator.engines.scripted import EOS, Continuation, ReferencePolicy, ScriptedEngine
-from orchestrator.engines.types import SamplingSpec
-from orchestrator.recipe import parse_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.budget import Budget, BudgetTracker
+from branchwise.orchestrator.context import SearchContext
+from branchwise.orchestrator.engines.scripted import (
+    EOS,
+    Continuation,
+    ReferencePolicy,
+    ScriptedEngine,
+)
+from branchwise.orchestrator.engines.types import SamplingSpec
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.verifiers.answers import AnswerSpec
 from tests.conftest import teach
-from verifiers.answers import AnswerSpec
 
 PEAKED = (-0.01, -5.0, -6.0, -7.0, -8.0)
 """A confident position: token confidence 5.2, top-5 entropy ~0.06 nats."""

@@ -8,16 +8,16 @@ from typing import Any
 
 from pydantic import Field
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import SCORERS, Candidate, Scorer, ScorerConfig
-from core.seeding import derive_seed
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.recipe import parse_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import SCORERS, Candidate, Scorer, ScorerConfig
+from branchwise.core.seeding import derive_seed
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.verifiers.reference import ReferenceSteps
 from tests.conftest import teach
-from verifiers.reference import ReferenceSteps
 
 ORACLES: list[dict[str, Any]] = [
     {"kind": "reference_steps", "name": "prm"},

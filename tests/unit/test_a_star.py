@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.graph import Node, SearchGraph, path_key
-from orchestrator.results import ProblemResult
-from strategies.a_star import Frontier
+from branchwise.core.graph import Node, SearchGraph, path_key
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.strategies.a_star import Frontier
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
 

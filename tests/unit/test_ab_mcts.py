@@ -9,11 +9,17 @@ from typing import Any
 
 import pytest
 
-from core.graph import Node, SearchGraph
-from strategies.ab_mcts import ABMCTS, ABMCTSConfig, NodeAggregation, NodeBelief, choose_action
-from strategies.ab_mcts_m import MixedModelPolicy
-from strategies.mixed_model import MixedPrior, draw_group_means
-from strategies.thompson import BetaPosterior, GaussianPosterior
+from branchwise.core.graph import Node, SearchGraph
+from branchwise.strategies.ab_mcts import (
+    ABMCTS,
+    ABMCTSConfig,
+    NodeAggregation,
+    NodeBelief,
+    choose_action,
+)
+from branchwise.strategies.ab_mcts_m import MixedModelPolicy
+from branchwise.strategies.mixed_model import MixedPrior, draw_group_means
+from branchwise.strategies.thompson import BetaPosterior, GaussianPosterior
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
 

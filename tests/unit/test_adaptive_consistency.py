@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import RecipeError
-from orchestrator.engines.scripted import ScriptedEngine
-from strategies.adaptive_consistency import leader_probability
+from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.strategies.adaptive_consistency import leader_probability
 from tests.conftest import make_problem
 from tests.unit.sampling_support import generated_in_graph, run_strategy
 

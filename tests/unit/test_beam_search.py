@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from core.graph import Node, SearchGraph
-from rewards.aggregate import Aggregation, aggregate_steps
-from strategies.step_search import ranked
+from branchwise.core.graph import Node, SearchGraph
+from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.strategies.step_search import ranked
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
 

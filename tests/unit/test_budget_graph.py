@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from core.errors import BudgetExhausted
-from core.graph import Node, SearchGraph
-from orchestrator.budget import Budget, BudgetTracker, Reservation
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.runner import Orchestrator
+from branchwise.core.errors import BudgetExhausted
+from branchwise.core.graph import Node, SearchGraph
+from branchwise.orchestrator.budget import Budget, BudgetTracker, Reservation
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, scripted_recipe, teach
 
 
@@ -156,8 +156,8 @@ def test_a_refusal_waiting_cannot_cure_is_immediate_and_waiters_go_in_node_order
 
 
 def test_a_waiter_cancelled_as_the_budget_frees_up_does_not_stall_the_problem() -> None:
-    from orchestrator.engines.scripted import ReferencePolicy, ScriptedEngine
-    from orchestrator.engines.types import GenerationRequest, GenerationResult
+    from branchwise.orchestrator.engines.scripted import ReferencePolicy, ScriptedEngine
+    from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
     from tests.conftest import make_problem
     from tests.unit.sampling_support import make_context
 

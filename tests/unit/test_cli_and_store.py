@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import EngineError
-from core.problem import Problem
-from orchestrator.cli import main
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.engines.types import GenerationRequest, GenerationResult
-from orchestrator.results import ProblemResult
-from orchestrator.store import DatasetIdentity, ResultStore, StoreError
+from branchwise.core.errors import EngineError
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.cli import main
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.store import DatasetIdentity, ResultStore, StoreError
 from tests.conftest import make_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,7 +179,7 @@ def _writer(recipe: Path, out: Path) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "orchestrator.cli",
+            "branchwise.orchestrator.cli",
             "eval",
             str(recipe),
             "--out",
@@ -267,7 +267,7 @@ class _FailsSome(ScriptedEngine):
 
 
 def _failing(monkeypatch: pytest.MonkeyPatch, ids: tuple[str, ...]) -> None:
-    import orchestrator.engines.scripted as scripted
+    import branchwise.orchestrator.engines.scripted as scripted
 
     monkeypatch.setattr(_FailsSome, "failing", ids)
     monkeypatch.setattr(scripted, "ScriptedEngine", _FailsSome)
@@ -308,8 +308,8 @@ def test_a_scorer_that_fails_everywhere_is_named_once(
     assert "reads token logprobs, but sampling.logprobs is None" in err
     assert "(got {" not in err and len(err.strip().splitlines()) == 1
 
-    from core.graph import Score
-    from rewards.intrinsic import MeanLogprob
+    from branchwise.core.graph import Score
+    from branchwise.rewards.intrinsic import MeanLogprob
 
     async def broken(self: object, problem: object, candidates: list[object]) -> list[Score]:
         return [Score(value=None, error="the scorer's model is missing") for _ in candidates]
@@ -414,7 +414,7 @@ def test_store_records_the_run_identity(tmp_path: Path) -> None:
 
 
 def test_recipe_fingerprint_ignores_plumbing_only() -> None:
-    from orchestrator.recipe import parse_recipe
+    from branchwise.orchestrator.recipe import parse_recipe
 
     def fingerprint(**changes: object) -> str:
         data: dict[str, object] = {
@@ -456,7 +456,7 @@ def test_bad_dataset_line_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_moving_the_reward_model_server_keeps_the_fingerprint() -> None:
-    from orchestrator.recipe import parse_recipe
+    from branchwise.orchestrator.recipe import parse_recipe
 
     def fingerprint(**prm: object) -> str:
         scorer = {"kind": "prm", "model": "prm", "backend": "http", "base_url": "http://a:1"}
@@ -505,7 +505,7 @@ def test_a_terminal_gets_a_progress_bar(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     writer = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "eval", str(recipe)],
+        [sys.executable, "-m", "branchwise", "eval", str(recipe)],
         stdin=slave,
         stdout=subprocess.DEVNULL,
         stderr=slave,

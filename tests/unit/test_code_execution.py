@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from core.problem import Problem
-from core.scoring import Candidate, ScorerResources
-from verifiers.code_execution import CodeTests, CodeTestsConfig, extract_code
-from verifiers.sandbox import SandboxLimits, run_python
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.verifiers.code_execution import CodeTests, CodeTestsConfig, extract_code
+from branchwise.verifiers.sandbox import SandboxLimits, run_python
 
 FAST = SandboxLimits(wall_seconds=3.0, cpu_seconds=1, memory_mb=256)
 TESTS = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0", "assert add(10, 5) == 15"]

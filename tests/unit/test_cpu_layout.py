@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from core import cpu_layout
-from core.cpu_layout import SMALL_CPU_LAYOUT, environment, layout_environment
+from branchwise.core import cpu_layout
+from branchwise.core.cpu_layout import SMALL_CPU_LAYOUT, environment, layout_environment
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import DatasetError
-from orchestrator.cli import main
-from orchestrator.datasets import field_map, load_problems
+from branchwise.core.errors import DatasetError
+from branchwise.orchestrator.cli import main
+from branchwise.orchestrator.datasets import field_map, load_problems
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "datasets"
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
-from rewards.confidence import (
+from branchwise.orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
+from branchwise.rewards.confidence import (
     SlidingMean,
     bottom_group_confidence,
     group_confidences,
@@ -19,7 +19,7 @@ from rewards.confidence import (
     tail_confidence,
     token_confidence,
 )
-from strategies.deepconf import kept_share_threshold
+from branchwise.strategies.deepconf import kept_share_threshold
 from tests.conftest import make_problem
 from tests.unit.sampling_support import (
     FLAT,
@@ -130,7 +130,7 @@ def test_online_stops_uncertain_traces_at_the_first_window_below_threshold() -> 
 
 
 def test_online_warmup_must_leave_traces_to_watch() -> None:
-    from core.errors import RecipeError
+    from branchwise.core.errors import RecipeError
 
     with pytest.raises(RecipeError, match="warmup"):
         run_strategy(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.api import search_sync
+from branchwise.orchestrator.api import search_sync
 from tests.conftest import make_problem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_strategy_registry_imports_on_its_own() -> None:
     code = (
-        "from strategies.base import STRATEGIES\n"
+        "from branchwise.strategies.base import STRATEGIES\n"
         "assert STRATEGIES.get('beam_search').__name__ == 'BeamSearch'\n"
     )
     done = subprocess.run(

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import RecipeError
-from orchestrator.engines.base import TokenEngine
-from orchestrator.engines.config import ENGINES, OpenAIEngineConfig
-from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.engines.vllm_engine import VLLMEngine
-from orchestrator.prompting import ChatMessage
-from orchestrator.recipe import load_recipe, parse_recipe
-from orchestrator.runner import Orchestrator
-from strategies.base import STRATEGIES
+from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.engines.base import TokenEngine
+from branchwise.orchestrator.engines.config import ENGINES, OpenAIEngineConfig
+from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.prompting import ChatMessage
+from branchwise.orchestrator.recipe import load_recipe, parse_recipe
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.strategies.base import STRATEGIES
 from tests.conftest import REPO
 
 ENTROPY = {"name": "entropy_branching", "entropy_threshold": 0.5}
@@ -54,7 +54,7 @@ def test_a_scripted_recipe_names_the_solutions_its_engine_replays() -> None:
 
     async def first_line() -> str:
         ids = (await engine.tokenize_chat([ChatMessage("user", question)])).token_ids
-        from orchestrator.engines.types import GenerationRequest, SamplingSpec
+        from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
 
         spec = SamplingSpec(max_tokens=20, stop=("\n\n",), seed=0)
         result = await engine.generate(GenerationRequest("t", ids, spec))

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.errors import RecipeError
-from orchestrator.engines.types import GenerationRequest, GenerationResult
-from orchestrator.recipe import parse_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, teach
 from tests.unit.sampling_support import (
     HardSpotPolicy,
@@ -195,8 +195,8 @@ def test_reallocation_does_not_depend_on_timing_or_concurrency() -> None:
 def test_a_resumed_run_gives_later_problems_the_same_share() -> None:
     import asyncio
 
-    from orchestrator.recipe import parse_recipe
-    from orchestrator.runner import Orchestrator
+    from branchwise.orchestrator.recipe import parse_recipe
+    from branchwise.orchestrator.runner import Orchestrator
 
     problems = [make_problem(i) for i in range(3)]
     strategy = {**STRATEGY, "max_paths": 3, "min_gap": 3, "borrow_limit": 4}

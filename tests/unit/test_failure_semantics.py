@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from core.graph import Node
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
-from strategies.selection import weighted_vote
+from branchwise.core.graph import Node
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.strategies.selection import weighted_vote
 from tests.conftest import make_problem, scripted_recipe, teach
 
 

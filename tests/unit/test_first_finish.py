@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, scripted_recipe
 from tests.unit.sampling_support import ChoicePolicy, generated_in_graph, run_strategy
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from verifiers.answers import AnswerSpec, extract_answer
-from verifiers.grading import GradingSpec, grade, parse_number
+from branchwise.verifiers.answers import AnswerSpec, extract_answer
+from branchwise.verifiers.grading import GradingSpec, grade, parse_number
 
 
 @pytest.mark.parametrize(

@@ -8,17 +8,17 @@ import re
 
 import pytest
 
-from core.problem import Problem
-from core.scoring import Candidate, ScorerResources
-from orchestrator.engines.config import ScriptedEngineConfig
-from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
-from verifiers.judges import (
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.orchestrator.engines.config import ScriptedEngineConfig
+from branchwise.orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
+from branchwise.verifiers.judges import (
     PairwiseJudge,
     PointwiseJudge,
     PointwiseJudgeConfig,
     TournamentJudge,
 )
-from verifiers.judging import knockout
+from branchwise.verifiers.judging import knockout
 
 PROBLEM = Problem(id="p", question="What is 6*7?", reference="42")
 

@@ -1,6 +1,6 @@
 """The import layers: every module imports on its own, and the layer contracts hold.
 
-The tests import ``orchestrator`` before anything else (conftest), which would hide a module
+The tests import ``branchwise`` before anything else (conftest), which would hide a module
 that only imports after another has been loaded; so each module is imported in a child
 process that has loaded no project module at all.
 """
@@ -16,6 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("core", "orchestrator", "strategies", "verifiers", "rewards")
+# The installed package, not the checkout: children run outside the repository, so only the
+# import name ``branchwise`` can resolve (as it does for a user).
+NEUTRAL_CWD = Path("/")
 
 # One interpreter loads the third-party libraries once, then forks a child per module: the
 # child starts with no project module loaded, exactly as a fresh interpreter would, at a
@@ -26,7 +29,7 @@ _WALK = textwrap.dedent(
     import pydantic, networkx, numpy, yaml, httpx  # noqa: F401 - shared by every child
     failed = []
     for name in sys.argv[1:]:
-        assert not any(m.split(".")[0] in {packages!r} for m in sys.modules), "parent loaded one"
+        assert not any(m.split(".")[0] == "branchwise" for m in sys.modules), "parent loaded one"
         pid = os.fork()
         if pid == 0:
             try:
@@ -48,17 +51,18 @@ def project_modules() -> list[str]:
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
             parts = path.relative_to(REPO).with_suffix("").parts
-            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+            names.append(
+                ".".join(("branchwise", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+            )
     return names
 
 
-def walk(modules: list[str], root: Path = REPO) -> list[str]:
+def walk(modules: list[str]) -> list[str]:
     """The modules that fail to import in a fresh process (each on its own)."""
-    script = _WALK.format(packages=set(PACKAGES))
     done = subprocess.run(
-        [sys.executable, "-c", script, *modules],
-        cwd=root,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-c", _WALK, *modules],
+        cwd=NEUTRAL_CWD,
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -73,7 +77,11 @@ def walk(modules: list[str], root: Path = REPO) -> list[str]:
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_every_module_imports_on_its_own_in_a_fresh_process() -> None:
     modules = project_modules()
-    assert len(modules) > 60 and "strategies.base" in modules and "verifiers.reference" in modules
+    assert (
+        len(modules) > 60
+        and "branchwise.strategies.base" in modules
+        and "branchwise.verifiers.reference" in modules
+    )
     walk(modules)
 
 
@@ -95,27 +103,30 @@ def test_the_public_api_is_what_the_readme_imports() -> None:
     script = textwrap.dedent(
         """
         import sys
-        import orchestrator
-        assert "orchestrator.runner" not in sys.modules and "strategies.base" not in sys.modules
-        from orchestrator import Orchestrator, Problem, load_recipe, search, search_sync
-        from orchestrator import *  # noqa: F403
-        import orchestrator.runner, core.problem
-        assert Orchestrator is orchestrator.runner.Orchestrator and Problem is core.problem.Problem
-        missing = [n for n in orchestrator.__all__ if not hasattr(orchestrator, n)]
+        import branchwise
+        loaded = {"branchwise.orchestrator.runner", "branchwise.strategies.base"} & set(sys.modules)
+        assert not loaded, loaded
+        from branchwise import Orchestrator, Problem, load_recipe, search, search_sync
+        from branchwise import *  # noqa: F403
+        import branchwise.orchestrator.runner, branchwise.core.problem
+        assert Orchestrator is branchwise.orchestrator.runner.Orchestrator
+        assert Problem is branchwise.core.problem.Problem
+        missing = [n for n in branchwise.__all__ if not hasattr(branchwise, n)]
         assert not missing, missing
-        print(len(orchestrator.__all__))
+        assert branchwise.__version__ != "0+unknown"
+        print(len(branchwise.__all__))
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        cwd=NEUTRAL_CWD,
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "27"
+    assert done.stdout.strip() == "28"
 
 
 def test_the_engine_contract_forbids_every_other_orchestrator_module() -> None:
@@ -126,8 +137,8 @@ def test_the_engine_contract_forbids_every_other_orchestrator_module() -> None:
     [engines] = [c for c in config["contracts"] if c["type"] == "forbidden"]
     below = set(engines["source_modules"])
     top_level = {
-        ".".join(m.split(".")[:2])
+        ".".join(m.split(".")[:3])
         for m in project_modules()
-        if m.startswith("orchestrator.") and ".".join(m.split(".")[:2]) not in below
+        if m.startswith("branchwise.orchestrator.") and ".".join(m.split(".")[:3]) not in below
     }
     assert top_level <= set(engines["forbidden_modules"])

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.lending import LendingPool
+from branchwise.orchestrator.lending import LendingPool
 
 
 @pytest.mark.parametrize("finish_order", [(0, 1), (1, 0)])

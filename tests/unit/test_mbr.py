@@ -12,14 +12,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from core.errors import RecipeError
-from core.graph import Node, Score
-from core.problem import Problem
-from core.scoring import SCORERS, Candidate, PairwiseScorer
-from orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
-from strategies.mbr import MBR, MBRConfig
-from strategies.selection import argmax
-from strategies.utilities import chrf, chrf_matrix
+from branchwise.core.errors import RecipeError
+from branchwise.core.graph import Node, Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import SCORERS, Candidate, PairwiseScorer
+from branchwise.orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
+from branchwise.strategies.mbr import MBR, MBRConfig
+from branchwise.strategies.selection import argmax
+from branchwise.strategies.utilities import chrf, chrf_matrix
 from tests.conftest import make_problem
 from tests.unit.sampling_support import ChoicePolicy, LearningEngine, run_strategy
 
@@ -154,7 +154,7 @@ class _JudgingPolicy:
     """Solves like the reference policy; asked for agreement, compares the two answers."""
 
     def __init__(self, error_rate: float) -> None:
-        from orchestrator.engines.scripted import ReferencePolicy
+        from branchwise.orchestrator.engines.scripted import ReferencePolicy
 
         self.solver = ReferencePolicy({}, error_rate)
 
@@ -228,7 +228,7 @@ def test_chrf_matrix_equals_pairwise_chrf_exactly() -> None:
 def test_chrf_counts_each_text_once_and_runs_off_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import strategies.utilities as utilities
+    import branchwise.strategies.utilities as utilities
 
     real = utilities.chrf_matrix
     calls: list[int] = []

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from strategies.tree_policy import (
+from branchwise.strategies.tree_policy import (
     ChildStats,
     puct_score,
     select_child,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.metrics import (
+from branchwise.orchestrator.metrics import (
     compare_runs,
     mcnemar_exact,
     pass_at_k,

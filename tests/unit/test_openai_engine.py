@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from core.errors import EngineError
-from orchestrator.engines.config import OpenAIEngineConfig
-from orchestrator.engines.openai_engine import OpenAIEngine
-from orchestrator.engines.types import GenerationRequest, SamplingSpec
+from branchwise.core.errors import EngineError
+from branchwise.orchestrator.engines.config import OpenAIEngineConfig
+from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
+from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
 
 
 def _completion(body: dict[str, object]) -> dict[str, object]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.trace import layout, write_trace
+from branchwise.orchestrator.cli import main
+from branchwise.orchestrator.trace import layout, write_trace
 from tests.browser import ink, rendered_dom, screenshot
 from tests.unit.test_cli_and_store import _dataset, _recipe
 

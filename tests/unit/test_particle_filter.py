@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 
-from core.graph import Node, Score, SearchGraph
-from strategies.particle_filter import ParticleFilter, ParticleFilterConfig, Sweep, log_weight
-from strategies.resampling import softmax
+from branchwise.core.graph import Node, Score, SearchGraph
+from branchwise.strategies.particle_filter import (
+    ParticleFilter,
+    ParticleFilterConfig,
+    Sweep,
+    log_weight,
+)
+from branchwise.strategies.resampling import softmax
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
 

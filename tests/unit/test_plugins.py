@@ -20,9 +20,9 @@ PLUGIN = textwrap.dedent(
     """A plugin: the shortest of n samples, by a brevity scorer."""
     from typing import Literal
 
-    from core.graph import Score
-    from core.scoring import Scorer
-    from strategies.base import SearchResult, Strategy, StrategyConfig
+    from branchwise.core.graph import Score
+    from branchwise.core.scoring import Scorer
+    from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
 
 
     class ShortestConfig(StrategyConfig):
@@ -63,8 +63,8 @@ ENTRY_POINTS = textwrap.dedent(
 RUN = textwrap.dedent(
     """
     import asyncio, json
-    from orchestrator import Orchestrator, parse_recipe
-    from orchestrator.engines.scripted import ScriptedEngine
+    from branchwise import Orchestrator, parse_recipe
+    from branchwise.orchestrator.engines.scripted import ScriptedEngine
     from tests.conftest import make_problem, teach
 
     recipe = parse_recipe({
@@ -134,7 +134,7 @@ def test_the_cli_lists_plugin_strategies_and_scorers(tmp_path: Path) -> None:
     listed = {}
     for command in ("strategies", "scorers"):
         done = subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli", command],
+            [sys.executable, "-m", "branchwise", command],
             cwd=REPO,
             env={"PYTHONPATH": f"{site}:{REPO}", "PATH": "/usr/bin:/bin"},
             capture_output=True,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import RecipeError
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.prompting import ChatMessage, RenderedPrompt
-from orchestrator.recipe import load_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.prompting import ChatMessage, RenderedPrompt
+from branchwise.orchestrator.recipe import load_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, scripted_recipe, teach
 
 CHAT = {
@@ -112,7 +112,7 @@ def test_missing_chat_template_file_is_a_recipe_error(tmp_path: Path) -> None:
         "engine: {kind: scripted}\nstrategy: {name: self_consistency, n: 2}\n"
         "prompt: {style: chat, chat_template: nowhere.jinja}\n"
     )
-    from orchestrator.validation import check_resources
+    from branchwise.orchestrator.validation import check_resources
 
     with pytest.raises(RecipeError, match=r"nowhere\.jinja"):
         check_resources(load_recipe(tmp_path / "r.yaml"))

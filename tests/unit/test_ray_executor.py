@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.store import ResultStore
+from branchwise.orchestrator.store import ResultStore
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -26,7 +26,7 @@ RECIPE = REPO / "examples" / "recipes" / "tree_search_scripted.yaml"
 
 
 def _eval(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "orchestrator.cli", "eval", str(RECIPE), "--out", str(out),
+    command = [sys.executable, "-m", "branchwise", "eval", str(RECIPE), "--out", str(out),
                "--limit", "16", "--seed", "3", "--concurrency", "4", "--quiet", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
     return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -55,7 +55,15 @@ def test_ray_workers_share_one_store_and_equal_a_single_process_run(tmp_path: Pa
 
 
 def test_ray_without_out_is_a_one_line_error(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "orchestrator.cli", "eval", str(RECIPE), "--executor", "ray"]
+    command = [
+        sys.executable,
+        "-m",
+        "branchwise.orchestrator.cli",
+        "eval",
+        str(RECIPE),
+        "--executor",
+        "ray",
+    ]
     done = subprocess.run(
         command, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
         capture_output=True, text=True, timeout=120,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.recipe import load_recipe
+from branchwise.orchestrator.cli import main
+from branchwise.orchestrator.recipe import load_recipe
 
 REAL = sorted(
     (Path(__file__).resolve().parents[2] / "examples" / "recipes" / "real").glob("*.yaml")

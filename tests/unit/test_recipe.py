@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import RecipeError
-from orchestrator.recipe import load_recipe, parse_recipe
-from strategies.self_consistency import SelfConsistencyConfig
+from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.recipe import load_recipe, parse_recipe
+from branchwise.strategies.self_consistency import SelfConsistencyConfig
 
 BASE = {"engine": {"kind": "scripted"}, "strategy": {"name": "self_consistency", "n": 4}}
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from strategies.resampling import (
+from branchwise.strategies.resampling import (
     effective_sample_size,
     multinomial_resample,
     softmax,

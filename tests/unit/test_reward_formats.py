@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.problem import Problem
-from core.scoring import Candidate, ScorerResources
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.rewards.formats import FORMATS, get_format
+from branchwise.rewards.inputs import InputEncoder
+from branchwise.rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
+from branchwise.rewards.rendering import Message, Pieces, RenderOptions, WholeText, render
 from examples.lookalikes.build import build
-from rewards.formats import FORMATS, get_format
-from rewards.inputs import InputEncoder
-from rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
-from rewards.rendering import Message, Pieces, RenderOptions, WholeText, render
 from tests import reward_cards as cards
 
 PROBLEM = Problem(id="p", question=cards.QUESTION)
@@ -266,7 +266,7 @@ def test_a_child_reuses_its_parents_values_in_a_chat_format(lookalikes: dict[str
 def test_pooled_rows_map_to_positions_for_all_step_and_classify_pooling() -> None:
     import numpy as np
 
-    from rewards.pooling import rows_at
+    from branchwise.rewards.pooling import rows_at
 
     ids = [5, 9, 7, 9, 3]
     every = np.arange(10.0).reshape(5, 2)

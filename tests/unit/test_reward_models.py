@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.problem import Problem
-from core.scoring import Candidate, ScorerResources
-from rewards.batching import MicroBatcher
-from rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.rewards.batching import MicroBatcher
+from branchwise.rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
 from tests.tiny_prm import make_tiny_prm
 
 PROBLEM = Problem(id="p", question="Mia has 7 pens.")

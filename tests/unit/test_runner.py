@@ -7,12 +7,12 @@ import contextlib
 import time
 from collections.abc import Sequence
 
-from core.graph import Score
-from core.problem import Problem
-from core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
+from branchwise.core.graph import Score
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, scripted_recipe, teach
 
 

@@ -15,16 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from core.problem import Problem
-from orchestrator.cli import main
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.recipe import parse_recipe
-from orchestrator.server.app import TRACE_HEADER, StrategyServer, create_app
-from orchestrator.server.catalog import ModelCatalog, request_recipe
-from orchestrator.server.main import bind
-from orchestrator.server.protocol import parse_request
-from orchestrator.server.responses import jsonable
-from orchestrator.server.settings import ServerLimits
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.cli import main
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.server.app import TRACE_HEADER, StrategyServer, create_app
+from branchwise.orchestrator.server.catalog import ModelCatalog, request_recipe
+from branchwise.orchestrator.server.main import bind
+from branchwise.orchestrator.server.protocol import parse_request
+from branchwise.orchestrator.server.responses import jsonable
+from branchwise.orchestrator.server.settings import ServerLimits
 from tests.conftest import make_problem, teach
 
 PROBLEMS = [make_problem(i) for i in range(4)]
@@ -634,7 +634,7 @@ def test_serve_refuses_bad_recipes_and_settings_in_one_line(
 
 
 def test_bind_refuses_a_port_in_use_in_one_line() -> None:
-    from core.errors import BranchwiseError
+    from branchwise.core.errors import BranchwiseError
 
     sock = bind("127.0.0.1", 0)
     try:
@@ -681,7 +681,7 @@ def test_branchwise_serve_runs_the_command_end_to_end(tmp_path: Path) -> None:
     port = sock.getsockname()[1]
     sock.close()
     env = {**os.environ, "BW_KEY": KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    command = [sys.executable, "-m", "orchestrator.cli", "serve", str(recipe)]
+    command = [sys.executable, "-m", "branchwise", "serve", str(recipe)]
     command += ["--port", str(port), "--api-key-env", "BW_KEY"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import BudgetExhausted
-from orchestrator.budget import Budget, BudgetTracker
+from branchwise.core.errors import BudgetExhausted
+from branchwise.orchestrator.budget import Budget, BudgetTracker
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
 from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.steps import path_steps, split_steps, split_text
+from branchwise.orchestrator.steps import path_steps, split_steps, split_text
 
 
 def test_split_text_keeps_every_character() -> None:

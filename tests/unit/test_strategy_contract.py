@@ -13,14 +13,14 @@ from typing import Any
 import networkx as nx
 import pytest
 
-from core.graph import ROOT_ID, SearchGraph
-from core.problem import Problem
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.lending import PoolSeat
-from orchestrator.recipe import parse_recipe
-from orchestrator.results import ProblemResult
-from orchestrator.runner import Orchestrator
-from strategies.base import STRATEGIES
+from branchwise.core.graph import ROOT_ID, SearchGraph
+from branchwise.core.problem import Problem
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.lending import PoolSeat
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from branchwise.strategies.base import STRATEGIES
 from tests.conftest import make_problem, teach
 from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from core.errors import BudgetExhausted
-from orchestrator.budget import Budget
-from orchestrator.engines.scripted import ScriptedEngine
-from orchestrator.engines.types import GenerationRequest, GenerationResult, SamplingSpec
+from branchwise.core.errors import BudgetExhausted
+from branchwise.orchestrator.budget import Budget
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult, SamplingSpec
 from tests.conftest import make_problem
 from tests.unit.sampling_support import make_context
 

@@ -7,11 +7,15 @@ import math
 
 import pytest
 
-from core.problem import Problem
-from core.scoring import SCORERS, Candidate, ScorerConfig, ScorerResources
-from rewards.aggregate import StepAggregation, aggregate_steps
-from rewards.intrinsic import self_certainty
-from verifiers.equivalence import AnswerEquivalence, AnswerEquivalenceConfig, answers_equivalent
+from branchwise.core.problem import Problem
+from branchwise.core.scoring import SCORERS, Candidate, ScorerConfig, ScorerResources
+from branchwise.rewards.aggregate import StepAggregation, aggregate_steps
+from branchwise.rewards.intrinsic import self_certainty
+from branchwise.verifiers.equivalence import (
+    AnswerEquivalence,
+    AnswerEquivalenceConfig,
+    answers_equivalent,
+)
 
 QUESTION = "Mia has 7 pens. She gets 15 more. She loses 4. She triples them. How many pens now?"
 TESTBED = Problem(id="t0", question=QUESTION, reference="54")

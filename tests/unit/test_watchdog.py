@@ -14,7 +14,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 OWNER = """
 import subprocess, sys, time
-from orchestrator.engines.watchdog import start_watchdog
+from branchwise.orchestrator.engines.watchdog import start_watchdog
 start_watchdog()
 # a child with a grandchild, like vLLM's engine core and its worker
 child = subprocess.Popen([sys.executable, "-c",
