@@ -29,7 +29,7 @@ from its_hub.core.algorithms.self_consistency import SelfConsistency  # noqa: E4
 from its_hub.core.lms.openai_lm import OpenAICompatibleLanguageModel  # noqa: E402
 from its_hub.core.lms.step_generation import StepGeneration  # noqa: E402
 
-from branchwise.core.answers import AnswerSpec  # noqa: E402
+from branchwise.core.answer_spec import AnswerSpec  # noqa: E402
 from branchwise.core.problem import Problem  # noqa: E402
 from branchwise.core.scoring import Candidate, ScorerConfig, ScorerResources  # noqa: E402
 from branchwise.orchestrator.steps import split_steps  # noqa: E402

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from branchwise.core.graph import Node, Score, SearchGraph
     from branchwise.core.problem import Problem
     from branchwise.orchestrator.api import search, search_many, search_sync
-    from branchwise.orchestrator.budget import Budget, Usage
     from branchwise.orchestrator.context import SearchContext
     from branchwise.orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
+    from branchwise.orchestrator.ledger import Budget, Usage
     from branchwise.orchestrator.recipe import Recipe, load_recipe, parse_recipe
     from branchwise.orchestrator.results import ProblemResult
     from branchwise.orchestrator.runner import Orchestrator
@@ -56,8 +56,8 @@ _EXPORTS = {
     "search": "branchwise.orchestrator.api",
     "search_many": "branchwise.orchestrator.api",
     "search_sync": "branchwise.orchestrator.api",
-    "Budget": "branchwise.orchestrator.budget",
-    "Usage": "branchwise.orchestrator.budget",
+    "Budget": "branchwise.orchestrator.ledger",
+    "Usage": "branchwise.orchestrator.ledger",
     "SearchContext": "branchwise.orchestrator.context",
     "Completion": "branchwise.orchestrator.engines.types",
     "GenerationRequest": "branchwise.orchestrator.engines.types",

@@ -12,9 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
@@ -64,8 +65,12 @@ class ScorerResources:
     base_dir: Path = field(default_factory=Path.cwd)
 
 
-class Scorer(ABC):
-    """Base class of verifiers and reward models (the registry checks subclassing)."""
+ConfigT = TypeVar("ConfigT", bound=ScorerConfig, default=ScorerConfig)
+
+
+class Scorer(ABC, Generic[ConfigT]):
+    """Base class of verifiers and reward models (the registry checks subclassing), generic in
+    its config: ``class CodeTests(Scorer[CodeTestsConfig])`` reads ``self.config`` typed."""
 
     config_model: ClassVar[type[ScorerConfig]] = ScorerConfig
     description: ClassVar[str] = ""
@@ -76,7 +81,7 @@ class Scorer(ABC):
     # (``sampling.logprobs`` must be at least this); None for none.
     needs_logprobs: ClassVar[int | None] = None
 
-    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+    def __init__(self, config: ConfigT, resources: ScorerResources) -> None:
         self.config = config
         self.resources = resources
 
@@ -88,11 +93,11 @@ class Scorer(ABC):
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
         """One score per candidate, in order; raise only if the whole batch failed."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, not abstract
+    async def aclose(self) -> None:
         """Release models or clients; the default has nothing to release."""
 
 
-class PairwiseScorer(Scorer):
+class PairwiseScorer(Scorer[ConfigT]):
     """A scorer that also judges pairs of candidates (MBR's judge utility, tournaments).
 
     ``compare`` returns one :class:`Score` per pair whose value says how much the first
@@ -130,6 +135,6 @@ BUILTIN_SCORERS: dict[str, str] = {
     "orm": "branchwise.rewards.prm:OutcomeRewardModel",
 }
 
-SCORERS: Registry[Scorer] = Registry(
+SCORERS: Registry[Scorer[Any]] = Registry(
     "scorer", Scorer, group="branchwise.scorers", builtins=BUILTIN_SCORERS
 )

@@ -17,97 +17,53 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import path_key
 
-if TYPE_CHECKING:
-    from branchwise.orchestrator.budget import BudgetTracker, Reservation
 
+class AdmissionOrder:
+    """Whose turn it is among one search's waiting requests: node order, never arrival order.
 
-class AdmissionQueue:
-    """One search's queue of requests waiting to be admitted, in node order."""
+    It decides nothing about budgets (the ledger does); it counts the waitable requests in
+    flight and hands the turn to the earliest waiting node once none is left in flight.
+    """
 
-    def __init__(self, tracker: BudgetTracker) -> None:
-        self._tracker = tracker
-        self._expanding = 0  # waitable requests in flight: they finish without our help
+    def __init__(self) -> None:
+        self.in_flight = 0
+        """Waitable requests admitted and not yet settled: they finish without our help."""
         self._waiters: list[tuple[tuple[int, ...], int, asyncio.Future[None]]] = []
         self._turn_handed = False  # a waiter was woken and has not decided yet
         self._arrivals = itertools.count()
 
+    @property
+    def queued(self) -> bool:
+        """True while a request waits or holds the turn (a newcomer must queue too)."""
+        return bool(self._waiters) or self._turn_handed
+
     def started(self) -> None:
         """A waitable request was admitted."""
-        self._expanding += 1
+        self.in_flight += 1
 
     def finished(self) -> None:
         """A waitable request settled: the next waiter may go once nothing is in flight."""
-        self._expanding -= 1
+        self.in_flight -= 1
         self._wake_next()
 
     def wake(self) -> None:
         """Budget was given back: a waiter may go, if nothing waitable is in flight."""
         self._wake_next()
 
-    async def admit(
-        self,
-        *,
-        n: int,
-        max_tokens: int,
-        new_nodes: int,
-        prompt_tokens: int,
-        key: str,
-        waitable: bool = True,
-    ) -> Reservation:
-        """Reserve a request's budget; its ``per_sample`` is what each of its ``n`` samples
-        may use.
+    def decided(self, woken: bool) -> None:
+        """A request was admitted or refused: the next waiter may go once nothing is in flight."""
+        if woken:
+            self._turn_handed = False
+        self._wake_next()
 
-        While nobody waits, a request that fits in full is admitted at once. One that would be
-        cut short or refused only because of reservations still in flight waits until no
-        waitable request is in flight; from then on requests are decided one at a time, in
-        node order of ``key``, never in the order their predecessors happened to finish.
-        ``waitable``: the request finishes on its own (a plain generation), so others may wait
-        for it; a stream, which finishes only as its consumer reads it, must pass False.
-        """
-        tracker = self._tracker
+    def turn_unused(self) -> None:
+        """The woken request must wait again (requests in flight may still help it)."""
+        self._turn_handed = False
 
-        def check(count_reserved: bool = True) -> int:
-            return tracker.check_request(
-                n=n,
-                max_tokens=max_tokens,
-                new_nodes=new_nodes,
-                prompt_tokens=prompt_tokens,
-                count_reserved=count_reserved,
-            )
-
-        woken = False
-        while True:
-            if woken or not (self._waiters or self._turn_handed):
-                try:
-                    per_sample = check()
-                except BudgetExhausted:
-                    if self._expanding == 0 or not _curable(check):
-                        self._decided(woken)
-                        raise
-                else:
-                    cut = per_sample < max_tokens
-                    if not cut or self._expanding == 0 or not _curable(check):
-                        held = tracker.hold(
-                            per_sample=per_sample,
-                            tokens=per_sample * n,
-                            nodes=new_nodes,
-                            prompt=prompt_tokens,
-                            waitable=waitable,
-                        )
-                        self._decided(woken)
-                        return held
-            if woken:
-                self._turn_handed = False
-            await self._wait_turn(key)
-            woken = True
-
-    async def _wait_turn(self, key: str) -> None:
+    async def wait_turn(self, key: str) -> None:
         """Wait until nothing waitable is in flight and no earlier node waits before us."""
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (path_key(key), next(self._arrivals), turn))
@@ -123,27 +79,9 @@ class AdmissionQueue:
                 heapq.heapify(self._waiters)
             raise
 
-    def _decided(self, woken: bool) -> None:
-        """A request was admitted or refused: the next waiter may go once nothing is in flight."""
-        if woken:
-            self._turn_handed = False
-        self._wake_next()
-
     def _wake_next(self) -> None:
-        while self._expanding == 0 and self._waiters and not self._turn_handed:
+        while self.in_flight == 0 and self._waiters and not self._turn_handed:
             turn = heapq.heappop(self._waiters)[2]
             if not turn.done():  # a cancelled waiter may still be queued: skip it
                 turn.set_result(None)
                 self._turn_handed = True
-
-
-def _curable(check: Callable[[bool], int]) -> bool:
-    """True if the requests in flight returning their unused reservations could help."""
-    try:
-        best = check(False)
-    except BudgetExhausted:
-        return False
-    try:
-        return best > check(True)
-    except BudgetExhausted:
-        return True

@@ -221,9 +221,7 @@ async def _run(
             stream = orchestrator.stream(problems, finished=finished, claim=store.claim)
             async for result in stream:
                 cands = candidates_of(result.graph, result.reference, recipe.grading)
-                subsets = subset_answers(
-                    result.graph, recipe.strategy, result.reference, recipe.grading
-                )
+                subsets = subset_answers(result.graph, recipe, result.reference)
                 stored = store.finish(
                     result, candidates=cands, subsets=subsets, with_graph=with_graph
                 )

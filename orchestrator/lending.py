@@ -37,7 +37,7 @@ class LendingPool:
     def __init__(self, slots: asyncio.Semaphore | None = None) -> None:
         self.slots = slots
         self._net: dict[int, int] = {}
-        self._settled = 0  # seats 0 .. _settled-1 have all exchanged
+        self._exchanged_through = 0  # seats 0 .. _exchanged_through-1 have all exchanged
         self._waiters: dict[int, asyncio.Future[None]] = {}
 
     def seat(self, index: int) -> PoolSeat:
@@ -47,9 +47,9 @@ class LendingPool:
         if index in self._net:
             raise RuntimeError(f"seat {index} exchanged twice")
         self._net[index] = net
-        while self._settled in self._net:
-            self._settled += 1
-        for waiting in [i for i in self._waiters if i <= self._settled]:
+        while self._exchanged_through in self._net:
+            self._exchanged_through += 1
+        for waiting in [i for i in self._waiters if i <= self._exchanged_through]:
             future = self._waiters.pop(waiting)
             if not future.done():
                 future.set_result(None)
@@ -57,7 +57,7 @@ class LendingPool:
     async def _available_to(self, seat: PoolSeat) -> int:
         """Net units lent by seats before ``seat``, once they have all exchanged."""
         index = seat.index
-        if self._settled < index:
+        if self._exchanged_through < index:
             future = asyncio.get_running_loop().create_future()
             self._waiters[index] = future
             await seat.without_slot(future)
@@ -91,7 +91,7 @@ class PoolSeat:
         if want:
             available = await self._pool._available_to(self)
             borrowed = min(want, max(available, 0))
-        self.settle_as({"lent": lend, "borrowed": borrowed})
+        self.restore_exchange({"lent": lend, "borrowed": borrowed})
         return borrowed
 
     async def without_slot(self, waiting: asyncio.Future[None]) -> None:
@@ -115,7 +115,7 @@ class PoolSeat:
         """What this seat lent and borrowed, as stored with the problem's result."""
         return {"lent": self.lent, "borrowed": self.borrowed}
 
-    def settle_as(self, ledger: Mapping[str, int]) -> None:
+    def restore_exchange(self, ledger: Mapping[str, int]) -> None:
         """Record an exchange (one made by an earlier, resumed run: its stored :meth:`ledger`)."""
         if self.done:
             raise RuntimeError(f"seat {self.index} exchanged twice")

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from branchwise.core.graph import ROOT_ID, Node, SearchGraph
-from branchwise.rewards.aggregate import Aggregation, aggregate_steps
-from branchwise.strategies.base import StrategyConfig
-from branchwise.strategies.selection import argmax, majority_vote, weighted_vote
+from branchwise.core.graph import ROOT_ID, SearchGraph
+from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.stored_tree import StoredTree
+from branchwise.strategies.base import STRATEGIES
 from branchwise.verifiers.grading import GradingSpec, grade
 
 Z95 = 1.959963984540054
@@ -56,51 +56,26 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def subset_answers(
-    graph: SearchGraph | None, strategy: StrategyConfig, reference: str | None, grading: GradingSpec
+    graph: SearchGraph | None, recipe: Recipe, reference: str | None
 ) -> dict[int, dict[str, Any]]:
     """The answer (and its correctness) the strategy would pick from its first N samples.
 
-    For N = 1, 2, 4, ... up to n; empty for strategies whose samples are not independent
-    (step searches, adaptive stopping), where a prefix of the samples is no smaller run.
+    For N = 1, 2, 4, ... up to n, by the strategy's own :meth:`~Strategy.select` on a view
+    of the tree that holds only those samples; empty for strategies whose samples are not
+    independent (step searches, adaptive stopping), where a prefix of the samples is no
+    smaller run.
     """
     if graph is None:
         return {}
-    name = strategy.name
-    select: Callable[[list[Node]], str | None]
-    if name == "self_consistency" and getattr(strategy, "weighting", None) == "none":
-
-        def select(nodes: list[Node]) -> str | None:
-            return majority_vote(nodes).answer
-
-    elif name == "best_of_n":
-        scorer = str(getattr(strategy, "scorer", ""))
-        aggregation: Aggregation = getattr(strategy, "aggregation", "min")
-
-        def value(node: Node) -> float | None:
-            score = graph.score(node.id, scorer)
-            if score is None or not score.ok:
-                return None
-            if score.step_values:
-                return aggregate_steps(score.step_values, aggregation)
-            return score.value
-
-        def select(nodes: list[Node]) -> str | None:
-            if getattr(strategy, "weighted", False):
-                return weighted_vote(nodes, lambda n: max(value(n) or 0.0, 0.0)).answer
-            return argmax(nodes, value).answer
-
-    else:
+    strategy = STRATEGIES.get(recipe.strategy.name)(recipe.strategy)
+    if not strategy.samples_independent:
         return {}
     samples = graph.children(ROOT_ID)
     out: dict[int, dict[str, Any]] = {}
     for n in _powers_of_two_upto(len(samples)):
-        voters = [
-            node
-            for node in samples[:n]
-            if node.terminal and graph.state(node.id).status != "failed"
-        ]
-        answer = select([v for v in voters if v.answer is not None])
-        correct = None if reference is None else grade(answer, reference, grading)
+        view = StoredTree(graph, aggregation=recipe.aggregation(), samples=samples[:n])
+        answer = strategy.select(view).answer
+        correct = None if reference is None else grade(answer, reference, recipe.grading)
         out[n] = {"answer": answer, "correct": correct}
     return out
 

@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from branchwise.core.errors import RecipeError, RegistryError
 from branchwise.core.scoring import SCORERS, PairwiseScorer, ScorerConfig
-from branchwise.orchestrator.budget import Budget
+from branchwise.core.values import Aggregation
 from branchwise.orchestrator.datasets import DatasetSpec
 from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
 from branchwise.orchestrator.engines.types import SamplingSpec
 from branchwise.orchestrator.fingerprint import fingerprint
+from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.prompting import PromptSpec
 from branchwise.strategies.base import STRATEGIES, StrategyConfig
 from branchwise.verifiers.answers import AnswerSpec
@@ -88,7 +89,7 @@ class Recipe(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"scorers: duplicate names {dupes}; give each a distinct `name`")
-        for field_name in ("scorer", "value_scorer", "verifier"):
+        for field_name in ("scorer", "verifier"):
             wanted = getattr(self.strategy, field_name, None)
             if isinstance(wanted, str) and wanted not in names:
                 raise ValueError(
@@ -107,6 +108,7 @@ class Recipe(BaseModel):
                     "intrinsic one (e.g. mean_logprob)"
                 )
         self._check_logprobs(kinds)
+        self._check_aggregation_declared_once()
         judge = getattr(self.strategy, "scorer", None)
         judges_pairs = getattr(self.strategy, "utility", None) == "judge"
         if (
@@ -128,12 +130,38 @@ class Recipe(BaseModel):
             )
         return self
 
+    def _scorer_folds_itself(self) -> str | None:
+        """The first scorer the strategy uses whose recipe entry sets its own aggregation."""
+        used = {getattr(self.strategy, f, None) for f in ("scorer", "verifier")}
+        for entry in self.scorers:
+            if entry.alias in used and "aggregation" in entry.model_fields_set:
+                return entry.alias
+        return None
+
+    def _check_aggregation_declared_once(self) -> None:
+        """Step values are folded by the strategy or by the reward model, never both."""
+        folding = self._scorer_folds_itself()
+        if "aggregation" in self.strategy.model_fields_set and folding is not None:
+            raise ValueError(
+                f"strategy.aggregation and scorers[{folding!r}].aggregation both say how step "
+                "values become a value; declare it in one place"
+            )
+
+    def aggregation(self) -> Aggregation | None:
+        """How the search folds step values into a node's value: the strategy's declaration,
+        unless the recipe leaves it at the strategy's default and a reward model it uses
+        declares its own (then the scorer's value counts as it is)."""
+        declared = self.strategy.declared_aggregation()
+        if "aggregation" not in self.strategy.model_fields_set and self._scorer_folds_itself():
+            return None
+        return declared
+
     def _check_logprobs(self, kinds: dict[str, str]) -> None:
         """A scorer the strategy uses that reads logprobs needs the engine to return them."""
         if getattr(self.strategy, "top_k_logprobs", None) is not None:
             return  # the strategy asks for its own logprobs
         have = self.sampling.logprobs
-        for field_name in ("scorer", "value_scorer", "verifier"):
+        for field_name in ("scorer", "verifier"):
             wanted = getattr(self.strategy, field_name, None)
             kind = kinds.get(wanted) if isinstance(wanted, str) else None
             need = SCORERS.get(kind).needs_logprobs if kind is not None else None

@@ -16,14 +16,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Self, TypeAlias
+from typing import Any, Self, TypeAlias
 
 from branchwise.core.errors import BranchwiseError, BudgetExhausted, RecipeError
 from branchwise.core.problem import Problem
 from branchwise.core.scoring import SCORERS, Scorer, ScorerResources
-from branchwise.orchestrator.budget import BudgetTracker
-from branchwise.orchestrator.context import SearchContext
+from branchwise.orchestrator.context import SearchContext, SearchSettings
 from branchwise.orchestrator.engines.base import Engine, TokenEngine
+from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import LendingPool, PoolSeat
 from branchwise.orchestrator.prompting import RenderedPrompt, render_prompt
 from branchwise.orchestrator.recipe import Recipe
@@ -34,15 +34,15 @@ from branchwise.verifiers.grading import grade
 log = logging.getLogger(__name__)
 _run_ids = itertools.count()
 
-SearchWatcher: TypeAlias = Callable[[SearchContext, Strategy], None]
+SearchWatcher: TypeAlias = Callable[[SearchContext, Strategy[Any]], None]
 """Called once a problem's search starts, with its context and strategy, so a caller can
 read the best answer so far (``strategy.anytime(ctx)``) while the search runs (the server
 streams it). It must only read: the search owns both objects."""
 
 
-def build_scorers(recipe: Recipe, engine: Engine | None) -> dict[str, Scorer]:
+def build_scorers(recipe: Recipe, engine: Engine | None) -> dict[str, Scorer[Any]]:
     resources = ScorerResources(engine=engine, base_dir=recipe.base_dir)
-    scorers: dict[str, Scorer] = {}
+    scorers: dict[str, Scorer[Any]] = {}
     for config in recipe.scorers:
         scorers[config.alias] = SCORERS.get(config.kind)(config, resources)
     return scorers
@@ -56,7 +56,7 @@ class Orchestrator:
         recipe: Recipe,
         *,
         engine: Engine | None = None,
-        scorers: dict[str, Scorer] | None = None,
+        scorers: dict[str, Scorer[Any]] | None = None,
     ) -> None:
         self.recipe = recipe
         self._owns_engine = engine is None
@@ -125,28 +125,31 @@ class Orchestrator:
         prompt: RenderedPrompt | None,
         watch: SearchWatcher | None,
     ) -> ProblemResult:
-        tracker = BudgetTracker(self.recipe.budget)
+        ledger = Ledger(self.recipe.budget)
         ctx: SearchContext | None = None
         try:
             if prompt is None:
                 prompt = await render_prompt(
                     self.recipe.prompt, problem.question, self.engine, self.recipe.base_dir
                 )
+            strategy = STRATEGIES.get(self.recipe.strategy.name)(self.recipe.strategy)
             ctx = SearchContext(
                 problem=problem,
                 prompt=prompt.text,
                 prompt_token_ids=prompt.token_ids,
-                engine=self.engine,
-                sampling=self.recipe.sampling,
-                step_delimiter=self.recipe.step_delimiter,
-                scorers=self.scorers,
-                budget=tracker,
-                answer_spec=self.recipe.answer,
-                seed=self.recipe.seed,
-                run_id=self.run_id,
+                settings=SearchSettings(
+                    engine=self.engine,
+                    sampling=self.recipe.sampling,
+                    step_delimiter=self.recipe.step_delimiter,
+                    answer_spec=self.recipe.answer,
+                    seed=self.recipe.seed,
+                    scorers=self.scorers,
+                    run_id=self.run_id,
+                    aggregation=self.recipe.aggregation(),
+                ),
+                ledger=ledger,
                 pool=seat,
             )
-            strategy = STRATEGIES.get(self.recipe.strategy.name)(self.recipe.strategy)
             if watch is not None:
                 watch(ctx, strategy)
             try:
@@ -162,7 +165,7 @@ class Orchestrator:
                 node_id=outcome.node_id,
                 reference=problem.reference,
                 correct=correct,
-                usage=tracker.finish().to_dict(),
+                usage=ledger.finish().to_dict(),
                 detail=outcome.detail,
                 graph=ctx.graph,
             )
@@ -172,15 +175,15 @@ class Orchestrator:
                 raise  # the run itself is being cancelled
             # a stray cancellation inside the search (not of this task) is a failure
             log.warning("problem %s failed: cancelled inside the search", problem.id)
-            return self._failed(problem, tracker, ctx, exc)
+            return self._failed(problem, ledger, ctx, exc)
         except Exception as exc:
             log.warning("problem %s failed: %s", problem.id, exc)
-            return self._failed(problem, tracker, ctx, exc)
+            return self._failed(problem, ledger, ctx, exc)
 
     def _failed(
         self,
         problem: Problem,
-        tracker: BudgetTracker,
+        ledger: Ledger,
         ctx: SearchContext | None,
         exc: BaseException,
     ) -> ProblemResult:
@@ -188,7 +191,7 @@ class Orchestrator:
             problem_id=problem.id,
             answer=None,
             reference=problem.reference,
-            usage=tracker.finish().to_dict(),
+            usage=ledger.finish().to_dict(),
             error=f"{type(exc).__name__}: {exc}",
             graph=ctx.graph if ctx is not None else None,
         )
@@ -241,12 +244,12 @@ class Orchestrator:
                 seat = pool.seat(index)
                 earlier = finished.get(problem.id)
                 if earlier is not None:
-                    seat.settle_as(earlier)
+                    seat.restore_exchange(earlier)
                     continue
                 await slots.acquire()
                 if claim is not None and not claim(problem, index):
                     slots.release()
-                    seat.settle_as({})
+                    seat.restore_exchange({})
                     queue.put_nowait(None)  # one queue item per problem not finished
                     continue
                 seat.holds_slot = True

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from branchwise.core.graph import Node
+
 _LINE_BREAKS = "\r\n"
 
 
@@ -92,3 +94,8 @@ def _merge_blank(steps: list[str]) -> tuple[str, ...]:
         else:
             return ()  # nothing but whitespace: no steps at all
     return tuple(merged)
+
+
+def ends_step(node: Node) -> bool:
+    """Whether generation stopped this node at a stop string (the step delimiter)."""
+    return node.finish_reason == "stop" and not node.terminal

@@ -98,7 +98,7 @@ class TokenEntropyConfig(ScorerConfig):
     )
 
 
-class TokenEntropy(Scorer):
+class TokenEntropy(Scorer[TokenEntropyConfig]):
     """Minus the mean (or max) predictive entropy of the path's tokens, from the top-k.
 
     Value = -statistic, so a calmer path ranks higher; detail keeps both statistics.
@@ -108,9 +108,8 @@ class TokenEntropy(Scorer):
     needs_logprobs = 2
     description = "Minus mean/max token entropy from top-k logprobs (higher = calmer path)."
 
-    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+    def __init__(self, config: TokenEntropyConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
-        assert isinstance(config, TokenEntropyConfig)
         self.cfg = config
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
@@ -136,16 +135,15 @@ class GroupConfidenceConfig(ScorerConfig):
     )
 
 
-class GroupConfidence(Scorer):
+class GroupConfidence(Scorer[GroupConfidenceConfig]):
     """DeepConf trace confidence (Fu et al. 2025) from ``rewards.confidence``."""
 
     config_model = GroupConfidenceConfig
     needs_logprobs = 2
     description = "DeepConf group confidence of the path (lowest/bottom/tail/mean window)."
 
-    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+    def __init__(self, config: GroupConfidenceConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
-        assert isinstance(config, GroupConfidenceConfig)
         self.cfg = config
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:

@@ -25,13 +25,14 @@ import asyncio
 import functools
 import hashlib
 import json
+from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.core.scoring import Candidate, Scorer, ScorerResources
 from branchwise.rewards.batching import MicroBatcher
 from branchwise.rewards.formats import RewardFormat, get_format
 from branchwise.rewards.inputs import InputEncoder
@@ -65,19 +66,15 @@ class _Request:
     positions: list[int]
 
 
-class ProcessRewardModel(Scorer):
-    """A PRM: one value per step, read where the recipe's ``format`` says (see module doc)."""
+class RewardModel(Scorer[RewardModelConfig]):
+    """A reward model on one of the backends: values read where the recipe's ``format`` says
+    (see module doc). :class:`ProcessRewardModel` keeps every step's value,
+    :class:`OutcomeRewardModel` the last one."""
 
     config_model = RewardModelConfig
-    description = (
-        "PRM: per-step scores; format qwen_prm | shepherd | rlhflow | value_head | "
-        "token_classify on vLLM pooling / HTTP / torch (per format)."
-    )
-    step_level = True
 
-    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+    def __init__(self, config: RewardModelConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
-        assert isinstance(config, RewardModelConfig)
         self.cfg = config
         self.format: RewardFormat = get_format(config.format)
         self.options = RenderOptions(
@@ -111,8 +108,9 @@ class ProcessRewardModel(Scorer):
             return Score(value=None, error=f"{type(exc).__name__}: {exc}")
         return self.to_score(values)
 
+    @abstractmethod
     def to_score(self, values: list[float]) -> Score:
-        return Score(value=self.cfg.aggregation(values), step_values=tuple(values))
+        """The score of a path whose steps the model valued ``values``."""
 
     def context(self, candidate: Candidate, problem: Problem | None) -> str:
         """The text the input starts from: the policy's prompt or the problem's question."""
@@ -203,7 +201,20 @@ class ProcessRewardModel(Scorer):
         await self.backend.close()
 
 
-class OutcomeRewardModel(ProcessRewardModel):
+class ProcessRewardModel(RewardModel):
+    """A PRM: one value per step; its value folds them by the config's ``aggregation``."""
+
+    description = (
+        "PRM: per-step scores; format qwen_prm | shepherd | rlhflow | value_head | "
+        "token_classify on vLLM pooling / HTTP / torch (per format)."
+    )
+    step_level = True
+
+    def to_score(self, values: list[float]) -> Score:
+        return Score(value=self.cfg.aggregation(values), step_values=tuple(values))
+
+
+class OutcomeRewardModel(RewardModel):
     """An ORM on the same backends: the value at the path's last token only."""
 
     description = (

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from branchwise.core.cpu_layout import CpuLayout
 from branchwise.core.scoring import ScorerConfig
-from branchwise.rewards.aggregate import StepAggregation
+from branchwise.core.values import StepAggregation
 from branchwise.rewards.formats import FormatName, check_backend, get_format
 from branchwise.rewards.pooling import Activation
 

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, path_key
-from branchwise.rewards.aggregate import Aggregation
-from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
-from branchwise.strategies.step_search import drop_duplicates, path_values, settle, stored_value
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
+from branchwise.core.port import SearchPort, TreeView
+from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
+from branchwise.strategies.step_search import drop_duplicates, gather_within_budget
 
 
-class AStarConfig(StrategyConfig):
+class AStarConfig(ScoredConfig):
     name: Literal["a_star"] = "a_star"
     expansions: int = Field(4, ge=1, description="Next steps sampled each time a node expands.")
     g: Literal["neg_logprob", "steps"] = Field(
@@ -31,14 +28,10 @@ class AStarConfig(StrategyConfig):
         description="Multiplier of g: larger searches wider (toward uniform-cost search), "
         "smaller goes deeper (toward greedy best-first on the scorer).",
     )
-    scorer: str = Field(description="Step-level scorer (by recipe name) behind the heuristic.")
-    aggregation: Aggregation = Field(
-        "min", description="How a path's step scores become its value: min, product, last, mean."
-    )
     h_scale: float = Field(
         1.0,
         ge=0,
-        description="h = (1 - aggregated score) * h_scale; 0 is the h = 0 ablation (uniform-cost "
+        description="h = (1 - path value) * h_scale; 0 is the h = 0 ablation (uniform-cost "
         "search on g, the step scorer never called).",
     )
     verifier: str | None = Field(
@@ -91,13 +84,13 @@ class Frontier:
         return len(self._heap)
 
 
-class AStar(Strategy):
+class AStar(Strategy[AStarConfig]):
     """A* decoding over steps (in the spirit of "A*-decoding", Chatziveroglou 2025, and
     Q*-style heuristic search).
 
     The frontier is ordered by f = g + h: g is the path cost so far (minus its log-probability,
     or its number of steps, times ``g_scale``), h the step-level scorer's doubt,
-    (1 - aggregated score) * ``h_scale``. The node with the lowest f (earlier id on ties) is
+    (1 - the path's value) * ``h_scale``. The node with the lowest f (earlier id on ties) is
     expanded into ``expansions`` sampled next steps, each scored once; identical sibling steps
     are one state (``merge_duplicates``, A*'s closed set), without which equal-f copies make
     the search exponentially wide. Successors are sampled, not enumerated, so an expanded node
@@ -116,12 +109,8 @@ class AStar(Strategy):
     config_model = AStarConfig
     description = "A*: expand the frontier node with the lowest g + h (h from the PRM)."
 
-    def __init__(self, config: AStarConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
         frontier = Frontier()
         frontier.push(ctx.root.id, 0.0)
         f_of: dict[str, float] = {ctx.root.id: 0.0}
@@ -131,7 +120,7 @@ class AStar(Strategy):
         while frontier and len(expanded) < cfg.max_expansions and not exhausted:
             batch: list[Node] = []
             while frontier and len(batch) < min(cfg.parallel, cfg.max_expansions - len(expanded)):
-                node = ctx.graph.node(frontier.pop()[0])
+                node = ctx.node(frontier.pop()[0])
                 if node.terminal:
                     try:
                         accepted = await self._accept(ctx, node)
@@ -147,7 +136,7 @@ class AStar(Strategy):
                     batch.append(node)
             if exhausted:
                 break
-            results, budget_hit = await settle(
+            results, budget_hit = await gather_within_budget(
                 [self._expand(ctx, n, kept.get(n.id, [])) for n in batch]
             )
             exhausted = exhausted or budget_hit
@@ -167,9 +156,9 @@ class AStar(Strategy):
         return result
 
     async def _expand(
-        self, ctx: SearchContext, node: Node, known: list[Node]
+        self, ctx: SearchPort, node: Node, known: list[Node]
     ) -> list[tuple[Node, float]]:
-        cfg = self.cfg
+        cfg = self.config
         logprobs = 0 if cfg.g == "neg_logprob" else None
         children = await ctx.expand(
             node, cfg.expansions, max_tokens=cfg.step_max_tokens, logprobs=logprobs
@@ -179,7 +168,7 @@ class AStar(Strategy):
         if cfg.h_scale == 0:
             return [(c, self._g(c)) for c in children]  # h = 0: the scorer is never asked
         try:
-            values = await path_values(ctx, children, cfg.scorer, cfg.aggregation)
+            values = await ctx.values(children, cfg.scorer)
         except BudgetExhausted:
             ctx.prune(children)  # no heuristic, never on the frontier
             raise
@@ -189,38 +178,42 @@ class AStar(Strategy):
             if v is not None
         ]
 
-    async def _accept(self, ctx: SearchContext, node: Node) -> bool:
+    async def _accept(self, ctx: SearchPort, node: Node) -> bool:
         if node.answer is None:
             return False  # cut off or unparsable: not a goal
-        if self.cfg.verifier is None:
+        if self.config.verifier is None:
             return True
-        values = await path_values(ctx, [node], self.cfg.verifier, "last")
-        return values[0] is not None and values[0] >= self.cfg.verifier_threshold
+        values = await ctx.values([node], self.config.verifier)
+        return values[0] is not None and values[0] >= self.config.verifier_threshold
 
     def _g(self, node: Node) -> float:
-        if self.cfg.g == "neg_logprob":
-            return -node.cum_logprob * self.cfg.g_scale
-        return node.depth * self.cfg.g_scale
+        if self.config.g == "neg_logprob":
+            return -node.cum_logprob * self.config.g_scale
+        return node.depth * self.config.g_scale
 
-    def _f(self, ctx: SearchContext, node: Node) -> float | None:
-        if self.cfg.h_scale == 0:
+    def _f(self, ctx: TreeView, node: Node) -> float | None:
+        if self.config.h_scale == 0:
             return self._g(node)
-        value = stored_value(ctx, node, self.cfg.scorer, self.cfg.aggregation)
-        return None if value is None else self._g(node) + (1.0 - value) * self.cfg.h_scale
+        value = ctx.value(node, self.config.scorer)
+        return None if value is None else self._g(node) + (1.0 - value) * self.config.h_scale
 
-    def _rejected(self, ctx: SearchContext, node: Node) -> bool:
-        if self.cfg.verifier is None:
+    def _rejected(self, ctx: TreeView, node: Node) -> bool:
+        if self.config.verifier is None:
             return False
-        verdict = ctx.graph.score(node.id, self.cfg.verifier)
+        verdict = ctx.score_of(node, self.config.verifier)
         if verdict is None:
             return False  # never popped, so never judged
-        return not verdict.ok or (verdict.value or 0.0) < self.cfg.verifier_threshold
+        return not verdict.ok or (verdict.value or 0.0) < self.config.verifier_threshold
 
-    def _fallback(self, ctx: SearchContext) -> SearchResult:
+    def select(self, tree: TreeView) -> SearchResult:
+        """No accepted path: the unrejected finished path of lowest f (rejected ones last)."""
+        return self._fallback(tree)
+
+    def _fallback(self, ctx: TreeView) -> SearchResult:
         """No accepted path: the unrejected finished path of lowest f (rejected ones last)."""
         best: tuple[bool, float, tuple[int, ...]] | None = None
         pick: Node | None = None
-        for node in ctx.graph.terminals():
+        for node in ctx.terminals():
             f = self._f(ctx, node)
             if f is None or node.answer is None:
                 continue
@@ -232,8 +225,3 @@ class AStar(Strategy):
         return SearchResult(
             pick.answer, pick.id, {"accepted": False, "rejected": best[0], "f": best[1]}
         )
-
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        result = self._fallback(ctx)
-        result.detail["anytime"] = True
-        return result

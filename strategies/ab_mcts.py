@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import Field
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, path_key
-from branchwise.rewards.aggregate import Aggregation
-from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
-from branchwise.strategies.step_search import FinalRule, choose_final, path_values, settle
-from branchwise.strategies.step_search import stored_value as _stored
+from branchwise.core.port import SearchPort, TreeView
+from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
+from branchwise.strategies.step_search import FinalRule, choose_final, gather_within_budget
 from branchwise.strategies.thompson import Distribution, Posterior, PosteriorFactory
 
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
-
-class ABMCTSBaseConfig(StrategyConfig):
+class ABMCTSBaseConfig(ScoredConfig):
     """The fields AB-MCTS-A and AB-MCTS-M share."""
 
     iterations: int = Field(32, ge=1, description="Nodes generated in all (one per GEN decision).")
-    scorer: str = Field(description="Step-level scorer (by recipe name) giving each node's score.")
-    aggregation: Aggregation = Field(
-        "min", description="How a path's step scores become its score: min, product, last, mean."
-    )
     verifier: str | None = Field(
         None, description="Scorer judging finished paths instead of `scorer` (e.g. a verifier)."
     )
@@ -137,7 +130,136 @@ class NodeAggregation:
             self.beliefs[above].cont.observe(score)
 
 
-class ABMCTS(Strategy):
+ConfigT = TypeVar("ConfigT", bound=ABMCTSBaseConfig)
+
+
+class AdaptiveBranchingSearch(Strategy[ConfigT], ABC):
+    """The search AB-MCTS-A and AB-MCTS-M share; they differ in their :meth:`policy`.
+
+    See :class:`ABMCTS` for the search itself.
+    """
+
+    @abstractmethod
+    def policy(self, root_id: str) -> BranchPolicy:
+        """A fresh wider-or-deeper policy for one search."""
+
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
+        policy = self.policy(ctx.root.id)
+        children: dict[str, list[str]] = {}
+        finished: list[Node] = []
+        # wider: GEN at a node that already has children; deeper: CONT steps taken
+        generated, widen, deepen, exhausted = 0, 0, 0, False
+        while generated < cfg.iterations and not exhausted:
+            targets: dict[str, int] = {}
+            for _ in range(min(cfg.parallel, cfg.iterations - generated)):
+                node_id, steps = self._descend(ctx, policy, children)
+                targets[node_id] = targets.get(node_id, 0) + 1
+                deepen += steps
+                widen += 1 if children.get(node_id) else 0
+            order = sorted(targets, key=path_key)
+            batches, exhausted = await gather_within_budget(
+                [self._generate(ctx, n, targets[n]) for n in order]
+            )
+            generated += sum(targets.values())
+            for parent_id, batch in zip(order, batches, strict=True):
+                for child, score, end in batch or []:
+                    self._record(ctx, policy, children, parent_id, child, score)
+                    if end is not None:
+                        finished.append(end)
+        picked = choose_final(finished, self._value(ctx), cfg.final)
+        detail = {
+            "generated": generated,
+            "wider": widen,
+            "deeper": deepen,
+            "finished": len(finished),
+            "budget_exhausted": exhausted,
+            **picked.detail,
+        }
+        return SearchResult(picked.answer, picked.node_id, detail)
+
+    def _descend(
+        self, ctx: SearchPort, policy: BranchPolicy, children: dict[str, list[str]]
+    ) -> tuple[str, int]:
+        """Walk down by Thompson decisions to the node that gets a new child."""
+        node_id, steps = ctx.root.id, 0
+        while True:
+            expandable = [c for c in children.get(node_id, []) if self._expandable(ctx, c)]
+            choice = policy.choose(node_id, expandable, ctx.rng)
+            if choice is None:
+                return node_id, steps
+            node_id, steps = choice, steps + 1
+
+    def _expandable(self, ctx: SearchPort, node_id: str) -> bool:
+        node = ctx.node(node_id)
+        return not node.terminal and node.depth < self.config.max_depth
+
+    async def _generate(
+        self, ctx: SearchPort, node_id: str, count: int
+    ) -> list[tuple[Node, float, Node | None]]:
+        """``count`` new children of a node: (child, score, finished path it was judged on)."""
+        cfg = self.config
+        new = await ctx.expand(ctx.node(node_id), count, max_tokens=cfg.step_max_tokens)
+        ends = {c.id: c for c in new if c.terminal}
+        steps = [c for c in new if not c.terminal]
+        try:
+            if cfg.rollout and steps:
+                rolled, exhausted = await gather_within_budget(
+                    [
+                        ctx.expand(c, 1, one_step=False, max_tokens=cfg.rollout_max_tokens)
+                        for c in steps
+                    ]
+                )
+                if exhausted:
+                    raise BudgetExhausted(
+                        "rollout refused by the budget", problem_id=ctx.problem_id
+                    )
+                ends.update({c.id: r[0] for c, r in zip(steps, rolled, strict=True) if r})
+                steps = []
+            judged = list(ends.values())
+            values = dict(
+                zip(
+                    [n.id for n in judged + steps],
+                    await ctx.values(judged, cfg.verifier or cfg.scorer)
+                    + await ctx.values(steps, cfg.scorer),
+                    strict=True,
+                )
+            )
+        except BudgetExhausted:
+            ctx.prune(new)  # never scored, never part of the tree
+            raise
+        out: list[tuple[Node, float, Node | None]] = []
+        for child in new:
+            end = ends.get(child.id)
+            value = values[end.id if end is not None else child.id]
+            if value is not None:
+                out.append((child, value, end))
+        return out
+
+    def _record(
+        self,
+        ctx: SearchPort,
+        policy: BranchPolicy,
+        children: dict[str, list[str]],
+        parent_id: str,
+        child: Node,
+        score: float,
+    ) -> None:
+        """Add a scored child to the tree and let the policy learn its score."""
+        children.setdefault(parent_id, []).append(child.id)
+        policy.record([n.id for n in ctx.path(ctx.node(parent_id))], child.id, score)
+
+    def _value(self, tree: TreeView) -> Callable[[Node], float | None]:
+        judge = self.config.verifier or self.config.scorer
+        return lambda n: tree.value(n, judge)
+
+    def select(self, tree: TreeView) -> SearchResult:
+        """Among every finished path the tree holds, by ``final`` over stored values."""
+        picked = choose_final(tree.terminals(), self._value(tree), self.config.final)
+        return SearchResult(picked.answer, picked.node_id, dict(picked.detail))
+
+
+class ABMCTS(AdaptiveBranchingSearch[ABMCTSConfig]):
     """AB-MCTS-A, adaptive branching MCTS with node aggregation (Inoue et al. 2025, "Wider or
     deeper? Scaling LLM inference-time compute with adaptive branching tree search").
 
@@ -161,17 +283,12 @@ class ABMCTS(Strategy):
     posteriors with a mixed-effects model over the children (strategies/ab_mcts_m.py).
     """
 
-    config_model: ClassVar[type[StrategyConfig]] = ABMCTSConfig
+    config_model = ABMCTSConfig
     description = "AB-MCTS: Thompson sampling decides between a new child and going deeper."
-
-    def __init__(self, config: ABMCTSBaseConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
 
     def policy(self, root_id: str) -> BranchPolicy:
         """A fresh policy for one search."""
-        assert isinstance(self.cfg, ABMCTSConfig)
-        config = self.cfg
+        config = self.config
         prior = PosteriorFactory(
             config.distribution,
             beta_a=config.prior_a,
@@ -182,115 +299,3 @@ class ABMCTS(Strategy):
             tau2=config.prior_tau2,
         )
         return NodeAggregation(prior, root_id)
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
-        policy = self.policy(ctx.root.id)
-        children: dict[str, list[str]] = {}
-        finished: list[Node] = []
-        # wider: GEN at a node that already has children; deeper: CONT steps taken
-        generated, widen, deepen, exhausted = 0, 0, 0, False
-        while generated < cfg.iterations and not exhausted:
-            targets: dict[str, int] = {}
-            for _ in range(min(cfg.parallel, cfg.iterations - generated)):
-                node_id, steps = self._descend(ctx, policy, children)
-                targets[node_id] = targets.get(node_id, 0) + 1
-                deepen += steps
-                widen += 1 if children.get(node_id) else 0
-            order = sorted(targets, key=path_key)
-            batches, exhausted = await settle([self._generate(ctx, n, targets[n]) for n in order])
-            generated += sum(targets.values())
-            for parent_id, batch in zip(order, batches, strict=True):
-                for child, score, end in batch or []:
-                    self._record(ctx, policy, children, parent_id, child, score)
-                    if end is not None:
-                        finished.append(end)
-        picked = choose_final(finished, self._value(ctx), cfg.final)
-        detail = {
-            "generated": generated,
-            "wider": widen,
-            "deeper": deepen,
-            "finished": len(finished),
-            "budget_exhausted": exhausted,
-            **picked.detail,
-        }
-        return SearchResult(picked.answer, picked.node_id, detail)
-
-    def _descend(
-        self, ctx: SearchContext, policy: BranchPolicy, children: dict[str, list[str]]
-    ) -> tuple[str, int]:
-        """Walk down by Thompson decisions to the node that gets a new child."""
-        node_id, steps = ctx.root.id, 0
-        while True:
-            expandable = [c for c in children.get(node_id, []) if self._expandable(ctx, c)]
-            choice = policy.choose(node_id, expandable, ctx.rng)
-            if choice is None:
-                return node_id, steps
-            node_id, steps = choice, steps + 1
-
-    def _expandable(self, ctx: SearchContext, node_id: str) -> bool:
-        node = ctx.graph.node(node_id)
-        return not node.terminal and node.depth < self.cfg.max_depth
-
-    async def _generate(
-        self, ctx: SearchContext, node_id: str, count: int
-    ) -> list[tuple[Node, float, Node | None]]:
-        """``count`` new children of a node: (child, score, finished path it was judged on)."""
-        cfg = self.cfg
-        new = await ctx.expand(ctx.graph.node(node_id), count, max_tokens=cfg.step_max_tokens)
-        ends = {c.id: c for c in new if c.terminal}
-        steps = [c for c in new if not c.terminal]
-        try:
-            if cfg.rollout and steps:
-                rolled, exhausted = await settle(
-                    [
-                        ctx.expand(c, 1, one_step=False, max_tokens=cfg.rollout_max_tokens)
-                        for c in steps
-                    ]
-                )
-                if exhausted:
-                    raise BudgetExhausted(
-                        "rollout refused by the budget", problem_id=ctx.problem.id
-                    )
-                ends.update({c.id: r[0] for c, r in zip(steps, rolled, strict=True) if r})
-                steps = []
-            judged = list(ends.values())
-            values = dict(
-                zip(
-                    [n.id for n in judged + steps],
-                    await path_values(ctx, judged, cfg.verifier or cfg.scorer, cfg.aggregation)
-                    + await path_values(ctx, steps, cfg.scorer, cfg.aggregation),
-                    strict=True,
-                )
-            )
-        except BudgetExhausted:
-            ctx.prune(new)  # never scored, never part of the tree
-            raise
-        out: list[tuple[Node, float, Node | None]] = []
-        for child in new:
-            end = ends.get(child.id)
-            value = values[end.id if end is not None else child.id]
-            if value is not None:
-                out.append((child, value, end))
-        return out
-
-    def _record(
-        self,
-        ctx: SearchContext,
-        policy: BranchPolicy,
-        children: dict[str, list[str]],
-        parent_id: str,
-        child: Node,
-        score: float,
-    ) -> None:
-        """Add a scored child to the tree and let the policy learn its score."""
-        children.setdefault(parent_id, []).append(child.id)
-        policy.record([n.id for n in ctx.graph.path(parent_id)], child.id, score)
-
-    def _value(self, ctx: SearchContext) -> Callable[[Node], float | None]:
-        judge = self.cfg.verifier or self.cfg.scorer
-        return lambda n: _stored(ctx, n, judge, self.cfg.aggregation)
-
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        picked = choose_final(ctx.graph.terminals(), self._value(ctx), self.cfg.final)
-        return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})

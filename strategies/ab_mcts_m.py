@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from branchwise.core.graph import path_key
-from branchwise.strategies.ab_mcts import ABMCTS, ABMCTSBaseConfig, BranchPolicy
+from branchwise.strategies.ab_mcts import ABMCTSBaseConfig, AdaptiveBranchingSearch, BranchPolicy
 from branchwise.strategies.mixed_model import MixedPrior, draw_group_means
 
 
@@ -60,7 +60,7 @@ class MixedModelPolicy:
             self.scores[ancestor].append(score)
 
 
-class ABMCTSM(ABMCTS):
+class ABMCTSM(AdaptiveBranchingSearch[ABMCTSMConfig]):
     """AB-MCTS-M, adaptive branching MCTS with a mixed model (Inoue et al. 2025, "Wider or
     deeper? Scaling LLM inference-time compute with adaptive branching tree search").
 

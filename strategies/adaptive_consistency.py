@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node
+from branchwise.core.port import SearchPort
 from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
 from branchwise.strategies.selection import majority_vote
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
 StopReason = Literal["beta", "supermajority", "max_samples", "budget"]
 
@@ -72,7 +70,7 @@ def leader_probability(leader: int, runner_up: int) -> float:
     return float(sum(math.comb(trials, j) for j in range(leader + 1)) / 2**trials)
 
 
-class AdaptiveSelfConsistency(Strategy):
+class AdaptiveSelfConsistency(Strategy[AdaptiveSelfConsistencyConfig]):
     """Adaptive self-consistency (Aggarwal et al. 2023, "Let's Sample Step by Step").
 
     Samples ``initial`` whole solutions, then one more at a time (``round_size`` at a time,
@@ -91,12 +89,8 @@ class AdaptiveSelfConsistency(Strategy):
     config_model = AdaptiveSelfConsistencyConfig
     description = "Self-consistency that samples in rounds and stops once the vote is decided."
 
-    def __init__(self, config: AdaptiveSelfConsistencyConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
         nodes: list[Node] = []
         rounds = 0
         reason: StopReason = "max_samples"
@@ -131,18 +125,18 @@ class AdaptiveSelfConsistency(Strategy):
 
     def _round_size(self, drawn: int) -> int:
         if drawn == 0:
-            return self.cfg.initial
-        if self.cfg.growth == "double":
+            return self.config.initial
+        if self.config.growth == "double":
             return drawn
-        return self.cfg.round_size or 1
+        return self.config.round_size or 1
 
     def _decided(self, nodes: list[Node]) -> tuple[bool, float]:
         """Whether the stopping rule is met, and the statistic it tested."""
         counts = sorted(Counter(n.answer for n in nodes if n.answer is not None).values())
         leader = counts[-1] if counts else 0
         runner_up = counts[-2] if len(counts) > 1 else 0
-        if self.cfg.stopping == "beta":
+        if self.config.stopping == "beta":
             probability = leader_probability(leader, runner_up)
-            return probability >= self.cfg.confidence, probability
+            return probability >= self.config.confidence, probability
         share = leader / len(nodes) if nodes else 0.0
-        return share >= self.cfg.supermajority, share
+        return share >= self.config.supermajority, share

@@ -1,23 +1,23 @@
-"""The strategy contract: a pydantic config plus ``async search(ctx) -> SearchResult``.
+"""The strategy contract: a pydantic config plus ``async search(port) -> SearchResult``.
 
-A strategy talks only to the :class:`~orchestrator.context.SearchContext`. If it runs out of
-budget mid-search, the runner catches :class:`BudgetExhausted` and asks :meth:`anytime` for
-the best answer the graph holds so far.
+A strategy talks only to the :class:`~branchwise.core.port.SearchPort`. It owns how its
+answer is picked from a tree (:meth:`Strategy.select`), which the runner also asks for when
+the budget ends a search mid-way (:meth:`Strategy.anytime`) and the metrics ask for when
+they re-select from a run's first N samples.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from branchwise.core.port import SearchPort, TreeView
 from branchwise.core.registry import Registry
+from branchwise.core.values import Aggregation
 from branchwise.strategies.selection import majority_vote
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
 
 class StrategyConfig(BaseModel):
@@ -32,6 +32,42 @@ class StrategyConfig(BaseModel):
         answer-only checker there is refused (every unfinished path would score the same)."""
         return ()
 
+    def declared_aggregation(self) -> Aggregation | None:
+        """How this strategy folds step values into a value (None: the scorer's own)."""
+        return None
+
+
+class _Aggregating(StrategyConfig):
+    aggregation: Aggregation | None = Field(
+        None,
+        description="Fold a step-level scorer's step values into a path value: min, product, "
+        "last, mean, geometric_mean or weighted_mean. Unset: the scorer's own value (a reward "
+        "model folds its steps by the aggregation in its config); set it here or there, not "
+        "both.",
+    )
+
+    def declared_aggregation(self) -> Aggregation | None:
+        return self.aggregation
+
+
+class ScoredConfig(_Aggregating):
+    """A strategy guided by a scorer: the fields every such config shares, declared once."""
+
+    scorer: str = Field(
+        description="Scorer (by recipe name) whose values guide the search and rank its paths."
+    )
+
+
+class OptionallyScoredConfig(_Aggregating):
+    """A strategy that may use a scorer (to weight or select), declared once."""
+
+    scorer: str | None = Field(
+        None, description="Scorer (by recipe name) used to weight or select answers, if any."
+    )
+
+
+ConfigT = TypeVar("ConfigT", bound=StrategyConfig)
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -42,29 +78,36 @@ class SearchResult:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class Strategy(ABC):
-    """Base class of all strategies (the registry checks subclassing)."""
+class Strategy(ABC, Generic[ConfigT]):
+    """Base of all strategies (the registry checks subclassing), generic in its config."""
 
     config_model: ClassVar[type[StrategyConfig]] = StrategyConfig
     description: ClassVar[str] = ""
-    # True for strategies that force tokens onto paths (``ctx.extend``): they need a
+    # True for strategies that force tokens onto paths (``port.extend``): they need a
     # TokenEngine, and a recipe pairing them with another engine is refused.
     needs_token_engine: ClassVar[bool] = False
+    # True when the samples are independent whole solutions from the root, so the first N
+    # of a run of n are exactly a run of N (the metrics re-select from them with `select`).
+    samples_independent: ClassVar[bool] = False
 
-    def __init__(self, config: StrategyConfig) -> None:
+    def __init__(self, config: ConfigT) -> None:
         self.config = config
 
     @abstractmethod
-    async def search(self, ctx: SearchContext) -> SearchResult:
+    async def search(self, port: SearchPort) -> SearchResult:
         """Run the search for one problem."""
 
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        """Best answer so far when the budget ran out: a vote over finished nodes."""
-        finished = [n for n in ctx.graph.terminals() if n.answer is not None]
+    def select(self, tree: TreeView) -> SearchResult:
+        """The answer this strategy picks from ``tree``: by default a majority vote over
+        its finished nodes."""
+        finished = [n for n in tree.terminals() if n.answer is not None]
         vote = majority_vote(finished)
-        return SearchResult(
-            answer=vote.answer, node_id=vote.node_id, detail={"anytime": True, **vote.detail}
-        )
+        return SearchResult(answer=vote.answer, node_id=vote.node_id, detail=dict(vote.detail))
+
+    def anytime(self, port: SearchPort) -> SearchResult:
+        """Best answer so far when the budget ran out: :meth:`select` on the tree as it is."""
+        picked = self.select(port)
+        return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})
 
 
 # The built-in strategies, by import path: each is imported only when a recipe names it.
@@ -87,6 +130,6 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "a_star": "branchwise.strategies.a_star:AStar",
 }
 
-STRATEGIES: Registry[Strategy] = Registry(
+STRATEGIES: Registry[Strategy[Any]] = Registry(
     "strategy", Strategy, group="branchwise.strategies", builtins=BUILTIN_STRATEGIES
 )

@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, path_key
-from branchwise.rewards.aggregate import Aggregation
-from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.core.port import SearchPort, TreeView
+from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
 from branchwise.strategies.step_search import (
     FinalRule,
-    anytime_by_scores,
     choose_final,
     drop_duplicates,
-    path_values,
+    gather_within_budget,
     ranked,
-    settle,
+    select_by_values,
 )
 
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
-
-class BeamSearchConfig(StrategyConfig):
+class BeamSearchConfig(ScoredConfig):
     name: Literal["beam_search"] = "beam_search"
     beam_width: int = Field(
         4, ge=1, description="Open partial solutions kept after each step (B), refilled."
     )
     expansions: int = Field(4, ge=1, description="Next steps sampled per kept beam (M).")
-    scorer: str = Field(description="Step-level scorer (by recipe name) that ranks paths.")
-    aggregation: Aggregation = Field(
-        "min", description="How a path's step scores become its value: min, product, last, mean."
-    )
     max_depth: int = Field(16, ge=1, description="Most steps a path may take.")
     step_max_tokens: int | None = Field(
         None, ge=1, description="Token cap per step (default: the recipe's sampling.max_tokens)."
@@ -68,13 +60,12 @@ class BeamRun:
 
 
 async def run_beam(
-    ctx: SearchContext,
+    ctx: SearchPort,
     start: Node,
     *,
     width: int,
     expansions: int,
     scorer: str,
-    aggregation: Aggregation,
     max_depth: int,
     step_max_tokens: int | None,
     merge_duplicates: bool = False,
@@ -99,9 +90,9 @@ async def run_beam(
         growing = [n for n in beam if not n.terminal and n.depth < max_depth]
         if not growing:
             break
-        grown, run.exhausted = await settle(
+        grown, run.exhausted = await gather_within_budget(
             [
-                _grow(ctx, node, expansions, scorer, aggregation, step_max_tokens, merge_duplicates)
+                _grow(ctx, node, expansions, scorer, step_max_tokens, merge_duplicates)
                 for node in growing
             ]
         )
@@ -126,11 +117,10 @@ async def run_beam(
 
 
 async def _grow(
-    ctx: SearchContext,
+    ctx: SearchPort,
     node: Node,
     expansions: int,
     scorer: str,
-    aggregation: Aggregation,
     step_max_tokens: int | None,
     merge_duplicates: bool,
 ) -> list[tuple[Node, float | None]]:
@@ -138,19 +128,19 @@ async def _grow(
     if merge_duplicates:
         children = drop_duplicates(ctx, children)
     try:
-        values = await path_values(ctx, children, scorer, aggregation)
+        values = await ctx.values(children, scorer)
     except BudgetExhausted:
         ctx.prune(children)  # unscored children can never be chosen
         raise
     return list(zip(children, values, strict=True))
 
 
-class BeamSearch(Strategy):
+class BeamSearch(Strategy[BeamSearchConfig]):
     """PRM-guided step-level beam search (Snell et al. 2024, "Scaling LLM test-time compute";
     the bookkeeping of HF search-and-learn).
 
     Keep B open partial solutions; sample M next steps for each; score every new path with
-    the step-level scorer and aggregate its step scores (min, product, last or mean). A new
+    the step-level scorer and take its value (the one rule: ``aggregation``, if declared). A new
     path that finished is collected (it paid for its tokens and never competes for a slot);
     the B slots are refilled with the best open paths (with ``merge_duplicates``, identical
     sibling steps count once), until no open path is left or ``max_depth``. The answer is
@@ -159,26 +149,21 @@ class BeamSearch(Strategy):
     its children scored as soon as it is chosen; only the choice of the best B waits for the
     whole depth (the one barrier beam search has). Cost per depth: B generation requests of
     n=M (one step each) and B*M scorer calls. Hyperparameters: ``beam_width`` (B),
-    ``expansions`` (M), ``aggregation``, ``max_depth``, ``final``. Ties go to the earlier node
-    id.
+    ``expansions`` (M), ``scorer`` (and ``aggregation``), ``max_depth``, ``final``. Ties go
+    to the earlier node id.
     """
 
     config_model = BeamSearchConfig
     description = "Step-level beam search: keep the B best partial paths by PRM score."
 
-    def __init__(self, config: BeamSearchConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
         run = await run_beam(
             ctx,
             ctx.root,
             width=cfg.beam_width,
             expansions=cfg.expansions,
             scorer=cfg.scorer,
-            aggregation=cfg.aggregation,
             max_depth=cfg.max_depth,
             step_max_tokens=cfg.step_max_tokens,
             merge_duplicates=cfg.merge_duplicates,
@@ -192,7 +177,7 @@ class BeamSearch(Strategy):
         }
         return SearchResult(picked.answer, picked.node_id, detail)
 
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
-        picked = anytime_by_scores(ctx, cfg.scorer, cfg.aggregation, cfg.final)
-        return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})
+    def select(self, tree: TreeView) -> SearchResult:
+        """Among every finished path the tree holds, by ``final`` over stored values."""
+        picked = select_by_values(tree, self.config.scorer, self.config.final)
+        return SearchResult(picked.answer, picked.node_id, dict(picked.detail))

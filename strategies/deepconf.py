@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node
+from branchwise.core.port import SearchPort, TreeView
 from branchwise.rewards.confidence import (
     ConfidenceMeasure,
     SlidingMean,
@@ -22,9 +23,6 @@ from branchwise.rewards.confidence import (
 from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
 from branchwise.strategies.sampling import sample_solutions
 from branchwise.strategies.selection import majority_vote, weighted_vote
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
 
 class DeepConfConfig(StrategyConfig):
@@ -105,7 +103,7 @@ def kept_share_threshold(lowest: list[float], keep_percent: float) -> float:
     return ordered[max(1, math.ceil(len(ordered) * keep_percent / 100)) - 1]
 
 
-class DeepConf(Strategy):
+class DeepConf(Strategy[DeepConfConfig]):
     """DeepConf (Fu et al. 2025, "Deep Think with Confidence").
 
     Token confidence is minus the mean of the top-k logprobs (k = ``top_k_logprobs``, 20 as
@@ -126,24 +124,20 @@ class DeepConf(Strategy):
     config_model = DeepConfConfig
     description = "Confidence-filtered, confidence-weighted voting; online mode stops weak traces."
 
-    def __init__(self, config: DeepConfConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        if self.cfg.mode == "offline":
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        if self.config.mode == "offline":
             nodes = await sample_solutions(
-                ctx, self.cfg.n, self.cfg.batch, logprobs=self.cfg.top_k_logprobs
+                ctx, self.config.n, self.config.batch, logprobs=self.config.top_k_logprobs
             )
             return self._vote(nodes, {"samples": len(nodes)})
         return await self._online(ctx)
 
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        result = self._vote(ctx.graph.terminals(), {})
-        return SearchResult(result.answer, result.node_id, {"anytime": True, **result.detail})
+    def select(self, tree: TreeView) -> SearchResult:
+        """A confidence-filtered vote over every finished trace the tree holds."""
+        return self._vote(tree.terminals(), {})
 
-    async def _online(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
+    async def _online(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
         warm = await ctx.sample(cfg.warmup, logprobs=cfg.top_k_logprobs)
         lows = [self._lowest(n) for n in warm if any(n.top_logprobs)]
         if not lows:
@@ -194,16 +188,16 @@ class DeepConf(Strategy):
             confidence = self._confidence(node)
             if node.answer is None or confidence is None:
                 continue
-            weight = max(confidence, 0.0) if self.cfg.weighted else 1.0
+            weight = max(confidence, 0.0) if self.config.weighted else 1.0
             totals[node.answer] = totals.get(node.answer, 0.0) + weight
         whole = math.fsum(totals.values())
         return max(totals.values()) / whole if whole > 0 else 0.0
 
-    async def _watched_trace(self, ctx: SearchContext, threshold: float) -> tuple[Node, bool]:
+    async def _watched_trace(self, ctx: SearchPort, threshold: float) -> tuple[Node, bool]:
         """One streamed trace, aborted at the first full window below ``threshold``."""
-        monitor = SlidingMean(self.cfg.window)
-        async with ctx.stream_expand(
-            ctx.root, one_step=False, logprobs=self.cfg.top_k_logprobs
+        monitor = SlidingMean(self.config.window)
+        async with ctx.stream(
+            ctx.root, one_step=False, logprobs=self.config.top_k_logprobs
         ) as stream:
             seen = 0
             below = False
@@ -224,17 +218,17 @@ class DeepConf(Strategy):
         confidences = token_confidences(node.top_logprobs)
         if not confidences:
             return -math.inf
-        return lowest_group_confidence(confidences, self.cfg.window)
+        return lowest_group_confidence(confidences, self.config.window)
 
     def _confidence(self, node: Node) -> float | None:
         if not any(node.top_logprobs):
             return None
         return trace_confidence(
             node.top_logprobs,
-            self.cfg.measure,
-            window=self.cfg.window,
-            tail=self.cfg.tail_tokens,
-            bottom_share=self.cfg.bottom_share,
+            self.config.measure,
+            window=self.config.window,
+            tail=self.config.tail_tokens,
+            bottom_share=self.config.bottom_share,
         )
 
     def _vote(
@@ -243,12 +237,12 @@ class DeepConf(Strategy):
         confidence = {n.id: self._confidence(n) for n in nodes if n.answer is not None}
         rated = [n for n in nodes if confidence.get(n.id) is not None]
         if filter_share and rated:
-            count = max(1, math.ceil(len(rated) * self.cfg.keep_percent / 100))
+            count = max(1, math.ceil(len(rated) * self.config.keep_percent / 100))
             # Stable sort: equal confidences keep node-id order, so the cut is reproducible.
             order = {n.id: i for i, n in enumerate(nodes)}
             rated = sorted(rated, key=lambda n: -(confidence[n.id] or 0.0))[:count]
             rated.sort(key=lambda n: order[n.id])
-        if self.cfg.weighted:
+        if self.config.weighted:
             picked = weighted_vote(rated, lambda n: confidence[n.id] or 0.0)
         else:
             picked = majority_vote(rated)

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from branchwise.core.graph import Node
-from branchwise.rewards.aggregate import Aggregation
-from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.core.port import SearchPort, TreeView
+from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
 from branchwise.strategies.beam_search import BeamRun, run_beam
 from branchwise.strategies.step_search import (
     FinalRule,
-    anytime_by_scores,
     choose_final,
+    gather_within_budget,
     ranked,
-    settle,
+    select_by_values,
 )
 
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
-
-class DVTSConfig(StrategyConfig):
+class DVTSConfig(ScoredConfig):
     name: Literal["dvts"] = "dvts"
     subtrees: int = Field(4, ge=1, description="Independent subtrees, all grown from the root.")
     expansions: int = Field(4, ge=1, description="Next steps sampled per kept node per step (M).")
     beam_width: int = Field(
         1, ge=1, description="Nodes each subtree keeps per step (1 = greedy, as in the paper)."
-    )
-    scorer: str = Field(description="Step-level scorer (by recipe name) that guides each subtree.")
-    aggregation: Aggregation = Field(
-        "min", description="How a path's step scores become its value: min, product, last, mean."
     )
     max_depth: int = Field(16, ge=1, description="Most steps a path may take.")
     step_max_tokens: int | None = Field(
@@ -50,7 +43,7 @@ class DVTSConfig(StrategyConfig):
         return ("scorer",)
 
 
-class DVTS(Strategy):
+class DVTS(Strategy[DVTSConfig]):
     """Diverse verifier tree search (Beeching et al. 2024, HF "scaling test-time compute").
 
     One beam would let a few high-scoring prefixes crowd out the rest; DVTS instead splits
@@ -65,13 +58,9 @@ class DVTS(Strategy):
     config_model = DVTSConfig
     description = "Independent greedy PRM-guided subtrees, then a vote across them."
 
-    def __init__(self, config: DVTSConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
-        runs, _ = await settle(
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
+        runs, _ = await gather_within_budget(
             [
                 run_beam(
                     ctx,
@@ -79,7 +68,6 @@ class DVTS(Strategy):
                     width=cfg.beam_width,
                     expansions=cfg.expansions,
                     scorer=cfg.scorer,
-                    aggregation=cfg.aggregation,
                     max_depth=cfg.max_depth,
                     step_max_tokens=cfg.step_max_tokens,
                     merge_duplicates=cfg.merge_duplicates,
@@ -99,10 +87,10 @@ class DVTS(Strategy):
         }
         return SearchResult(picked.answer, picked.node_id, detail)
 
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
-        picked = anytime_by_scores(ctx, cfg.scorer, cfg.aggregation, cfg.final)
-        return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})
+    def select(self, tree: TreeView) -> SearchResult:
+        """Among every finished path the tree holds, by ``final`` over stored values."""
+        picked = select_by_values(tree, self.config.scorer, self.config.final)
+        return SearchResult(picked.answer, picked.node_id, dict(picked.detail))
 
 
 def _leader(run: BeamRun) -> Node | None:

@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, path_key
-from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.core.port import SearchPort, TreeView
 from branchwise.rewards.confidence import predictive_entropy
-from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
-from branchwise.strategies.selection import Selection, argmax, majority_vote
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
+from branchwise.strategies.base import OptionallyScoredConfig, SearchResult, Strategy
+from branchwise.strategies.selection import argmax, majority_vote
 
 
-class EntropyBranchingConfig(StrategyConfig):
+class EntropyBranchingConfig(OptionallyScoredConfig):
     name: Literal["entropy_branching"] = "entropy_branching"
     top_k_logprobs: int = Field(
         5, ge=2, le=20, description="Top-k logprobs per token (entropy estimate and fork options)."
@@ -50,8 +47,6 @@ class EntropyBranchingConfig(StrategyConfig):
     selection: Literal["majority", "scorer"] = Field(
         "majority", description="majority: vote over finished paths; scorer: best by `scorer`."
     )
-    scorer: str | None = Field(None, description="Scorer for selection=scorer.")
-    aggregation: Aggregation = Field("min", description="Step-score aggregation (scorer).")
 
     @model_validator(mode="after")
     def _consistent(self) -> EntropyBranchingConfig:
@@ -75,7 +70,7 @@ class EntropyBranchingConfig(StrategyConfig):
         return self
 
 
-class EntropyBranching(Strategy):
+class EntropyBranching(Strategy[EntropyBranchingConfig]):
     """Entropy-adaptive branching after EAGer (Scalena et al. 2025, "EAGer").
 
     Each path streams with top-k logprobs. At the first position (at least ``min_gap``
@@ -95,7 +90,7 @@ class EntropyBranching(Strategy):
     Then EAGer's reallocation: a prompt that never hit an uncertain token leaves most of its
     share unspent, and the problems that branch most want more. When its paths are done, a
     problem spends its own unused paths on its missed forks, lends the rest to the run's
-    pool (``ctx.pool``), and borrows up to ``borrow_limit`` more from paths earlier problems
+    pool (``ctx.lending``), and borrows up to ``borrow_limit`` more from paths earlier problems
     of the run left unused (none once its own budget ran out). The extra paths go
     round-robin over the missed forks (in node order): each is a forced trunk up to the
     uncertain token plus one of its other top tokens, grown to the end without further forks.
@@ -113,13 +108,12 @@ class EntropyBranching(Strategy):
 
     def __init__(self, config: EntropyBranchingConfig) -> None:
         super().__init__(config)
-        self.cfg = config
         self._forks: list[str] = []
         self._missed: list[MissedFork] = []
         self._budget_hit = False
 
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
         self._forks, self._missed, self._budget_hit = [], [], False
         outcomes = await asyncio.gather(
             *(
@@ -128,15 +122,17 @@ class EntropyBranching(Strategy):
             ),
             return_exceptions=True,
         )
-        if all(isinstance(o, BudgetExhausted) for o in outcomes) and len(ctx.graph) == 1:
+        if all(isinstance(o, BudgetExhausted) for o in outcomes) and len(ctx) == 1:
             raise next(o for o in outcomes if isinstance(o, BudgetExhausted))
         _leaves(outcomes)  # re-raises anything but a budget stop
         leaves = sum(o for o in outcomes if isinstance(o, int))
         # Out of budget anywhere (a fork's branch too): lend what is left, borrow nothing.
         stopped = self._budget_hit or ctx.budget.exhausted
         late, pool = await self._reallocate(ctx, leaves, stopped)
-        finished = [n for n in ctx.graph.terminals() if n.answer is not None]
-        picked = await self._select(ctx, finished)
+        finished = [n for n in ctx.terminals() if n.answer is not None]
+        if cfg.selection == "scorer" and cfg.scorer is not None and finished:
+            await ctx.score(finished, cfg.scorer)
+        picked = self.select(ctx)
         detail: dict[str, object] = {
             "paths": leaves + late,
             "unused_paths": pool["lent"],
@@ -151,16 +147,16 @@ class EntropyBranching(Strategy):
         return SearchResult(picked.answer, picked.node_id, detail)
 
     async def _reallocate(
-        self, ctx: SearchContext, leaves: int, stopped: bool
+        self, ctx: SearchPort, leaves: int, stopped: bool
     ) -> tuple[int, dict[str, int]]:
         """Own unused paths, then borrowed ones, to the missed forks; (paths grown, ledger)."""
-        cfg = self.cfg
+        cfg = self.config
         missed = sorted(self._missed, key=lambda m: (path_key(m.start.id), m.position))
         want = 0 if stopped else sum(len(m.alternatives) for m in missed)
         own = max(cfg.max_paths - leaves, 0)
         borrowed = 0
-        if ctx.pool is not None:
-            borrowed = await ctx.pool.exchange(
+        if ctx.lending is not None:
+            borrowed = await ctx.lending.exchange(
                 lend=own - want, want=min(want - own, cfg.borrow_limit)
             )
         extra = min(want, own) + borrowed
@@ -184,7 +180,7 @@ class EntropyBranching(Strategy):
         return _leaves(outcomes), {"lent": max(own - want, 0), "borrowed": borrowed}
 
     async def _late_branches(
-        self, ctx: SearchContext, fork: MissedFork, ranks: list[int]
+        self, ctx: SearchPort, fork: MissedFork, ranks: list[int]
     ) -> list[Node]:
         sampled = fork.sampled
         trunk = await ctx.extend(
@@ -201,7 +197,7 @@ class EntropyBranching(Strategy):
         return children
 
     async def _path(
-        self, ctx: SearchContext, start: Node, share: int, *, note_missed: bool = True
+        self, ctx: SearchPort, start: Node, share: int, *, note_missed: bool = True
     ) -> int:
         """Grow one path from ``start``; returns how many leaves it ended as (<= share)."""
         try:
@@ -210,18 +206,18 @@ class EntropyBranching(Strategy):
             self._budget_hit = True
             raise
 
-    async def _grow(self, ctx: SearchContext, start: Node, share: int, note_missed: bool) -> int:
-        cfg = self.cfg
+    async def _grow(self, ctx: SearchPort, start: Node, share: int, note_missed: bool) -> int:
+        cfg = self.config
         if start.terminal:  # a forced end-of-sequence token finished this branch
             return 1
-        written = len(ctx.graph.full_token_ids(start.id)) - len(ctx.root.token_ids)
-        room = ctx.sampling.max_tokens - written
+        written = ctx.written_tokens(start)
+        room = ctx.max_tokens - written
         if room < 1:
             return 1
         fork_at: int | None = None
         missed_at: int | None = None
         options: tuple[int, ...] = ()
-        async with ctx.stream_expand(
+        async with ctx.stream(
             start, one_step=False, max_tokens=room, logprobs=cfg.top_k_logprobs
         ) as stream:
             seen = 0
@@ -255,7 +251,7 @@ class EntropyBranching(Strategy):
             (token, top[rank] if rank < len(top) else None)
             for rank, token in enumerate(options)
             if token != sampled
-        )[: self.cfg.branch_factor - 1]
+        )[: self.config.branch_factor - 1]
         if alternatives:
             self._missed.append(MissedFork(start, node, position, alternatives))
 
@@ -265,17 +261,17 @@ class EntropyBranching(Strategy):
         top_ids: tuple[tuple[int, ...], ...],
         start: int,
     ) -> int | None:
-        for pos in range(max(start, self.cfg.min_gap), len(tops)):
+        for pos in range(max(start, self.config.min_gap), len(tops)):
             top = tops[pos]
             options = top_ids[pos] if pos < len(top_ids) else ()
             forkable = len(top) >= 2 and len(options) >= 2
-            if forkable and predictive_entropy(top) >= self.cfg.entropy_threshold:
+            if forkable and predictive_entropy(top) >= self.config.entropy_threshold:
                 return pos
         return None
 
     async def _fork(
         self,
-        ctx: SearchContext,
+        ctx: SearchPort,
         start: Node,
         sampled: Node,
         pos: int,
@@ -287,7 +283,7 @@ class EntropyBranching(Strategy):
         )
         self._forks.append(trunk.id)
         top = sampled.top_logprobs[pos]
-        count = min(self.cfg.branch_factor, share, len(options))
+        count = min(self.config.branch_factor, share, len(options))
         branches: list[tuple[Node, int]] = []
         for index, share_i in enumerate(_split(share, count)):
             lp = top[index] if index < len(top) else None
@@ -301,17 +297,19 @@ class EntropyBranching(Strategy):
         )
         return _leaves(outcomes)
 
-    async def _select(self, ctx: SearchContext, finished: list[Node]) -> Selection:
-        if self.cfg.selection == "majority" or not finished:
-            return majority_vote(finished)
-        assert self.cfg.scorer is not None
-        scores = await ctx.score(finished, self.cfg.scorer)
-        values: dict[str, float | None] = {}
-        for node, score in zip(finished, scores, strict=True):
-            steps = score.step_values
-            value = aggregate_steps(steps, self.cfg.aggregation) if steps else score.value
-            values[node.id] = value if score.ok else None
-        return argmax(finished, lambda n: values[n.id])
+    def select(self, tree: TreeView) -> SearchResult:
+        """A vote over the finished paths, or the best by ``scorer`` once all are scored."""
+        finished = [n for n in tree.terminals() if n.answer is not None]
+        scorer = self.config.scorer
+        picked = majority_vote(finished)
+        if (
+            self.config.selection == "scorer"
+            and scorer is not None
+            and finished
+            and all(tree.score_of(n, scorer) is not None for n in finished)
+        ):
+            picked = argmax(finished, lambda n: tree.value(n, scorer))
+        return SearchResult(picked.answer, picked.node_id, dict(picked.detail))
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node
+from branchwise.core.port import SampleStream, SearchPort
 from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
 from branchwise.strategies.selection import majority_vote
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
-    from branchwise.orchestrator.streaming import NodeStream
 
 
 class FirstFinishConfig(StrategyConfig):
@@ -27,7 +24,7 @@ class FirstFinishConfig(StrategyConfig):
     )
 
 
-class FirstFinish(Strategy):
+class FirstFinish(Strategy[FirstFinishConfig]):
     """First-finish search (after "First Finish Search", Agarwal et al. 2025).
 
     Shorter reasoning traces are more often right, so ``n`` samples race and the first to
@@ -43,12 +40,8 @@ class FirstFinish(Strategy):
     config_model = FirstFinishConfig
     description = "Race N samples; return the first to finish and abort the others."
 
-    def __init__(self, config: FirstFinishConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        streams = [ctx.stream_expand(ctx.root, one_step=False) for _ in range(self.cfg.n)]
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        streams = [ctx.stream(ctx.root, one_step=False) for _ in range(self.config.n)]
         tasks = {
             asyncio.create_task(_run(stream), name=f"first_finish:{stream.child_id}"): stream
             for stream in streams
@@ -86,10 +79,10 @@ class FirstFinish(Strategy):
 
     def _qualifies(self, node: Node) -> bool:
         finished = node.finish_reason in ("stop", "length")
-        return finished and (node.answer is not None or not self.cfg.require_answer)
+        return finished and (node.answer is not None or not self.config.require_answer)
 
 
-async def _run(stream: NodeStream) -> Node:
+async def _run(stream: SampleStream) -> Node:
     """Drain one stream; its node is recorded (finished or aborted) when the block exits."""
     async with stream:
         async for _ in stream:

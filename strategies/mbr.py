@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from branchwise.core.graph import Node
+from branchwise.core.port import SearchPort
 from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.mbr_utilities import ChrF, UtilityName, build_utility
 from branchwise.strategies.sampling import sample_solutions
 from branchwise.strategies.selection import argmax
-from branchwise.strategies.utilities import ChrF, UtilityName, build_utility
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
 
 class MBRConfig(StrategyConfig):
@@ -51,7 +49,7 @@ class MBRConfig(StrategyConfig):
         return self
 
 
-class MBR(Strategy):
+class MBR(Strategy[MBRConfig]):
     """Minimum Bayes risk decoding (Kumar & Byrne 2004; for LLM reasoning e.g. Bertsch et al. 2023).
 
     Samples ``n`` solutions; the ones with an answer form both the candidates and the
@@ -71,7 +69,6 @@ class MBR(Strategy):
 
     def __init__(self, config: MBRConfig) -> None:
         super().__init__(config)
-        self.cfg = config
         self.utility = build_utility(
             config.utility,
             chrf_order=config.chrf_order,
@@ -80,15 +77,15 @@ class MBR(Strategy):
             judge_symmetric=config.judge_symmetric,
         )
 
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        nodes = await sample_solutions(ctx, self.cfg.n, self.cfg.batch)
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        nodes = await sample_solutions(ctx, self.config.n, self.config.batch)
         pool = [n for n in nodes if n.answer is not None]
         expected, computed, failed = await self._expected_utilities(ctx, pool)
         picked = argmax(pool, lambda n: expected[n.id])
         detail = {
             "samples": len(nodes),
             "pool": len(pool),
-            "utility": self.cfg.utility,
+            "utility": self.config.utility,
             "pairs": computed,
             "failed_pairs": failed,
             "expected_utility": {k: round(v, 6) for k, v in expected.items() if v is not None},
@@ -97,7 +94,7 @@ class MBR(Strategy):
         return SearchResult(picked.answer, picked.node_id, detail)
 
     async def _expected_utilities(
-        self, ctx: SearchContext, pool: list[Node]
+        self, ctx: SearchPort, pool: list[Node]
     ) -> tuple[dict[str, float | None], int, int]:
         """Mean utility of each pool member against the others; pairs asked; pairs failed.
 
@@ -122,7 +119,7 @@ class MBR(Strategy):
             index_pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
         else:
             index_pairs = [(i, j) for i in range(size) for j in range(size) if i != j]
-        step = self.cfg.pair_batch
+        step = self.config.pair_batch
         batches = [index_pairs[s : s + step] for s in range(0, len(index_pairs), step)]
         results = await asyncio.gather(
             *(self.utility(ctx, [(pool[i], pool[j]) for i, j in batch]) for batch in batches)

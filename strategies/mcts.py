@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, path_key
-from branchwise.rewards.aggregate import Aggregation
-from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.core.port import SearchPort, TreeView
+from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
 from branchwise.strategies.selection import Selection
 from branchwise.strategies.step_search import (
     choose_final,
     drop_duplicates,
-    path_values,
-    settle,
-    stored_value,
+    gather_within_budget,
 )
 from branchwise.strategies.tree_policy import ChildStats, TreePolicy, select_child, sibling_priors
 
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
-
-class MCTSConfig(StrategyConfig):
+class MCTSConfig(ScoredConfig):
     name: Literal["mcts"] = "mcts"
     iterations: int = Field(
         32, ge=1, description="Simulations (select, expand, evaluate, back up)."
@@ -36,10 +31,6 @@ class MCTSConfig(StrategyConfig):
         "uct", description="uct: Q + c*sqrt(ln N/n); puct: Q + c*P*sqrt(N)/(1+n), P from logprobs."
     )
     exploration: float = Field(1.0, ge=0, description="Exploration constant c.")
-    scorer: str = Field(description="Step-level scorer (by recipe name) valuing partial paths.")
-    aggregation: Aggregation = Field(
-        "min", description="How a path's step scores become its value: min, product, last, mean."
-    )
     verifier: str | None = Field(
         None, description="Scorer valuing finished paths instead of `scorer` (e.g. a verifier)."
     )
@@ -128,7 +119,7 @@ class _Tree:
 Outcome = list[tuple[Node, float, float]]  # (node, value, prior) of each new child
 
 
-class MCTS(Strategy):
+class MCTS(Strategy[MCTSConfig]):
     """Monte Carlo tree search over steps (Kocsis & Szepesvári 2006; PUCT as in AlphaZero;
     progressive widening as in Coulom 2007 and Couëtoux et al. 2011; for LLM reasoning e.g.
     ReST-MCTS*, rStar).
@@ -155,12 +146,8 @@ class MCTS(Strategy):
     config_model = MCTSConfig
     description = "MCTS over steps: UCT/PUCT selection, PRM or rollout values, mean backup."
 
-    def __init__(self, config: MCTSConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
         tree = _Tree()
         done, exhausted, tree_exhausted = 0, False, False
         while done < cfg.iterations and not exhausted:
@@ -175,8 +162,8 @@ class MCTS(Strategy):
                 wave.append(path)
             if not wave:
                 break
-            outcomes, exhausted = await settle(
-                [self._simulate(ctx, tree, ctx.graph.node(p[-1])) for p in wave]
+            outcomes, exhausted = await gather_within_budget(
+                [self._simulate(ctx, tree, ctx.node(p[-1])) for p in wave]
             )
             tree.virtual.clear()
             for path, outcome in zip(wave, outcomes, strict=True):
@@ -196,7 +183,7 @@ class MCTS(Strategy):
         }
         return SearchResult(picked.answer, picked.node_id, detail)
 
-    def _grow(self, ctx: SearchContext, tree: _Tree, path: list[str], outcome: Outcome) -> None:
+    def _grow(self, ctx: SearchPort, tree: _Tree, path: list[str], outcome: Outcome) -> None:
         """Add an expansion's valued children, back their values up, update what is closed."""
         leaf = path[-1]
         tree.expansions[leaf] = tree.expansions.get(leaf, 0) + 1
@@ -217,11 +204,11 @@ class MCTS(Strategy):
             tree.closed.add(node_id)
 
     def _expandable(self, node: Node) -> bool:
-        return not node.terminal and node.depth < self.cfg.max_depth
+        return not node.terminal and node.depth < self.config.max_depth
 
     def _may_widen(self, tree: _Tree, node_id: str) -> bool:
         """Whether a node may draw more steps now (it has been expanded before)."""
-        cfg = self.cfg
+        cfg = self.config
         if not cfg.progressive_widening or tree.fruitless.get(node_id, 0) >= cfg.widen_patience:
             return False
         kids = tree.children.get(node_id, [])
@@ -233,18 +220,18 @@ class MCTS(Strategy):
         passes = max(tree.passes.get(node_id, 0), 1)
         return drawn < cfg.widen_c * math.pow(passes, cfg.widen_alpha)
 
-    def _is_closed(self, ctx: SearchContext, tree: _Tree, node_id: str) -> bool:
-        if node_id in tree.closed or not self._expandable(ctx.graph.node(node_id)):
+    def _is_closed(self, ctx: SearchPort, tree: _Tree, node_id: str) -> bool:
+        if node_id in tree.closed or not self._expandable(ctx.node(node_id)):
             return True
         if tree.expansions.get(node_id, 0) == 0:
             return False  # a leaf not expanded yet
         kids = tree.children.get(node_id, [])
-        stalled = not self.cfg.progressive_widening or (
-            tree.fruitless.get(node_id, 0) >= self.cfg.widen_patience
+        stalled = not self.config.progressive_widening or (
+            tree.fruitless.get(node_id, 0) >= self.config.widen_patience
         )
         return stalled and all(k in tree.closed for k in kids)
 
-    def _select(self, tree: _Tree, ctx: SearchContext) -> list[str] | None:
+    def _select(self, tree: _Tree, ctx: SearchPort) -> list[str] | None:
         """The path to the node to expand: an unexpanded leaf, or a node due for widening.
 
         Closed subtrees (finished, depth-capped or drawn dry) are never entered, so a
@@ -263,16 +250,16 @@ class MCTS(Strategy):
                 return None  # unreachable while closure is kept up to date
             stats = [tree.stats(k) for k in kids]
             parent = tree.stats(node_id).visits
-            path.append(select_child(stats, parent, self.cfg.exploration, self.cfg.policy))
+            path.append(select_child(stats, parent, self.config.exploration, self.config.policy))
 
-    async def _simulate(self, ctx: SearchContext, tree: _Tree, leaf: Node) -> Outcome:
-        cfg = self.cfg
+    async def _simulate(self, ctx: SearchPort, tree: _Tree, leaf: Node) -> Outcome:
+        cfg = self.config
         logprobs = 0 if cfg.policy == "puct" else None
         children = await ctx.expand(
             leaf, cfg.expansion_width, max_tokens=cfg.step_max_tokens, logprobs=logprobs
         )
         if cfg.merge_duplicates:
-            known = [ctx.graph.node(c) for c in tree.children.get(leaf.id, [])]
+            known = [ctx.node(c) for c in tree.children.get(leaf.id, [])]
             children = drop_duplicates(ctx, children, known)
         try:
             values = await self._evaluate(ctx, tree, children)
@@ -289,20 +276,20 @@ class MCTS(Strategy):
         return outcome
 
     async def _evaluate(
-        self, ctx: SearchContext, tree: _Tree, children: list[Node]
+        self, ctx: SearchPort, tree: _Tree, children: list[Node]
     ) -> list[float | None]:
-        cfg = self.cfg
+        cfg = self.config
         ends = [c for c in children if c.terminal]
         steps = [c for c in children if not c.terminal]
         values: dict[str, float | None] = dict(
             zip([c.id for c in ends], await self._finished_values(ctx, ends), strict=True)
         )
         if cfg.rollout:
-            rollouts, exhausted = await settle(
+            rollouts, exhausted = await gather_within_budget(
                 [ctx.expand(c, 1, one_step=False, max_tokens=cfg.rollout_max_tokens) for c in steps]
             )
             if exhausted:
-                raise BudgetExhausted("rollout refused by the budget", problem_id=ctx.problem.id)
+                raise BudgetExhausted("rollout refused by the budget", problem_id=ctx.problem_id)
             ends_of = [r[0] for r in rollouts if r]
             for child, end, value in zip(
                 steps, ends_of, await self._finished_values(ctx, ends_of), strict=True
@@ -311,19 +298,19 @@ class MCTS(Strategy):
                 tree.finished[end.id] = end
                 values[child.id] = value
         else:
-            step_values = await path_values(ctx, steps, cfg.scorer, cfg.aggregation)
+            step_values = await ctx.values(steps, cfg.scorer)
             values.update(zip([c.id for c in steps], step_values, strict=True))
         return [values[c.id] for c in children]
 
-    async def _finished_values(self, ctx: SearchContext, nodes: list[Node]) -> list[float | None]:
-        judge = self.cfg.verifier or self.cfg.scorer
-        return await path_values(ctx, nodes, judge, self.cfg.aggregation)
+    async def _finished_values(self, ctx: SearchPort, nodes: list[Node]) -> list[float | None]:
+        judge = self.config.verifier or self.config.scorer
+        return await ctx.values(nodes, judge)
 
-    def _finished_value(self, ctx: SearchContext, node: Node) -> float | None:
-        return stored_value(ctx, node, self.cfg.verifier or self.cfg.scorer, self.cfg.aggregation)
+    def _finished_value(self, ctx: TreeView, node: Node) -> float | None:
+        return ctx.value(node, self.config.verifier or self.config.scorer)
 
-    def _final(self, ctx: SearchContext, tree: _Tree) -> Selection:
-        rule = self.cfg.final
+    def _final(self, ctx: SearchPort, tree: _Tree) -> Selection:
+        rule = self.config.final
         finished = sorted(tree.finished.values(), key=lambda n: path_key(n.id))
         if rule == "most_visited":
             node_id = ctx.root.id
@@ -331,13 +318,15 @@ class MCTS(Strategy):
                 kids = tree.children[node_id]
                 node_id = min(kids, key=lambda k: (-tree.visits.get(k, 0.0), path_key(k)))
             node_id = tree.rollout_of.get(node_id, node_id)
-            node = ctx.graph.node(node_id)
+            node = ctx.node(node_id)
             if node.terminal and node.answer is not None and node_id in tree.finished:
                 return Selection(node.answer, node.id, {"visits": tree.visits.get(node_id, 0.0)})
             rule = "best"
         return choose_final(finished, lambda n: self._finished_value(ctx, n), rule)
 
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        rule = "best" if self.cfg.final == "most_visited" else self.cfg.final
-        picked = choose_final(ctx.graph.terminals(), lambda n: self._finished_value(ctx, n), rule)
-        return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})
+    def select(self, tree: TreeView) -> SearchResult:
+        """Among every finished path the tree holds (``most_visited`` needs the search's own
+        statistics, so it reads as ``best`` here)."""
+        rule = "best" if self.config.final == "most_visited" else self.config.final
+        picked = choose_final(tree.terminals(), lambda n: self._finished_value(tree, n), rule)
+        return SearchResult(picked.answer, picked.node_id, dict(picked.detail))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, path_key
-from branchwise.rewards.aggregate import Aggregation
-from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.core.port import SearchPort, TreeView
+from branchwise.core.values import Aggregation
+from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
 from branchwise.strategies.resampling import (
     effective_sample_size,
     multinomial_resample,
@@ -20,19 +21,16 @@ from branchwise.strategies.resampling import (
     systematic_resample,
 )
 from branchwise.strategies.selection import Selection, majority_vote, weighted_vote
-from branchwise.strategies.step_search import FinalRule, choose_final, path_values, settle
-from branchwise.strategies.step_search import stored_value as _stored
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
+from branchwise.strategies.step_search import FinalRule, choose_final, gather_within_budget
 
 
-class ParticleFilterConfig(StrategyConfig):
+class ParticleFilterConfig(ScoredConfig):
     name: Literal["particle_filter"] = "particle_filter"
     particles: int = Field(8, ge=1, description="Number of particles (N).")
-    scorer: str = Field(description="Step-level scorer (by recipe name) giving the likelihoods.")
-    aggregation: Aggregation = Field(
-        "last", description="How a prefix's step scores become its score (default: last step)."
+    aggregation: Aggregation | None = Field(
+        "last",
+        description="How a prefix's step values become its likelihood's score; the paper "
+        "weighs a particle by its latest step (last). Null: the scorer's own value.",
     )
     temperature: float = Field(
         1.0, gt=0, description="Weights are softmax(logit(score) / temperature) over particles."
@@ -119,7 +117,7 @@ class Sweep:
         return list(range(1 if self.reference else 0, len(self.slots)))
 
 
-class ParticleFilter(Strategy):
+class ParticleFilter(Strategy[ParticleFilterConfig]):
     """Particle filtering and particle Gibbs (Puri et al. 2025, "A probabilistic inference
     approach to inference-time scaling of LLMs using particle-based Monte Carlo methods").
 
@@ -144,12 +142,8 @@ class ParticleFilter(Strategy):
     config_model = ParticleFilterConfig
     description = "Particle filtering / Gibbs: N particles, PRM likelihoods, resampling."
 
-    def __init__(self, config: ParticleFilterConfig) -> None:
-        super().__init__(config)
-        self.cfg = config
-
-    async def search(self, ctx: SearchContext) -> SearchResult:
-        cfg = self.cfg
+    async def search(self, ctx: SearchPort) -> SearchResult:
+        cfg = self.config
         final: list[Node] = []
         reference: list[Node] = []
         history: list[float] = []  # the ESS after each step, sweep after sweep
@@ -179,13 +173,13 @@ class ParticleFilter(Strategy):
         }
         return SearchResult(picked.answer, picked.node_id, detail)
 
-    def _start(self, ctx: SearchContext, reference: list[Node]) -> Sweep:
-        slots = [ctx.root] * self.cfg.particles
+    def _start(self, ctx: SearchPort, reference: list[Node]) -> Sweep:
+        slots = [ctx.root] * self.config.particles
         return Sweep(slots=slots, log_weights=[0.0] * len(slots), reference=reference)
 
-    async def _run(self, ctx: SearchContext, sweep: Sweep) -> bool:
+    async def _run(self, ctx: SearchPort, sweep: Sweep) -> bool:
         """Advance, weigh and resample until no particle moves; True if the budget ran out."""
-        cfg = self.cfg
+        cfg = self.config
         while True:
             moving = [i for i in sweep.free if i not in sweep.dead and self._open(sweep.slots[i])]
             ref_moves = bool(sweep.reference) and sweep.step < len(sweep.reference)
@@ -196,9 +190,7 @@ class ParticleFilter(Strategy):
             if sweep.reference:
                 sweep.slots[0] = sweep.reference[min(sweep.step, len(sweep.reference)) - 1]
             try:
-                values = await path_values(
-                    ctx, [sweep.slots[i] for i in moved], cfg.scorer, cfg.aggregation
-                )
+                values = await ctx.values([sweep.slots[i] for i in moved], cfg.scorer)
             except BudgetExhausted:
                 return True
             sweep.dead.update(i for i, v in zip(moved, values, strict=True) if v is None)
@@ -217,23 +209,25 @@ class ParticleFilter(Strategy):
                 return True
 
     def _open(self, node: Node) -> bool:
-        return not node.terminal and node.depth < self.cfg.max_depth
+        return not node.terminal and node.depth < self.config.max_depth
 
-    def _weigh(self, ctx: SearchContext, sweep: Sweep) -> None:
+    def _weigh(self, ctx: SearchPort, sweep: Sweep) -> None:
         """Multiply each live particle's weight by the likelihood of its latest step."""
-        carry = self.cfg.schedule == "adaptive"
+        carry = self.config.schedule == "adaptive"
         for i, node in enumerate(sweep.slots):
             if i in sweep.dead:
                 continue
-            value = _stored(ctx, node, self.cfg.scorer, self.cfg.aggregation)
+            value = ctx.value(node, self.config.scorer)
             if value is None:  # the root, for a reference that has not started: no step yet
                 continue
-            step = log_weight(value, self.cfg.temperature, self.cfg.score_clip)
+            step = log_weight(value, self.config.temperature, self.config.score_clip)
             sweep.log_weights[i] = (sweep.log_weights[i] if carry else 0.0) + step
 
-    def _resample(self, ctx: SearchContext, sweep: Sweep, weights: list[float]) -> None:
+    def _resample(self, ctx: SearchPort, sweep: Sweep, weights: list[float]) -> None:
         """Refill the free slots with ancestors drawn from all particles by weight."""
-        draw = systematic_resample if self.cfg.resampling == "systematic" else multinomial_resample
+        draw = (
+            systematic_resample if self.config.resampling == "systematic" else multinomial_resample
+        )
         free = sweep.free
         ancestors = draw(weights, len(free), ctx.rng)
         before = list(sweep.slots)
@@ -248,26 +242,26 @@ class ParticleFilter(Strategy):
         sweep.log_weights = [0.0] * len(sweep.slots)
         sweep.resamples += 1
 
-    def _draw_reference(self, ctx: SearchContext, particles: list[Node]) -> list[Node]:
+    def _draw_reference(self, ctx: SearchPort, particles: list[Node]) -> list[Node]:
         """The next sweep's reference: a final particle drawn by weight, as its path."""
         weights = softmax([self._log_weight(ctx, n) for n in particles])
         [index] = multinomial_resample(weights, 1, ctx.rng)
-        return ctx.graph.path(particles[index].id)[1:]
+        return ctx.path(particles[index])[1:]
 
     async def _advance(
-        self, ctx: SearchContext, slots: list[Node], moving: list[int]
+        self, ctx: SearchPort, slots: list[Node], moving: list[int]
     ) -> tuple[list[int], bool]:
         """One step for every moving particle; returns the slots that moved."""
         groups: dict[str, list[int]] = {}
         for i in moving:
             groups.setdefault(slots[i].id, []).append(i)
         order = sorted(groups, key=path_key)
-        results, exhausted = await settle(
+        results, exhausted = await gather_within_budget(
             [
                 ctx.expand(
-                    ctx.graph.node(node_id),
+                    ctx.node(node_id),
                     len(groups[node_id]),
-                    max_tokens=self.cfg.step_max_tokens,
+                    max_tokens=self.config.step_max_tokens,
                 )
                 for node_id in order
             ]
@@ -279,19 +273,17 @@ class ParticleFilter(Strategy):
                 moved.append(i)
         return sorted(moved), exhausted
 
-    def _log_weight(self, ctx: SearchContext, node: Node) -> float:
-        value = _stored(ctx, node, self.cfg.scorer, self.cfg.aggregation)
+    def _log_weight(self, ctx: TreeView, node: Node) -> float:
+        value = ctx.value(node, self.config.scorer)
         assert value is not None  # only scored particles are weighed
-        return log_weight(value, self.cfg.temperature, self.cfg.score_clip)
+        return log_weight(value, self.config.temperature, self.config.score_clip)
 
-    def _final(self, ctx: SearchContext, finished: list[Node]) -> Selection:
-        cfg = self.cfg
-        scored = [n for n in finished if _stored(ctx, n, cfg.scorer, cfg.aggregation) is not None]
+    def _final(self, ctx: TreeView, finished: list[Node]) -> Selection:
+        cfg = self.config
+        scored = [n for n in finished if ctx.value(n, self.config.scorer) is not None]
         scored.sort(key=lambda n: path_key(n.id))
         if cfg.final == "best":
-            return choose_final(
-                scored, lambda n: _stored(ctx, n, cfg.scorer, cfg.aggregation), "best"
-            )
+            return choose_final(scored, lambda n: ctx.value(n, self.config.scorer), "best")
         if cfg.final == "vote":
             return majority_vote([n for n in scored if n.answer is not None])
         # one weight per particle: a finished path drawn k times carries k votes
@@ -299,9 +291,10 @@ class ParticleFilter(Strategy):
         by_id = {n.id: w for n, w in zip(scored, weights, strict=True)}
         return weighted_vote(scored, lambda n: by_id[n.id])
 
-    def anytime(self, ctx: SearchContext) -> SearchResult:
-        picked = self._final(ctx, ctx.graph.terminals())
-        return SearchResult(picked.answer, picked.node_id, {"anytime": True, **picked.detail})
+    def select(self, tree: TreeView) -> SearchResult:
+        """By ``final`` among every finished particle the tree holds."""
+        picked = self._final(tree, tree.terminals())
+        return SearchResult(picked.answer, picked.node_id, dict(picked.detail))
 
 
 def _normalised(log_weights: list[float], dead: set[int]) -> list[float]:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
+from branchwise.core.port import SearchPort
 
 
 async def sample_solutions(
-    ctx: SearchContext, n: int, batch: int | None, *, logprobs: int | None = None
+    ctx: SearchPort, n: int, batch: int | None, *, logprobs: int | None = None
 ) -> list[Node]:
     """Sample ``n`` solutions from the root in concurrent requests of ``batch`` samples.
 

@@ -1,23 +1,20 @@
-"""Shared pieces of the step-level strategies: path values, settled gathers, final picks.
+"""Shared pieces of the step-level strategies: budget-aware gathers, final picks, ranking.
 
-A step-level strategy scores partial paths with a (process) scorer and aggregates the step
-scores into one value per node. A node whose score failed gets the explicit ``failed`` status
-and no value: it is left out of every ranking instead of being given a plausible number.
+A step-level strategy values partial paths through the port (``port.values``: one rule for
+every strategy). A node whose score failed gets the explicit ``failed`` status and no value:
+it is left out of every ranking instead of being given a plausible number.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from branchwise.core.errors import BudgetExhausted
-from branchwise.core.graph import Node, Score, path_key
-from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.core.graph import Node, path_key
+from branchwise.core.port import SearchPort, TreeView
 from branchwise.strategies.selection import Selection, argmax, majority_vote, weighted_vote
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
 
 T = TypeVar("T")
 
@@ -26,40 +23,7 @@ FinalRule = Literal["best", "weighted_vote", "vote"]
 vote: one vote per finished node."""
 
 
-def score_value(score: Score, aggregation: Aggregation) -> float | None:
-    """One number from a score: aggregated step values, else the plain value; None if failed."""
-    if not score.ok:
-        return None
-    if score.step_values:
-        return aggregate_steps(score.step_values, aggregation)
-    return score.value
-
-
-async def path_values(
-    ctx: SearchContext, nodes: Sequence[Node], scorer: str, aggregation: Aggregation
-) -> list[float | None]:
-    """Aggregated scores of ``nodes`` (one batched scorer call); failed nodes are marked."""
-    if not nodes:
-        return []
-    scores = await ctx.score(nodes, scorer)
-    values: list[float | None] = []
-    for node, score in zip(nodes, scores, strict=True):
-        value = score_value(score, aggregation)
-        if value is None:
-            ctx.graph.mark(node.id, "failed", score.error or f"{scorer}: no value for this node")
-        values.append(value)
-    return values
-
-
-def stored_value(
-    ctx: SearchContext, node: Node, scorer: str, aggregation: Aggregation
-) -> float | None:
-    """The memoised aggregated score of ``node`` (None if never scored or failed)."""
-    score = ctx.graph.score(node.id, scorer)
-    return None if score is None else score_value(score, aggregation)
-
-
-async def settle(aws: Sequence[Awaitable[T]]) -> tuple[list[T | None], bool]:
+async def gather_within_budget(aws: Sequence[Awaitable[T]]) -> tuple[list[T | None], bool]:
     """Run ``aws`` concurrently; a budget refusal gives None in its place.
 
     Returns the results in input order and whether any part hit the budget. Any other error
@@ -79,13 +43,9 @@ async def settle(aws: Sequence[Awaitable[T]]) -> tuple[list[T | None], bool]:
     return out, exhausted
 
 
-def anytime_by_scores(
-    ctx: SearchContext, scorer: str, aggregation: Aggregation, rule: FinalRule
-) -> Selection:
-    """The best answer among the graph's finished nodes by their memoised scores."""
-    return choose_final(
-        ctx.graph.terminals(), lambda n: stored_value(ctx, n, scorer, aggregation), rule
-    )
+def select_by_values(tree: TreeView, scorer: str, rule: FinalRule) -> Selection:
+    """The answer among the tree's finished nodes by their stored values under ``scorer``."""
+    return choose_final(tree.terminals(), lambda n: tree.value(n, scorer), rule)
 
 
 def choose_final(
@@ -105,7 +65,7 @@ def choose_final(
 
 
 def drop_duplicates(
-    ctx: SearchContext, siblings: Sequence[Node], seen: Sequence[Node] = ()
+    ctx: SearchPort, siblings: Sequence[Node], seen: Sequence[Node] = ()
 ) -> list[Node]:
     """Siblings with the same text are the same state: keep the earliest, prune the others.
 

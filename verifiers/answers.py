@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from branchwise.core.answers import AnswerSpec, ExtractionMethod
+from branchwise.core.answer_spec import AnswerSpec, ExtractionMethod
 
 __all__ = ["AnswerSpec", "ExtractionMethod", "extract_answer", "normalise_answer"]
 

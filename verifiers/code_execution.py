@@ -86,7 +86,7 @@ class CodeTestsConfig(ScorerConfig):
     max_concurrency: int = Field(2, ge=1, description="Sandboxed runs at once.")
 
 
-class CodeTests(Scorer):
+class CodeTests(Scorer[CodeTestsConfig]):
     """Runs the problem's unit tests against each candidate program in the sandbox.
 
     A program that loops, exhausts memory, forks, touches the network or the file system
@@ -98,9 +98,8 @@ class CodeTests(Scorer):
     description = "Runs the problem's unit tests on the candidate's code in a sandbox."
     needs_answer = True
 
-    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+    def __init__(self, config: CodeTestsConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
-        assert isinstance(config, CodeTestsConfig)
         self.cfg = config
         self._slots = asyncio.Semaphore(config.max_concurrency)
 

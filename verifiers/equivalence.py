@@ -87,7 +87,7 @@ class AnswerEquivalenceConfig(ScorerConfig):
     max_chars: int = Field(400, ge=1, description="Longer answers skip the symbolic comparison.")
 
 
-class AnswerEquivalence(Scorer):
+class AnswerEquivalence(Scorer[AnswerEquivalenceConfig]):
     """1.0 when the candidate's answer equals ``problem.reference`` under the configured mode.
 
     An oracle (it reads the reference), like :class:`verifiers.reference.ReferenceAnswer`:
@@ -99,9 +99,8 @@ class AnswerEquivalence(Scorer):
     description = "Oracle: 1 if the answer equals the reference (exact / normalised / math)."
     needs_answer = True
 
-    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+    def __init__(self, config: AnswerEquivalenceConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
-        assert isinstance(config, AnswerEquivalenceConfig)
         self.cfg = config
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:

@@ -69,14 +69,13 @@ class JudgeConfig(ScorerConfig):
         return value
 
 
-class _Judge(Scorer):
+class _Judge(Scorer[JudgeConfig]):
     """Shared plumbing: the engine, the client and per-candidate failure handling."""
 
     cfg: JudgeConfig
 
-    def __init__(self, config: ScorerConfig, resources: ScorerResources) -> None:
+    def __init__(self, config: JudgeConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
-        assert isinstance(config, JudgeConfig)
         self.cfg = config
         self._own_engine: Engine | None = None
         self._client: JudgeClient | None = None

@@ -1,11 +1,13 @@
 """Engine configs: one pydantic model per engine kind, registered by ``kind``.
 
-Each config knows how to build its engine; the engine module is imported only then, so a
-recipe for a remote fleet never imports vllm.
+Each config names its engine class by import path (``engine_class``); the engine module is
+imported only when one is built, so a recipe for a remote fleet never imports vllm, and this
+module imports no engine (the engines import their configs, never the other way round).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -30,14 +32,21 @@ class EngineConfig(BaseModel):
     # force tokens onto a path (``Strategy.needs_token_engine``) need one.
     token_level: ClassVar[bool] = False
 
+    # "module:Class" of the engine; the class has ``from_config(config, base_dir)``.
+    engine_class: ClassVar[str] = ""
+
     def build(self, base_dir: Path | None = None) -> Engine:
-        raise NotImplementedError
+        """The engine this config describes (paths relative to ``base_dir``)."""
+        module, _, name = self.engine_class.partition(":")
+        engine: Engine = getattr(importlib.import_module(module), name).from_config(self, base_dir)
+        return engine
 
 
 class VLLMEngineConfig(EngineConfig):
     """In-process vLLM. Memory utilisation on CPU is the share of RAM for the KV cache."""
 
     kind: Literal["vllm"] = "vllm"
+    engine_class: ClassVar[str] = "branchwise.orchestrator.engines.vllm_engine:VLLMEngine"
     token_level: ClassVar[bool] = True
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager", "cpu_layout"}
@@ -73,16 +82,12 @@ class VLLMEngineConfig(EngineConfig):
             return str((base_dir / path).resolve())
         return str(path.resolve()) if path.exists() else self.model
 
-    def build(self, base_dir: Path | None = None) -> Engine:
-        from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(self, base_dir)
-
 
 class OpenAIEngineConfig(EngineConfig):
     """One or several OpenAI-compatible ``/v1/completions`` servers (e.g. ``vllm serve``)."""
 
     kind: Literal["openai"] = "openai"
+    engine_class: ClassVar[str] = "branchwise.orchestrator.engines.openai_engine:OpenAIEngine"
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"base_urls", "timeout", "max_retries", "backoff_seconds", "requests_per_second",
          "max_concurrency", "api_key_env", "tokenizer", "local_tokenizer", "http_client",
@@ -135,21 +140,12 @@ class OpenAIEngineConfig(EngineConfig):
         "agrees with the server on a probe, instead of a /detokenize call per completion.",
     )
 
-    def build(self, base_dir: Path | None = None) -> Engine:
-        from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
-
-        config = self
-        if self.tokenizer is not None and base_dir is not None:
-            path = Path(self.tokenizer)
-            if not path.is_absolute():
-                config = self.model_copy(update={"tokenizer": str((base_dir / path).resolve())})
-        return OpenAIEngine(config)
-
 
 class ScriptedEngineConfig(EngineConfig):
     """A deterministic stand-in engine that replays reference solutions with errors."""
 
     kind: Literal["scripted"] = "scripted"
+    engine_class: ClassVar[str] = "branchwise.orchestrator.engines.scripted:ScriptedEngine"
     token_level: ClassVar[bool] = True
     # `solutions`, like the recipe's dataset, says which problems it knows, not how it answers.
     plumbing: ClassVar[frozenset[str]] = frozenset({"seconds_per_token", "solutions"})
@@ -161,23 +157,14 @@ class ScriptedEngineConfig(EngineConfig):
         "the engine replays; without one it knows no question and answers 'I do not know.'.",
     )
 
-    def build(self, base_dir: Path | None = None) -> Engine:
-        from branchwise.orchestrator.engines.scripted import ScriptedEngine, read_solutions
 
-        solutions = {}
-        if self.solutions is not None:
-            path = Path(self.solutions)
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            solutions = read_solutions(path)
-        return ScriptedEngine(
-            error_rate=self.error_rate,
-            seconds_per_token=self.seconds_per_token,
-            solutions=solutions,
-        )
+# The built-in engines' configs, by import path (lazy, like the other registries).
+BUILTIN_ENGINES: dict[str, str] = {
+    "vllm": "branchwise.orchestrator.engines.config:VLLMEngineConfig",
+    "openai": "branchwise.orchestrator.engines.config:OpenAIEngineConfig",
+    "scripted": "branchwise.orchestrator.engines.config:ScriptedEngineConfig",
+}
 
-
-ENGINES: Registry[EngineConfig] = Registry("engine", EngineConfig, group="branchwise.engines")
-ENGINES.register("vllm", VLLMEngineConfig)
-ENGINES.register("openai", OpenAIEngineConfig)
-ENGINES.register("scripted", ScriptedEngineConfig)
+ENGINES: Registry[EngineConfig] = Registry(
+    "engine", EngineConfig, group="branchwise.engines", builtins=BUILTIN_ENGINES
+)

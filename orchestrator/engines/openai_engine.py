@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -61,6 +62,15 @@ class OpenAIEngine:
     """
 
     name = "openai"
+
+    @classmethod
+    def from_config(cls, config: OpenAIEngineConfig, base_dir: Path | None = None) -> OpenAIEngine:
+        """The engine of a recipe's config; a relative ``tokenizer`` is under ``base_dir``."""
+        if config.tokenizer is not None and base_dir is not None:
+            path = Path(config.tokenizer)
+            if not path.is_absolute():
+                config = config.model_copy(update={"tokenizer": str((base_dir / path).resolve())})
+        return cls(config)
 
     def __init__(
         self,

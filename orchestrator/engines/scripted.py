@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from branchwise.core.errors import EngineError
 from branchwise.core.seeding import derive_seed
@@ -25,6 +25,10 @@ from branchwise.orchestrator.engines.types import (
     GenerationRequest,
     GenerationResult,
 )
+
+if TYPE_CHECKING:
+    from branchwise.orchestrator.engines.config import ScriptedEngineConfig
+
 from branchwise.orchestrator.prompting import (
     CHATML_TEMPLATE,
     ChatMessage,
@@ -181,6 +185,23 @@ class ScriptedEngine:
     """Character-level, deterministic engine driven by a policy."""
 
     name = "scripted"
+
+    @classmethod
+    def from_config(
+        cls, config: ScriptedEngineConfig, base_dir: Path | None = None
+    ) -> ScriptedEngine:
+        """The engine of a recipe's config; ``solutions`` is read relative to ``base_dir``."""
+        solutions = {}
+        if config.solutions is not None:
+            path = Path(config.solutions)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            solutions = read_solutions(path)
+        return cls(
+            error_rate=config.error_rate,
+            seconds_per_token=config.seconds_per_token,
+            solutions=solutions,
+        )
 
     def __init__(
         self,

@@ -35,6 +35,10 @@ class VLLMEngine:
 
     name = "vllm"
 
+    @classmethod
+    def from_config(cls, config: VLLMEngineConfig, base_dir: Path | None = None) -> VLLMEngine:
+        return cls(config, base_dir)
+
     def __init__(self, config: VLLMEngineConfig, base_dir: Path | None = None) -> None:
         self.config = config
         self.model_path = config.resolved_model(base_dir)

@@ -10,9 +10,9 @@ from types import TracebackType
 from typing import Self
 
 from branchwise.core.errors import RecipeError
-from branchwise.orchestrator.budget import Budget
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.engines.types import SamplingSpec
+from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.recipe import Recipe, load_recipe
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.orchestrator.server.errors import ApiError

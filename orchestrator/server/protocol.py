@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from branchwise.orchestrator.budget import Budget
+from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.prompting import ChatMessage
 from branchwise.orchestrator.server.errors import ApiError, bad_field
 from branchwise.orchestrator.server.settings import ServerLimits

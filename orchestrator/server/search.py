@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.context import SearchContext
@@ -39,9 +40,9 @@ class SearchView:
 
     def __init__(self) -> None:
         self.ctx: SearchContext | None = None
-        self.strategy: Strategy | None = None
+        self.strategy: Strategy[Any] | None = None
 
-    def __call__(self, ctx: SearchContext, strategy: Strategy) -> None:
+    def __call__(self, ctx: SearchContext, strategy: Strategy[Any]) -> None:
         self.ctx, self.strategy = ctx, strategy
 
     def best(self) -> BestSoFar | None:

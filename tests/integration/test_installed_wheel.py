@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -68,9 +69,16 @@ class FreshInstall:
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> FreshInstall:
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy, so the build leaves no build/ or egg-info folders in the checkout.
+    source = root / "source"
+    shutil.copytree(
+        REPO, source, symlinks=True,
+        ignore=shutil.ignore_patterns(".git", ".venv*", "build", "*.egg-info", "results",
+                                      ".pytest_cache", ".mypy_cache", ".ruff_cache", "__pycache__"),
+    )  # fmt: skip
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(root / "dist"), str(REPO)],
+         "-w", str(root / "dist"), str(source)],
         cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]

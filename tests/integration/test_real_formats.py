@@ -10,7 +10,6 @@ import pytest
 
 from branchwise.core.graph import SearchGraph
 from branchwise.core.problem import Problem
-from branchwise.orchestrator.context import ends_step
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
@@ -20,7 +19,7 @@ from branchwise.orchestrator.prompting import PromptSpec
 from branchwise.orchestrator.recipe import Recipe, parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
-from branchwise.orchestrator.steps import path_steps
+from branchwise.orchestrator.steps import ends_step, path_steps
 from tests.integration.bpe_policy import build_random_policy
 from tests.integration.conftest import POLICY, EngineLoop, policy_config
 

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from branchwise.core.problem import Problem
-from branchwise.orchestrator.budget import Budget, BudgetTracker
-from branchwise.orchestrator.context import SearchContext
+from branchwise.orchestrator.context import SearchContext, SearchSettings
 from branchwise.orchestrator.engines.scripted import (
     EOS,
     Continuation,
@@ -21,6 +20,7 @@ from branchwise.orchestrator.engines.scripted import (
     ScriptedEngine,
 )
 from branchwise.orchestrator.engines.types import SamplingSpec
+from branchwise.orchestrator.ledger import Budget, Ledger
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
@@ -145,13 +145,14 @@ async def make_context(
         problem=problem,
         prompt=prompt,
         prompt_token_ids=await engine.tokenize(prompt),
-        engine=engine,
-        sampling=SamplingSpec(max_tokens=max_tokens),
-        step_delimiter="\n",
-        scorers={},
-        budget=BudgetTracker(budget or Budget()),
-        answer_spec=AnswerSpec(),
-        seed=seed,
+        settings=SearchSettings(
+            engine=engine,
+            sampling=SamplingSpec(max_tokens=max_tokens),
+            step_delimiter="\n",
+            answer_spec=AnswerSpec(),
+            seed=seed,
+        ),
+        ledger=Ledger(budget or Budget()),
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
 
-from branchwise.core.graph import Score
+from branchwise.core.graph import Node, Score, SearchGraph
 from branchwise.core.problem import Problem
 from branchwise.core.scoring import SCORERS, Candidate, Scorer, ScorerConfig
 from branchwise.core.seeding import derive_seed
@@ -16,6 +17,7 @@ from branchwise.orchestrator.engines.scripted import ScriptedEngine
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
+from branchwise.orchestrator.stored_tree import StoredTree
 from branchwise.verifiers.reference import ReferenceSteps
 from tests.conftest import teach
 
@@ -120,3 +122,16 @@ def accuracy(results: list[ProblemResult]) -> float:
 
 def mean_tokens(results: list[ProblemResult]) -> float:
     return sum(float(r.usage["generated_tokens"]) for r in results) / len(results)
+
+
+class TreePort(StoredTree):
+    """A stored graph with the port's rng and prune: enough of a port for a unit test that
+    calls one step of a strategy's bookkeeping directly."""
+
+    def __init__(self, graph: SearchGraph, rng: random.Random | None = None) -> None:
+        super().__init__(graph)
+        self.rng = rng or random.Random(0)
+
+    def prune(self, nodes: Sequence[Node]) -> None:
+        for node in nodes:
+            self.graph.mark(node.id, "pruned")

@@ -32,9 +32,9 @@ def _f(graph: SearchGraph, node: Node, g: str, g_scale: float) -> float:
     if node.parent_id is None:
         return 0.0
     score = graph.score(node.id, "prm")
-    assert score is not None and score.step_values
+    assert score is not None and score.value is not None  # no aggregation declared: its value
     g_value = -node.cum_logprob if g == "neg_logprob" else float(node.depth)
-    return g_value * g_scale + (1.0 - min(score.step_values))
+    return g_value * g_scale + (1.0 - score.value)
 
 
 def _check_f_order(result: ProblemResult, g: str, g_scale: float, penalty: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import statistics
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from branchwise.strategies.ab_mcts_m import MixedModelPolicy
 from branchwise.strategies.mixed_model import MixedPrior, draw_group_means
 from branchwise.strategies.thompson import BetaPosterior, GaussianPosterior
 from tests.conftest import make_problem
-from tests.unit.step_helpers import run_strategy
+from tests.unit.step_helpers import TreePort, run_strategy
 
 
 def test_beta_posterior_counts_fractional_successes() -> None:
@@ -91,7 +90,7 @@ def _graph_with(ids: list[str]) -> SearchGraph:
 
 def test_scores_back_up_to_gen_here_and_child_and_cont_above() -> None:
     strategy = ABMCTS(ABMCTSConfig(scorer="prm", distribution="beta"))
-    ctx: Any = SimpleNamespace(graph=_graph_with(["r.0", "r.0.0"]))
+    ctx: Any = TreePort(_graph_with(["r.0", "r.0.0"]))
     policy = strategy.policy("r")
     assert isinstance(policy, NodeAggregation)
     children: dict[str, list[str]] = {}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from branchwise.core.graph import Node, SearchGraph
-from branchwise.rewards.aggregate import Aggregation, aggregate_steps
+from branchwise.core.values import Aggregation, StepAggregation
 from branchwise.strategies.step_search import ranked
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
@@ -18,9 +18,16 @@ NOISY = [{"kind": "noisy_prm", "name": "prm", "noise": 0.3}]
 def _value(graph: SearchGraph, node: Node, how: Aggregation) -> float:
     score = graph.score(node.id, "prm")
     assert score is not None and score.ok
-    value = aggregate_steps(score.step_values, how)
+    value = StepAggregation(method=how)(score.step_values)
     assert value is not None
     return value
+
+
+def _scorer_value(graph: SearchGraph, node: Node) -> float:
+    """The scorer's own value: what a strategy that declares no aggregation ranks by."""
+    score = graph.score(node.id, "prm")
+    assert score is not None and score.value is not None
+    return score.value
 
 
 def _beam(**extra: Any) -> dict[str, Any]:
@@ -65,7 +72,7 @@ def test_every_finished_path_is_kept_and_the_answer_is_chosen_among_all() -> Non
         assert result.detail["finished"] == len(ends)
         voters = sum(1 for n in ends if n.answer is not None)
         assert sum(result.detail["votes"].values()) == pytest.approx(
-            sum(_value(graph, n, "min") for n in ends if n.answer is not None)
+            sum(_scorer_value(graph, n) for n in ends if n.answer is not None)
         )
         assert voters >= 1
     assert max(r.detail["finished"] for r in results) > 2 * 2

@@ -51,6 +51,7 @@ class HashedSteps(Scorer):
     shows whether a strategy read ``value`` or folded ``step_values`` itself.
     """
 
+    description = "Test-only: deterministic continuous step values from a hash."
     step_level = True
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:

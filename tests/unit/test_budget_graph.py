@@ -8,14 +8,14 @@ import pytest
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, SearchGraph
-from branchwise.orchestrator.budget import Budget, BudgetTracker, Reservation
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.ledger import Budget, Ledger, Reservation
 from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, scripted_recipe, teach
 
 
 def test_request_max_tokens_is_clamped_to_what_is_left() -> None:
-    tracker = BudgetTracker(Budget(max_generated_tokens=100))
+    tracker = Ledger(Budget(max_generated_tokens=100))
     assert tracker.check_request(n=4, max_tokens=64, new_nodes=4) == 25
     held = tracker.hold(per_sample=25, tokens=100)
     with pytest.raises(BudgetExhausted):
@@ -26,7 +26,7 @@ def test_request_max_tokens_is_clamped_to_what_is_left() -> None:
 
 
 def test_engine_call_and_node_budgets() -> None:
-    tracker = BudgetTracker(Budget(max_engine_calls=1, max_nodes=3))
+    tracker = Ledger(Budget(max_engine_calls=1, max_nodes=3))
     tracker.check_request(n=3, max_tokens=8, new_nodes=3)
     with pytest.raises(BudgetExhausted):
         tracker.check_request(n=4, max_tokens=8, new_nodes=4)
@@ -82,7 +82,7 @@ def test_usage_matches_the_graph_and_reports_cache_hits() -> None:
 
 def test_a_request_cut_by_reservations_waits_and_waiters_go_in_key_order() -> None:
     async def go() -> list[tuple[str, int]]:
-        tracker = BudgetTracker(Budget(max_generated_tokens=20))
+        tracker = Ledger(Budget(max_generated_tokens=20))
         first = await tracker.admit(n=1, max_tokens=16, new_nodes=1, prompt_tokens=1, key="r.0")
         assert first.per_sample == 16
         held = {}
@@ -109,7 +109,7 @@ def test_a_request_cut_by_reservations_waits_and_waiters_go_in_key_order() -> No
 
 def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     async def go() -> int:
-        tracker = BudgetTracker(Budget(max_generated_tokens=20))
+        tracker = Ledger(Budget(max_generated_tokens=20))
         first = await tracker.admit(n=1, max_tokens=16, new_nodes=1, prompt_tokens=1, key="r.0")
 
         def ask(key: str) -> asyncio.Task[Reservation]:
@@ -133,7 +133,7 @@ def test_a_cancelled_waiter_passes_its_turn_on() -> None:
 
 def test_a_refusal_waiting_cannot_cure_is_immediate_and_waiters_go_in_node_order() -> None:
     async def go() -> list[str]:
-        tracker = BudgetTracker(Budget(max_generated_tokens=25, max_engine_calls=4))
+        tracker = Ledger(Budget(max_generated_tokens=25, max_engine_calls=4))
         first = await tracker.admit(n=1, max_tokens=20, new_nodes=1, prompt_tokens=1, key="r.0")
         order: list[str] = []
 
@@ -182,14 +182,14 @@ def test_a_waiter_cancelled_as_the_budget_frees_up_does_not_stall_the_problem() 
         done, cancelled = await asyncio.gather(first, cut, return_exceptions=True)
         assert isinstance(cancelled, asyncio.CancelledError) and not isinstance(done, Exception)
         tracker = ctx.budget
-        assert tracker._reserved_tokens == 0 and tracker.queue._expanding == 0
+        assert tracker._reserved_tokens == 0 and tracker._order.in_flight == 0
         await asyncio.wait_for(ctx.expand(ctx.root, 1, max_tokens=8), 2)  # no stall
 
     asyncio.run(go())
 
 
 def test_a_reservation_gives_everything_back_unless_settled() -> None:
-    tracker = BudgetTracker(Budget(max_generated_tokens=50, max_nodes=4))
+    tracker = Ledger(Budget(max_generated_tokens=50, max_nodes=4))
     with pytest.raises(RuntimeError), tracker.hold(per_sample=20, tokens=40, nodes=2) as held:
         assert tracker.generated_tokens_left() == 10
         raise RuntimeError("the request failed")
@@ -229,4 +229,4 @@ def test_the_budget_tracker_is_the_only_writer_of_usage() -> None:
                         and target.value.attr == "usage"
                     ):
                         writers.add(str(path.relative_to(REPO)))
-    assert writers == {"orchestrator/budget.py"}
+    assert writers == {"orchestrator/ledger.py"}

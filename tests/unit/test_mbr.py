@@ -18,8 +18,8 @@ from branchwise.core.problem import Problem
 from branchwise.core.scoring import SCORERS, Candidate, PairwiseScorer
 from branchwise.orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
 from branchwise.strategies.mbr import MBR, MBRConfig
+from branchwise.strategies.mbr_utilities import chrf, chrf_matrix
 from branchwise.strategies.selection import argmax
-from branchwise.strategies.utilities import chrf, chrf_matrix
 from tests.conftest import make_problem
 from tests.unit.sampling_support import ChoicePolicy, LearningEngine, run_strategy
 
@@ -228,7 +228,7 @@ def test_chrf_matrix_equals_pairwise_chrf_exactly() -> None:
 def test_chrf_counts_each_text_once_and_runs_off_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import branchwise.strategies.utilities as utilities
+    import branchwise.strategies.mbr_utilities as utilities
 
     real = utilities.chrf_matrix
     calls: list[int] = []

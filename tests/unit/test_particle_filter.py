@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from branchwise.strategies.particle_filter import (
 )
 from branchwise.strategies.resampling import softmax
 from tests.conftest import make_problem
-from tests.unit.step_helpers import run_strategy
+from tests.unit.step_helpers import TreePort, run_strategy
 
 NOISY = [{"kind": "noisy_prm", "name": "prm", "noise": 0.25}]
 
@@ -106,9 +105,7 @@ def test_adaptive_weights_multiply_step_likelihoods_and_reset_after_resampling(
 ) -> None:
     scores = {"r.0": 0.8, "r.1": 0.3, "r.0.0": 0.6, "r.1.0": 0.9}
     graph = _scored_graph(scores)
-    ctx: Any = SimpleNamespace(
-        graph=graph, rng=random.Random(0), root=graph.root, prune=lambda _: None
-    )
+    ctx: Any = TreePort(graph, random.Random(0))
     pf = ParticleFilter(ParticleFilterConfig(scorer="prm", particles=2, schedule=schedule))  # type: ignore[arg-type]
     sweep = Sweep(slots=[graph.node("r.0"), graph.node("r.1")], log_weights=[0.0, 0.0])
     pf._weigh(ctx, sweep)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from branchwise.core.errors import BudgetExhausted
-from branchwise.orchestrator.budget import Budget, BudgetTracker
+from branchwise.orchestrator.ledger import Budget, Ledger
 from tests.conftest import make_problem
 from tests.unit.step_helpers import run_strategy
 from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS
@@ -40,7 +40,7 @@ def test_concurrent_requests_respect_the_node_budget(name: str) -> None:
 
 
 def test_reserved_nodes_count_against_the_node_budget() -> None:
-    tracker = BudgetTracker(Budget(max_nodes=4))
+    tracker = Ledger(Budget(max_nodes=4))
     tracker.check_request(n=3, max_tokens=8, new_nodes=3)
     held = tracker.hold(per_sample=8, tokens=24, nodes=3)  # in flight, not yet settled
     with pytest.raises(BudgetExhausted):

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from branchwise.core.errors import BudgetExhausted
-from branchwise.orchestrator.budget import Budget
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
 from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult, SamplingSpec
+from branchwise.orchestrator.ledger import Budget
 from tests.conftest import make_problem
 from tests.unit.sampling_support import make_context
 
@@ -43,7 +43,7 @@ async def _leave_after_five_tokens(engine: ScriptedEngine) -> Any:
     and the texts streamed."""
     ctx = await make_context(engine, make_problem(1))
     texts = []
-    async with ctx.stream_expand(ctx.root, one_step=False) as stream:
+    async with ctx.stream(ctx.root, one_step=False) as stream:
         async for partial in stream:
             texts.append(partial.text)
             if len(partial.token_ids) == 5:
@@ -94,7 +94,7 @@ def test_a_finished_stream_is_recorded_like_expand() -> None:
 
     async def go() -> Any:
         ctx = await make_context(engine, problem)
-        async with ctx.stream_expand(ctx.root, one_step=True) as stream:
+        async with ctx.stream(ctx.root, one_step=True) as stream:
             async for _ in stream:
                 pass
         return ctx, stream
@@ -112,7 +112,7 @@ def test_cancelling_a_streaming_task_aborts_the_request_and_keeps_its_partial_to
 
     async def go() -> Any:
         ctx = await make_context(engine, make_problem(3))
-        stream = ctx.stream_expand(ctx.root, one_step=False)
+        stream = ctx.stream(ctx.root, one_step=False)
 
         async def drain() -> None:
             async with stream:
@@ -142,7 +142,7 @@ def test_time_budget_stops_a_stream_and_still_records_it() -> None:
 
     async def go() -> Any:
         ctx = await make_context(engine, make_problem(4), budget=Budget(max_seconds=0.05))
-        stream = ctx.stream_expand(ctx.root, one_step=False)
+        stream = ctx.stream(ctx.root, one_step=False)
         with pytest.raises(BudgetExhausted):
             async with stream:
                 async for _ in stream:
@@ -161,11 +161,11 @@ def test_the_token_budget_caps_a_stream_and_rejects_one_it_cannot_pay() -> None:
 
     async def go() -> Any:
         ctx = await make_context(engine, make_problem(5), budget=Budget(max_generated_tokens=7))
-        async with ctx.stream_expand(ctx.root, one_step=False) as first:
+        async with ctx.stream(ctx.root, one_step=False) as first:
             async for _ in first:
                 pass
         with pytest.raises(BudgetExhausted):
-            async with ctx.stream_expand(ctx.root, one_step=False):
+            async with ctx.stream(ctx.root, one_step=False):
                 pass
         return ctx, first
 
@@ -198,7 +198,7 @@ def test_engines_without_streaming_yield_one_final_partial() -> None:
     async def go() -> Any:
         ctx = await make_context(engine, make_problem(6))  # type: ignore[arg-type]
         partials = []
-        async with ctx.stream_expand(ctx.root, one_step=False) as stream:
+        async with ctx.stream(ctx.root, one_step=False) as stream:
             async for partial in stream:
                 partials.append(partial)
         return partials, stream
@@ -239,12 +239,12 @@ def test_streams_in_flight_hold_their_node_so_the_node_budget_cannot_overshoot()
 
     async def go() -> Any:
         ctx = await make_context(engine, make_problem(8), budget=Budget(max_nodes=2))
-        async with ctx.stream_expand(ctx.root, one_step=False) as first:
-            async with ctx.stream_expand(ctx.root, one_step=False) as second:
+        async with ctx.stream(ctx.root, one_step=False) as first:
+            async with ctx.stream(ctx.root, one_step=False) as second:
                 with pytest.raises(BudgetExhausted):
                     await ctx.extend(ctx.root, (70,))
                 with pytest.raises(BudgetExhausted):
-                    async with ctx.stream_expand(ctx.root, one_step=False):
+                    async with ctx.stream(ctx.root, one_step=False):
                         pass
                 async for _ in second:
                     pass

@@ -9,7 +9,7 @@ import pytest
 
 from branchwise.core.problem import Problem
 from branchwise.core.scoring import SCORERS, Candidate, ScorerConfig, ScorerResources
-from branchwise.rewards.aggregate import StepAggregation, aggregate_steps
+from branchwise.core.values import StepAggregation
 from branchwise.rewards.intrinsic import self_certainty
 from branchwise.verifiers.equivalence import (
     AnswerEquivalence,
@@ -136,8 +136,9 @@ def test_token_entropy_max_statistic() -> None:
 
 def test_step_aggregation_keeps_the_plain_functions_and_adds_two() -> None:
     values = [0.9, 0.5, 0.8]
-    for how in ("min", "product", "last", "mean"):
-        assert StepAggregation(method=how)(values) == aggregate_steps(values, how)  # type: ignore[arg-type]
+    plain = {"min": 0.5, "product": 0.9 * 0.5 * 0.8, "last": 0.8, "mean": 2.2 / 3}
+    for how, expected in plain.items():
+        assert StepAggregation(method=how)(values) == pytest.approx(expected)  # type: ignore[arg-type]
     geo = StepAggregation(method="geometric_mean")(values)
     assert geo == pytest.approx((0.9 * 0.5 * 0.8) ** (1 / 3))
     assert StepAggregation(method="weighted_mean", decay=1.0)(values) == pytest.approx(

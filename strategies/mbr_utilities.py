@@ -12,14 +12,12 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from branchwise.core.graph import Node
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.context import SearchContext
+from branchwise.core.port import SearchPort
 
 UtilityName = Literal["answer_equality", "chrf", "judge"]
 
@@ -31,7 +29,7 @@ class Utility(Protocol):
     def symmetric(self) -> bool: ...
 
     async def __call__(
-        self, ctx: SearchContext, pairs: Sequence[tuple[Node, Node]]
+        self, ctx: SearchPort, pairs: Sequence[tuple[Node, Node]]
     ) -> list[float | None]:
         """One value per pair (hypothesis, reference), in order."""
         ...
@@ -43,7 +41,7 @@ class AnswerEquality:
     symmetric = True
 
     async def __call__(
-        self, ctx: SearchContext, pairs: Sequence[tuple[Node, Node]]
+        self, ctx: SearchPort, pairs: Sequence[tuple[Node, Node]]
     ) -> list[float | None]:
         return [1.0 if a.answer is not None and a.answer == b.answer else 0.0 for a, b in pairs]
 
@@ -67,7 +65,7 @@ class ChrF:
         return self.beta == 1.0
 
     async def __call__(
-        self, ctx: SearchContext, pairs: Sequence[tuple[Node, Node]]
+        self, ctx: SearchPort, pairs: Sequence[tuple[Node, Node]]
     ) -> list[float | None]:
         texts = [(ctx.solution(a), ctx.solution(b)) for a, b in pairs]
         return await asyncio.to_thread(self._pairs, texts)
@@ -101,7 +99,7 @@ class PairwiseJudge:
         return self._symmetric
 
     async def __call__(
-        self, ctx: SearchContext, pairs: Sequence[tuple[Node, Node]]
+        self, ctx: SearchPort, pairs: Sequence[tuple[Node, Node]]
     ) -> list[float | None]:
         scores = await ctx.compare(pairs, self.scorer)
         return [s.value if s.ok else None for s in scores]

@@ -2,8 +2,9 @@
 
 Token-level strategies (DeepConf online, first-finish, entropy-adaptive branching) watch a
 sample while it is written and stop it early. :class:`NodeStream` is the handle they get from
-:meth:`SearchContext.stream_expand`; whatever happens inside its ``async with`` block, the
-child is recorded in the graph on exit and every token the engine reported is accounted.
+the port's ``stream``; whatever happens inside its ``async with`` block, the child is recorded
+in the graph on exit (by :class:`~branchwise.orchestrator.generation.Generation`, the one place
+nodes are built) and every token the engine reported is accounted.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
-from branchwise.core.errors import BudgetExhausted, EngineError, EngineTimeout
+from branchwise.core.errors import EngineError
 from branchwise.core.graph import Node
-from branchwise.orchestrator.engines.base import Engine, StreamingEngine, TokenEngine
 from branchwise.orchestrator.engines.types import Completion, GenerationRequest, GenerationResult
-
-if TYPE_CHECKING:
-    from branchwise.orchestrator.budget import Reservation
-    from branchwise.orchestrator.context import SearchContext
+from branchwise.orchestrator.generation import Generation
+from branchwise.orchestrator.ledger import Reservation
 
 
 class NodeStream:
@@ -43,13 +41,13 @@ class NodeStream:
 
     def __init__(
         self,
-        ctx: SearchContext,
+        generation: Generation,
         parent: Node,
         child_id: str,
         request: GenerationRequest,
         one_step: bool,
     ) -> None:
-        self._ctx = ctx
+        self._generation = generation
         self.parent = parent
         self.child_id = child_id
         self.request = request
@@ -75,11 +73,11 @@ class NodeStream:
         return self.node is not None and self.node.finish_reason == "abort"
 
     async def __aenter__(self) -> Self:
-        budget = self._ctx.budget
+        ledger = self._generation.ledger
         spec = self.request.sampling
         prompt = len(self.request.prompt_token_ids)
         # A stream ends only as its consumer reads it, so nothing may wait for it (waitable).
-        self._held = await budget.admit(
+        self._held = await ledger.admit(
             n=1,
             max_tokens=spec.max_tokens,
             new_nodes=1,
@@ -92,7 +90,7 @@ class NodeStream:
                 self.request,
                 sampling=spec.model_copy(update={"max_tokens": self._held.per_sample}),
             )
-            self._iterator = _open(self._ctx.engine, self.request)
+            self._iterator = self._generation.open_stream(self.request)
         except BaseException:
             self._held.release()  # no __aexit__ follows a failed __aenter__
             raise
@@ -104,31 +102,13 @@ class NodeStream:
     async def __anext__(self) -> Completion:
         if self._iterator is None:
             raise RuntimeError("use NodeStream inside `async with`")
-        seconds = self._ctx.budget.seconds_left()
-        deadline = asyncio.timeout(seconds)
-        try:
-            async with deadline:
-                result = await anext(self._iterator)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise EngineTimeout(
-                    f"engine timed out streaming {self.child_id}: {exc}",
-                    problem_id=self._ctx.problem.id,
-                    node_id=self.child_id,
-                ) from exc
-            raise BudgetExhausted(
-                "time budget spent during generation",
-                problem_id=self._ctx.problem.id,
-                node_id=self.child_id,
-            ) from None
-        except EngineError as exc:
-            exc.problem_id = exc.problem_id or self._ctx.problem.id
-            exc.node_id = exc.node_id or self.child_id
-            raise
+        result = await self._generation.guarded(
+            anext(self._iterator), f"streaming {self.child_id}", self.child_id
+        )
         if not result.completions:
             raise EngineError(
                 "engine streamed a result without completions",
-                problem_id=self._ctx.problem.id,
+                problem_id=self._generation.problem_id,
                 node_id=self.child_id,
             )
         self._last = result
@@ -158,16 +138,17 @@ class NodeStream:
         character; a node's text is the decode of its token ids everywhere else.
         """
         last = self._last
-        if last is None or not isinstance(self._ctx.engine, TokenEngine):
+        if last is None:
             return
         completion = last.completions[0]
         if completion.finish_reason in ("stop", "length") and not self._cut:
             return  # finished: the engine already decoded all of it
-        text = await self._ctx.engine.decode(completion.token_ids)
-        self._last = replace(last, completions=(replace(completion, text=text),))
+        text = await self._generation.decode(completion.token_ids)
+        if text is not None:
+            self._last = replace(last, completions=(replace(completion, text=text),))
 
     def _record(self, held: Reservation, exc: BaseException | None) -> None:
-        ctx, last = self._ctx, self._last
+        last = self._last
         completion = last.completions[0] if last is not None else None
         finished = (
             completion is not None
@@ -181,36 +162,10 @@ class NodeStream:
             nodes=1,
             aborted=not finished,
         )
+        generation = self._generation
         if finished:
             assert completion is not None
-            self.node = ctx.add_completion(self.parent, self.child_id, completion, self._one_step)
-            return
-        node = Node(
-            id=self.child_id,
-            parent_id=self.parent.id,
-            depth=self.parent.depth + 1,
-            token_ids=completion.token_ids if completion is not None else (),
-            text=completion.text if completion is not None else "",
-            token_logprobs=completion.token_logprobs if completion is not None else (),
-            top_logprobs=completion.top_logprobs if completion is not None else (),
-            cum_logprob=self.parent.cum_logprob
-            + (sum(completion.token_logprobs) if completion is not None else 0.0),
-            finish_reason="abort",
-        )
-        self.node = ctx.graph.add_child(node)
-        if isinstance(exc, EngineError):
-            ctx.graph.mark(node.id, "failed", error=str(exc))
+            self.node = generation.record(self.parent, self.child_id, completion, self._one_step)
         else:
-            ctx.graph.mark(node.id, "aborted")
-
-
-def _open(engine: Engine, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
-    """The engine's stream, or one final result for engines that cannot stream."""
-    if isinstance(engine, StreamingEngine):
-        return engine.stream(request)
-    return _one_shot(engine, request)
-
-
-async def _one_shot(engine: Engine, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
-    # Cancelling the consumer cancels generate(), which aborts the request in the engine.
-    yield await engine.generate(request)
+            error = str(exc) if isinstance(exc, EngineError) else None
+            self.node = generation.record_cut(self.parent, self.child_id, completion, error)

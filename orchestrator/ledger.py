@@ -1,17 +1,19 @@
-"""Budgets (what a search may spend), usage (what it did spend) and reservations.
+"""The ledger: budgets (what a search may spend), usage (what it did spend), reservations.
 
 Every spending passes through one :class:`Reservation`: generated tokens are held when a
 request is admitted (``n * max_tokens``, plus its nodes and prompt tokens) and the unused part
 is given back when it settles, so concurrent expansions can never overshoot the budget. A
 reservation is a context manager: leaving its block without settling gives everything back
-and, for an engine request, counts it as aborted. :class:`BudgetTracker` is the only writer of
-:class:`Usage`. Admission near the end of a budget goes through the queue in
-``orchestrator.admission``.
+and, for an engine request, counts it as aborted. :class:`Ledger` is the only writer of
+:class:`Usage`. Near the end of a budget, the order in which waiting requests are decided is
+kept by an :class:`~branchwise.orchestrator.admission.AdmissionOrder`, which knows nothing of
+budgets: the ledger decides, the order only says whose turn it is.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Self
@@ -19,7 +21,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from branchwise.core.errors import BudgetExhausted
-from branchwise.orchestrator.admission import AdmissionQueue
+from branchwise.orchestrator.admission import AdmissionOrder
 
 
 class Budget(BaseModel):
@@ -69,7 +71,7 @@ class Reservation:
 
     def __init__(
         self,
-        tracker: BudgetTracker,
+        ledger: Ledger,
         *,
         per_sample: int,
         tokens: int,
@@ -78,7 +80,7 @@ class Reservation:
         engine_call: bool,
         waitable: bool,
     ) -> None:
-        self._tracker = tracker
+        self._ledger = ledger
         self.per_sample = per_sample
         self.tokens = tokens
         self.nodes = nodes
@@ -100,7 +102,7 @@ class Reservation:
         if self.settled:
             raise RuntimeError("a reservation settles once")
         self.settled = True  # first: a failure while settling must not settle again
-        self._tracker._settle(
+        self._ledger.record(
             self, generated=generated, prompt=prompt, cached=cached, nodes=nodes, aborted=aborted
         )
 
@@ -121,7 +123,7 @@ class Reservation:
         self.release()
 
 
-class BudgetTracker:
+class Ledger:
     """Usage and outstanding reservations against a :class:`Budget` for one search."""
 
     def __init__(self, budget: Budget) -> None:
@@ -131,7 +133,7 @@ class BudgetTracker:
         self._reserved_prompt = 0
         self._reserved_nodes = 0
         self._started = time.monotonic()
-        self.queue = AdmissionQueue(self)
+        self._order = AdmissionOrder()
 
     @property
     def elapsed(self) -> float:
@@ -208,16 +210,53 @@ class BudgetTracker:
         key: str,
         waitable: bool = True,
     ) -> Reservation:
-        """Reserve an engine request's budget (through the admission queue); see
-        :meth:`AdmissionQueue.admit`. Raises BudgetExhausted when it cannot start."""
-        return await self.queue.admit(
-            n=n,
-            max_tokens=max_tokens,
-            new_nodes=new_nodes,
-            prompt_tokens=prompt_tokens,
-            key=key,
-            waitable=waitable,
-        )
+        """Reserve an engine request's budget; its ``per_sample`` is what each of its ``n``
+        samples may use. Raises BudgetExhausted when it cannot start.
+
+        While nobody waits, a request that fits in full is admitted at once. One that would be
+        cut short or refused only because of reservations still in flight waits until no
+        waitable request is in flight; from then on requests are decided one at a time, in
+        node order of ``key``, never in the order their predecessors happened to finish (see
+        ``admission``). ``waitable``: the request finishes on its own (a plain generation), so
+        others may wait for it; a stream, which finishes only as its consumer reads it, must
+        pass False.
+        """
+
+        def check(count_reserved: bool = True) -> int:
+            return self.check_request(
+                n=n,
+                max_tokens=max_tokens,
+                new_nodes=new_nodes,
+                prompt_tokens=prompt_tokens,
+                count_reserved=count_reserved,
+            )
+
+        order = self._order
+        woken = False
+        while True:
+            if woken or not order.queued:
+                try:
+                    per_sample = check()
+                except BudgetExhausted:
+                    if order.in_flight == 0 or not _curable(check):
+                        order.decided(woken)
+                        raise
+                else:
+                    cut = per_sample < max_tokens
+                    if not cut or order.in_flight == 0 or not _curable(check):
+                        held = self.hold(
+                            per_sample=per_sample,
+                            tokens=per_sample * n,
+                            nodes=new_nodes,
+                            prompt=prompt_tokens,
+                            waitable=waitable,
+                        )
+                        order.decided(woken)
+                        return held
+            if woken:
+                order.turn_unused()
+            await order.wait_turn(key)
+            woken = True
 
     def reserve_nodes(self, count: int) -> Reservation:
         """Hold ``count`` nodes that cost no generation (forced tokens); raise if they would
@@ -252,10 +291,10 @@ class BudgetTracker:
         self._reserved_prompt += prompt
         self.usage.engine_calls += engine_call
         if waitable:
-            self.queue.started()
+            self._order.started()
         return held
 
-    def _settle(
+    def record(
         self,
         held: Reservation,
         *,
@@ -265,6 +304,7 @@ class BudgetTracker:
         nodes: int,
         aborted: bool,
     ) -> None:
+        """What a reservation used, in place of what it held (called by its ``settle``)."""
         self._reserved_tokens -= held.tokens
         self._reserved_nodes -= held.nodes
         self._reserved_prompt -= held.prompt
@@ -274,9 +314,9 @@ class BudgetTracker:
         self.usage.nodes += nodes
         self.usage.aborted_requests += aborted
         if held.waitable:
-            self.queue.finished()
+            self._order.finished()
         else:
-            self.queue.wake()
+            self._order.wake()
 
     def check_scoring(self, count: int) -> None:
         """Raise if ``count`` more scorer calls would pass the budget."""
@@ -296,3 +336,15 @@ class BudgetTracker:
     def finish(self) -> Usage:
         self.usage.seconds = self.elapsed
         return self.usage
+
+
+def _curable(check: Callable[[bool], int]) -> bool:
+    """True if the requests in flight returning their unused reservations could help."""
+    try:
+        best = check(False)
+    except BudgetExhausted:
+        return False
+    try:
+        return best > check(True)
+    except BudgetExhausted:
+        return True

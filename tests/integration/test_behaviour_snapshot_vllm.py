@@ -1,0 +1,82 @@
+"""Refactors change no behaviour on real vLLM either: graphs, answers and tokens are pinned.
+
+The scripted-engine snapshot (``tests/unit/test_behaviour_snapshot.py``) pins every variant;
+this one pins every contract config on the session's in-process vLLM engine with the testbed
+policy and its exact step checker, recorded before the search kernel was rebuilt. Problems run
+one at a time, so the engine's batches (and its floating-point sums) are the same in every run.
+First-finish is left out: which sample finishes first is its algorithm, and on a real engine
+that is timing (two recordings of the same code differed there, and only there). Re-record a
+deliberate change with ``BRANCHWISE_RECORD_SNAPSHOT=1`` and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.runner import Orchestrator
+from tests.integration.conftest import POLICY, TESTBED, EngineLoop
+from tests.unit.strategy_configs import STRATEGY_CONFIGS
+from tests.unit.test_behaviour_snapshot import USAGE_FIELDS, graph_digest
+
+pytestmark = pytest.mark.vllm
+SNAPSHOT = Path(__file__).with_name("behaviour_snapshot_vllm.json")
+EVAL = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "data" / "eval.jsonl"
+TIMING_DEPENDENT = {"first_finish"}
+SCORERS = [
+    {"kind": "arithmetic_steps", "name": "prm"},
+    {"kind": "reference_answer", "name": "oracle"},
+]
+
+
+def observe(loop: EngineLoop, engine: VLLMEngine, name: str) -> list[dict[str, Any]]:
+    recipe = parse_recipe(
+        {
+            **TESTBED,
+            "engine": {"kind": "vllm", "model": str(POLICY)},
+            "strategy": STRATEGY_CONFIGS[name],
+            "scorers": SCORERS,
+            "sampling": {"temperature": 1.0, "max_tokens": 64, "logprobs": 5},
+            "budget": {"max_generated_tokens": 400},
+            "concurrency": 1,
+            "seed": 11,
+        }
+    )
+
+    async def go() -> list[ProblemResult]:
+        async with Orchestrator(recipe, engine=engine) as orchestrator:
+            return await orchestrator.run(load_problems(EVAL, limit=2))
+
+    seen = []
+    for result in loop.run(go()):
+        assert result.graph is not None and result.error is None, result.error
+        seen.append(
+            {
+                "answer": result.answer,
+                "node": result.node_id,
+                "usage": {f: int(result.usage[f]) for f in USAGE_FIELDS},
+                "graph": graph_digest(result.graph),
+                "size": len(result.graph),
+            }
+        )
+    return seen
+
+
+def test_every_contract_config_gives_the_recorded_graphs_on_vllm(
+    engine_loop: EngineLoop, vllm_engine: VLLMEngine
+) -> None:
+    names = sorted(name for name in STRATEGY_CONFIGS if name not in TIMING_DEPENDENT)
+    observed = {name: observe(engine_loop, vllm_engine, name) for name in names}
+    if os.environ.get("BRANCHWISE_RECORD_SNAPSHOT"):
+        SNAPSHOT.write_text(json.dumps(observed, indent=1) + "\n")
+    recorded = json.loads(SNAPSHOT.read_text())
+    moved = [name for name in sorted(recorded) if observed.get(name) != recorded[name]]
+    assert not moved, f"behaviour changed on vLLM for: {moved}"
