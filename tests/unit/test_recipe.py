@@ -141,3 +141,28 @@ def test_mbr_judge_utility_needs_a_pairwise_scorer() -> None:
     }
     with pytest.raises(RecipeError, match="judges one candidate at a time"):
         parse_recipe(recipe)
+
+
+def _with_prm(strategy: dict[str, object], prm: dict[str, object]) -> dict[str, object]:
+    return {
+        "engine": {"kind": "scripted"},
+        "strategy": {"name": "beam_search", "scorer": "rm", **strategy},
+        "scorers": [
+            {"kind": "prm", "name": "rm", "model": "some/prm", "format": "qwen_prm", **prm}
+        ],
+    }
+
+
+def test_step_aggregation_is_declared_in_one_place() -> None:
+    with pytest.raises(RecipeError, match="declare it in one place"):
+        parse_recipe(_with_prm({"aggregation": "min"}, {"aggregation": {"method": "last"}}))
+    # the reward model declares it: the search takes the scorer's own value
+    assert parse_recipe(_with_prm({}, {"aggregation": {"method": "last"}})).aggregation() is None
+    # the strategy declares it: the search folds the steps itself
+    assert parse_recipe(_with_prm({"aggregation": "mean"}, {})).aggregation() == "mean"
+    # neither: the strategy's default (none for beam search: the reward model's value)
+    assert parse_recipe(_with_prm({}, {})).aggregation() is None
+    pf = _with_prm({"name": "particle_filter"}, {})
+    assert parse_recipe(pf).aggregation() == "last"  # particle filtering's own default
+    pf_rm = _with_prm({"name": "particle_filter"}, {"aggregation": {"method": "min"}})
+    assert parse_recipe(pf_rm).aggregation() is None  # the reward model's declaration wins
