@@ -31,7 +31,7 @@ from its_hub.core.lms.step_generation import StepGeneration  # noqa: E402
 
 from branchwise.core.answer_spec import AnswerSpec  # noqa: E402
 from branchwise.core.problem import Problem  # noqa: E402
-from branchwise.core.scoring import Candidate, ScorerConfig, ScorerResources  # noqa: E402
+from branchwise.core.scorers import Candidate, ScorerConfig, ScorerResources  # noqa: E402
 from branchwise.orchestrator.steps import split_steps  # noqa: E402
 from branchwise.verifiers.answers import extract_answer  # noqa: E402
 

@@ -50,7 +50,7 @@ from benchmarks.testbed import (
 )
 from branchwise.core.cpu_layout import layout_environment
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import SCORERS
+from branchwise.core.scorers import SCORERS
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.vllm_server import VLLMServer
 from branchwise.orchestrator.recipe import parse_recipe

@@ -54,7 +54,7 @@ from benchmarks.strategies_report import (
     summarise,
 )
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import ScorerResources
+from branchwise.core.scorers import ScorerResources
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine

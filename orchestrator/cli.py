@@ -531,7 +531,7 @@ def _list_strategies(args: argparse.Namespace) -> int:
 
 
 def _list_scorers(args: argparse.Namespace) -> int:
-    from branchwise.core.scoring import SCORERS
+    from branchwise.core.scorers import SCORERS
 
     for name, cls in SCORERS:
         level = "step" if cls.step_level else "outcome"

@@ -18,7 +18,7 @@ from typing import Any
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, NodeStatus, Score, SearchGraph
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Scorer
+from branchwise.core.scorers import Scorer
 from branchwise.core.seeding import derive_seed
 from branchwise.core.values import Aggregation
 from branchwise.orchestrator.engines.base import Engine

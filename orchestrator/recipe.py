@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from branchwise.core.errors import RecipeError, RegistryError
-from branchwise.core.scoring import SCORERS, PairwiseScorer, ScorerConfig
+from branchwise.core.scorers import SCORERS, PairwiseScorer, ScorerConfig
 from branchwise.core.values import Aggregation
 from branchwise.orchestrator.datasets import DatasetSpec
 from branchwise.orchestrator.engines.config import ENGINES, EngineConfig

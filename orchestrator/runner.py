@@ -20,7 +20,7 @@ from typing import Any, Self, TypeAlias
 
 from branchwise.core.errors import BranchwiseError, BudgetExhausted, RecipeError
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import SCORERS, Scorer, ScorerResources
+from branchwise.core.scorers import SCORERS, Scorer, ScorerResources
 from branchwise.orchestrator.context import SearchContext, SearchSettings
 from branchwise.orchestrator.engines.base import Engine, TokenEngine
 from branchwise.orchestrator.ledger import Ledger

@@ -15,7 +15,7 @@ from typing import Any
 
 from branchwise.core.graph import Node, Score, SearchGraph
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, PairwiseScorer, Scorer
+from branchwise.core.scorers import Candidate, PairwiseScorer, Scorer
 from branchwise.core.values import Aggregation, score_value
 from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.steps import ends_step, path_steps

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.core.scorers import Candidate, Scorer, ScorerConfig, ScorerResources
 from branchwise.rewards.confidence import ConfidenceMeasure, predictive_entropy, trace_confidence
 
 _NO_TOPS = "no top-k logprobs on the path (set sampling.logprobs >= 2)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from branchwise.core.scoring import ScorerResources
+from branchwise.core.scorers import ScorerResources
 from branchwise.rewards.formats import get_format
 from branchwise.rewards.pooling import TokenScoreBackend
 from branchwise.rewards.rendering import ChatRenderer, Message

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, Scorer, ScorerResources
+from branchwise.core.scorers import Candidate, Scorer, ScorerResources
 from branchwise.rewards.batching import MicroBatcher
 from branchwise.rewards.formats import RewardFormat, get_format
 from branchwise.rewards.inputs import InputEncoder

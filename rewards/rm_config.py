@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from branchwise.core.cpu_layout import CpuLayout
-from branchwise.core.scoring import ScorerConfig
+from branchwise.core.scorers import ScorerConfig
 from branchwise.core.values import StepAggregation
 from branchwise.rewards.formats import FormatName, check_backend, get_format
 from branchwise.rewards.pooling import Activation

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, PairwiseScorer
+from branchwise.core.scorers import Candidate, PairwiseScorer
 from branchwise.verifiers.judges import JudgeConfig, _Judge
 from branchwise.verifiers.judging import JudgeClient, parse_choice
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, Scorer
+from branchwise.core.scorers import Candidate, Scorer
 from branchwise.verifiers.arithmetic_steps import check_steps, parse_question
 
 

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.core.scorers import Candidate, Scorer, ScorerConfig, ScorerResources
 from branchwise.verifiers.answers import normalise_answer
 
 EquivalenceMode = Literal["exact", "normalised", "math"]

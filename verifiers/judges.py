@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.core.scorers import Candidate, Scorer, ScorerConfig, ScorerResources
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
 from branchwise.orchestrator.engines.types import SamplingSpec

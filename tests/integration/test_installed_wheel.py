@@ -160,7 +160,7 @@ def test_a_scripted_recipe_runs_from_the_wheel_beside_a_stand_in_verifiers(
     where = json.loads(
         fresh.python_code(
             "import json, verifiers, branchwise.verifiers.reference as ours\n"
-            "from branchwise.core.scoring import SCORERS\n"
+            "from branchwise.core.scorers import SCORERS\n"
             "SCORERS.get('reference_answer')\n"
             "print(json.dumps({'theirs': verifiers.STAND_IN, 'ours': ours.__file__}))",
             env=env,

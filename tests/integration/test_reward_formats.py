@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
 from examples.lookalikes.build import build
 from tests import reward_cards as cards

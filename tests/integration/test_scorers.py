@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
 from branchwise.rewards.prm import ProcessRewardModel, RewardModelConfig

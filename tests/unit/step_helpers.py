@@ -11,7 +11,7 @@ from pydantic import Field
 
 from branchwise.core.graph import Node, Score, SearchGraph
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import SCORERS, Candidate, Scorer, ScorerConfig
+from branchwise.core.scorers import SCORERS, Candidate, Scorer, ScorerConfig
 from branchwise.core.seeding import derive_seed
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
 from branchwise.orchestrator.recipe import parse_recipe

@@ -23,7 +23,7 @@ import pytest
 
 from branchwise.core.graph import Score, SearchGraph
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import SCORERS, Candidate, Scorer
+from branchwise.core.scorers import SCORERS, Candidate, Scorer
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult

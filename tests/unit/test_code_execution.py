@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.verifiers.code_execution import CodeTests, CodeTestsConfig, extract_code
 from branchwise.verifiers.sandbox import SandboxLimits, run_python
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.orchestrator.engines.config import ScriptedEngineConfig
 from branchwise.orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
 from branchwise.verifiers.judges import (

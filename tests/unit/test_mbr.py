@@ -15,7 +15,7 @@ import pytest
 from branchwise.core.errors import RecipeError
 from branchwise.core.graph import Node, Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import SCORERS, Candidate, PairwiseScorer
+from branchwise.core.scorers import SCORERS, Candidate, PairwiseScorer
 from branchwise.orchestrator.engines.scripted import EOS, Continuation, ScriptedEngine
 from branchwise.strategies.mbr import MBR, MBRConfig
 from branchwise.strategies.mbr_utilities import chrf, chrf_matrix

@@ -21,7 +21,7 @@ PLUGIN = textwrap.dedent(
     from typing import Literal
 
     from branchwise.core.graph import Score
-    from branchwise.core.scoring import Scorer
+    from branchwise.core.scorers import Scorer
     from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
 
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.rewards.formats import FORMATS, get_format
 from branchwise.rewards.inputs import InputEncoder
 from branchwise.rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, ScorerResources
+from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.rewards.batching import MicroBatcher
 from branchwise.rewards.prm import OutcomeRewardModel, ProcessRewardModel, RewardModelConfig
 from tests.tiny_prm import make_tiny_prm

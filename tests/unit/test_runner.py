@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import Candidate, Scorer, ScorerConfig, ScorerResources
+from branchwise.core.scorers import Candidate, Scorer, ScorerConfig, ScorerResources
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from branchwise.core.problem import Problem
-from branchwise.core.scoring import SCORERS, Candidate, ScorerConfig, ScorerResources
+from branchwise.core.scorers import SCORERS, Candidate, ScorerConfig, ScorerResources
 from branchwise.core.values import StepAggregation
 from branchwise.rewards.intrinsic import self_certainty
 from branchwise.verifiers.equivalence import (
