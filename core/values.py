@@ -9,6 +9,7 @@ it in both places). A failed score has no value, never a plausible number.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -65,5 +66,11 @@ def score_value(score: Score, aggregation: Aggregation | None = None) -> float |
     if not score.ok:
         return None
     if aggregation is not None and score.step_values:
-        return StepAggregation(method=aggregation)(score.step_values)
+        return _fold(aggregation)(score.step_values)
     return score.value
+
+
+@functools.cache
+def _fold(method: Aggregation) -> StepAggregation:
+    # built once per method: searches ask for values in their inner loops
+    return StepAggregation(method=method)

@@ -79,16 +79,22 @@ class Generation:
         return self.sampling.model_copy(update=update) if update else self.sampling
 
     def request(
-        self, node: Node, child_ids: Sequence[str], spec: SamplingSpec
+        self,
+        node: Node,
+        child_ids: Sequence[str],
+        spec: SamplingSpec,
+        max_tokens: int | None = None,
     ) -> GenerationRequest:
-        """The engine request for ``child_ids`` of ``node``; its id and seed name the first."""
+        """The engine request for ``child_ids`` of ``node``; its id and seed name the first
+        (``max_tokens``: what the ledger admitted per sample, if it cut the spec's)."""
         first = child_ids[0]
+        update: dict[str, object] = {"seed": derive_seed(self.seed, self.problem_id, first)}
+        if max_tokens is not None:
+            update["max_tokens"] = max_tokens
         return GenerationRequest(
             request_id=f"{self.run_id}:{self.problem_id}:{first}x{len(child_ids)}",
             prompt_token_ids=self.graph.full_token_ids(node.id),
-            sampling=spec.model_copy(
-                update={"seed": derive_seed(self.seed, self.problem_id, first)}
-            ),
+            sampling=spec.model_copy(update=update),
             n=len(child_ids),
             affinity=self.problem_id,
         )
@@ -106,11 +112,7 @@ class Generation:
         )
         with held:  # leaving unsettled (a failure, a cancellation) gives it all back
             child_ids = self.graph.reserve_child_ids(node.id, k)
-            request = self.request(node, child_ids, spec)
-            request = replace(
-                request,
-                sampling=request.sampling.model_copy(update={"max_tokens": held.per_sample}),
-            )
+            request = self.request(node, child_ids, spec, max_tokens=held.per_sample)
             result = await self.guarded(self.engine.generate(request), f"on {request.request_id}")
             completions = result.completions
             held.settle(
