@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from branchwise.core.graph import ROOT_ID, Node, SearchGraph
-from branchwise.orchestrator.paired_stats import PairedTest, mcnemar_exact, paired_test
+from branchwise.orchestrator.paired_stats import PairedTest, paired_test
 from branchwise.rewards.aggregate import Aggregation, aggregate_steps
 from branchwise.strategies.base import StrategyConfig
 from branchwise.strategies.selection import argmax, majority_vote, weighted_vote

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from branchwise.orchestrator.paired_stats import mcnemar_exact
 from branchwise.orchestrator.metrics import (
     compare_runs,
     pass_at_k,
@@ -14,6 +13,7 @@ from branchwise.orchestrator.metrics import (
     run_metrics,
     wilson_interval,
 )
+from branchwise.orchestrator.paired_stats import mcnemar_exact
 
 
 def _record(
