@@ -22,6 +22,7 @@ def test_mcnemar_exact_matches_the_binomial_tail() -> None:
     # binomtest(2, 12).pvalue == 0.03857421875 (= 2 * (1 + 12 + 66) / 4096)
     assert mcnemar_exact(2, 10) == pytest.approx(0.03857421875)
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
+    assert 0 < mcnemar_exact(560, 640) < 0.03  # n = 1200: past a float's 2**1023
     with pytest.raises(ValueError, match="must be >= 0"):
         mcnemar_exact(-1, 2)
 
