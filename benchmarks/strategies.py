@@ -189,6 +189,13 @@ def oracle_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def use_tuned_knobs(path: Path) -> None:
+    """Take each PRM strategy's knobs from the val tuning's ``chosen`` (``PRM_KNOBS`` holds
+    the committed picks, so the two agree until the knob grid is rerun)."""
+    if path.exists():
+        PRM_KNOBS.update(json.loads(path.read_text()).get("chosen", {}))
+
+
 def tuned_sampling(path: Path = TUNING) -> dict[str, dict[str, float]]:
     """Each arm's sampling (temperature, top_p) as chosen on val by strategies_tuning.py."""
     if not path.exists():
@@ -468,6 +475,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     data_file = DATA / f"{args.split}.jsonl"
     problems = load_problems(data_file, limit=args.problems)
     tuned = tuned_sampling(args.tuning)
+    use_tuned_knobs(args.tuning)
     rows = plan(names, args.budgets, args.oracle, tuned)
     if args.merge:
         rows = [r for r in rows if r["set"] != "baseline"]  # kept from the earlier run

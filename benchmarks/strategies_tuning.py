@@ -10,8 +10,8 @@ Two axes, run in this order (each at one budget, default 2x, on 100 val problems
   learned PRM (``aggregation``: min, the weakest step, or last, the newest step's
   prefix-correctness estimate) crossed with how it picks the answer (``final``: best path or
   value-weighted vote; best-of-N's ``weighted``; A*'s ``verifier``). The best (ties: the
-  default, listed first) is written to ``chosen``; ``PRM_KNOBS`` in strategies.py is checked
-  against it by hand.
+  default, listed first) is written to ``chosen``, which strategies.py reads (``PRM_KNOBS``
+  holds the committed picks as the fallback).
 
 Both write benchmarks/results/strategies_tuning.json (each axis keeps the other's results);
 a run interrupted is resumed by the same command (its rows are kept in a progress file).
@@ -42,6 +42,7 @@ from benchmarks.strategies import (
     run_rows,
     sampling_for,
     strategy_config,
+    use_tuned_knobs,
     uses_prm,
 )
 from benchmarks.strategies_report import rows_table
@@ -123,6 +124,7 @@ def main() -> None:
         parser.error(f"--strategies: unknown {unknown}; registered and variants: {arms}")
     path = RESULTS / f"{args.out}.json"
     old: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    use_tuned_knobs(path)  # the sampling grid runs each PRM strategy at its current knobs
     problems = load_problems(VAL, limit=args.problems)
     rows = (
         sampling_grid(args.budget, names)
