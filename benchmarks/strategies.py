@@ -1,25 +1,30 @@
-"""Accuracy against generated tokens for every registered strategy on the testbed.
+"""Accuracy against cost for every registered strategy on the testbed, with paired claims.
 
 Every strategy runs at several budgets (N = 4 x budget: samples, particles, beam width x
-expansions, ... so tokens per problem grow about 1x/2x/4x/8x) on 400 eval problems (standard
-error of one accuracy <= 2.5 points), next to a greedy (T=0) and a single-sample (T=1)
-baseline; self-consistency runs one budget further (to 64 samples) as the reference curve.
-Variants run as their own arms: particle Gibbs, and the A* ablations (h = 0: the PRM only
-verifies finished paths; g = depth instead of minus the log-probability). All rows share
-one process and one in-process vLLM engine (its prefix cache is reset before each row, so a
-row's cache hit rate is its own); problems of a row run concurrently so their requests batch
-together.
-Strategies that need a PRM use the learned testbed PRM (examples/testbed/models/prm); the
-``oracle`` rows repeat them with the exact step checker (``arithmetic_steps``) in its place.
-Reported per row: accuracy, coverage (a right answer among the finished paths), generated
-tokens, PRM calls (scorer_calls) and PRM tokens (the scored sequences' lengths, in policy
-tokens) and engine calls per problem, prefix-cache hit rate (cached_prompt_tokens /
-prompt_tokens) and wall time; the plot is accuracy against generated tokens, a line per arm.
-Writes benchmarks/results/strategies.{json,png} and the ``strategies`` section of
-BENCHMARKS.md (not with --quick).
+expansions, ... so tokens per problem grow about 1x/2x/4x/8x) on 400 problems of one split
+(standard error of one accuracy <= 2.5 points), next to greedy (T=0) and a single sample;
+self-consistency runs one budget further as the reference curve. Variants run as their own
+arms (particle Gibbs, the A* ablations, AB-MCTS with iterations well above ``parallel``).
+Each arm samples with the temperature and top-p chosen for it on val
+(``strategies_tuning.py --axis sampling``); PRM strategies use the knobs chosen on val.
+All rows share one process and one in-process vLLM engine (its prefix cache is reset before
+each row); problems of a row run concurrently so their requests batch together.
+Strategies that need a PRM use the learned testbed PRM; the ``oracle`` rows repeat them with
+the exact step checker (``arithmetic_steps``, scorer name ``oracle``) in its place.
+Each row keeps its per-problem outcomes (answer, correct, generated tokens, PRM tokens) and
+reports accuracy, coverage, generated tokens, PRM calls and tokens, total compute (policy and
+PRM tokens x their parameters; strategies_cost.py), engine calls, prefix-cache hit rate,
+AB-MCTS's wider/deeper decisions and wall time. Claims (strategies_claims.py) are paired
+against the better of greedy and tuned self-consistency at equal cost, Holm-corrected.
 
-    python benchmarks/strategies.py [--problems 400] [--budgets 1,2,4,8] [--strategies a,b]
-        [--seed 0] [--no-oracle] [--quick] [--merge]
+Splits: ``--split val|eval|test`` (default eval); the held-back test split runs only with
+``--final``, and every results file records its data file's sha256. Writes
+benchmarks/results/strategies[_SPLIT].{json,png} and that split's section of BENCHMARKS.md
+(not with --quick). An interrupted run resumes from its progress file (same command).
+
+    python benchmarks/strategies.py [--split eval] [--final] [--problems 400]
+        [--budgets 1,2,4,8] [--strategies a,b] [--seed 0] [--no-oracle] [--quick] [--merge]
+        [--tuning benchmarks/results/strategies_tuning.json]
 
 ``--merge`` reruns only ``--strategies`` and puts their rows in place of the old ones in the
 existing results (same problems, budgets and seed), e.g. after changing one strategy.
