@@ -617,6 +617,8 @@ def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[s
         data["problems"], data["budgets"], data["seed"]
     ):  # fmt: skip
         raise SystemExit("--merge: the earlier run used other --problems, --budgets or --seed")
+    if old.get("split", "eval") != data["split"]:
+        raise SystemExit(f"--merge: the earlier run is on the {old.get('split', 'eval')} split")
     rerun = set(args.strategies)
     fresh: dict[str, list[dict[str, Any]]] = {}
     for row in data["rows"]:
@@ -675,7 +677,8 @@ def partial(args: argparse.Namespace) -> dict[str, Any]:
     names = sorted(
         [*STRATEGIES.names(), *VARIANTS], key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)
     )
-    planned = plan(names, settings["budgets"], True)
+    use_tuned_knobs(args.tuning)
+    planned = plan(names, settings["budgets"], True, tuned_sampling(args.tuning))
     rows = [measured[key] for key in map(Progress.key, planned) if key in measured]
     return {
         **settings,
