@@ -584,6 +584,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--final is the run on the test split: add --split test")
     if not (DATA / f"{args.split}.jsonl").exists():
         parser.error(f"--split {args.split}: {DATA / args.split}.jsonl is missing")
+    args.tuning = args.tuning.resolve()
+    if not args.tuning.is_relative_to(ROOT):
+        parser.error(f"--tuning: {args.tuning} is outside the repository")
     args.name = "strategies" + ("" if args.split == "eval" else f"_{args.split}")
     args.name += "_quick" if args.quick else ""
     args.problems = args.problems or (6 if args.quick else PROBLEMS)
