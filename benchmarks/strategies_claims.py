@@ -169,12 +169,17 @@ def claims_note(found: list[dict[str, Any]], prm_strategies: list[str]) -> list[
         lines.append(
             "- AB-MCTS against weighted best-of-N at the same budget: "
             + "; ".join(
-                f"{item(c)} ({c['cost']:.0f} vs {c['reference_cost']:.0f} tokens), {c['verdict']}"
+                f"{item(c)} [{c['set']}] ({c['cost']:.0f} vs {c['reference_cost']:.0f} tokens), "
+                f"{c['verdict']}"
                 for c in vs
             )
             + "."
         )
-    short = sorted({f"{c['arm']} {c['budget']}x" for c in found if c["reference_short"]})
+    short = sorted(
+        f"{c['arm']} {c['budget']}x [{c['set']}, {c['axis']}]"
+        for c in found
+        if c["reference_short"]
+    )
     if short:
         lines.append(
             "- Rows costing more than every SC row (compared with the costliest): "
