@@ -36,7 +36,9 @@ def test_split(seed: int, size: int) -> list[Problem]:
     for _ in range(sum(SPLIT_SIZES[split] for split in SPLIT_ORDER)):
         next(stream)
     drawn = [next(stream) for _ in range(size)]
-    return [Problem(id=f"test-{i}", question=p.question, steps=p.steps) for i, p in enumerate(drawn)]
+    return [
+        Problem(id=f"test-{i}", question=p.question, steps=p.steps) for i, p in enumerate(drawn)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -48,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     problems = test_split(args.seed, args.size)
     # Checked, not assumed: the committed eval/val files and the train split the trainers draw.
     seen = {p.question for split in make_splits(args.seed).values() for p in split}
-    seen |= {r["question"] for split in ("eval", "val") for r in read_jsonl(DATA / f"{split}.jsonl")}
+    seen |= {
+        r["question"] for split in ("eval", "val") for r in read_jsonl(DATA / f"{split}.jsonl")
+    }
     shared = [p.id for p in problems if p.question in seen]
     if shared:
         raise SystemExit(f"test problems also in train/eval/val: {shared[:5]}; the stream changed")
