@@ -98,3 +98,24 @@ def test_oracle_rows_name_their_scorer_and_tuned_sampling_reaches_every_arm() ->
     assert all((r["temperature"], r["top_p"]) == (0.6, 0.9) for r in sc)
     assert next(r for r in rows if r["arm"] == "greedy")["temperature"] == 0.0
     assert next(r for r in rows if r["arm"] == "best_of_n")["temperature"] == 1.0  # untuned
+
+
+def test_tuning_keeps_the_untuned_cell_on_ties_and_grids_every_arm_alike() -> None:
+    from benchmarks.strategies_tuning import SAMPLING_GRID, best_cells, sampling_grid
+
+    assert SAMPLING_GRID[0] == {"temperature": 1.0, "top_p": 1.0} and len(SAMPLING_GRID) == 6
+    rows = sampling_grid(2, ["self_consistency", "best_of_n"])
+    assert len(rows) == 12 and all(r["budget"] == 2 for r in rows)
+    scored = [{**r, "accuracy": 0.5} for r in rows]
+    scored[3]["accuracy"] = 0.6  # self_consistency, fourth cell
+    chosen = best_cells(scored)
+    assert chosen["self_consistency"] == SAMPLING_GRID[3]
+    assert chosen["best_of_n"] == SAMPLING_GRID[0]  # all tied: untuned kept
+
+
+def test_progress_keys_tell_sampling_apart_and_keep_old_rows() -> None:
+    from benchmarks.strategies import Progress
+
+    row = {"arm": "best_of_n", "set": "prm", "budget": 1, "temperature": 1.0, "config": {}}
+    assert Progress.key(row) == Progress.key({**row, "top_p": 1.0})  # rows from before top-p
+    assert Progress.key(row) != Progress.key({**row, "top_p": 0.9})
