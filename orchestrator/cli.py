@@ -105,9 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("--json", action="store_true", help="print the metrics as JSON")
     summary.set_defaults(handler=cli_runs.summary)
 
-    compare = sub.add_parser("compare", help="paired test (McNemar) of two results folders")
+    compare = sub.add_parser(
+        "compare",
+        help="paired test (McNemar, bootstrap interval) of two results folders or two sweeps, "
+        "budget by budget",
+    )
     compare.add_argument("a", type=Path, metavar="DIR_A")
     compare.add_argument("b", type=Path, metavar="DIR_B")
+    compare.add_argument("--json", action="store_true", help="print the comparisons as JSON")
     compare.set_defaults(handler=cli_runs.compare)
 
     report = sub.add_parser("report", help="a self-contained HTML (and markdown) report")

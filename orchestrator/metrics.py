@@ -7,7 +7,8 @@ accuracy at N re-selects from the first N samples (in canonical path order) with
 strategy's own rule, for strategies whose samples are independent (self-consistency,
 best-of-N): per-node seeds follow the path, so the first N samples are exactly those of a run
 with n = N, and one run of n samples gives the curve for every N <= n.
-Two runs on the same problems are compared with McNemar's exact test on the discordant pairs.
+Two runs on the same problems are compared problem by problem (``paired_stats``: McNemar's
+exact test and a bootstrap interval of the difference).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from branchwise.core.graph import ROOT_ID, SearchGraph
+from branchwise.orchestrator.paired_stats import PairedTest, paired_test
 from branchwise.orchestrator.recipe import Recipe
 from branchwise.orchestrator.stored_tree import StoredTree
 from branchwise.strategies.base import STRATEGIES
@@ -185,43 +187,11 @@ def _error_kind(error: str) -> str:
     return error.split("\n", 1)[0][:200]
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """McNemar's exact test on the problems both runs graded."""
-
-    shared: int
-    a_correct: int
-    b_correct: int
-    only_a: int
-    only_b: int
-    p_value: float
-
-    @property
-    def significant(self) -> bool:
-        return self.p_value < 0.05
+def correctness(records: Sequence[dict[str, Any]]) -> dict[str, bool]:
+    """Each graded problem's correctness by id; a failed problem counts as wrong."""
+    return {r["problem_id"]: bool(r.get("correct")) for r in records if r.get("reference")}
 
 
-def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value: a binomial(b + c, 1/2) test on discordant pairs."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2.0 * float(tail))
-
-
-def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> Comparison:
+def compare_runs(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> PairedTest:
     """Pair two runs' records by problem id (failed = wrong) and test the difference."""
-    right_a = {r["problem_id"]: bool(r.get("correct")) for r in a if r.get("reference")}
-    right_b = {r["problem_id"]: bool(r.get("correct")) for r in b if r.get("reference")}
-    shared = sorted(set(right_a) & set(right_b))
-    only_a = sum(1 for p in shared if right_a[p] and not right_b[p])
-    only_b = sum(1 for p in shared if right_b[p] and not right_a[p])
-    return Comparison(
-        shared=len(shared),
-        a_correct=sum(right_a[p] for p in shared),
-        b_correct=sum(right_b[p] for p in shared),
-        only_a=only_a,
-        only_b=only_b,
-        p_value=mcnemar_exact(only_a, only_b),
-    )
+    return paired_test(correctness(a), correctness(b))

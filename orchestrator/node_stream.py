@@ -25,7 +25,7 @@ from branchwise.orchestrator.ledger import Reservation
 class NodeStream:
     """A child of ``parent`` being generated token by token (one sample, ``n=1``).
 
-    Use as ``async with ctx.stream_expand(node) as stream:`` then ``async for partial in
+    Use as ``async with port.stream(node) as stream:`` then ``async for partial in
     stream``; each partial is the cumulative :class:`Completion` so far (its
     ``finish_reason`` is ``"abort"`` until the last one). Leaving the block before the engine
     finishes aborts the request. On exit the child is added to the graph: a finished one as

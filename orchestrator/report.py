@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from branchwise.orchestrator.metrics import Comparison, RunMetrics
+from branchwise.orchestrator.metrics import RunMetrics
+from branchwise.orchestrator.paired_stats import PairedTest
 
 
 def summary_text(metrics: RunMetrics, *, title: str = "") -> str:
@@ -37,19 +38,27 @@ def summary_text(metrics: RunMetrics, *, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def comparison_text(c: Comparison, a: str, b: str) -> str:
+def comparison_text(c: PairedTest, a: str, b: str, *, holm_p: float | None = None) -> str:
+    """The paired verdict on two runs; ``holm_p`` when the comparison is one of several."""
     if c.shared == 0:
         return f"{a} and {b} share no graded problems; nothing to compare"
+    p = c.p_value if holm_p is None else holm_p
     verdict = (
         f"significant at 5% ({'A' if c.only_a > c.only_b else 'B'} is better)"
-        if c.significant
+        if p < 0.05
         else "not significant at 5%"
     )
+    low, high = c.ci95
+    test = f"McNemar exact test: p = {c.p_value:.4f}"
+    if holm_p is not None:
+        test += f" (Holm-corrected over the budgets: {holm_p:.4f})"
     return "\n".join(
         [
             f"A: {a}\nB: {b}",
             f"shared problems: {c.shared}  A correct: {c.a_correct}  B correct: {c.b_correct}",
             f"only A right: {c.only_a}  only B right: {c.only_b}",
-            f"McNemar exact test: p = {c.p_value:.4f}, {verdict}",
+            f"accuracy A - B: {c.difference * 100:+.1f} points "
+            f"(95% paired bootstrap interval {low * 100:+.1f} to {high * 100:+.1f})",
+            f"{test}, {verdict}",
         ]
     )

@@ -336,6 +336,39 @@ def test_compare_says_whether_the_difference_is_significant(
     assert "significant at 5%" in out
 
 
+def test_compare_pairs_two_sweeps_budget_by_budget_and_refuses_mismatches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = _recipe(tmp_path, _dataset(tmp_path, 6))
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert main(["eval", str(recipe), "--out", str(a), "--budgets", "40,400", "--quiet"]) == 0
+    assert main(["eval", str(recipe), "--out", str(b), "--budgets", "40,400", "--quiet",
+                 "--set", "strategy.n=1"]) == 0  # fmt: skip
+    assert main(["eval", str(recipe), "--out", str(c), "--budgets", "400", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [x["budget"] for x in report["comparisons"]] == ["budget-40", "budget-400"]
+    for x in report["comparisons"]:
+        assert x["shared"] == 6 and x["ci95"][0] <= x["difference"] <= x["ci95"][1]
+        assert x["p_holm"] >= x["p_value"]
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("McNemar exact test") == 2 and "Holm-corrected" in out
+    assert "paired bootstrap interval" in out
+    # a sweep is never silently cut to one budget: refused in one line
+    assert main(["compare", str(a), str(c)]) == 2
+    err = capsys.readouterr().err
+    assert "compare sweeps over the same budgets" in err and len(err.strip().splitlines()) == 1
+    assert main(["compare", str(a), str(c / "budget-400")]) == 2
+    assert "name one budget folder" in capsys.readouterr().err
+    assert main(["compare", str(a / "budget-400"), str(c / "budget-400")]) == 0
+    assert "Holm" not in capsys.readouterr().out  # one comparison: nothing to correct
+    assert main(["summary", str(a), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(line)["problems"] for line in lines] == [6, 6]
+
+
 def test_budget_sweep_writes_one_store_per_budget(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,12 +8,12 @@ import pytest
 
 from branchwise.orchestrator.metrics import (
     compare_runs,
-    mcnemar_exact,
     pass_at_k,
     percentile,
     run_metrics,
     wilson_interval,
 )
+from branchwise.orchestrator.paired_stats import mcnemar_exact
 
 
 def _record(
@@ -89,3 +89,4 @@ def test_percentiles_and_compare() -> None:
     c = compare_runs(a, b)
     assert (c.shared, c.only_a, c.only_b) == (8, 7, 0)
     assert c.significant and c.p_value == pytest.approx(2 / 128)
+    assert c.difference == pytest.approx(7 / 8) and c.ci95[0] <= 7 / 8 <= c.ci95[1]

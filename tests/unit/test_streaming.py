@@ -1,4 +1,4 @@
-"""The streaming API: ctx.stream_expand (partials, aborts, accounting) and ctx.extend."""
+"""The streaming API: port.stream (partials, aborts, accounting) and port.extend."""
 
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def test_the_token_budget_caps_a_stream_and_rejects_one_it_cannot_pay() -> None:
 
 
 class _NoStreamEngine:
-    """Only generate(): stream_expand must still work, with one final partial."""
+    """Only generate(): stream must still work, with one final partial."""
 
     def __init__(self) -> None:
         self.inner = ScriptedEngine(error_rate=0.0)

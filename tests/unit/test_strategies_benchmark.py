@@ -1,0 +1,121 @@
+"""The strategies benchmark's rules: paired claims, the reference at equal cost, the test gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.strategies import ORACLE, parse_args, plan
+from benchmarks.strategies_claims import claims, reference
+from benchmarks.strategies_cost import compute
+from branchwise.orchestrator.paired_stats import mcnemar_exact
+
+
+def _row(
+    arm: str, which: str, budget: int, right: list[bool], tokens: float, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "arm": arm, "set": which, "budget": budget, "temperature": 1.0, "config": {"n": budget},
+        "accuracy": sum(right) / len(right), "tokens_per_problem": tokens,
+        "compute_per_problem": tokens, **extra,
+        "outcomes": [{"id": f"p{i}", "correct": c} for i, c in enumerate(right)],
+    }  # fmt: skip
+
+
+def _rows() -> list[dict[str, Any]]:
+    n = 60
+    greedy = [i % 2 == 0 for i in range(n)]  # 30 / 60
+    sc = [i % 3 != 0 for i in range(n)]  # 40 / 60
+    strong = [True] * 55 + [False] * 5
+    return [
+        _row("greedy", "baseline", 0, greedy, 10) | {"temperature": 0.0},
+        _row("self_consistency", "sampling", 1, greedy, 40),
+        _row("self_consistency", "sampling", 2, sc, 80),
+        _row("best_of_n", "prm", 1, strong, 41),
+        _row("ab_mcts", "prm", 1, sc, 39),
+    ]
+
+
+def test_reference_is_the_better_baseline_spending_at_least_as_much() -> None:
+    rows = _rows()
+    ref, short = reference(rows, rows[3], "tokens")  # 41 tokens: SC n=2 (80) is the first >= 41
+    assert (ref["arm"], ref["budget"], short) == ("self_consistency", 2, False)
+    ref, _ = reference(rows, rows[4], "tokens")  # 39: SC n=1 (= greedy's 30/60); greedy wins ties
+    assert ref["arm"] == "greedy"
+    ref, short = reference(rows, {**rows[3], "tokens_per_problem": 500}, "tokens")
+    assert short and ref["budget"] == 2  # nothing costs as much: the costliest stands in, flagged
+
+
+def test_claims_are_paired_and_holm_corrected_together() -> None:
+    found = claims(_rows())
+    # two rows x two cost axes, plus ab_mcts against best_of_n at the same budget
+    assert len(found) == 5
+    bon = next(c for c in found if c["arm"] == "best_of_n" and c["axis"] == "tokens")
+    # best_of_n misses p55-59, SC every third problem: paired, 19 against 4 discordant
+    assert (bon["only_a"], bon["only_b"]) == (19, 4)
+    assert bon["p_value"] == pytest.approx(mcnemar_exact(19, 4)) and bon["p_value"] < 0.01
+    assert bon["p_holm"] == pytest.approx(min(1.0, 5 * bon["p_value"]))  # the smallest p
+    assert bon["verdict"] == "ahead" and bon["ci95"][0] > 0
+    vs = next(c for c in found if c["axis"] == "same budget")
+    assert vs["reference"] == "best_of_n 1x" and vs["verdict"] == "behind"
+    assert all(c["p_holm"] >= c["p_value"] for c in found)
+
+
+def test_rows_without_outcomes_make_no_claims() -> None:
+    rows = [{k: v for k, v in r.items() if k != "outcomes"} for r in _rows()]
+    assert claims(rows) == []
+
+
+def test_compute_counts_prompt_generated_and_prm_tokens_by_their_models() -> None:
+    row = {"set": "prm", "tokens_per_problem": 100.0, "prompt_tokens_per_problem": 300.0,
+           "cache_hit_rate": 0.5, "prm_tokens_per_problem": 1000.0}  # fmt: skip
+    out = compute(row, policy_params=10, prm_params=3)
+    assert out["policy_compute_per_problem"] == 4000 and out["prm_compute_per_problem"] == 3000
+    assert out["compute_per_problem"] == 7000 and out["cached_compute_per_problem"] == 1500
+    assert compute({**row, "set": "oracle"}, 10, 3)["prm_compute_per_problem"] == 0
+
+
+def test_the_test_split_needs_the_final_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--split", "test"])
+    assert "only the final run may" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--final"])
+    assert "add --split test" in capsys.readouterr().err
+    args = parse_args(["--split", "test", "--final"])
+    assert args.name == "strategies_test" and args.final
+
+
+def test_oracle_rows_name_their_scorer_and_tuned_sampling_reaches_every_arm() -> None:
+    tuned = {"self_consistency": {"temperature": 0.6, "top_p": 0.9}}
+    rows = plan(["self_consistency", "best_of_n", "a_star"], [1], True, tuned)
+    oracle = [r for r in rows if r["set"] == "oracle"]
+    assert oracle and all(r["config"]["scorer"] == ORACLE for r in oracle)
+    assert next(r for r in oracle if r["arm"] == "a_star")["config"]["verifier"] == ORACLE
+    assert all(r["config"]["scorer"] == "prm" for r in rows if r["set"] == "prm")
+    sc = [r for r in rows if r["arm"] in ("self_consistency", "single_sample")]
+    assert all((r["temperature"], r["top_p"]) == (0.6, 0.9) for r in sc)
+    assert next(r for r in rows if r["arm"] == "greedy")["temperature"] == 0.0
+    assert next(r for r in rows if r["arm"] == "best_of_n")["temperature"] == 1.0  # untuned
+
+
+def test_tuning_keeps_the_untuned_cell_on_ties_and_grids_every_arm_alike() -> None:
+    from benchmarks.strategies_tuning import SAMPLING_GRID, best_cells, sampling_grid
+
+    assert SAMPLING_GRID[0] == {"temperature": 1.0, "top_p": 1.0} and len(SAMPLING_GRID) == 6
+    rows = sampling_grid(2, ["self_consistency", "best_of_n"])
+    assert len(rows) == 12 and all(r["budget"] == 2 for r in rows)
+    scored = [{**r, "accuracy": 0.5} for r in rows]
+    scored[3]["accuracy"] = 0.6  # self_consistency, fourth cell
+    chosen = best_cells(scored)
+    assert chosen["self_consistency"] == SAMPLING_GRID[3]
+    assert chosen["best_of_n"] == SAMPLING_GRID[0]  # all tied: untuned kept
+
+
+def test_progress_keys_tell_sampling_apart_and_keep_old_rows() -> None:
+    from benchmarks.strategies import Progress
+
+    row = {"arm": "best_of_n", "set": "prm", "budget": 1, "temperature": 1.0, "config": {}}
+    assert Progress.key(row) == Progress.key({**row, "top_p": 1.0})  # rows from before top-p
+    assert Progress.key(row) != Progress.key({**row, "top_p": 0.9})
