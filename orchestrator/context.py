@@ -1,11 +1,12 @@
 """The search context: the orchestrator's implementation of the search port.
 
 A strategy sees one problem's search only through :class:`~branchwise.core.port.SearchPort`;
-this class implements it by composing collaborators of one job each: the graph (storage),
-the :class:`~branchwise.orchestrator.ledger.Ledger` (budget, admission, usage),
+this class implements it as a view of its graph (:class:`GraphView`: the reads, values by the
+one score -> value rule) plus collaborators of one job each for the effects: the
+:class:`~branchwise.orchestrator.ledger.Ledger` (budget, admission, usage),
 :class:`~branchwise.orchestrator.generation.Generation` (engine calls and node building) and
-:class:`~branchwise.orchestrator.scoring.Scoring` (the memo and the score -> value rule). It
-adds no rule of its own: reads go to the graph, effects to their collaborator.
+:class:`~branchwise.orchestrator.scoring.Scoring` (the score memo). It adds no rule of its
+own: reads go to the graph, effects to their collaborator.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from branchwise.core.errors import BudgetExhausted
-from branchwise.core.graph import Node, NodeStatus, Score, SearchGraph
+from branchwise.core.graph import Node, Score, SearchGraph
 from branchwise.core.problem import Problem
 from branchwise.core.scorers import Scorer
 from branchwise.core.seeding import derive_seed
@@ -24,6 +25,7 @@ from branchwise.core.values import Aggregation
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.engines.types import SamplingSpec
 from branchwise.orchestrator.generation import Generation
+from branchwise.orchestrator.graph_view import GraphView
 from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import PoolSeat
 from branchwise.orchestrator.node_stream import NodeStream
@@ -46,8 +48,9 @@ class SearchSettings:
     """How the strategy folds step values into a value (None: the scorer's own value)."""
 
 
-class SearchContext:
-    """One problem's search: its graph, ledger, generation, scoring, rng and lending seat."""
+class SearchContext(GraphView):
+    """One problem's search: a view of its graph plus the ledger, generation, scoring, rng
+    and lending seat behind the port's effects."""
 
     def __init__(
         self,
@@ -59,8 +62,10 @@ class SearchContext:
         ledger: Ledger,
         pool: PoolSeat | None = None,
     ) -> None:
+        super().__init__(
+            SearchGraph(problem.id, prompt_token_ids, prompt), aggregation=settings.aggregation
+        )
         self.problem = problem
-        self.graph = SearchGraph(problem.id, prompt_token_ids, prompt)
         self.ledger = ledger
         self._rng = random.Random(derive_seed(settings.seed, problem.id, "strategy"))
         self._pool = pool
@@ -83,45 +88,9 @@ class SearchContext:
             aggregation=settings.aggregation,
         )
 
-    # -- the tree, read-only -------------------------------------------------------------
-
-    @property
-    def problem_id(self) -> str:
-        return self.problem.id
-
-    @property
-    def root(self) -> Node:
-        return self.graph.root
-
-    def node(self, node_id: str) -> Node:
-        return self.graph.node(node_id)
-
-    def children(self, node: Node) -> list[Node]:
-        return self.graph.children(node.id)
-
-    def path(self, node: Node) -> list[Node]:
-        return self.graph.path(node.id)
-
-    def terminals(self) -> list[Node]:
-        return self.graph.terminals()
-
-    def status(self, node: Node) -> NodeStatus:
-        return self.graph.state(node.id).status
-
-    def score_of(self, node: Node, scorer: str) -> Score | None:
-        return self.graph.score(node.id, scorer)
-
-    def value(self, node: Node, scorer: str) -> float | None:
-        return self.scoring.value(node, scorer)
-
-    def solution(self, node: Node) -> str:
-        return self.graph.solution_text(node.id)
-
-    def written_tokens(self, node: Node) -> int:
-        return len(self.graph.full_token_ids(node.id)) - len(self.graph.root.token_ids)
-
-    def __len__(self) -> int:
-        return len(self.graph)
+    # The tree, read-only, comes from GraphView: root, node, children, path, terminals,
+    # status, score_of, value (the one rule, with the strategy's declared aggregation),
+    # solution, written_tokens, len.
 
     # -- budget, rng, lending ------------------------------------------------------------
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from branchwise.core.graph import ROOT_ID, SearchGraph
+from branchwise.orchestrator.graph_view import GraphView
 from branchwise.orchestrator.paired_stats import PairedTest, paired_test
 from branchwise.orchestrator.recipe import Recipe
-from branchwise.orchestrator.stored_tree import StoredTree
 from branchwise.strategies.base import STRATEGIES
 from branchwise.verifiers.grading import GradingSpec, grade
 
@@ -75,7 +75,7 @@ def subset_answers(
     samples = graph.children(ROOT_ID)
     out: dict[int, dict[str, Any]] = {}
     for n in _powers_of_two_upto(len(samples)):
-        view = StoredTree(graph, aggregation=recipe.aggregation(), samples=samples[:n])
+        view = GraphView(graph, aggregation=recipe.aggregation(), samples=samples[:n])
         answer = strategy.select(view).answer
         correct = None if reference is None else grade(answer, reference, recipe.grading)
         out[n] = {"answer": answer, "correct": correct}

@@ -1,4 +1,4 @@
-"""Scoring: the per-search memo, the candidates scorers see, and the one score -> value rule.
+"""Scoring: the per-search memo, the candidates scorers see, and scoring with values.
 
 Each (node, scorer) pair is asked of the scorer at most once: concurrent requests for a node
 being scored wait for that score instead of sending it again, and a waiter's cancellation
@@ -42,11 +42,6 @@ class Scoring:
         self.aggregation = aggregation
         """Declared by the strategy: fold step values this way (None: the scorer's value)."""
         self._inflight_scores: dict[tuple[str, str], asyncio.Future[Score]] = {}
-
-    def value(self, node: Node, scorer: str) -> float | None:
-        """``node``'s stored value under ``scorer`` (None if never scored, or failed)."""
-        score = self.graph.score(node.id, scorer)
-        return None if score is None else score_value(score, self.aggregation)
 
     async def values(self, nodes: Sequence[Node], scorer: str) -> list[float | None]:
         """Score ``nodes`` (one batched call) and return their values; a node without a

@@ -25,7 +25,7 @@ from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from tests.integration.conftest import POLICY, TESTBED, EngineLoop
 from tests.unit.strategy_configs import STRATEGY_CONFIGS
-from tests.unit.test_behaviour_snapshot import USAGE_FIELDS, graph_digest
+from tests.unit.test_behaviour_snapshot import observation
 
 pytestmark = pytest.mark.vllm
 SNAPSHOT = Path(__file__).with_name("behaviour_snapshot_vllm.json")
@@ -55,19 +55,7 @@ def observe(loop: EngineLoop, engine: VLLMEngine, name: str) -> list[dict[str, A
         async with Orchestrator(recipe, engine=engine) as orchestrator:
             return await orchestrator.run(load_problems(EVAL, limit=2))
 
-    seen = []
-    for result in loop.run(go()):
-        assert result.graph is not None and result.error is None, result.error
-        seen.append(
-            {
-                "answer": result.answer,
-                "node": result.node_id,
-                "usage": {f: int(result.usage[f]) for f in USAGE_FIELDS},
-                "graph": graph_digest(result.graph),
-                "size": len(result.graph),
-            }
-        )
-    return seen
+    return [observation(result) for result in loop.run(go())]
 
 
 def test_every_contract_config_gives_the_recorded_graphs_on_vllm(

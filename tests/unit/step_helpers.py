@@ -14,10 +14,10 @@ from branchwise.core.problem import Problem
 from branchwise.core.scorers import SCORERS, Candidate, Scorer, ScorerConfig
 from branchwise.core.seeding import derive_seed
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.graph_view import GraphView
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
-from branchwise.orchestrator.stored_tree import StoredTree
 from branchwise.verifiers.reference import ReferenceSteps
 from tests.conftest import teach
 
@@ -124,7 +124,7 @@ def mean_tokens(results: list[ProblemResult]) -> float:
     return sum(float(r.usage["generated_tokens"]) for r in results) / len(results)
 
 
-class TreePort(StoredTree):
+class TreePort(GraphView):
     """A stored graph with the port's rng and prune: enough of a port for a unit test that
     calls one step of a strategy's bookkeeping directly."""
 

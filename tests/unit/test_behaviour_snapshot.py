@@ -144,19 +144,19 @@ def observe(name: str) -> list[dict[str, Any]]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
             return await orchestrator.run(problems)
 
-    seen = []
-    for result in asyncio.run(go()):
-        assert result.graph is not None and result.error is None, result.error
-        seen.append(
-            {
-                "answer": result.answer,
-                "node": result.node_id,
-                "usage": {f: int(result.usage[f]) for f in USAGE_FIELDS},
-                "graph": graph_digest(result.graph),
-                "size": len(result.graph),
-            }
-        )
-    return seen
+    return [observation(result) for result in asyncio.run(go())]
+
+
+def observation(result: ProblemResult) -> dict[str, Any]:
+    """What the snapshot pins of one search: answer, answer node, usage, graph digest."""
+    assert result.graph is not None and result.error is None, result.error
+    return {
+        "answer": result.answer,
+        "node": result.node_id,
+        "usage": {f: int(result.usage[f]) for f in USAGE_FIELDS},
+        "graph": graph_digest(result.graph),
+        "size": len(result.graph),
+    }
 
 
 def test_the_snapshot_covers_every_variant() -> None:

@@ -1,8 +1,10 @@
-"""A finished search's graph read through the port's tree view (what ``select`` reads).
+"""A search graph read through the port's tree view: what strategies and ``select`` read.
 
-The metrics ask a strategy which answer it would pick from the first N samples of a run; this
-view shows the strategy exactly those samples (and what grew below them), with values by the
-same score -> value rule the search used, so the pick is the strategy's own, never a copy.
+One implementation serves a running search (the search context is a view of its own graph
+plus the effects) and a stored one: the metrics ask a strategy which answer it would pick
+from the first N samples of a run, and this view shows it exactly those samples (and what
+grew below them), with values by the same score -> value rule the search used, so the pick is
+the strategy's own, never a copy.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from branchwise.core.graph import ROOT_ID, Node, NodeStatus, Score, SearchGraph
 from branchwise.core.values import Aggregation, score_value
 
 
-class StoredTree:
-    """A read-only :class:`~branchwise.core.port.TreeView` of a stored graph.
+class GraphView:
+    """A read-only :class:`~branchwise.core.port.TreeView` of a search graph.
 
     ``samples``: the root's children to show (default all); nodes below other root children
     are hidden from every read.
