@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from branchwise.core.answers import AnswerSpec
     from branchwise.core.errors import (
         BranchwiseError,
         BudgetExhausted,
@@ -29,11 +30,14 @@ if TYPE_CHECKING:
     from branchwise.orchestrator.api import search, search_many, search_sync
     from branchwise.orchestrator.budget import Budget, Usage
     from branchwise.orchestrator.context import SearchContext
+    from branchwise.orchestrator.datasets import FieldMap, load_problems
     from branchwise.orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
     from branchwise.orchestrator.recipe import Recipe, load_recipe, parse_recipe
     from branchwise.orchestrator.results import ProblemResult
     from branchwise.orchestrator.runner import Orchestrator
     from branchwise.orchestrator.store import ResultStore
+    from branchwise.verifiers.answers import extract_answer
+    from branchwise.verifiers.grading import GradingSpec, grade
 
 try:
     __version__ = version("branchwise")
@@ -52,6 +56,7 @@ _EXPORTS = {
     "Node": "branchwise.core.graph",
     "Score": "branchwise.core.graph",
     "SearchGraph": "branchwise.core.graph",
+    "AnswerSpec": "branchwise.core.answers",
     "Problem": "branchwise.core.problem",
     "search": "branchwise.orchestrator.api",
     "search_many": "branchwise.orchestrator.api",
@@ -59,6 +64,8 @@ _EXPORTS = {
     "Budget": "branchwise.orchestrator.budget",
     "Usage": "branchwise.orchestrator.budget",
     "SearchContext": "branchwise.orchestrator.context",
+    "FieldMap": "branchwise.orchestrator.datasets",
+    "load_problems": "branchwise.orchestrator.datasets",
     "Completion": "branchwise.orchestrator.engines.types",
     "GenerationRequest": "branchwise.orchestrator.engines.types",
     "SamplingSpec": "branchwise.orchestrator.engines.types",
@@ -68,9 +75,13 @@ _EXPORTS = {
     "ProblemResult": "branchwise.orchestrator.results",
     "ResultStore": "branchwise.orchestrator.store",
     "Orchestrator": "branchwise.orchestrator.runner",
+    "extract_answer": "branchwise.verifiers.answers",
+    "GradingSpec": "branchwise.verifiers.grading",
+    "grade": "branchwise.verifiers.grading",
 }
 
 __all__ = [
+    "AnswerSpec",
     "BranchwiseError",
     "Budget",
     "BudgetExhausted",
@@ -78,7 +89,9 @@ __all__ = [
     "DatasetError",
     "EngineError",
     "EngineTimeout",
+    "FieldMap",
     "GenerationRequest",
+    "GradingSpec",
     "Node",
     "Orchestrator",
     "Problem",
@@ -94,6 +107,9 @@ __all__ = [
     "SearchGraph",
     "Usage",
     "__version__",
+    "extract_answer",
+    "grade",
+    "load_problems",
     "load_recipe",
     "parse_recipe",
     "search",

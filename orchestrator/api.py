@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,8 +11,11 @@ from pathlib import Path
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.recipe import Recipe, load_recipe
+from branchwise.orchestrator.result_warnings import log_warnings
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
+
+log = logging.getLogger("branchwise")
 
 
 def _as_recipe(recipe: Recipe | str | Path) -> Recipe:
@@ -39,7 +43,9 @@ async def search_many(
     """Search many problems concurrently on one engine; results in input order."""
     items = [_as_problem(p, i) for i, p in enumerate(problems)]
     async with Orchestrator(_as_recipe(recipe), engine=engine) as orchestrator:
-        return await orchestrator.run(items)
+        results = await orchestrator.run(items)
+    log_warnings(results, log)
+    return results
 
 
 def search_sync(
