@@ -128,8 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     trace.set_defaults(handler=cli_runs.trace)
 
-    validate = sub.add_parser("validate", help="check a recipe without running it")
-    validate.add_argument("recipe", type=Path)
+    validate = sub.add_parser("validate", help="check recipes without running them")
+    validate.add_argument("recipes", type=Path, nargs="+", metavar="RECIPE")
     validate.add_argument(
         "--static",
         action="store_true",
@@ -473,18 +473,26 @@ async def _eval_all(
 
 
 def _validate(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
-    notes = [] if args.static else check_resources(recipe)
-    summary = {
-        "engine": recipe.engine.kind,
-        "strategy": recipe.strategy.name,
-        "scorers": [s.alias for s in recipe.scorers],
-        "checked": "recipe only (--static)" if args.static else "recipe, files and datasets",
-    }
-    print(f"{args.recipe}: ok {json.dumps(summary)}")
-    for note in notes:
-        print(f"  note: {note}")
-    return 0
+    """Check every recipe (a bad one does not hide the next); exit 2 if any is bad."""
+    bad = 0
+    for path in args.recipes:
+        try:
+            recipe = load_recipe(path)
+            notes = [] if args.static else check_resources(recipe)
+        except BranchwiseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        summary = {
+            "engine": recipe.engine.kind,
+            "strategy": recipe.strategy.name,
+            "scorers": [s.alias for s in recipe.scorers],
+            "checked": "recipe only (--static)" if args.static else "recipe, files and datasets",
+        }
+        print(f"{path}: ok {json.dumps(summary)}")
+        for note in notes:
+            print(f"  note: {note}")
+    return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:
