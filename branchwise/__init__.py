@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from branchwise.orchestrator.datasets import FieldMap, load_problems
     from branchwise.orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
     from branchwise.orchestrator.recipe import Recipe, load_recipe, parse_recipe
-    from branchwise.orchestrator.results import ProblemResult
+    from branchwise.orchestrator.results import ProblemResult, SearchWarning
     from branchwise.orchestrator.runner import Orchestrator
+    from branchwise.orchestrator.session import Session
     from branchwise.orchestrator.store import ResultStore
     from branchwise.verifiers.answers import extract_answer
     from branchwise.verifiers.grading import GradingSpec, grade
@@ -73,7 +74,9 @@ _EXPORTS = {
     "load_recipe": "branchwise.orchestrator.recipe",
     "parse_recipe": "branchwise.orchestrator.recipe",
     "ProblemResult": "branchwise.orchestrator.results",
+    "SearchWarning": "branchwise.orchestrator.results",
     "ResultStore": "branchwise.orchestrator.store",
+    "Session": "branchwise.orchestrator.session",
     "Orchestrator": "branchwise.orchestrator.runner",
     "extract_answer": "branchwise.verifiers.answers",
     "GradingSpec": "branchwise.verifiers.grading",
@@ -105,6 +108,8 @@ __all__ = [
     "ScorerError",
     "SearchContext",
     "SearchGraph",
+    "SearchWarning",
+    "Session",
     "Usage",
     "__version__",
     "extract_answer",
