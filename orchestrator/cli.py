@@ -128,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     trace.set_defaults(handler=cli_runs.trace)
 
+    export = sub.add_parser(
+        "export", help="a stored run as one row per sample (JSONL or Parquet), for other tools"
+    )
+    export.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    export.add_argument(
+        "--format", choices=("jsonl", "parquet"), default="jsonl", help="file format"
+    )
+    export.add_argument("--out", type=Path, help="output file (default samples.FORMAT)")
+    export.set_defaults(handler=_export)
+
     validate = sub.add_parser("validate", help="check recipes without running them")
     validate.add_argument("recipes", type=Path, nargs="+", metavar="RECIPE")
     validate.add_argument(
@@ -470,6 +480,12 @@ async def _eval_all(
             )
             outcomes.append((run_recipe, outcome))
     return outcomes
+
+
+def _export(args: argparse.Namespace) -> int:
+    from branchwise.orchestrator.export import export_command
+
+    return export_command(args.dirs, args.out, args.format)
 
 
 def _validate(args: argparse.Namespace) -> int:
