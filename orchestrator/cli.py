@@ -67,12 +67,29 @@ def _budgets(text: str) -> list[int]:
     return [_positive(part) for part in text.split(",") if part.strip()]
 
 
+class HelpWithDefaults(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written, and every option's default in its help (unless it says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not any(default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            and default != []
+            and "default" not in text
+        ):
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text = f"{text} (default: {shown})".lstrip()
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="branchwise",
         description=__doc__,
         epilog=_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpWithDefaults,
     )
     parser.add_argument("--version", action="version", version=f"branchwise {_version()}")
     sub = parser.add_subparsers(required=True, metavar="command")
@@ -165,10 +182,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key-env",
         metavar="VAR",
-        help="require `Authorization: Bearer <key>` with the key held in this variable",
+        help="require `Authorization: Bearer <key>` with the key held in this variable "
+        "(default: none, no key asked)",
     )
     _limit_flags(serve)
     serve.set_defaults(handler=_serve)
+    for command in sub.choices.values():
+        command.formatter_class = HelpWithDefaults
     return parser
 
 
@@ -197,9 +217,17 @@ _EXIT_CODES = """exit codes:
 def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -> None:
     if with_recipe:
         run.add_argument("recipe", type=Path)
-    run.add_argument("--question", action="append", help="solve this question (repeatable)")
-    run.add_argument("--limit", type=_positive, help="only the first N dataset problems")
-    run.add_argument("--dataset", type=Path, help="JSONL problems instead of the recipe's")
+    run.add_argument(
+        "--question",
+        action="append",
+        help="solve this question (repeatable; default: the dataset's problems)",
+    )
+    run.add_argument(
+        "--limit",
+        type=_positive,
+        help="only the first N dataset problems (default: the recipe's dataset.limit, else all)",
+    )
+    run.add_argument("--dataset", type=Path, help="JSONL problems (default: the recipe's dataset)")
     run.add_argument(
         "--format",
         choices=get_args(DatasetFormat),
@@ -211,14 +239,21 @@ def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -
         default=[],
         metavar="PART=KEY",
         help="which JSONL key holds a part (id, question, answer, solution), e.g. "
-        "question=Problem; repeatable",
+        "question=Problem; repeatable (default: the format's keys)",
     )
     run.add_argument(
-        "--out", type=Path, help="results folder (a results store); a rerun resumes from it"
+        "--out",
+        type=Path,
+        help="results folder (a results store); a rerun resumes from it (default: none, "
+        "nothing is stored)",
     )
     run.add_argument("--traces", action="store_true", help="store each search graph in --out")
-    run.add_argument("--concurrency", type=_positive, help="problems searched at once")
-    run.add_argument("--seed", type=int, help="the run seed (overrides the recipe's)")
+    run.add_argument(
+        "--concurrency",
+        type=_positive,
+        help="problems searched at once (default: the recipe's concurrency)",
+    )
+    run.add_argument("--seed", type=int, help="the run seed (default: the recipe's seed)")
     run.add_argument(
         "--set",
         action="append",
@@ -226,14 +261,14 @@ def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -
         dest="overrides",
         metavar="KEY=VALUE",
         help="override a recipe key, e.g. strategy.n=8 or sampling.temperature=0.7 "
-        "(VALUE is read as YAML); repeatable",
+        "(VALUE is read as YAML); repeatable (default: none)",
     )
     run.add_argument(
         "--budgets",
         type=_budgets,
         metavar="N,N,...",
         help="a sweep over budget.max_generated_tokens: one results folder per budget, "
-        "OUT/budget-N, on one engine",
+        "OUT/budget-N, on one engine (default: none, one run at the recipe's budget)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     run.add_argument("--lines", action="store_true", help="print one line per finished problem")

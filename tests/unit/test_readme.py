@@ -236,3 +236,45 @@ def test_validate_takes_several_recipes_and_names_each_bad_one(
     out, err = capsys.readouterr()
     assert out.count(": ok ") == 2  # the bad one does not hide the next
     assert len(err.strip().splitlines()) == 1 and str(bad) in err
+
+
+def test_every_option_of_every_command_shows_its_default_in_help() -> None:
+    import argparse
+
+    from branchwise.orchestrator.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, command in sub.choices.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or action.nargs == 0 or action.required:
+                continue  # positionals, flags, --help, and options one must give
+            shown = formatter._get_help_string(action) or ""  # type: ignore[attr-defined]
+            if "default" not in shown:
+                missing.append(f"{name} {action.option_strings[0]}")
+            assert "None" not in shown, (name, shown)
+    assert not missing, f"options whose --help gives no default: {missing}"
+
+
+def test_the_table_of_contents_lists_every_section_and_every_link_lands() -> None:
+    text = (REPO / "README.md").read_text()
+    headings, in_code = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (match := re.match(r"^(##|###) (.+)$", line)):
+            headings.append(match.group(2))
+
+    def anchor(title: str) -> str:
+        return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+    contents = text[text.index("**Contents**") : text.index("## ")]
+    listed = re.findall(r"- \[(.+?)\]\(#(.+?)\)", contents)
+    assert [title for title, _ in listed] == headings
+    assert all(anchor(title) == link for title, link in listed)
+    first_screen = text[: text.index("**Contents**")]
+    assert "the bundled model is a toy, chosen to make search measurable on a CPU" in (
+        first_screen.lower()
+    )
