@@ -275,6 +275,6 @@ def test_the_table_of_contents_lists_every_section_and_every_link_lands() -> Non
     assert [title for title, _ in listed] == headings
     assert all(anchor(title) == link for title, link in listed)
     first_screen = text[: text.index("**Contents**")]
-    assert "the bundled model is a toy, chosen to make search measurable on a CPU" in (
+    assert "the bundled model is a toy, chosen to make search measurable on a cpu" in (
         first_screen.lower()
     )
