@@ -9,7 +9,7 @@ twice. A rate limit (asyncio-throttle) and a concurrency cap protect the fleet; 
 least outstanding requests with prefix affinity (``orchestrator.engines.fleet``), and with
 several servers a background health check marks servers down and up again.
 
-The HTTP client is aiohttp by default (``http_client: httpx`` keeps httpx): its cost per
+The HTTP client is aiohttp (``http_client: httpx`` keeps httpx, if installed): its cost per
 request is flat in the number of requests in flight (``benchmarks/http_client.py``).
 """
 
@@ -22,9 +22,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
-import httpx
 from asyncio_throttle.throttler import Throttler
 
 from branchwise.core.errors import EngineError, EngineTimeout
@@ -46,6 +45,8 @@ from branchwise.orchestrator.engines.types import (
 from branchwise.orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:
+    import httpx
+
     from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 
 _RETRYABLE_STATUS = frozenset({408, 429})  # request timeout, too many requests
@@ -88,11 +89,14 @@ class OpenAIEngine:
                 raise EngineError(f"environment variable {self.config.api_key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
         given = self._given_transport
-        if given is not None and not isinstance(given, httpx.AsyncBaseTransport):
-            self._transport = given
-        elif given is not None or self.config.http_client == "httpx":
+        wrap = given if hasattr(given, "handle_async_request") else None  # an httpx transport
+        if given is not None and wrap is None:
+            self._transport = cast("HTTPTransport", given)
+        elif wrap is not None or self.config.http_client == "httpx":
             self._transport = HttpxTransport(
-                headers=headers, max_connections=self.config.in_flight_limit, transport=given
+                headers=headers,
+                max_connections=self.config.in_flight_limit,
+                transport=cast("httpx.AsyncBaseTransport | None", wrap),
             )
         else:
             self._transport = AiohttpTransport(
