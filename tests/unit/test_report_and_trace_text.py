@@ -127,3 +127,34 @@ def test_dot_output_renders_in_graphviz(tmp_path: Path) -> None:
     assert '"r.0 [finished]\\nanswer 4\\\\n2\\nprm 0.25"' in node, node
     svg = subprocess.run([dot_bin, "-Tsvg"], input=source, capture_output=True, text=True)
     assert svg.returncode == 0 and svg.stdout.count("<text") == 1 + 3  # r: 1 line, r.0: 3
+
+
+def test_a_schema_1_store_is_upgraded_in_place_and_keeps_its_results(tmp_path: Path) -> None:
+    import sqlite3
+
+    from branchwise.core.problem import Problem
+    from branchwise.orchestrator import store as store_module
+    from branchwise.orchestrator.results import ProblemResult
+
+    old_schema = store_module._SCHEMA.replace("    question TEXT,\n", "")
+    folder = tmp_path / "old"
+    folder.mkdir()
+    db = sqlite3.connect(folder / store_module.DB_NAME)
+    db.executescript(old_schema)
+    db.executemany(
+        "INSERT INTO meta VALUES (?, ?)", [("format", store_module.FORMAT), ("schema_version", "1")]
+    )
+    db.execute(
+        "INSERT INTO problem (problem_id, position, question_hash, status, answer) "
+        "VALUES ('a', 0, 'h', 'done', '4')"
+    )
+    db.commit()
+    db.close()
+    store = ResultStore(folder)
+    (old,) = store.records()
+    assert old["answer"] == "4" and old["question"] is None
+    assert store.claim(Problem(id="b", question="2+2?"), 1)
+    assert store.finish(ProblemResult("b", "4"), candidates=[], with_graph=False)
+    assert [r["question"] for r in store.records()] == [None, "2+2?"]
+    store.close()
+    assert ResultStore(folder).records()[1]["question"] == "2+2?"  # opens as schema 2 now
