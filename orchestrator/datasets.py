@@ -165,7 +165,7 @@ def read_problem(record: dict[str, Any], mapping: FieldMap, where: str, number: 
     return Problem(
         id=problem_id,
         question=question,
-        reference=reference,
+        answer=reference,
         solution=solution,
         metadata=metadata,
     )

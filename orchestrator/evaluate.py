@@ -96,47 +96,8 @@ class Diagnosis:
                 "fail the same way are counted in the summary, not repeated)",
                 bar=bar,
             )
-        graph = result.graph
-        if graph is None:
-            return
-        scored: dict[str, list[str | None]] = {}
-        for node in graph.nodes():
-            for name, score in graph.state(node.id).scores.items():
-                scored.setdefault(name, []).append(score.error if not score.ok else None)
-        for name, errors in scored.items():
-            if errors and all(e is not None for e in errors):
-                self.note(
-                    f"scorer:{name}",
-                    f"scorer {name!r} failed on every node it scored ({len(errors)} in problem "
-                    f"{result.problem_id}): {errors[0]}",
-                    bar=bar,
-                )
-        terminals = graph.terminals(include_pruned=True)
-        if not terminals and result.answer is None:
-            budget = recipe.budget.max_generated_tokens
-            why = (
-                f"budget.max_generated_tokens ({budget}) is less than one completion "
-                f"(sampling.max_tokens {recipe.sampling.max_tokens})"
-                if budget is not None and budget < recipe.sampling.max_tokens
-                else "the budget ran out before any path finished"
-            )
-            self.note(
-                "no-path",
-                f"problem {result.problem_id} ended without a finished path "
-                f"({int(result.usage.get('generated_tokens', 0))} tokens generated): {why}",
-                bar=bar,
-            )
-        if terminals and all(n.answer is None for n in terminals):
-            spec = recipe.answer
-            how = f"answer.method {spec.method}" + (
-                f" with pattern {spec.pattern!r}" if spec.pattern else ""
-            )
-            self.note(
-                "no-answer",
-                f"none of the {len(terminals)} finished paths of problem {result.problem_id} "
-                f"had an answer ({how}); check the answer settings and sampling.max_tokens",
-                bar=bar,
-            )
+        for warning in result.warnings:
+            self.note(warning.key, warning.message, bar=bar)
 
 
 @dataclass

@@ -10,6 +10,8 @@ written beside the report for problems whose graph was stored (``eval --traces``
 from __future__ import annotations
 
 import html
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,7 @@ def _runs(stores: Sequence[ResultStore]) -> list[RunView]:
         records = store.records()
         views.append(
             RunView(
-                name=store.folder.name if len(stores) == 1 else _short(store.folder, stores),
+                name=run_names([s.folder for s in stores])[index],
                 folder=store.folder,
                 strategy=strategy,
                 budget=budget,
@@ -61,9 +63,40 @@ def _runs(stores: Sequence[ResultStore]) -> list[RunView]:
     return views
 
 
-def _short(folder: Path, stores: Sequence[ResultStore]) -> str:
-    names = [s.folder.name for s in stores]
-    return f"{folder.parent.name}/{folder.name}" if names.count(folder.name) > 1 else folder.name
+def run_names(folders: Sequence[Path]) -> list[str]:
+    """Each run named by its path below the folders' common parent (``sweep-a/budget-256``),
+    so two sweeps' ``budget-256`` never collide; one run is named by its folder."""
+    resolved = [f.resolve() for f in folders]
+    if len(resolved) == 1:
+        return [resolved[0].name]
+    common = Path(os.path.commonpath(resolved))
+    if common in resolved:  # one run inside another's folder: name them from one level up
+        common = common.parent
+    return [str(f.relative_to(common)) for f in resolved]
+
+
+def nice_ticks(top: float, count: int = 4) -> list[float]:
+    """Round tick values from 0 to at least ``top`` (steps of 1, 2, 2.5 or 5 times 10^k)."""
+    raw = max(top, 1e-9) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    last = math.ceil(top / step - 1e-9)
+    return [round(i * step, 10) for i in range(last + 1)]
+
+
+def outcome_text(record: dict[str, Any] | None) -> str:
+    """One run's outcome on one problem, in words (never a Python ``None``)."""
+    if record is None:
+        return "-"
+    if record.get("error"):
+        return f"failed ({record['error']})"
+    answer = record.get("answer")
+    said = "no answer" if answer is None else str(answer)
+    reference = record.get("reference")
+    if reference is None:
+        return f"{said} (ungraded)"
+    verdict = "right" if record.get("correct") else "wrong"
+    return f"{verdict}: {said} (ref {reference})"
 
 
 def plot_svg(runs: Sequence[RunView], width: int = 640, height: int = 360) -> str:
@@ -78,7 +111,8 @@ def plot_svg(runs: Sequence[RunView], width: int = 640, height: int = 360) -> st
             curve = [(m.tokens_per_problem * n / widest, a) for n, a in m.accuracy_at.items()]
             curves.append((curve, run.colour))
     xs = [p[0] for p in points] + [x for c, _ in curves for x, _ in c]
-    x_max = max([*xs, 1.0]) * 1.08
+    ticks = nice_ticks(max([*xs, 1.0]) * 1.05)
+    x_max = ticks[-1]
     left, right, top, bottom = 60, 20, 20, 50
     pw, ph = width - left - right, height - top - bottom
 
@@ -97,10 +131,10 @@ def plot_svg(runs: Sequence[RunView], width: int = 640, height: int = 360) -> st
         y = sy(tick)
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y}" y2="{y}" stroke="#eee"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{tick:.2f}</text>')
-    for i in range(5):
-        x_val = x_max * i / 4
+    for x_val in ticks:
+        label = f"{x_val:g}"
         parts.append(
-            f'<text x="{sx(x_val)}" y="{top + ph + 18}" text-anchor="middle">{x_val:.0f}</text>'
+            f'<text x="{sx(x_val):.1f}" y="{top + ph + 18}" text-anchor="middle">{label}</text>'
         )
     parts.append(
         f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">generated tokens '
@@ -171,7 +205,13 @@ def write_report(stores: Sequence[ResultStore], out: Path, *, worst: int = 10) -
             page = traces_dir / f"{_slug(run.name)}-{_slug(row['problem_id'])}.html"
             write_trace(graph, record, page, format="html")
             links[(row["problem_id"], run.name)] = f"{traces_dir.name}/{page.name}"
-    context = {"runs": runs, "worst": rows, "links": links, "plot": plot_svg(runs)}
+    context = {
+        "runs": runs,
+        "worst": rows,
+        "links": links,
+        "plot": plot_svg(runs),
+        "outcome": outcome_text,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(_TEMPLATES.get_template("report.html.j2").render(**context), encoding="utf-8")
     markdown = out.with_suffix(".md")

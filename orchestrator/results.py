@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from branchwise.core.graph import SearchGraph
+
+WarningKind = Literal["scorer_failed", "budget_ran_out", "answer_unreadable", "no_answer"]
+
+
+@dataclass(frozen=True)
+class SearchWarning:
+    """One thing wrong with a finished search, in words (``message``) and as a kind."""
+
+    kind: WarningKind
+    message: str
+    subject: str | None = None
+    """What it is about, where a kind can be about several things (the scorer's name)."""
+
+    @property
+    def key(self) -> str:
+        """Warnings with one key are the same problem (said once, counted after)."""
+        return self.kind if self.subject is None else f"{self.kind}:{self.subject}"
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"kind": self.kind, "message": self.message}
+        if self.subject is not None:
+            out["subject"] = self.subject
+        return out
 
 
 @dataclass
@@ -25,6 +48,8 @@ class ProblemResult:
     """Seconds from the start of the search to its result."""
     lending: dict[str, int] = field(default_factory=dict)
     """Paths (or other units) lent to / borrowed from the run's pool; see orchestrator.lending."""
+    warnings: list[SearchWarning] = field(default_factory=list)
+    """What went wrong in a search that still returned (``orchestrator.result_warnings``)."""
 
     @property
     def ok(self) -> bool:
@@ -43,6 +68,8 @@ class ProblemResult:
         }
         if self.lending:
             record["lending"] = self.lending
+        if self.warnings:
+            record["warnings"] = [w.to_dict() for w in self.warnings]
         if with_trace and self.graph is not None:
             record["trace"] = self.graph.to_dict()
         return record

@@ -27,6 +27,7 @@ from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import LendingPool, PoolSeat
 from branchwise.orchestrator.prompting import RenderedPrompt, render_prompt
 from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.result_warnings import result_warnings
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.strategies.base import STRATEGIES, Strategy
 from branchwise.verifiers.grading import grade
@@ -111,6 +112,7 @@ class Orchestrator:
         try:
             result = await self._solve(problem, seat, prompt, watch)
             result.latency = round(time.perf_counter() - started, 4)
+            result.warnings = result_warnings(result, self.recipe)
             return result
         finally:
             if seat is not None:

@@ -5,7 +5,7 @@ A store is a folder holding ``results.sqlite`` (and the run's ``engine.log``). T
     meta     key, value                      format = branchwise-results, schema version
     run      recipe JSON, recipe fingerprint, dataset path, dataset content hash and size,
              created, branchwise version      (one row)
-    problem  problem_id (primary key), position, question hash, status
+    problem  problem_id (primary key), position, question hash, question text, status
              (claimed | done | failed), owner, heartbeat, attempts, answer, node_id,
              reference, correct, usage JSON, detail JSON, candidates JSON (every finished
              sample's answer), subsets JSON (the answer from the first N samples), lending JSON,
@@ -47,7 +47,7 @@ from branchwise.orchestrator.results import ProblemResult
 
 DB_NAME = "results.sqlite"
 FORMAT = "branchwise-results"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the question text (1 is upgraded in place when opened)
 _OWN_FILES = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", "engine.log"}
 
 _SCHEMA = """
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS problem (
     problem_id TEXT PRIMARY KEY,
     position INTEGER NOT NULL,
     question_hash TEXT NOT NULL,
+    question TEXT,
     status TEXT NOT NULL CHECK (status IN ('claimed', 'done', 'failed')),
     owner TEXT,
     heartbeat REAL,
@@ -171,6 +172,7 @@ class ResultStore:
                     [("format", FORMAT), ("schema_version", SCHEMA_VERSION)],
                 )
             else:
+                self._upgrade(db)
                 self._check_format()
 
     @staticmethod
@@ -184,6 +186,17 @@ class ResultStore:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
+
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: add the question column (empty for problems stored before)."""
+        try:
+            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError:
+            return  # not a store: _check_format says so
+        if version is not None and version[0] == "1":
+            db.execute("ALTER TABLE problem ADD COLUMN question TEXT")
+            db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
     def _check_format(self) -> None:
         try:
@@ -300,12 +313,19 @@ class ResultStore:
                 ):
                     return False
             db.execute(
-                "INSERT INTO problem (problem_id, position, question_hash, status, owner, "
-                "heartbeat, attempts) VALUES (?, ?, ?, 'claimed', ?, ?, 1) "
+                "INSERT INTO problem (problem_id, position, question_hash, question, status, "
+                "owner, heartbeat, attempts) VALUES (?, ?, ?, ?, 'claimed', ?, ?, 1) "
                 "ON CONFLICT (problem_id) DO UPDATE SET status = 'claimed', "
                 "owner = excluded.owner, heartbeat = excluded.heartbeat, "
-                "attempts = problem.attempts + 1",
-                (problem.id, position, question_hash(problem.question), self.owner, now),
+                "question = excluded.question, attempts = problem.attempts + 1",
+                (
+                    problem.id,
+                    position,
+                    question_hash(problem.question),
+                    problem.question,
+                    self.owner,
+                    now,
+                ),
             )
         return True
 

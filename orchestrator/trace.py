@@ -72,6 +72,7 @@ def trace_html(graph: Mapping[str, Any], record: Mapping[str, Any]) -> str:
     scorers = sorted({name for n in nodes for name in n.get("scores", {})})
     payload = {
         "problem": record.get("problem_id", graph.get("problem_id")),
+        "question": record.get("question"),
         "answer": record.get("answer"),
         "reference": record.get("reference"),
         "correct": record.get("correct"),
@@ -110,22 +111,26 @@ def to_networkx(graph: Mapping[str, Any]) -> nx.DiGraph:
 
 
 def trace_dot(graph: Mapping[str, Any], chosen: list[str]) -> str:
+    """Graphviz source: a box per node (id, status, answer, scores), the chosen path thick."""
+
     def quote(text: object) -> str:
-        return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        # one escaping pass: a line break in a label becomes DOT's \n, nothing else doubles
+        escaped = str(text).replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + escaped.replace("\n", "\\n") + '"'
 
     on_path = set(chosen)
     lines = [f"digraph {quote(graph.get('problem_id', 'search'))} {{", "  node [shape=box];"]
     for node in graph["nodes"]:
-        label = f"{node['id']} [{node['status']}]"
+        label = [f"{node['id']} [{node['status']}]"]
         if node.get("answer") is not None:
-            label += f"\\nanswer {node['answer']}"
+            label.append(f"answer {node['answer']}")
         for name, score in (node.get("scores") or {}).items():
             if score.get("value") is not None:
-                label += f"\\n{name} {score['value']:.3g}"
+                label.append(f"{name} {score['value']:.3g}")
         style = ["penwidth=3"] if node["id"] in on_path else []
         if node["status"] == "pruned":
             style.append("style=dashed")
-        attrs = ", ".join([f"label={quote(label)}", *style])
+        attrs = ", ".join([f"label={quote(chr(10).join(label))}", *style])
         lines.append(f"  {quote(node['id'])} [{attrs}];")
         if node["parent"] is not None:
             lines.append(f"  {quote(node['parent'])} -> {quote(node['id'])};")

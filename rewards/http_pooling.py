@@ -11,10 +11,11 @@ tokens. Raw logits are asked for (``use_activation: false``) whatever the task.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 from branchwise.core.errors import ScorerError
@@ -46,25 +47,30 @@ class HTTPTokenScores:
         self.model = model
         self.timeout = timeout
         self.max_length = max_length
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         await self.start()
         assert self._client is not None
+        where = f"reward server {self.base_url}{path}"
         try:
-            response = await self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise ScorerError(f"reward server {self.base_url}{path}: {exc!r}") from exc
-        if response.status_code != 200:
-            raise ScorerError(
-                f"reward server {self.base_url}{path}: HTTP {response.status_code}: "
-                f"{response.text[:300]}"
-            )
-        data: dict[str, Any] = response.json()
+            async with self._client.post(self.base_url + path, json=body) as response:
+                text = await response.text()
+                status = response.status
+        except TimeoutError as exc:
+            raise ScorerError(f"{where}: timed out after {self.timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise ScorerError(f"{where}: {exc!r}") from exc
+        if status != 200:
+            raise ScorerError(f"{where}: HTTP {status}: {text[:300]}")
+        try:
+            data: dict[str, Any] = json.loads(text)
+        except ValueError as exc:
+            raise ScorerError(f"{where}: not JSON: {text[:300]}") from exc
         return data
 
     async def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
@@ -105,5 +111,5 @@ class HTTPTokenScores:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None

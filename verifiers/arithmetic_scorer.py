@@ -25,8 +25,8 @@ class ArithmeticSteps(Scorer):
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
         parse_question(problem.question)  # not a testbed question: the whole batch fails
         record: dict[str, object] = {"question": problem.question}
-        if problem.reference is not None:
-            record["answer"] = problem.reference
+        if problem.answer is not None:
+            record["answer"] = problem.answer
         return [self._score_one(record, c) for c in candidates]
 
     def _score_one(self, record: dict[str, object], candidate: Candidate) -> Score:

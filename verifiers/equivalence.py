@@ -88,7 +88,7 @@ class AnswerEquivalenceConfig(ScorerConfig):
 
 
 class AnswerEquivalence(Scorer[AnswerEquivalenceConfig]):
-    """1.0 when the candidate's answer equals ``problem.reference`` under the configured mode.
+    """1.0 when the candidate's answer equals ``problem.answer`` under the configured mode.
 
     An oracle (it reads the reference), like :class:`verifiers.reference.ReferenceAnswer`:
     for grading and coverage, not for steering a search reported as fair. A candidate
@@ -104,14 +104,14 @@ class AnswerEquivalence(Scorer[AnswerEquivalenceConfig]):
         self.cfg = config
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
-        if problem.reference is None:
+        if problem.answer is None:
             raise ValueError(f"problem {problem.id} has no reference answer")
         out: list[Score] = []
         for c in candidates:
             try:
                 same = answers_equivalent(
                     c.answer,
-                    problem.reference,
+                    problem.answer,
                     self.cfg.mode,
                     timeout_seconds=self.cfg.timeout_seconds,
                     max_chars=self.cfg.max_chars,

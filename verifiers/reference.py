@@ -28,11 +28,10 @@ class ReferenceAnswer(Scorer):
     needs_answer = True
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:
-        if problem.reference is None:
+        if problem.answer is None:
             raise ValueError(f"problem {problem.id} has no reference answer")
         return [
-            Score(value=1.0 if answers_match(c.answer, problem.reference) else 0.0)
-            for c in candidates
+            Score(value=1.0 if answers_match(c.answer, problem.answer) else 0.0) for c in candidates
         ]
 
 

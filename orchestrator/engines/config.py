@@ -117,8 +117,9 @@ class OpenAIEngineConfig(EngineConfig):
     api_key_env: str | None = Field(None, description="Environment variable with an API key.")
     http_client: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
-        description="HTTP client library; aiohttp's cost per request stays flat as requests "
-        "in flight grow (benchmarks/http_client.py).",
+        description="HTTP client library; aiohttp (Branchwise's one HTTP client) costs the same "
+        "per request however many are in flight (benchmarks/http_client.py); httpx needs "
+        "`pip install httpx`.",
     )
     health_check_seconds: float | None = Field(
         5.0,

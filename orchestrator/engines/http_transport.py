@@ -1,9 +1,11 @@
 """The HTTP client under the OpenAI engine: one small protocol, two implementations.
 
-``AiohttpTransport`` is the default: its cost per request stays flat as the number of
-requests in flight grows (``benchmarks/http_client.py`` measures it against httpx, whose
-connection-pool bookkeeping grows with the pool). ``HttpxTransport`` wraps an httpx
-transport, so tests can answer with ``httpx.MockTransport`` and users can keep httpx.
+``AiohttpTransport`` is the one Branchwise needs (aiohttp is its only HTTP client): its cost
+per request stays flat as the number of requests in flight grows (``benchmarks/http_client.py``
+measures it against httpx, whose connection-pool bookkeeping grows with the pool).
+``HttpxTransport`` wraps an httpx transport, for tests that answer with
+``httpx.MockTransport`` and users who keep httpx; httpx is imported only then (it is not a
+dependency: ``pip install httpx``).
 
 Failures come back as two exceptions only: :class:`TransportError` (the connection failed or
 broke: retry, elsewhere if possible) and its subclass :class:`TransportTimeout`.
@@ -14,10 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import httpx
+
+from branchwise.core.errors import EngineError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class TransportError(Exception):
@@ -130,6 +136,14 @@ class HttpxTransport:
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        try:
+            import httpx
+        except ImportError:
+            raise EngineError(
+                "http_client: httpx needs the httpx package (pip install httpx); "
+                "the default, aiohttp, needs nothing more"
+            ) from None
+        self._httpx = httpx
         self._client = httpx.AsyncClient(
             headers={"Content-Type": "application/json", **headers},
             transport=transport,
@@ -149,13 +163,13 @@ class HttpxTransport:
             response = await self._client.request(
                 method, url, content=body, headers=headers, timeout=timeout
             )
-        except httpx.TimeoutException as exc:
+        except self._httpx.TimeoutException as exc:
             raise TransportTimeout(f"timed out after {timeout}s") from exc
         except (
-            httpx.ConnectError,
-            httpx.ReadError,
-            httpx.RemoteProtocolError,
-            httpx.WriteError,
+            self._httpx.ConnectError,
+            self._httpx.ReadError,
+            self._httpx.RemoteProtocolError,
+            self._httpx.WriteError,
         ) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         return HTTPResponse(response.status_code, response.content, dict(response.headers))

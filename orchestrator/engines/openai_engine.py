@@ -9,7 +9,7 @@ twice. A rate limit (asyncio-throttle) and a concurrency cap protect the fleet; 
 least outstanding requests with prefix affinity (``orchestrator.engines.fleet``), and with
 several servers a background health check marks servers down and up again.
 
-The HTTP client is aiohttp by default (``http_client: httpx`` keeps httpx): its cost per
+The HTTP client is aiohttp (``http_client: httpx`` keeps httpx, if installed): its cost per
 request is flat in the number of requests in flight (``benchmarks/http_client.py``).
 """
 
@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
-import httpx
 from asyncio_throttle.throttler import Throttler
 
 from branchwise.core.errors import EngineError, EngineTimeout
@@ -47,6 +46,8 @@ from branchwise.orchestrator.engines.types import (
 from branchwise.orchestrator.prompting import ChatMessage, RenderedPrompt
 
 if TYPE_CHECKING:
+    import httpx
+
     from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 
 _RETRYABLE_STATUS = frozenset({408, 429})  # request timeout, too many requests
@@ -85,6 +86,8 @@ class OpenAIEngine:
         self._transport: HTTPTransport | None = None
         self._tokenizer: Any = None
         self._served_probe: asyncio.Future[Any] | None = None
+        self._probe_unanswered = False
+        self._pieces: dict[int, asyncio.Future[str]] = {}
         self._limit = asyncio.Semaphore(config.in_flight_limit)
         self._throttle = _throttler(config.requests_per_second)
         self._health_task: asyncio.Task[None] | None = None
@@ -98,11 +101,14 @@ class OpenAIEngine:
                 raise EngineError(f"environment variable {self.config.api_key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
         given = self._given_transport
-        if given is not None and not isinstance(given, httpx.AsyncBaseTransport):
-            self._transport = given
-        elif given is not None or self.config.http_client == "httpx":
+        wrap = given if hasattr(given, "handle_async_request") else None  # an httpx transport
+        if given is not None and wrap is None:
+            self._transport = cast("HTTPTransport", given)
+        elif wrap is not None or self.config.http_client == "httpx":
             self._transport = HttpxTransport(
-                headers=headers, max_connections=self.config.in_flight_limit, transport=given
+                headers=headers,
+                max_connections=self.config.in_flight_limit,
+                transport=cast("httpx.AsyncBaseTransport | None", wrap),
             )
         else:
             self._transport = AiohttpTransport(
@@ -110,7 +116,22 @@ class OpenAIEngine:
             )
         if len(self.servers) > 1 and self.config.health_check_seconds is not None:
             self._health_task = asyncio.create_task(self._watch_health())
+        await self._warm_up()
         return self
+
+    async def _warm_up(self) -> None:
+        """Load the tokenizer and run the served-tokenizer probe now, not in the first request.
+
+        Loading transformers and a tokenizer takes seconds; done here (off the event loop),
+        the engine is ready when its start returns. A probe no server answered (none is up
+        yet) is asked again when a tokenizer is first needed.
+        """
+        if self.config.tokenizer is not None:
+            await asyncio.to_thread(self._local_tokenizer)
+            return
+        await self._served_tokenizer()
+        if self._probe_unanswered:
+            self._served_probe = None
 
     async def __aexit__(
         self,
@@ -241,9 +262,11 @@ class OpenAIEngine:
         if not self.config.local_tokenizer:
             return None
         root = None
+        self._probe_unanswered = True
         for url in self.servers:
             try:
                 response = await self.transport.request("GET", url + "/v1/models", timeout=10)
+                self._probe_unanswered = False
                 models = response.json()["data"]
                 root = next(m.get("root") for m in models if m.get("id") == self.config.model)
                 break
@@ -252,9 +275,7 @@ class OpenAIEngine:
         if not isinstance(root, str) or not os.path.isdir(root):
             return None
         try:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True)
+            tokenizer = await asyncio.to_thread(_load_tokenizer, root)
         except (ImportError, OSError, ValueError):
             return None
         probe = "Ann has 12 pens. She buys 30 more.\n12+30=42\n\nAnswer: 42"
@@ -301,17 +322,67 @@ class OpenAIEngine:
 
         The server cuts a completion's text at the stop string, even when the stop string
         ends inside the last token; only completions a stop string ended can be short, so
-        only those are decoded again (locally, or by the server's ``/detokenize``).
+        only those are looked at: decoded locally when a tokenizer is here, else completed
+        from the last token's own text (:meth:`_whole_text`), and only where that cannot be
+        exact decoded by the server's ``/detokenize``.
         """
         cut = [i for i, c in enumerate(result.completions) if c.ended_by_stop_string]
         if not cut:
             return result
-        texts = await asyncio.gather(*(self.decode(result.completions[i].token_ids) for i in cut))
+        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
+        if tokenizer is not None:
+            texts = [
+                str(
+                    tokenizer.decode(
+                        list(result.completions[i].token_ids), skip_special_tokens=True
+                    )
+                )
+                for i in cut
+            ]
+        else:
+            texts = await asyncio.gather(*(self._whole_text(result.completions[i]) for i in cut))
         fixed = list(result.completions)
         for index, text in zip(cut, texts, strict=True):
             if text != fixed[index].text:
                 fixed[index] = replace(fixed[index], text=text)
         return replace(result, completions=tuple(fixed))
+
+    async def _whole_text(self, completion: Completion) -> str:
+        """The server's text plus what its last token carries past a one-character stop string.
+
+        The text ends at the first stop string; with a one-character stop string that lies in
+        the last token (the text before it held none, or generation would have stopped), so
+        the whole decode is the text plus the last token's characters after it. The last
+        token's text is asked once per token id. A longer stop string may start in an earlier
+        token, and a token that is not whole text (part of a UTF-8 character) decodes
+        differently alone: those completions go to ``/detokenize``.
+        """
+        stop = completion.stop_reason
+        if (
+            isinstance(stop, str)
+            and len(stop) == 1
+            and stop != " "  # a lone token's decode may drop its leading space
+            and completion.token_ids
+            and completion.text.endswith(stop)
+        ):
+            piece = await self._piece(completion.token_ids[-1])
+            at = piece.find(stop)
+            if at >= 0 and "\ufffd" not in piece:
+                return completion.text + piece[at + 1 :]
+        return await self._detokenize(completion.token_ids)
+
+    async def _piece(self, token_id: int) -> str:
+        """One token's text, asked of the server once per id (concurrent asks share it)."""
+        known = self._pieces.get(token_id)
+        if known is None:
+            known = asyncio.ensure_future(self._detokenize((token_id,)))
+            self._pieces[token_id] = known
+        try:
+            return await asyncio.shield(known)
+        except BaseException:
+            if known.done():
+                self._pieces.pop(token_id, None)  # failed: ask again next time
+            raise
 
     async def _post(
         self, path: str, body: dict[str, Any], *, affinity: str | None, request_id: str
@@ -369,6 +440,12 @@ class OpenAIEngine:
             f"request {request_id} failed after {self.config.max_retries + 1} tries: {last_error}"
         )
         raise EngineTimeout(message) if timed_out else EngineError(message)
+
+
+def _load_tokenizer(folder: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def _json(response: HTTPResponse, url: str, request_id: str) -> dict[str, Any]:

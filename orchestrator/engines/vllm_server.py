@@ -7,18 +7,18 @@ The server binds to loopback on a free port; leaving the ``with`` block stops it
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
-
-import httpx
 
 from branchwise.core.cpu_layout import CpuLayout, layout_environment
 from branchwise.core.errors import EngineError
@@ -39,9 +39,10 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
         if process.poll() is not None:
             return f"exited with {process.returncode}"
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return None
-        except httpx.HTTPError:
+            with urllib.request.urlopen(url + "/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return None
+        except (OSError, http.client.HTTPException):  # refused, reset, HTTP errors, time-outs
             pass
         time.sleep(1)
     return f"not ready in {seconds:g}s"

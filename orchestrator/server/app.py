@@ -28,6 +28,8 @@ from branchwise.core.errors import EngineError
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.prompting import RenderedPrompt, render_conversation
 from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.result_warnings import failure_of
+from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.server.catalog import ModelCatalog, ServedModel
 from branchwise.orchestrator.server.errors import ApiError, error_body
 from branchwise.orchestrator.server.protocol import Endpoint, SearchRequest, parse_request
@@ -237,18 +239,17 @@ class StrategyServer:
             )
             return "cancelled", Response(status_code=499)
         result = run.task.result()
-        if result.error is not None:
-            log.warning(
-                "trace=%s model=%s search failed: %s", reply.trace_id, reply.model, result.error
-            )
+        failure = failure_of(result)
+        if failure is not None:
+            log.warning("trace=%s model=%s search failed: %s", reply.trace_id, reply.model, failure)
             raise ApiError(
                 500,
-                f"the search failed: {result.error} (trace {reply.trace_id})",
+                f"the search failed: {failure} (trace {reply.trace_id})",
                 kind="server_error",
                 code="search_failed",
                 headers=headers,
             )
-        _log_result(reply, result.usage)
+        _log_result(reply, result)
         return "completed", JSONResponse(reply.body(result), headers=headers)
 
     async def _events(
@@ -259,17 +260,18 @@ class StrategyServer:
             async for best in run.updates(self.limits.progress_interval):
                 yield sse(reply.progress(best))
             result = await run.task
-            if result.error is not None:
+            failure = failure_of(result)
+            if failure is not None:
                 result_of["outcome"] = "failed"
-                log.warning("trace=%s search failed: %s", reply.trace_id, result.error)
-                message = f"the search failed: {result.error} (trace {reply.trace_id})"
+                log.warning("trace=%s search failed: %s", reply.trace_id, failure)
+                message = f"the search failed: {failure} (trace {reply.trace_id})"
                 yield sse(error_body(message, kind="server_error", code="search_failed"))
                 return
             for chunk in reply.final_chunks(result, parsed.include_usage):
                 yield sse(chunk)
             yield sse("[DONE]")
             result_of["outcome"] = "completed"
-            _log_result(reply, result.usage)
+            _log_result(reply, result)
         finally:
             await run.cancel()
 
@@ -339,7 +341,10 @@ def _prompt_id(prompt: RenderedPrompt) -> str:
     return "q-" + hashlib.blake2b(repr(prompt.token_ids).encode(), digest_size=6).hexdigest()
 
 
-def _log_result(reply: Reply, usage: dict[str, float | int]) -> None:
+def _log_result(reply: Reply, result: ProblemResult) -> None:
+    usage = result.usage
+    for warning in result.warnings:
+        log.warning("trace=%s model=%s %s", reply.trace_id, reply.model, warning.message)
     log.info(
         "trace=%s model=%s generated=%s prompt=%s cached=%s seconds=%.2f",
         reply.trace_id,

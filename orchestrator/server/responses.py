@@ -5,7 +5,8 @@ to the engine; ``completion_tokens``: every token it generated, on all paths, ke
 ``prompt_tokens_details.cached_tokens``: the prompt tokens served from the prefix cache) and a
 ``branchwise`` object: the trace id, the extracted answer, the node it came from, the
 strategy, the search's whole usage (engine and scorer calls, nodes, aborted requests,
-seconds), the strategy's details and the budget the search ran under.
+seconds), the strategy's details, the budget the search ran under and the search's
+``warnings`` (``orchestrator.result_warnings``: why an answer is missing, say).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class Reply:
             "usage": dict(result.usage),
             "detail": jsonable(result.detail),
             "budget": self.budget,
+            "warnings": [w.to_dict() for w in result.warnings],
         }
 
     # stream chunks -----------------------------------------------------------------------

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.vllm
 
 ABS_TOL = 1e-4
 QUESTION = "Mia has 7 pens. She gets 15 more. She loses 4. She triples them. How many pens now?"
-PROBLEM = Problem(id="t0", question=QUESTION, reference="54")
+PROBLEM = Problem(id="t0", question=QUESTION, answer="54")
 PATHS = [
     ("7+15=22\n", "22-4=18\n", "18*3=54\n", "Answer: 54"),
     ("7+15=22\n", "22-4=17\n", "17*3=51\n", "Answer: 51"),

@@ -20,7 +20,7 @@ from branchwise.verifiers.judges import (
 )
 from branchwise.verifiers.judging import knockout
 
-PROBLEM = Problem(id="p", question="What is 6*7?", reference="42")
+PROBLEM = Problem(id="p", question="What is 6*7?", answer="42")
 
 
 class JudgePolicy:

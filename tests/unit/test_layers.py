@@ -126,7 +126,7 @@ def test_the_public_api_is_what_the_readme_imports() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "28"
+    assert done.stdout.strip() == "36"
 
 
 def test_the_engine_contract_forbids_every_other_orchestrator_module() -> None:

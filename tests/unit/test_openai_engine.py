@@ -48,6 +48,8 @@ def _mock(handler: Callable[[httpx.Request], Any]) -> httpx.MockTransport:
     async def route(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/detokenize"):
             return httpx.Response(200, json={"prompt": "1+1=2\n"})
+        if request.url.path.endswith("/v1/models"):  # the tokenizer probe at engine start
+            return httpx.Response(200, json={"data": [{"id": "m", "root": None}]})
         response = handler(request)
         return await response if inspect.isawaitable(response) else response  # type: ignore[no-any-return]
 

@@ -34,7 +34,8 @@ def test_report_renders_plot_tables_and_trace_links(
     assert main(["report", str(runs[0]), str(runs[1]), "--out", str(page)]) == 0
     html = page.read_text()
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained: nothing fetched
-    assert page.with_suffix(".md").read_text().count("| sc") == 2
+    markdown = page.with_suffix(".md").read_text().splitlines()
+    assert sum(line.startswith("| sc") for line in markdown) == 2  # one row per run
     dom = rendered_dom(page.as_uri(), tmp_path)
     assert len(re.findall(r'class="run-point"', dom)) == 2
     assert dom.count("<tr>") >= 3 and "95% CI" in dom
@@ -91,6 +92,9 @@ def test_trace_of_a_2000_node_graph_renders_and_shows_a_node_on_click(tmp_path: 
     assert dom.count("<circle") == 2000
     assert dom.count('class="edge chosen"') == 3  # r -> r.7 -> r.7.7 -> r.7.7.7
     assert "node r.7.7.7" in dom and "step text of r.7.7.7 &lt;b&gt;" in dom  # escaped
+    whole = re.search(r'<pre id="path-text">(.*?)</pre>', dom, re.S)
+    assert whole is not None and "step text of r.7.7" in whole.group(1)  # the path, not the node
+    assert 'id="scale-lo">0.00<' in dom and 'id="scale-hi">1.00<' in dom
     share, colours = ink(screenshot(page.as_uri(), tmp_path))
     assert share > 0.02 and colours > 10, (share, colours)
 

@@ -3,7 +3,7 @@
 The cluster is started for the run on 127.0.0.1 (``ray.init`` with two CPUs); the workers
 claim problems from the same results store. The stored results must equal a single-process
 run of the same recipe and seed, each problem stored once. Skipped where Ray is not
-installed (``pip install -e ".[ray]"``; ``make setup`` installs it).
+installed (``pip install -e ".[ray]"``; ``make test`` installs it, ``make extra-ray`` too).
 """
 
 from __future__ import annotations

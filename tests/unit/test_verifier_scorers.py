@@ -18,7 +18,7 @@ from branchwise.verifiers.equivalence import (
 )
 
 QUESTION = "Mia has 7 pens. She gets 15 more. She loses 4. She triples them. How many pens now?"
-TESTBED = Problem(id="t0", question=QUESTION, reference="54")
+TESTBED = Problem(id="t0", question=QUESTION, answer="54")
 
 
 def cand(text: str, answer: str | None = None, **extra: object) -> Candidate:
@@ -71,7 +71,7 @@ def test_answer_equivalence_scorer_grades_against_the_reference() -> None:
     scorer = AnswerEquivalence(
         AnswerEquivalenceConfig(kind="answer_equivalence"), ScorerResources()
     )
-    problem = Problem(id="h", question="half?", reference="\\frac{1}{2}")
+    problem = Problem(id="h", question="half?", answer="\\frac{1}{2}")
     scores = run(scorer, problem, [cand("x", "0.5"), cand("x", "0.25"), cand("x", None)])
     assert [s.value for s in scores] == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="reference"):
