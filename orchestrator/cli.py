@@ -16,10 +16,16 @@ from typing import Any, get_args
 
 import yaml
 
-from branchwise.core.errors import BranchwiseError
+from branchwise.core.errors import BranchwiseError, StoreFault
 from branchwise.core.problem import Problem
 from branchwise.orchestrator import cli_runs
-from branchwise.orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
+from branchwise.orchestrator.datasets import (
+    DatasetFormat,
+    DatasetSpec,
+    field_map,
+    load_problems,
+    unencodable,
+)
 from branchwise.orchestrator.evaluate import Console, EvalOutcome, engine_output_to, evaluate
 from branchwise.orchestrator.exit_codes import (
     EXIT_ALL_FAILED,
@@ -27,6 +33,7 @@ from branchwise.orchestrator.exit_codes import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PROBLEMS_FAILED,
+    EXIT_STORE_FAULT,
 )
 from branchwise.orchestrator.metrics import run_metrics
 from branchwise.orchestrator.recipe import Recipe, load_recipe
@@ -40,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+    except StoreFault as exc:
+        print(f"error: {exc}; finished problems are kept, rerun to resume", file=sys.stderr)
+        return EXIT_STORE_FAULT
     except BranchwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -181,6 +191,8 @@ _EXIT_CODES = """exit codes:
   1    some problems failed (errors; they rerun on resume)
   2    bad input: recipe, dataset, results folder or arguments
   3    every problem failed
+  4    storing a result failed (disk full, I/O or database error); finished problems are
+       kept and a rerun resumes
   130  interrupted (finished problems are saved)"""
 
 
@@ -265,6 +277,11 @@ def _problems(recipe: Recipe, args: argparse.Namespace) -> tuple[list[Problem], 
     if args.question:
         # ids from the text, so a rerun with other questions never "resumes" old answers
         questions = list(dict.fromkeys(args.question))
+        for question in questions:
+            if unencodable(question) is not None:
+                raise BranchwiseError(
+                    f"--question {question!r}: not UTF-8 text (check the terminal's encoding)"
+                )
         problems = [Problem(id=question_id(q), question=q) for q in questions]
         return problems, DatasetIdentity.of_questions(questions)
     overrides = _field_overrides(args.field)

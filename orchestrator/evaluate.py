@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from branchwise.core.errors import StoreError
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.metrics import candidates_of, subset_answers
@@ -245,7 +246,10 @@ async def _run(
                 )
                 bar.update(1)
     except BaseException:
-        store.release()
+        # give back unfinished claims; when the store itself is failing, its first error is
+        # the one to report, and a dead writer's claims go stale by themselves
+        with contextlib.suppress(StoreError):
+            store.release()
         raise
     finally:
         heart.cancel()
