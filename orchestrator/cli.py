@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except StoreFault as exc:
-        print(f"error: {exc}; finished problems are kept, rerun to resume", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORE_FAULT
     except BranchwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ def open_stores(dirs: Sequence[Path]) -> list[ResultStore]:
             folders.extend(sorted(inner, key=_budget_order))
         else:
             raise BranchwiseError(f"{folder}: not a results folder (no {DB_NAME} in it)")
-    return [ResultStore(f) for f in folders]
+    return [ResultStore(f, read_only=True) for f in folders]
 
 
 def _budget_order(path: Path) -> tuple[int, str]:
@@ -75,7 +75,7 @@ def report(args: argparse.Namespace) -> int:
 def trace(args: argparse.Namespace) -> int:
     from branchwise.orchestrator.trace import write_trace
 
-    with ResultStore(args.dir) as store:
+    with ResultStore(args.dir, read_only=True) as store:
         graph = store.graph(args.problem)
         if graph is None:
             raise BranchwiseError(

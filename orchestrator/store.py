@@ -172,9 +172,9 @@ class ResultStore:
             self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.OperationalError as exc:
-            if _is_read_only(exc):
+            if _is_read_only(exc) or not _writable(self.path):
                 raise StoreError(
-                    f"{self.path}: cannot write here ({exc}); to read the results, use "
+                    f"{self.path}: read-only, cannot run into it ({exc}); to read the results, use "
                     "summary, report, compare or trace, which open it read-only"
                 ) from None
             raise StoreFault(f"{self.path}: cannot open the results store ({exc})") from None
@@ -184,20 +184,21 @@ class ResultStore:
             raise StoreError(f"{self.path}: not a Branchwise results store ({exc})") from None
 
     @contextlib.contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
+    def _guard(self, action: str, *, writing: bool = False) -> Iterator[None]:
         """Turn a failure of SQLite (or of encoding text for it) into one line naming it."""
+        kept = "; finished problems are kept, rerun to resume" if writing else ""
         try:
             yield
         except UnicodeEncodeError as exc:
             bad = exc.object[exc.start : exc.end]
             raise StoreFault(
                 f"{self.path}: {action} failed: text holds {bad!r}, which is not valid "
-                f"Unicode ({exc.reason}); nothing of it was stored"
+                f"Unicode ({exc.reason}); nothing of it was stored{kept}"
             ) from None
-        except sqlite3.Error as exc:
-            if _is_damaged(exc):
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a stored JSON that is garbled
+            if isinstance(exc, ValueError | sqlite3.DataError) or _is_damaged(exc):
                 raise _damaged(self.path, exc) from None
-            raise StoreFault(f"{self.path}: {action} failed: {exc}") from None
+            raise StoreFault(f"{self.path}: {action} failed: {_short(exc)}{kept}") from None
 
     def _open_schema(self, create: bool) -> None:
         with self._write() as db:
@@ -283,7 +284,7 @@ class ResultStore:
         self, *, recipe: dict[str, Any], fingerprint: str, dataset: DatasetIdentity
     ) -> RunInfo:
         """Record the run, or check that this run is the one the store holds."""
-        with self._guard("recording the run"), self._write() as db:
+        with self._guard("recording the run", writing=True), self._write() as db:
             row = db.execute("SELECT fingerprint FROM run WHERE id = 1").fetchone()
             if row is None:
                 db.execute(
@@ -335,7 +336,7 @@ class ResultStore:
     def claim(self, problem: Problem, position: int, *, stale_after: float = 120.0) -> bool:
         """Take ``problem`` for this writer; False if it is done or another writer runs it."""
         now = time.time()
-        with self._guard(f"claiming problem {problem.id!r}"), self._write() as db:
+        with self._guard(f"claiming problem {problem.id!r}", writing=True), self._write() as db:
             row = db.execute(
                 "SELECT status, owner, heartbeat FROM problem WHERE problem_id = ?",
                 (problem.id,),
@@ -361,7 +362,7 @@ class ResultStore:
 
     def heartbeat(self) -> None:
         """Refresh this writer's claims (call every few seconds while problems run)."""
-        with self._guard("refreshing claims"), self._write() as db:
+        with self._guard("refreshing claims", writing=True), self._write() as db:
             db.execute(
                 "UPDATE problem SET heartbeat = ? WHERE owner = ? AND status = 'claimed'",
                 (time.time(), self.owner),
@@ -369,7 +370,7 @@ class ResultStore:
 
     def release(self) -> None:
         """Give back claims this writer did not finish (e.g. on Ctrl-C)."""
-        with self._guard("releasing claims"), self._write() as db:
+        with self._guard("releasing claims", writing=True), self._write() as db:
             db.execute(
                 "UPDATE problem SET status = 'failed', error = COALESCE(error, "
                 "'interrupted before it finished') WHERE owner = ? AND status = 'claimed'",
@@ -388,7 +389,10 @@ class ResultStore:
         graph = None
         if with_graph and result.graph is not None:
             graph = json.dumps(result.graph.to_dict())
-        with self._guard(f"storing problem {result.problem_id!r}"), self._write() as db:
+        with (
+            self._guard(f"storing problem {result.problem_id!r}", writing=True),
+            self._write() as db,
+        ):
             cursor = db.execute(
                 "UPDATE problem SET status = ?, answer = ?, node_id = ?, reference = ?, "
                 "correct = ?, usage = ?, detail = ?, candidates = ?, subsets = ?, lending = ?, "
@@ -441,14 +445,16 @@ class ResultStore:
         out = []
         for row in rows:
             record = dict(row)
-            for key in ("usage", "detail", "candidates", "subsets", "lending"):
-                record[key] = json.loads(record[key]) if record[key] else {}
+            with self._guard("reading the problems"):
+                for key in ("usage", "detail", "candidates", "subsets", "lending"):
+                    record[key] = json.loads(record[key]) if record[key] else {}
             if record["candidates"] == {}:
                 record["candidates"] = []
             record["correct"] = None if record["correct"] is None else bool(record["correct"])
             graph = record.pop("graph")
             if with_graph:
-                record["graph"] = json.loads(graph) if graph else None
+                with self._guard("reading the graphs"):
+                    record["graph"] = json.loads(graph) if graph else None
             out.append(record)
         return out
 
@@ -461,7 +467,8 @@ class ResultStore:
             raise StoreError(f"{self.folder}: no problem {problem_id!r} in this store")
         if row[0] is None:
             return None
-        graph: dict[str, Any] = json.loads(row[0])
+        with self._guard("reading the graph"):
+            graph: dict[str, Any] = json.loads(row[0])
         return graph
 
     def counts(self) -> dict[str, int]:
@@ -507,30 +514,53 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     """A connection that never writes: ``mode=ro``, or ``immutable`` where even the WAL's
     shared-memory file cannot be made (read-only media, another user's folder)."""
     uri = path.resolve().as_uri()
-    writable = os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)
-    modes = ("mode=ro",) if writable else ("mode=ro&immutable=1",)
+    mode = "mode=ro" if _writable(path) else "mode=ro&immutable=1"
     try:
-        db = sqlite3.connect(f"{uri}?{modes[0]}", uri=True, timeout=60)
+        db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60)
         db.row_factory = sqlite3.Row
         db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
         if _is_damaged(exc):
             raise _damaged(path, exc) from None
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise StoreError(f"{path}: not a Branchwise results store ({exc})") from None
         raise StoreError(f"{path}: cannot read the results store ({exc})") from None
     return db
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may write the store's file and its folder (read-only media are
+    asked of the file system itself: access(2) does not always see a read-only mount)."""
+    with contextlib.suppress(OSError):
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return False
+    if not os.access(path.parent, os.W_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
 def _is_damaged(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", "")
-    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc)
+    text = str(exc)
+    return (
+        name == "SQLITE_CORRUPT"
+        or "malformed" in text
+        or "Could not decode" in text  # a text column whose bytes were overwritten
+    )
+
+
+def _short(exc: Exception, limit: int = 160) -> str:
+    """An error's text cut to one readable line (SQLite may quote a whole column)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_read_only(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
 
 
-def _damaged(path: Path, exc: sqlite3.Error) -> StoreError:
+def _damaged(path: Path, exc: Exception) -> StoreError:
     return StoreError(
-        f"{path}: the results store is damaged ({exc}); copy the folder aside, and "
+        f"{path}: the results store is damaged ({_short(exc, 80)}); copy the folder aside, and "
         "`sqlite3 results.sqlite .recover` may save the finished problems"
     )

@@ -160,3 +160,101 @@ def test_a_disk_that_fills_mid_run_ends_eval_in_seconds_and_resume_finishes(
     with sqlite3.connect(out / "results.sqlite") as db:
         once = db.execute("SELECT COUNT(*) FROM problem WHERE attempts = 1").fetchone()[0]
     assert once >= done_before
+
+
+def _finished_store(tmp_path: Path, count: int = 60) -> tuple[Path, Path]:
+    recipe = _recipe(tmp_path, _dataset(tmp_path, count))
+    out = tmp_path / "run"
+    assert main(["eval", str(recipe), "--out", str(out), "--quiet", "--traces"]) == 0
+    return recipe, out
+
+
+@pytest.mark.parametrize("damage", ["page-headers", "cell-bytes"])
+def test_a_damaged_store_is_one_line_and_exit_2_for_summary_trace_and_eval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    recipe, out = _finished_store(tmp_path)
+    db = out / "results.sqlite"
+    size = db.stat().st_size
+    with db.open("r+b") as file:  # overwrite pages in the middle: the problem table's
+        for offset in range(size // 3, size // 3 + 8 * 4096, 4096):
+            if damage == "page-headers":
+                file.seek(offset)
+                file.write(b"\x0d" + b"\xff" * 7)
+            else:
+                file.seek(offset + 100)
+                file.write(b"\xff" * 600)
+    capsys.readouterr()
+    for argv in (
+        ["summary", str(out)],
+        ["trace", str(out), "--problem", "p40", "--out", str(tmp_path / "t.json")],
+        ["eval", str(recipe), "--out", str(out), "--quiet"],
+    ):
+        assert main(argv) == EXIT_BAD_INPUT, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the results store is damaged" in err[0], (argv, err)
+
+
+def test_a_reader_takes_no_lock_and_writes_nothing(tmp_path: Path) -> None:
+    _, out = _finished_store(tmp_path, 4)
+    before = sorted(p.name for p in out.iterdir())
+    with ResultStore(out) as writer:
+        writer._db.execute("BEGIN EXCLUSIVE")  # a writer holding the lock
+        with ResultStore(out, read_only=True) as reader:
+            assert len(reader.records()) == 4
+        writer._db.execute("ROLLBACK")
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def _in_read_only_mount(folder: Path, commands: list[list[str]]) -> list[tuple[int, str]]:
+    """Run each command with ``folder`` remounted read-only (a private user namespace)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    results = []
+    for command in commands:
+        script = f'mount --bind -o ro "{folder}" "{folder}" && cd "{folder}" && exec "$@"'
+        proc = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script, "sh", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        results.append((proc.returncode, proc.stdout + proc.stderr))
+    return results
+
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    try:
+        probe = subprocess.run(
+            ["unshare", "-rm", "mount", "--bind", "-o", "ro", str(tmp_path), str(tmp_path)],
+            capture_output=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def test_summary_report_compare_and_trace_read_a_store_on_read_only_media(
+    tmp_path: Path,
+) -> None:
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("no user namespaces here to mount a folder read-only")
+    recipe, _ = _finished_store(tmp_path, 6)
+    cli = [sys.executable, "-m", "branchwise.orchestrator.cli"]
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-out"
+    elsewhere.mkdir()
+    (summary, _), (report, _), (compare, _), (trace, _), (run, run_err) = _in_read_only_mount(
+        tmp_path,
+        [
+            [*cli, "summary", "run"],
+            [*cli, "report", "run", "--out", str(elsewhere / "r.html")],
+            [*cli, "compare", "run", "run"],
+            [*cli, "trace", "run", "--problem", "p2", "--out", str(elsewhere / "t.json")],
+            [*cli, "eval", str(recipe), "--out", "run", "--quiet"],
+        ],
+    )
+    assert (summary, report, compare, trace) == (0, 0, 0, 0)
+    assert (elsewhere / "r.html").is_file() and (elsewhere / "t.json").is_file()
+    assert run == EXIT_BAD_INPUT and "read-only, cannot run into it" in run_err
+    assert len(run_err.strip().splitlines()) == 1
