@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from branchwise.orchestrator.evaluate import Console, EvalOutcome, engine_output
 from branchwise.orchestrator.exit_codes import (
     EXIT_ALL_FAILED,
     EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PROBLEMS_FAILED,
@@ -47,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as a traceback
+    except BrokenPipeError:
+        # the reader went away (`| head`): end quietly, as a command killed by SIGPIPE would
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except StoreFault as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORE_FAULT
@@ -193,7 +201,8 @@ _EXIT_CODES = """exit codes:
   3    every problem failed
   4    storing a result failed (disk full, I/O or database error); finished problems are
        kept and a rerun resumes
-  130  interrupted (finished problems are saved)"""
+  130  interrupted (finished problems are saved)
+  141  the output was closed early (e.g. `| head`); nothing more is printed"""
 
 
 def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -> None:
@@ -371,6 +380,7 @@ def _eval(args: argparse.Namespace) -> int:
             raise BranchwiseError("--budgets needs --out (one results folder per budget)")
         if args.out.exists() and not args.out.is_dir():
             raise BranchwiseError(f"{args.out}: is a file; --out names a folder")
+        _check_sweep_folder(args.out)
         runs = []
         for budget in args.budgets:
             extra = {
@@ -403,7 +413,27 @@ def _eval(args: argparse.Namespace) -> int:
         for key, count in outcome.diagnosis.said.items():
             if not key.startswith("error:"):
                 print(f"warning, in {count} problems: {outcome.diagnosis.first[key]}")
+        if outcome.elsewhere:
+            print(
+                f"note: {outcome.elsewhere} problems are still running in another writer of "
+                f"{outcome.folder}; this summary holds those stored so far (run `branchwise "
+                f"summary {outcome.folder}` when it ends)"
+            )
     return code
+
+
+def _check_sweep_folder(folder: Path) -> None:
+    """A --budgets folder holds only its budget-N results folders (a rerun resumes them)."""
+    if not folder.is_dir():
+        return
+    others = sorted(
+        p.name for p in folder.iterdir() if not (re.fullmatch(r"budget-\d+", p.name) and p.is_dir())
+    )
+    if others:
+        raise BranchwiseError(
+            f"{folder}: not a budget sweep folder (holds {', '.join(others[:3])}); give "
+            "--out --budgets a new or empty folder (nothing written)"
+        )
 
 
 def _eval_on_ray(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,7 +85,18 @@ def trace(args: argparse.Namespace) -> int:
             )
         record = next(r for r in store.records() if r["problem_id"] == args.problem)
     suffix = {"html": "html", "json": "json", "graphml": "graphml", "dot": "dot"}[args.format]
-    out = args.out or Path(f"trace-{args.problem}.{suffix}")
+    out = args.out or Path(f"trace-{file_safe(args.problem)}.{suffix}")
     write_trace(graph, record, out, format=args.format)
     print(f"trace: {out}")
     return EXIT_OK
+
+
+def file_safe(problem_id: str) -> str:
+    """A file name from a problem id that stays in the working folder: characters other
+    than letters, digits, ``.``, ``_`` and ``-`` become ``_`` (so no ``/``), and a short hash
+    keeps two ids that differ only there apart."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", problem_id)[:100]
+    if safe == problem_id:
+        return safe
+    digest = hashlib.blake2b(problem_id.encode("utf-8", "replace"), digest_size=4)
+    return f"{safe}-{digest.hexdigest()}"

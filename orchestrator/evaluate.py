@@ -148,6 +148,8 @@ class EvalOutcome:
     ran: int
     records: list[dict[str, Any]]
     diagnosis: Diagnosis
+    elsewhere: int = 0
+    """Problems of the run another writer of the store is still running."""
 
 
 async def evaluate(
@@ -188,7 +190,8 @@ async def evaluate(
         )
     wanted = {p.id for p in problems}
     records = [r for r in store.records() if r["problem_id"] in wanted]
-    return EvalOutcome(store.folder, ran, records, diagnosis)
+    elsewhere = len(wanted & store.claimed_elsewhere())
+    return EvalOutcome(store.folder, ran, records, diagnosis, elsewhere)
 
 
 async def _run(

@@ -471,6 +471,21 @@ class ResultStore:
             graph: dict[str, Any] = json.loads(row[0])
         return graph
 
+    def claimed_elsewhere(self, *, stale_after: float = 120.0) -> set[str]:
+        """Problems another writer is running now (claimed, its claim not stale)."""
+        now = time.time()
+        with self._guard("reading the problems"):
+            rows = self._db.execute(
+                "SELECT problem_id, owner, heartbeat FROM problem "
+                "WHERE status = 'claimed' AND owner != ?",
+                (self.owner,),
+            ).fetchall()
+        return {
+            r["problem_id"]
+            for r in rows
+            if not _claim_is_stale(r["owner"], r["heartbeat"], now, stale_after)
+        }
+
     def counts(self) -> dict[str, int]:
         with self._guard("reading the problems"):
             rows = self._db.execute("SELECT status, COUNT(*) FROM problem GROUP BY status")
