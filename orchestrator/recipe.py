@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from branchwise.core.errors import RecipeError, RegistryError
 from branchwise.core.scoring import SCORERS, PairwiseScorer, ScorerConfig
 from branchwise.orchestrator.budget import Budget
+from branchwise.orchestrator.recipe_bounds import bound_errors
 from branchwise.orchestrator.datasets import DatasetSpec
 from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
 from branchwise.orchestrator.engines.types import SamplingSpec
@@ -119,6 +120,9 @@ class Recipe(BaseModel):
                 "time, but utility judge compares pairs; use a pairwise scorer "
                 "(e.g. agreement_judge)"
             )
+        bounds = bound_errors(self)
+        if bounds:
+            raise ValueError(bounds[0])
         strategy = STRATEGIES.get(self.strategy.name)
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(

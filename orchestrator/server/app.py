@@ -7,9 +7,10 @@ name to 127.0.0.1 cannot drive it), API key (401), a body that is not ``applicat
 (415: a page can post plain text or a form anywhere without asking, JSON only after a CORS
 preflight, which this server never grants), body size (413), JSON (400: unparsable, nested
 deeper than :data:`MAX_JSON_DEPTH`, or text that is not Unicode) and fields (400 naming the
-field), model (404), a free search slot (429 with Retry-After; no queue). Then its search
-runs on the model's engine; if the client disconnects, the search is cancelled and its engine
-requests aborted.
+field), model (404), a free search slot (429 with Retry-After; no queue), and the rendered
+prompt's length (400 naming ``messages`` or ``prompt`` past ``max_prompt_tokens``). Then its
+search runs on the model's engine; if the client disconnects, the search is cancelled and
+its engine requests aborted.
 """
 
 from __future__ import annotations
@@ -223,6 +224,15 @@ class StrategyServer:
         try:
             orchestrator = model.for_request(parsed, self.limits, trace_id)
             prompt = await self._render(model, orchestrator.recipe, parsed)
+            if len(prompt.token_ids) > self.limits.max_prompt_tokens:
+                field = "messages" if endpoint == "chat" else "prompt"
+                raise ApiError(
+                    400,
+                    f"{field}: the prompt is {len(prompt.token_ids)} tokens, more than the "
+                    f"server's limit of {self.limits.max_prompt_tokens}",
+                    param=field,
+                    code="prompt_too_long",
+                )
             problem = Problem(id=_prompt_id(prompt), question=parsed.question)
             recipe = orchestrator.recipe
             reply = Reply.new(
