@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from branchwise.core.errors import RecipeError, RegistryError
 from branchwise.core.scoring import SCORERS, PairwiseScorer, ScorerConfig
 from branchwise.orchestrator.budget import Budget
-from branchwise.orchestrator.recipe_bounds import bound_errors
 from branchwise.orchestrator.datasets import DatasetSpec
 from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
 from branchwise.orchestrator.engines.types import SamplingSpec
 from branchwise.orchestrator.fingerprint import fingerprint
 from branchwise.orchestrator.prompting import PromptSpec
+from branchwise.orchestrator.recipe_bounds import bound_errors
 from branchwise.strategies.base import STRATEGIES, StrategyConfig
 from branchwise.verifiers.answers import AnswerSpec
 from branchwise.verifiers.grading import GradingSpec
