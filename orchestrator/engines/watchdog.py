@@ -69,10 +69,10 @@ def start_watchdog(owner: int | None = None) -> subprocess.Popen[bytes]:
         os.set_blocking(write_end, False)  # a fork never waits on a full pipe
         marks = [m for m in os.environ.get(MARK_VARIABLE, "").split(",") if m]
         os.environ[MARK_VARIABLE] = ",".join([*marks, mark])
+    script = [sys.executable, "-I", os.path.abspath(__file__)]
     try:
         process = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), str(pid), str(pidfd)]
-            + [str(read_end), mark],
+            [*script, str(pid), str(pidfd), str(read_end), mark],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
