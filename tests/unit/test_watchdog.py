@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -79,10 +80,8 @@ def _race(settle: float, how: str) -> list[psutil.Process]:
     pids = [int(p) for p in owner.stdout.readline().split()]
     family = []
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # already killed
             family.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass  # already killed
     owner.wait(timeout=30)
     assert owner.returncode == -signal.SIGKILL
     _, alive = psutil.wait_procs(family, timeout=15)
