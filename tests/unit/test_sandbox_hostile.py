@@ -125,9 +125,9 @@ def test_hostile_programs_are_contained_as_an_unprivileged_user(
     sentinel = subprocess.Popen(["sleep", "300"], user=account.pw_uid, group=account.pw_gid)
     try:
         port = listener.getsockname()[1]
+        args = [str(sentinel.pid), str(host_dir), str(REPO), str(port), "1"]
         done = subprocess.run(
-            [python, "-m", "tests.hostile_programs", str(sentinel.pid), str(host_dir)]
-            + [str(REPO), str(port), "1"],
+            [python, "-m", "tests.hostile_programs", *args],
             user=account.pw_uid,
             group=account.pw_gid,
             cwd=REPO,
