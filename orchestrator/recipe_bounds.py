@@ -8,8 +8,10 @@ before the kernel killed it. Each rule names the field, its value and the limit 
 - the samples a strategy starts side by side (the product of its width fields present, e.g.
   ``beam_width`` x ``expansions``) are at most :data:`MAX_COUNT` too;
 - a budget of generated tokens fits the first round: each sample started at once needs at
-  least one token, so a width above ``budget.max_generated_tokens`` (or above
-  ``budget.max_nodes``) can never be met;
+  least one token, so a width above ``budget.max_generated_tokens`` can never be met (a
+  budget below one whole completion is the ``validate`` check of
+  :mod:`orchestrator.validation`, and a run says so when it shows; ``budget.max_nodes`` is
+  left alone: it caps how many of the samples start, by design);
 - ``sampling.max_tokens`` is at most :data:`MAX_TOKENS`, and within the engine's context
   (``engine.max_model_len``) where the recipe sets one.
 """
@@ -62,17 +64,13 @@ def bound_errors(recipe: Any) -> list[str]:
             f"strategy: {product} = {side_by_side:,} samples side by side, more than {MAX_COUNT:,}"
         )
     budget = recipe.budget
-    for limit_name, limit in (
-        ("budget.max_generated_tokens", budget.max_generated_tokens),
-        ("budget.max_nodes", budget.max_nodes),
-    ):
-        if limit is None:
-            continue
+    tokens = budget.max_generated_tokens
+    if tokens is not None and tokens >= recipe.sampling.max_tokens:
         for name, value in widths.items():
-            if value > limit:
+            if value > tokens:
                 errors.append(
-                    f"strategy.{name}: {value} samples at once cannot fit {limit_name} "
-                    f"{limit} (each needs at least one)"
+                    f"strategy.{name}: {value} samples at once cannot fit "
+                    f"budget.max_generated_tokens {tokens} (each needs at least one)"
                 )
     max_tokens = recipe.sampling.max_tokens
     if max_tokens > MAX_TOKENS:
