@@ -257,6 +257,10 @@ async def _run(
     finally:
         heart.cancel()
         bar.close()
+        # collected, so a failed heartbeat is never printed later as an unretrieved error
+        (beat_outcome,) = await asyncio.gather(heart, return_exceptions=True)
+    if isinstance(beat_outcome, StoreError):
+        raise beat_outcome  # the store failed between results (claims and results went on)
     return ran
 
 

@@ -258,3 +258,20 @@ def test_summary_report_compare_and_trace_read_a_store_on_read_only_media(
     assert (elsewhere / "r.html").is_file() and (elsewhere / "t.json").is_file()
     assert run == EXIT_BAD_INPUT and "read-only, cannot run into it" in run_err
     assert len(run_err.strip().splitlines()) == 1
+
+
+def test_a_failing_heartbeat_ends_eval_with_its_line_not_a_stray_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from branchwise.orchestrator import evaluate
+
+    def broken(self: ResultStore) -> None:
+        raise StoreFault(f"{self.path}: refreshing claims failed: disk I/O error")
+
+    monkeypatch.setattr(evaluate, "HEARTBEAT_SECONDS", 0.001)
+    monkeypatch.setattr(ResultStore, "heartbeat", broken)
+    recipe = _recipe(tmp_path, _dataset(tmp_path, 20))
+    code = main(["eval", str(recipe), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_STORE_FAULT
+    assert err == [err[0]] and "refreshing claims failed" in err[0]
