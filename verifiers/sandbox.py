@@ -173,9 +173,11 @@ async def run_python(
         env = scrubbed_env(workdir)
         if mode == "bubblewrap":
             command = bwrap_command(workdir, BOOT, env)
-            cgroup = stack.enter_context(pids_cgroup(limits.processes + 4))
         else:
-            command, cgroup = [sys.executable, "-I", str(BOOT)], None
+            command = [sys.executable, "-I", str(BOOT)]
+        cgroup = None
+        if mode != "none":  # as root RLIMIT_NPROC does not bind: a pids cgroup does
+            cgroup = stack.enter_context(pids_cgroup(limits.processes + 4))
         host_layers: tuple[str, ...] = ("bubblewrap",) if mode == "bubblewrap" else ()
         host_layers += ("pids_cgroup",) if cgroup is not None else ()
         process = await asyncio.create_subprocess_exec(
