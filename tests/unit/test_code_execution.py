@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import psutil
 import pytest
 
 from branchwise.core.problem import Problem
@@ -71,10 +72,11 @@ def test_memory_bomb_fails_without_hurting_the_host() -> None:
 
 
 def test_fork_bomb_is_refused() -> None:
-    before = len(os.listdir("/proc"))
     out = run("import os\nwhile True:\n    os.fork()")
     assert out["value"] == 0.0 and out["verdict"] == "load_error"
-    assert len(os.listdir("/proc")) < before + 5  # nothing left running on the host
+    # nothing left running: no process of this test's tree (other users of the machine may
+    # start processes meanwhile, so a host-wide count would be flaky)
+    assert psutil.Process().children(recursive=True) == []
 
 
 def test_writing_outside_the_working_directory_fails(tmp_path: Path) -> None:
