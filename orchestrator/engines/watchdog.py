@@ -33,11 +33,14 @@ import os
 import select
 import subprocess
 import sys
+import time
 import uuid
 
 import psutil
 
 POLL_SECONDS = 0.5
+FORK_GRACE_SECONDS = 10.0
+"""How long, after the owner died, the watchdog waits for forks still holding its pipe."""
 MARK_VARIABLE = "BRANCHWISE_WATCHDOG_MARK"
 _fork_pipes: set[int] = set()
 """Write ends of the pipes to this process's live watchdogs (the fork hook writes to each)."""
@@ -134,15 +137,21 @@ def _marked(mark: str) -> list[psutil.Process]:
     return found
 
 
-def _read_forks(fd: int, noted: dict[int, psutil.Process]) -> None:
-    """Note the pids forked children wrote down the pipe (no block: the pipe is drained)."""
-    try:
-        data = os.read(fd, 65536)
-    except (BlockingIOError, OSError):
-        return
-    for word in data.split():
-        with contextlib.suppress(psutil.Error, ValueError):
-            noted.setdefault(int(word), psutil.Process(int(word)))
+def _read_forks(fd: int, noted: dict[int, psutil.Process]) -> bool:
+    """Note the pids forked children wrote down the pipe (no block); False once no process
+    holds its other end any more (every fork has ended or started another program)."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        for word in data.split():
+            with contextlib.suppress(psutil.Error, ValueError):
+                noted.setdefault(int(word), psutil.Process(int(word)))
 
 
 def watch(owner_pid: int, pidfd: int = -1, fork_pipe: int = -1, mark: str = "") -> None:
@@ -173,10 +182,14 @@ def watch(owner_pid: int, pidfd: int = -1, fork_pipe: int = -1, mark: str = "") 
 
 
 def _kill_all(noted: dict[int, psutil.Process], fork_pipe: int, mark: str) -> None:
+    """Kill until a look finds no new process and no fork can still report itself: a child
+    forked just before the owner died may not have run yet, but it holds the pipe open."""
     killed: set[tuple[int, float]] = set()
-    for _ in range(10):  # until a look finds no new process
-        if fork_pipe >= 0:
-            _read_forks(fork_pipe, noted)
+    pipe_open = fork_pipe >= 0
+    deadline = time.monotonic() + FORK_GRACE_SECONDS
+    while True:
+        if pipe_open:
+            pipe_open = _read_forks(fork_pipe, noted)
         victims = dict(noted)
         if mark:
             victims.update((p.pid, p) for p in _marked(mark))
@@ -193,9 +206,12 @@ def _kill_all(noted: dict[int, psutil.Process], fork_pipe: int, mark: str) -> No
                     fresh = True
             except psutil.Error:
                 pass
-        if not fresh:
+        if fresh:
+            psutil.wait_procs(list(victims.values()), timeout=0.2)
+        elif not pipe_open or time.monotonic() > deadline:
             return
-        psutil.wait_procs(list(victims.values()), timeout=0.2)
+        else:
+            select.select([fork_pipe], [], [], 0.1)
 
 
 if __name__ == "__main__":

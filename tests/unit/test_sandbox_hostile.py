@@ -98,8 +98,9 @@ def test_hostile_programs_are_contained_as_this_user(
 
 
 def _is_sleep(pid: int) -> bool:
+    """One of the fork bomb's `sleep 30` (other users of the machine run their own sleeps)."""
     try:
-        return psutil.Process(pid).name() == "sleep"
+        return psutil.Process(pid).cmdline() == ["/bin/sleep", "30"]
     except psutil.Error:
         return False
 
