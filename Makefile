@@ -12,10 +12,10 @@ RUNTIME    := $(ACCEL),server$(if $(EXTRAS),$(comma)$(EXTRAS))
 DEV        := $(ACCEL),server,test,ray,parquet
 BENCH      := $(ACCEL),server,bench
 
-.PHONY: setup dev browser graphviz demo test check lint typecheck layers unit integration bench bench-strategies-final clean
+.PHONY: setup dev sandbox browser graphviz demo test check lint typecheck layers unit integration bench bench-strategies-final clean
 
-setup: $(VENV)/.setup-$(RUNTIME)
-dev: $(VENV)/.setup-$(DEV)
+setup: sandbox $(VENV)/.setup-$(RUNTIME)
+dev: sandbox $(VENV)/.setup-$(DEV)
 extra-%:
 	$(MAKE) setup EXTRAS=$*
 
@@ -33,6 +33,15 @@ endif
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, transformers; from transformers import LlamaConfig"
 	touch "$@"
+
+# bubblewrap: the code sandbox's OS-level isolation without root (Debian's package). Without
+# it, code_tests refuses to run code unless a recipe says `isolation: none`.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get install -y --no-install-recommends bubblewrap \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends bubblewrap; }; } \
+	  || echo "bubblewrap not installed: the code sandbox will refuse to run code"
 
 # Headless Chromium for the report and trace page tests (Debian's package; CI runs as root).
 browser:

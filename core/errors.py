@@ -6,7 +6,8 @@
     ├── RecipeError          a recipe or config is invalid (names the file and key path)
     ├── RegistryError        an unknown or duplicate strategy / scorer / engine name
     ├── DatasetError         a dataset line cannot be read (names file and line)
-    ├── StoreError           a results folder cannot be opened, or is not this run's
+    ├── StoreError           a results folder cannot be opened, is damaged, or is not this run's
+    │   └── StoreFault       storing a result failed mid-run (disk full, I/O, unencodable text)
     ├── EngineError          the engine failed a request
     │   └── EngineTimeout    the engine did not answer in time
     ├── ScorerError          a scorer failed on a node (recorded on the node, search goes on)
@@ -51,7 +52,12 @@ class DatasetError(BranchwiseError):
 
 
 class StoreError(BranchwiseError):
-    """A results store cannot be opened, or does not fit the run being resumed."""
+    """A results store cannot be opened, is damaged, or does not fit the run being resumed."""
+
+
+class StoreFault(StoreError):
+    """Writing to the results store failed while a run went on (disk full, an I/O or
+    database error, text SQLite cannot hold); what was committed before it is kept."""
 
 
 class EngineError(BranchwiseError):

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -16,17 +17,25 @@ from typing import Any, get_args
 
 import yaml
 
-from branchwise.core.errors import BranchwiseError
+from branchwise.core.errors import BranchwiseError, StoreFault
 from branchwise.core.problem import Problem
 from branchwise.orchestrator import cli_runs
-from branchwise.orchestrator.datasets import DatasetFormat, DatasetSpec, field_map, load_problems
+from branchwise.orchestrator.datasets import (
+    DatasetFormat,
+    DatasetSpec,
+    field_map,
+    load_problems,
+    unencodable,
+)
 from branchwise.orchestrator.evaluate import Console, EvalOutcome, engine_output_to, evaluate
 from branchwise.orchestrator.exit_codes import (
     EXIT_ALL_FAILED,
     EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PROBLEMS_FAILED,
+    EXIT_STORE_FAULT,
 )
 from branchwise.orchestrator.metrics import run_metrics
 from branchwise.orchestrator.recipe import Recipe, load_recipe
@@ -40,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as a traceback
+    except BrokenPipeError:
+        # the reader went away (`| head`): end quietly, as a command killed by SIGPIPE would
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except StoreFault as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_FAULT
     except BranchwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -216,7 +234,10 @@ _EXIT_CODES = """exit codes:
   1    some problems failed (errors; they rerun on resume)
   2    bad input: recipe, dataset, results folder or arguments
   3    every problem failed
-  130  interrupted (finished problems are saved)"""
+  4    storing a result failed (disk full, I/O or database error); finished problems are
+       kept and a rerun resumes
+  130  interrupted (finished problems are saved)
+  141  the output was closed early (e.g. `| head`); nothing more is printed"""
 
 
 def _eval_arguments(run: argparse.ArgumentParser, *, with_recipe: bool = True) -> None:
@@ -315,6 +336,11 @@ def _problems(recipe: Recipe, args: argparse.Namespace) -> tuple[list[Problem], 
     if args.question:
         # ids from the text, so a rerun with other questions never "resumes" old answers
         questions = list(dict.fromkeys(args.question))
+        for question in questions:
+            if unencodable(question) is not None:
+                raise BranchwiseError(
+                    f"--question {question!r}: not UTF-8 text (check the terminal's encoding)"
+                )
         problems = [Problem(id=question_id(q), question=q) for q in questions]
         return problems, DatasetIdentity.of_questions(questions)
     overrides = _field_overrides(args.field)
@@ -404,6 +430,7 @@ def _eval(args: argparse.Namespace) -> int:
             raise BranchwiseError("--budgets needs --out (one results folder per budget)")
         if args.out.exists() and not args.out.is_dir():
             raise BranchwiseError(f"{args.out}: is a file; --out names a folder")
+        _check_sweep_folder(args.out)
         runs = []
         for budget in args.budgets:
             extra = {
@@ -436,7 +463,27 @@ def _eval(args: argparse.Namespace) -> int:
         for key, count in outcome.diagnosis.said.items():
             if not key.startswith("error:"):
                 print(f"warning, in {count} problems: {outcome.diagnosis.first[key]}")
+        if outcome.elsewhere:
+            print(
+                f"note: {outcome.elsewhere} problems are still running in another writer of "
+                f"{outcome.folder}; this summary holds those stored so far (run `branchwise "
+                f"summary {outcome.folder}` when it ends)"
+            )
     return code
+
+
+def _check_sweep_folder(folder: Path) -> None:
+    """A --budgets folder holds only its budget-N results folders (a rerun resumes them)."""
+    if not folder.is_dir():
+        return
+    others = sorted(
+        p.name for p in folder.iterdir() if not (re.fullmatch(r"budget-\d+", p.name) and p.is_dir())
+    )
+    if others:
+        raise BranchwiseError(
+            f"{folder}: not a budget sweep folder (holds {', '.join(others[:3])}); give "
+            "--out --budgets a new or empty folder (nothing written)"
+        )
 
 
 def _eval_on_ray(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from branchwise.orchestrator.store import DB_NAME, ResultStore, is_store
 
 def open_stores(dirs: Sequence[Path]) -> list[ResultStore]:
     """Each DIR is a results folder, or a folder of them (a --budgets sweep)."""
-    return [ResultStore(f) for folder in dirs for f in sweep_runs(folder).values()]
+    return [ResultStore(f, read_only=True) for folder in dirs for f in sweep_runs(folder).values()]
 
 
 def _budget_order(path: Path) -> tuple[int, str]:
@@ -77,7 +79,10 @@ def compare(args: argparse.Namespace) -> int:
     pairs = paired_runs(args.a, args.b)
     tests = []
     for budget, path_a, path_b in pairs:
-        with ResultStore(path_a) as store_a, ResultStore(path_b) as store_b:
+        with (
+            ResultStore(path_a, read_only=True) as store_a,
+            ResultStore(path_b, read_only=True) as store_b,
+        ):
             right_a, right_b = correctness(store_a.records()), correctness(store_b.records())
         if set(right_a) != set(right_b):
             raise BranchwiseError(
@@ -119,7 +124,7 @@ def report(args: argparse.Namespace) -> int:
 def trace(args: argparse.Namespace) -> int:
     from branchwise.orchestrator.trace import write_trace
 
-    with ResultStore(args.dir) as store:
+    with ResultStore(args.dir, read_only=True) as store:
         graph = store.graph(args.problem)
         if graph is None:
             raise BranchwiseError(
@@ -127,7 +132,18 @@ def trace(args: argparse.Namespace) -> int:
             )
         record = next(r for r in store.records() if r["problem_id"] == args.problem)
     suffix = {"html": "html", "json": "json", "graphml": "graphml", "dot": "dot"}[args.format]
-    out = args.out or Path(f"trace-{args.problem}.{suffix}")
+    out = args.out or Path(f"trace-{file_safe(args.problem)}.{suffix}")
     write_trace(graph, record, out, format=args.format)
     print(f"trace: {out}")
     return EXIT_OK
+
+
+def file_safe(problem_id: str) -> str:
+    """A file name from a problem id that stays in the working folder: characters other
+    than letters, digits, ``.``, ``_`` and ``-`` become ``_`` (so no ``/``), and a short hash
+    keeps two ids that differ only there apart."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", problem_id)[:100]
+    if safe == problem_id:
+        return safe
+    digest = hashlib.blake2b(problem_id.encode("utf-8", "replace"), digest_size=4)
+    return f"{safe}-{digest.hexdigest()}"

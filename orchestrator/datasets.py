@@ -122,6 +122,12 @@ def load_problems(
             raise DatasetError(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        bad = unencodable(record)
+        if bad is not None:
+            raise DatasetError(
+                f"{where}: {bad} holds a lone surrogate (a \\ud800-style escape that is not "
+                "Unicode text); fix the line"
+            )
         problem = read_problem(record, mapping, where, number)
         if problem.id in seen:
             raise DatasetError(f"{where}: duplicate problem id {problem.id!r}")
@@ -132,6 +138,31 @@ def load_problems(
     if not problems:
         raise DatasetError(f"{file}: no problems in the file")
     return problems
+
+
+def unencodable(value: Any, path: str = "the line") -> str | None:
+    """Where a JSON value holds a string UTF-8 cannot encode (a lone surrogate), or None.
+
+    JSON allows escapes such as ``\\ud800`` that decode to no character; such text could be
+    neither hashed nor stored, so it is refused at the load, naming the place.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unencodable(key, f"a key of {path}") or unencodable(item, f"field {key!r}")
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = unencodable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def read_problem(record: dict[str, Any], mapping: FieldMap, where: str, number: int) -> Problem:

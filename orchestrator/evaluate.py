@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from branchwise.core.errors import StoreError
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.metrics import candidates_of, subset_answers
@@ -108,6 +109,8 @@ class EvalOutcome:
     ran: int
     records: list[dict[str, Any]]
     diagnosis: Diagnosis
+    elsewhere: int = 0
+    """Problems of the run another writer of the store is still running."""
 
 
 async def evaluate(
@@ -148,7 +151,8 @@ async def evaluate(
         )
     wanted = {p.id for p in problems}
     records = [r for r in store.records() if r["problem_id"] in wanted]
-    return EvalOutcome(store.folder, ran, records, diagnosis)
+    elsewhere = len(wanted & store.claimed_elsewhere())
+    return EvalOutcome(store.folder, ran, records, diagnosis, elsewhere)
 
 
 async def _run(
@@ -204,11 +208,18 @@ async def _run(
                 )
                 bar.update(1)
     except BaseException:
-        store.release()
+        # give back unfinished claims; when the store itself is failing, its first error is
+        # the one to report, and a dead writer's claims go stale by themselves
+        with contextlib.suppress(StoreError):
+            store.release()
         raise
     finally:
         heart.cancel()
         bar.close()
+        # collected, so a failed heartbeat is never printed later as an unretrieved error
+        (beat_outcome,) = await asyncio.gather(heart, return_exceptions=True)
+    if isinstance(beat_outcome, StoreError):
+        raise beat_outcome  # the store failed between results (claims and results went on)
     return ran
 
 

@@ -22,6 +22,7 @@ from branchwise.orchestrator.engines.types import SamplingSpec
 from branchwise.orchestrator.fingerprint import fingerprint
 from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.prompting import PromptSpec
+from branchwise.orchestrator.recipe_bounds import bound_errors
 from branchwise.strategies.base import STRATEGIES, StrategyConfig
 from branchwise.verifiers.answers import AnswerSpec
 from branchwise.verifiers.grading import GradingSpec
@@ -121,6 +122,9 @@ class Recipe(BaseModel):
                 "time, but utility judge compares pairs; use a pairwise scorer "
                 "(e.g. agreement_judge)"
             )
+        bounds = bound_errors(self)
+        if bounds:
+            raise ValueError(bounds[0])
         strategy = STRATEGIES.get(self.strategy.name)
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(

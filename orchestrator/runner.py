@@ -34,6 +34,9 @@ from branchwise.verifiers.grading import grade
 
 log = logging.getLogger(__name__)
 _run_ids = itertools.count()
+_STARTER_DIED = object()
+"""Put on a run's queue when the task starting problems fails (a claim that cannot be
+stored, say), so the loop reading the queue re-raises its error instead of waiting."""
 
 SearchWatcher: TypeAlias = Callable[[SearchContext, Strategy[Any]], None]
 """Called once a problem's search starts, with its context and strategy, so a caller can
@@ -217,7 +220,7 @@ class Orchestrator:
         ``claim(problem, index)``: asked just before a problem starts (a results store's
         claim); False means another writer has it, and it is skipped like a finished one.
         """
-        queue: asyncio.Queue[ProblemResult | None] = asyncio.Queue()
+        queue: asyncio.Queue[ProblemResult | object | None] = asyncio.Queue()
         finished = finished or {}
         todo = list(problems)
         slots = asyncio.Semaphore(self.recipe.concurrency)
@@ -259,11 +262,18 @@ class Orchestrator:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
+        def wake_on_failure(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                queue.put_nowait(_STARTER_DIED)
+
         starter = asyncio.create_task(start_in_order(), name="problems:start")
+        starter.add_done_callback(wake_on_failure)
         try:
             for _ in range(sum(p.id not in finished for p in todo)):
                 item = await queue.get()
-                if item is not None:
+                if item is _STARTER_DIED:
+                    await starter  # raises the error that stopped it
+                if isinstance(item, ProblemResult):
                     yield item
             await starter  # done by now; surfaces an error it may have met
         finally:

@@ -22,7 +22,11 @@ SQLite's journal makes a torn write impossible.
 
 Opening refuses, with a one-line reason: a path that is a file, a folder holding other
 things than a store, a database that is not a results store, and (to resume) a store made by
-a different recipe or from a different dataset.
+a different recipe or from a different dataset. A damaged database (corrupt pages) is a
+:class:`StoreError` naming the file wherever it shows; a write that fails mid-run (disk full,
+an I/O error, text SQLite cannot encode) is a :class:`StoreFault`, raised at once so the run
+ends instead of waiting on a result that can never be stored. Readers (``read_only=True``)
+take no write lock and need no write access, so a store on read-only media can be read.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from branchwise.core.errors import StoreError
+from branchwise.core.errors import StoreError, StoreFault
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.results import ProblemResult
 
@@ -140,13 +144,24 @@ def is_store(path: Path) -> bool:
 class ResultStore:
     """One run's results in ``folder/results.sqlite``; safe for several writers at once."""
 
-    def __init__(self, folder: str | Path, *, create: bool = False) -> None:
-        """Open an existing store (``create``: or make one in a new or empty folder)."""
+    def __init__(
+        self, folder: str | Path, *, create: bool = False, read_only: bool = False
+    ) -> None:
+        """Open an existing store (``create``: or make one in a new or empty folder).
+
+        ``read_only``: only read it (summaries, reports, traces): no lock is taken and no
+        file written, so a store on read-only media or of another user opens.
+        """
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
-        _check_folder(self.folder, create=create)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        _check_folder(self.folder, create=create and not read_only)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if read_only:
+            self._db = _open_read_only(self.path)
+            with self._guard("reading the store"):
+                self._check_format()
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self._db.row_factory = sqlite3.Row
@@ -157,8 +172,34 @@ class ResultStore:
             # and SQLite answers "locked" at once (no busy wait) while others open it: retry.
             self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
             self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.OperationalError as exc:
+            if _is_read_only(exc) or not _writable(self.path):
+                raise StoreError(
+                    f"{self.path}: read-only, cannot run into it ({exc}); to read the results, use "
+                    "summary, report, compare or trace, which open it read-only"
+                ) from None
+            raise StoreFault(f"{self.path}: cannot open the results store ({exc})") from None
         except sqlite3.DatabaseError as exc:
+            if _is_damaged(exc):
+                raise _damaged(self.path, exc) from None
             raise StoreError(f"{self.path}: not a Branchwise results store ({exc})") from None
+
+    @contextlib.contextmanager
+    def _guard(self, action: str, *, writing: bool = False) -> Iterator[None]:
+        """Turn a failure of SQLite (or of encoding text for it) into one line naming it."""
+        kept = "; finished problems are kept, rerun to resume" if writing else ""
+        try:
+            yield
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise StoreFault(
+                f"{self.path}: {action} failed: text holds {bad!r}, which is not valid "
+                f"Unicode ({exc.reason}); nothing of it was stored{kept}"
+            ) from None
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a stored JSON that is garbled
+            if isinstance(exc, ValueError | sqlite3.DataError) or _is_damaged(exc):
+                raise _damaged(self.path, exc) from None
+            raise StoreFault(f"{self.path}: {action} failed: {_short(exc)}{kept}") from None
 
     def _open_schema(self, create: bool) -> None:
         with self._write() as db:
@@ -226,15 +267,20 @@ class ResultStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # a failed COMMIT (disk full) can leave the transaction open; a failed ROLLBACK
+            # must not hide the error that caused it
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # -- the run ------------------------------------------------------------------------
 
     def run_info(self) -> RunInfo | None:
-        row = self._db.execute("SELECT * FROM run WHERE id = 1").fetchone()
+        with self._guard("reading the run"):
+            row = self._db.execute("SELECT * FROM run WHERE id = 1").fetchone()
         if row is None:
             return None
         return RunInfo(
@@ -251,7 +297,7 @@ class ResultStore:
         self, *, recipe: dict[str, Any], fingerprint: str, dataset: DatasetIdentity
     ) -> RunInfo:
         """Record the run, or check that this run is the one the store holds."""
-        with self._write() as db:
+        with self._guard("recording the run", writing=True), self._write() as db:
             row = db.execute("SELECT fingerprint FROM run WHERE id = 1").fetchone()
             if row is None:
                 db.execute(
@@ -286,10 +332,15 @@ class ResultStore:
 
     def check_questions(self, problems: Sequence[Problem]) -> None:
         """Refuse if a stored problem id now holds a different question."""
-        stored = dict(self._db.execute("SELECT problem_id, question_hash FROM problem"))
+        with self._guard("reading the problems"):
+            stored = dict(self._db.execute("SELECT problem_id, question_hash FROM problem"))
         for problem in problems:
             old = stored.get(problem.id)
-            if old is not None and old != question_hash(problem.question):
+            if old is None:
+                continue
+            with self._guard(f"checking problem {problem.id!r}"):
+                now = question_hash(problem.question)
+            if old != now:
                 raise StoreError(
                     f"{self.folder}: problem {problem.id!r} was stored for a different "
                     "question; the dataset changed. Use another --out folder."
@@ -298,7 +349,7 @@ class ResultStore:
     def claim(self, problem: Problem, position: int, *, stale_after: float = 120.0) -> bool:
         """Take ``problem`` for this writer; False if it is done or another writer runs it."""
         now = time.time()
-        with self._write() as db:
+        with self._guard(f"claiming problem {problem.id!r}", writing=True), self._write() as db:
             row = db.execute(
                 "SELECT status, owner, heartbeat FROM problem WHERE problem_id = ?",
                 (problem.id,),
@@ -331,7 +382,7 @@ class ResultStore:
 
     def heartbeat(self) -> None:
         """Refresh this writer's claims (call every few seconds while problems run)."""
-        with self._write() as db:
+        with self._guard("refreshing claims", writing=True), self._write() as db:
             db.execute(
                 "UPDATE problem SET heartbeat = ? WHERE owner = ? AND status = 'claimed'",
                 (time.time(), self.owner),
@@ -339,7 +390,7 @@ class ResultStore:
 
     def release(self) -> None:
         """Give back claims this writer did not finish (e.g. on Ctrl-C)."""
-        with self._write() as db:
+        with self._guard("releasing claims", writing=True), self._write() as db:
             db.execute(
                 "UPDATE problem SET status = 'failed', error = COALESCE(error, "
                 "'interrupted before it finished') WHERE owner = ? AND status = 'claimed'",
@@ -358,7 +409,10 @@ class ResultStore:
         graph = None
         if with_graph and result.graph is not None:
             graph = json.dumps(result.graph.to_dict())
-        with self._write() as db:
+        with (
+            self._guard(f"storing problem {result.problem_id!r}", writing=True),
+            self._write() as db,
+        ):
             cursor = db.execute(
                 "UPDATE problem SET status = ?, answer = ?, node_id = ?, reference = ?, "
                 "correct = ?, usage = ?, detail = ?, candidates = ?, subsets = ?, lending = ?, "
@@ -389,50 +443,73 @@ class ResultStore:
     # -- reading ------------------------------------------------------------------------
 
     def done_ids(self) -> set[str]:
-        return {
-            r[0] for r in self._db.execute("SELECT problem_id FROM problem WHERE status='done'")
-        }
+        with self._guard("reading the problems"):
+            rows = self._db.execute("SELECT problem_id FROM problem WHERE status='done'")
+            return {r[0] for r in rows}
 
     def lending(self, problem_id: str) -> dict[str, int]:
         """What a stored problem lent to and borrowed from its run's pool."""
-        row = self._db.execute(
-            "SELECT lending FROM problem WHERE problem_id = ?", (problem_id,)
-        ).fetchone()
+        with self._guard("reading the problems"):
+            row = self._db.execute(
+                "SELECT lending FROM problem WHERE problem_id = ?", (problem_id,)
+            ).fetchone()
         stored = json.loads(row[0]) if row is not None and row[0] else {}
         return {key: int(stored.get(key, 0)) for key in ("lent", "borrowed")}
 
     def records(self, *, with_graph: bool = False) -> list[dict[str, Any]]:
         """Every finished or failed problem, in dataset order, as plain dicts."""
-        rows = self._db.execute(
-            "SELECT * FROM problem WHERE status != 'claimed' ORDER BY position"
-        ).fetchall()
+        with self._guard("reading the problems"):
+            rows = self._db.execute(
+                "SELECT * FROM problem WHERE status != 'claimed' ORDER BY position"
+            ).fetchall()
         out = []
         for row in rows:
             record = dict(row)
-            for key in ("usage", "detail", "candidates", "subsets", "lending"):
-                record[key] = json.loads(record[key]) if record[key] else {}
+            with self._guard("reading the problems"):
+                for key in ("usage", "detail", "candidates", "subsets", "lending"):
+                    record[key] = json.loads(record[key]) if record[key] else {}
             if record["candidates"] == {}:
                 record["candidates"] = []
             record["correct"] = None if record["correct"] is None else bool(record["correct"])
             graph = record.pop("graph")
             if with_graph:
-                record["graph"] = json.loads(graph) if graph else None
+                with self._guard("reading the graphs"):
+                    record["graph"] = json.loads(graph) if graph else None
             out.append(record)
         return out
 
     def graph(self, problem_id: str) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT graph FROM problem WHERE problem_id = ?", (problem_id,)
-        ).fetchone()
+        with self._guard("reading the problems"):
+            row = self._db.execute(
+                "SELECT graph FROM problem WHERE problem_id = ?", (problem_id,)
+            ).fetchone()
         if row is None:
             raise StoreError(f"{self.folder}: no problem {problem_id!r} in this store")
         if row[0] is None:
             return None
-        graph: dict[str, Any] = json.loads(row[0])
+        with self._guard("reading the graph"):
+            graph: dict[str, Any] = json.loads(row[0])
         return graph
 
+    def claimed_elsewhere(self, *, stale_after: float = 120.0) -> set[str]:
+        """Problems another writer is running now (claimed, its claim not stale)."""
+        now = time.time()
+        with self._guard("reading the problems"):
+            rows = self._db.execute(
+                "SELECT problem_id, owner, heartbeat FROM problem "
+                "WHERE status = 'claimed' AND owner != ?",
+                (self.owner,),
+            ).fetchall()
+        return {
+            r["problem_id"]
+            for r in rows
+            if not _claim_is_stale(r["owner"], r["heartbeat"], now, stale_after)
+        }
+
     def counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT status, COUNT(*) FROM problem GROUP BY status"))
+        with self._guard("reading the problems"):
+            rows = self._db.execute("SELECT status, COUNT(*) FROM problem GROUP BY status")
+            return dict(rows)
 
 
 def _check_folder(folder: Path, *, create: bool) -> None:
@@ -466,3 +543,59 @@ def _claim_is_stale(owner: str | None, heartbeat: float | None, now: float, afte
         except PermissionError:
             return False
     return False
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes: ``mode=ro``, or ``immutable`` where even the WAL's
+    shared-memory file cannot be made (read-only media, another user's folder)."""
+    uri = path.resolve().as_uri()
+    mode = "mode=ro" if _writable(path) else "mode=ro&immutable=1"
+    try:
+        db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60)
+        db.row_factory = sqlite3.Row
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if _is_damaged(exc):
+            raise _damaged(path, exc) from None
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise StoreError(f"{path}: not a Branchwise results store ({exc})") from None
+        raise StoreError(f"{path}: cannot read the results store ({exc})") from None
+    return db
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the store's file and its folder (read-only media are
+    asked of the file system itself: access(2) does not always see a read-only mount)."""
+    with contextlib.suppress(OSError):
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return False
+    if not os.access(path.parent, os.W_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+def _is_damaged(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc)
+    return (
+        name == "SQLITE_CORRUPT"
+        or "malformed" in text
+        or "Could not decode" in text  # a text column whose bytes were overwritten
+    )
+
+
+def _short(exc: Exception, limit: int = 160) -> str:
+    """An error's text cut to one readable line (SQLite may quote a whole column)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_read_only(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
+
+
+def _damaged(path: Path, exc: Exception) -> StoreError:
+    return StoreError(
+        f"{path}: the results store is damaged ({_short(exc, 80)}); copy the folder aside, and "
+        "`sqlite3 results.sqlite .recover` may save the finished problems"
+    )

@@ -26,7 +26,12 @@ from pydantic import Field
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
 from branchwise.core.scorers import Candidate, Scorer, ScorerConfig, ScorerResources
-from branchwise.verifiers.sandbox import SandboxLimits, SandboxResult, run_python
+from branchwise.verifiers.sandbox import (
+    SandboxLimits,
+    SandboxResult,
+    check_isolation,
+    run_python,
+)
 
 _FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -101,6 +106,7 @@ class CodeTests(Scorer[CodeTestsConfig]):
     def __init__(self, config: CodeTestsConfig, resources: ScorerResources) -> None:
         super().__init__(config, resources)
         self.cfg = config
+        check_isolation(config.limits)  # refuse at the start, in one line, not per node
         self._slots = asyncio.Semaphore(config.max_concurrency)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Score]:

@@ -6,11 +6,17 @@ survives, so no secrets), a wall-clock limit enforced here, and the isolation la
 resource limits, an audit hook). The child starts its own session, and its whole process
 group is killed when the run ends, however it ends.
 
-What holds on this project's machines (root in a container, measured): network, mount and
-PID namespaces all work, so the network is absent, the file system is read-only outside the
-working directory, home folders are hidden and a fork bomb dies with the sandbox. Without
-root an unprivileged user namespace may still remove the network; otherwise the audit hook
-blocks sockets at the Python level. ``SandboxResult.layers`` says what was applied.
+Code runs isolated by the operating system or not at all (``SandboxLimits.isolation``):
+
+- ``auto`` (the default): bubblewrap where it works (:mod:`verifiers.sandbox_bwrap`; no root
+  needed), else, as root, the boot's own namespaces; else the run is refused in one line that
+  says how to get isolation (:func:`check_isolation`);
+- ``bubblewrap`` or ``namespaces``: that one, or refuse;
+- ``none``: resource limits and the audit hook only, which code can get around (it can signal
+  the evaluating process, write where the user can, start processes); it needs saying in the
+  recipe and logs a warning.
+
+``SandboxResult.layers`` says what was applied.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -30,9 +37,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from branchwise.core.errors import RecipeError
+from branchwise.verifiers.sandbox_bwrap import bwrap_command, bwrap_works, join_cgroup, pids_cgroup
+
 BOOT = Path(__file__).with_name("sandbox_boot.py")
 _BOOT_EVENTS = ("isolation", "isolation_failed", "signal")
 Verdict = Literal["ok", "exit_code", "timeout", "cpu_limit", "killed", "isolation_failed"]
+Isolation = Literal["auto", "bubblewrap", "namespaces", "none"]
+log = logging.getLogger(__name__)
+_warned_no_isolation = False
 
 
 class SandboxLimits(BaseModel):
@@ -49,7 +62,15 @@ class SandboxLimits(BaseModel):
     file_size_mb: int = Field(16, ge=1, description="Largest file it may write (RLIMIT_FSIZE).")
     open_files: int = Field(64, ge=16, description="Open descriptors (RLIMIT_NOFILE).")
     output_bytes: int = Field(65536, ge=1024, description="Stdout/stderr kept; the rest dropped.")
-    namespaces: bool = Field(True, description="Use Linux namespaces where the system allows.")
+    isolation: Isolation = Field(
+        "auto",
+        description="auto: bubblewrap, else (as root) namespaces, else refuse; bubblewrap or "
+        "namespaces: that one or refuse; none: resource limits and an audit hook only (code "
+        "can get around them; logs a warning).",
+    )
+    namespaces: bool = Field(
+        True, description="isolation namespaces: use Linux namespaces where the system allows."
+    )
     require_namespaces: bool = Field(
         False, description="Refuse to run untrusted code without a network namespace."
     )
@@ -86,6 +107,33 @@ def scrubbed_env(workdir: str) -> dict[str, str]:
     }
 
 
+def check_isolation(limits: SandboxLimits) -> str:
+    """The isolation a run gets here: bubblewrap, namespaces or none; RecipeError (one line,
+    saying how to get isolation) when the one asked for cannot be had."""
+    global _warned_no_isolation
+    wanted = limits.isolation
+    if wanted == "none":
+        if not _warned_no_isolation:
+            _warned_no_isolation = True
+            log.warning(
+                "sandbox isolation: none; candidate code runs with resource limits and an "
+                "audit hook only, which it can get around (it can signal this process, write "
+                "where this user can, start processes)"
+            )
+        return "none"
+    why = bwrap_works() if wanted in ("auto", "bubblewrap") else "not asked for"
+    if why is None:
+        return "bubblewrap"
+    if wanted in ("auto", "namespaces") and os.geteuid() == 0:
+        return "namespaces"
+    raise RecipeError(
+        f"sandbox isolation {wanted}: {why}"
+        + ("" if os.geteuid() == 0 else ", and namespaces of its own need root")
+        + "; install bubblewrap (`make setup`, or `apt-get install bubblewrap`), or set "
+        "`isolation: none` in the scorer's limits to run code with resource limits only"
+    )
+
+
 async def run_python(
     files: dict[str, str],
     entry: str,
@@ -96,10 +144,12 @@ async def run_python(
 ) -> SandboxResult:
     """Write ``files`` into a fresh folder and run ``entry`` there under ``limits``."""
     limits = limits or SandboxLimits()
+    mode = check_isolation(limits)
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="bw-sandbox-"))
     read_fd, write_fd = os.pipe()
     started = time.monotonic()
     process: asyncio.subprocess.Process | None = None
+    stack = contextlib.ExitStack()
     try:
         for name, text in files.items():
             target = Path(workdir, name)
@@ -112,7 +162,7 @@ async def run_python(
             "entry": entry,
             "argv": list(argv),
             "report_fd": write_fd,
-            "namespaces": limits.namespaces,
+            "namespaces": mode == "namespaces" and limits.namespaces,
             "require_namespaces": limits.require_namespaces,
             "hide": list(limits.hide),
             "audit_hook": limits.audit_hook,
@@ -120,18 +170,27 @@ async def run_python(
                 include={"cpu_seconds", "memory_mb", "processes", "file_size_mb", "open_files"}
             ),
         }
+        env = scrubbed_env(workdir)
+        if mode == "bubblewrap":
+            command = bwrap_command(workdir, BOOT, env)
+        else:
+            command = [sys.executable, "-I", str(BOOT)]
+        cgroup = None
+        if mode != "none":  # as root RLIMIT_NPROC does not bind: a pids cgroup does
+            cgroup = stack.enter_context(pids_cgroup(limits.processes + 4))
+        host_layers: tuple[str, ...] = ("bubblewrap",) if mode == "bubblewrap" else ()
+        host_layers += ("pids_cgroup",) if cgroup is not None else ()
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            str(BOOT),
+            *command,
             json.dumps(config),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=workdir,
-            env=scrubbed_env(workdir),
+            env=env,
             start_new_session=True,
             pass_fds=(write_fd,),
+            preexec_fn=(lambda: join_cgroup(cgroup)) if cgroup is not None else None,
         )
         os.close(write_fd)
         write_fd = -1
@@ -143,9 +202,11 @@ async def run_python(
         signals = [r["signal"] for r in reports if r.get("event") == "signal"]
         if signals and isinstance(signals[0], int):
             code = -signals[0]  # the first relay saw how the untrusted process really ended
+        elif mode == "bubblewrap" and code is not None and 128 < code <= 128 + 64:
+            code = 128 - code  # bwrap ends with 128 + n when the code was killed by signal n
         if verdict == "ok" and code is not None and code != 0:
             verdict = _verdict_of(code)
-        layers = next((tuple(r["layers"]) for r in reports if "layers" in r), ())
+        layers = host_layers + next((tuple(r["layers"]) for r in reports if "layers" in r), ())
         return SandboxResult(
             verdict=verdict,
             exit_code=code,
@@ -162,6 +223,7 @@ async def run_python(
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        stack.close()  # the run's cgroup: what is left in it is killed, then it is removed
         for fd in (read_fd, write_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):

@@ -221,7 +221,7 @@ class ScriptedEngine:
         self.generated_tokens = 0
         self.in_flight: dict[str, GenerationRequest] = {}
         """Requests generating or streaming now, by id: none once every search is over."""
-        self._cached_blocks: set[tuple[int, ...]] = set()
+        self._cached_blocks: set[int] = set()
 
     eos_token_id: int | None = None
     """Character-level ids hold no end-of-sequence token: a sample ends by its finish reason."""
@@ -399,11 +399,17 @@ class ScriptedEngine:
         )
 
     def _cache_lookup(self, ids: tuple[int, ...]) -> int:
+        """Prompt tokens found cached, block by block as vLLM counts them.
+
+        A block is known by a hash chained over the blocks before it (as vLLM's prefix cache
+        keys them), not by the whole prefix, so memory grows linearly with prompt length.
+        """
         hits = 0
+        key = 0
         for end in range(_BLOCK, len(ids) + 1, _BLOCK):
-            block = ids[:end]
-            if block in self._cached_blocks:
+            key = hash((key, ids[end - _BLOCK : end]))
+            if key in self._cached_blocks:
                 hits = end
             else:
-                self._cached_blocks.add(block)
+                self._cached_blocks.add(key)
         return hits

@@ -2,9 +2,15 @@
 and ``/v1/models``.
 
 A request is checked in this order, each failure a clean JSON error in OpenAI's shape:
-API key (401), body size (413), JSON and fields (400 naming the field), model (404), a free
-search slot (429 with Retry-After; no queue). Then its search runs on the model's engine;
-if the client disconnects, the search is cancelled and its engine requests aborted.
+the Host it was sent to, when the server has no API key (403: a web page that rebinds its own
+name to 127.0.0.1 cannot drive it), API key (401), a body that is not ``application/json``
+(415: a page can post plain text or a form anywhere without asking, JSON only after a CORS
+preflight, which this server never grants), body size (413), JSON (400: unparsable, nested
+deeper than :data:`MAX_JSON_DEPTH`, or text that is not Unicode) and fields (400 naming the
+field), model (404), a free search slot (429 with Retry-After; no queue), and the rendered
+prompt's length (400 naming ``messages`` or ``prompt`` past ``max_prompt_tokens``). Then its
+search runs on the model's engine; if the client disconnects, the search is cancelled and
+its engine requests aborted.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from starlette.exceptions import HTTPException
 
 from branchwise.core.errors import EngineError
 from branchwise.core.problem import Problem
+from branchwise.orchestrator.datasets import unencodable
 from branchwise.orchestrator.prompting import RenderedPrompt, render_conversation
 from branchwise.orchestrator.recipe import Recipe
 from branchwise.orchestrator.result_warnings import failure_of
@@ -40,6 +47,9 @@ from branchwise.orchestrator.server.streaming import EventStream, client_gone
 
 log = logging.getLogger("branchwise.server")
 TRACE_HEADER = "X-Branchwise-Trace-Id"
+MAX_JSON_DEPTH = 32
+"""Deepest nesting a request body may have (OpenAI's requests need five or six levels)."""
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 
 @dataclass
@@ -68,17 +78,35 @@ class StrategyServer:
     """The state behind the app: models, limits, the API key and the search slots."""
 
     def __init__(
-        self, catalog: ModelCatalog, limits: ServerLimits, api_key: str | None = None
+        self,
+        catalog: ModelCatalog,
+        limits: ServerLimits,
+        api_key: str | None = None,
+        *,
+        hosts: frozenset[str] | None = None,
     ) -> None:
+        """``hosts``: the only names a request's Host header may give (None: any)."""
         self.catalog = catalog
         self.limits = limits
         self._key = api_key.encode() if api_key else None
+        self._hosts = hosts
         self.stats = ServerStats()
         self.started_at = int(time.time())
 
     # checks -------------------------------------------------------------------------------
 
     def authorize(self, request: Request) -> None:
+        if self._hosts is not None:
+            host = request.headers.get("host", "")
+            name = host.rpartition(":")[0] if not host.endswith("]") else host
+            if (name or host).lower() not in self._hosts:
+                raise ApiError(
+                    403,
+                    f"Host {host!r}: this server has no API key and answers only requests to "
+                    f"{', '.join(sorted(self._hosts))}",
+                    kind="permission_error",
+                    code="host_not_allowed",
+                )
         if self._key is None:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -94,6 +122,14 @@ class StrategyServer:
 
     async def read_body(self, request: Request) -> Any:
         limit = self.limits.max_body_bytes
+        kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if kind != "application/json":
+            await _drain(request, 16 * limit)
+            raise ApiError(
+                415,
+                f"Content-Type {kind or 'missing'!r}: send the body as application/json",
+                code="unsupported_media_type",
+            )
         declared = request.headers.get("content-length", "")
         too_big = ApiError(
             413,
@@ -111,11 +147,30 @@ class StrategyServer:
                 raise too_big
             chunks.append(chunk)
         try:
-            return json.loads(b"".join(chunks))
+            body = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(
                 400, f"the request body is not valid JSON: {exc}", code="invalid_json"
             ) from None
+        except RecursionError:
+            body = None  # deeper than the parser's stack: refused as too deep below
+            depth = MAX_JSON_DEPTH + 1
+        else:
+            depth = json_depth(body, MAX_JSON_DEPTH + 1)
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(
+                400,
+                f"the request body is nested deeper than {MAX_JSON_DEPTH} levels",
+                code="invalid_json",
+            )
+        where = unencodable(body, "the body")
+        if where is not None:
+            raise ApiError(
+                400,
+                f"{where}: holds a lone surrogate (a \\ud800-style escape that is not text)",
+                code="invalid_json",
+            )
+        return body
 
     def _enter(self) -> None:
         if self.stats.running >= self.limits.max_concurrency:
@@ -171,6 +226,15 @@ class StrategyServer:
         try:
             orchestrator = model.for_request(parsed, self.limits, trace_id)
             prompt = await self._render(model, orchestrator.recipe, parsed)
+            if len(prompt.token_ids) > self.limits.max_prompt_tokens:
+                field = "messages" if endpoint == "chat" else "prompt"
+                raise ApiError(
+                    400,
+                    f"{field}: the prompt is {len(prompt.token_ids)} tokens, more than the "
+                    f"server's limit of {self.limits.max_prompt_tokens}",
+                    param=field,
+                    code="prompt_too_long",
+                )
             problem = Problem(id=_prompt_id(prompt), question=parsed.question)
             recipe = orchestrator.recipe
             reply = Reply.new(
@@ -321,6 +385,21 @@ def create_app(server: StrategyServer) -> FastAPI:
         return await server.complete(request, "completions")
 
     return app
+
+
+def json_depth(value: Any, stop: int) -> int:
+    """How deeply ``value`` nests lists and objects, counted without recursion up to ``stop``."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest >= stop:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 async def _drain(request: Request, most: int) -> None:

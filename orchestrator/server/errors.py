@@ -44,5 +44,7 @@ def error_body(
 
 
 def bad_field(field: str, message: str) -> ApiError:
-    """A 400 naming the request field at fault."""
-    return ApiError(400, f"{field}: {message}", param=field, code="invalid_field")
+    """A 400 naming the request field at fault (a name a client made up may hold line breaks
+    or control characters: the message shows them escaped, so it stays one line)."""
+    shown = field if field.isprintable() else field.encode("unicode_escape").decode("ascii")
+    return ApiError(400, f"{shown}: {message}", param=field, code="invalid_field")

@@ -22,6 +22,12 @@ class ServerLimits(BaseModel):
     max_tokens: int = Field(
         4096, ge=1, description="Most tokens per sample a request may ask for (`max_tokens`)."
     )
+    max_prompt_tokens: int = Field(
+        32_768,
+        ge=1,
+        description="Longest rendered prompt a request may send, in tokens; a longer one is a "
+        "400 naming `messages` (or `prompt`).",
+    )
     max_generated_tokens: int = Field(
         65_536,
         ge=1,

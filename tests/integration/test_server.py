@@ -233,7 +233,7 @@ def test_bad_requests_get_clean_openai_errors(live_server: LiveServer) -> None:
     raw = httpx.post(
         live_server.url + "/v1/chat/completions",
         content=b"{",
-        headers={"Authorization": f"Bearer {KEY}"},
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
     )
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
     assert live_server.engine_counts() == (0, 0)

@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import psutil
 import pytest
 
 from branchwise.core.problem import Problem
@@ -71,10 +72,11 @@ def test_memory_bomb_fails_without_hurting_the_host() -> None:
 
 
 def test_fork_bomb_is_refused() -> None:
-    before = len(os.listdir("/proc"))
     out = run("import os\nwhile True:\n    os.fork()")
     assert out["value"] == 0.0 and out["verdict"] == "load_error"
-    assert len(os.listdir("/proc")) < before + 5  # nothing left running on the host
+    # nothing left running: no process of this test's tree (other users of the machine may
+    # start processes meanwhile, so a host-wide count would be flaky)
+    assert psutil.Process().children(recursive=True) == []
 
 
 def test_writing_outside_the_working_directory_fails(tmp_path: Path) -> None:
@@ -119,7 +121,7 @@ def test_missing_tests_fail_the_batch() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root here")
 def test_kernel_layers_hold_without_the_audit_hook(tmp_path: Path) -> None:
     """With the Python guard off, the namespaces alone stop network and file writes."""
-    limits = FAST.model_copy(update={"audit_hook": False})
+    limits = FAST.model_copy(update={"audit_hook": False, "isolation": "namespaces"})
     code = (
         "import socket, os\n"
         "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n"
@@ -141,7 +143,7 @@ def test_kernel_layers_hold_without_the_audit_hook(tmp_path: Path) -> None:
 
 def test_the_audit_hook_alone_stops_sockets_forks_and_writes(tmp_path: Path) -> None:
     """What a machine without namespaces still gets (e.g. a user without root)."""
-    limits = FAST.model_copy(update={"namespaces": False})
+    limits = FAST.model_copy(update={"isolation": "none"})
     probes = {
         "socket": "import socket\nsocket.socket()",
         "fork": "import os\nos.fork()",
@@ -153,3 +155,27 @@ def test_the_audit_hook_alone_stops_sockets_forks_and_writes(tmp_path: Path) -> 
         assert result.layers == ("rlimits", "audit_hook"), name
         assert result.verdict == "exit_code" and "PermissionError: sandbox" in result.stderr, name
     assert not (tmp_path / "x").exists()
+
+
+def test_without_os_isolation_code_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from branchwise.core.errors import RecipeError
+    from branchwise.verifiers import sandbox
+
+    monkeypatch.setattr(sandbox, "bwrap_works", lambda: "bubblewrap (bwrap) is not installed")
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    with pytest.raises(RecipeError, match=r"install bubblewrap .* or set `isolation: none`"):
+        scorer()
+    with pytest.raises(RecipeError, match="bwrap"):
+        asyncio.run(run_python({"main.py": "print(1)"}, "main.py", FAST))
+
+
+def test_isolation_none_must_be_asked_for_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from branchwise.verifiers import sandbox
+
+    sandbox._warned_no_isolation = False
+    limits = FAST.model_copy(update={"isolation": "none"})
+    result = asyncio.run(run_python({"main.py": "print(1)"}, "main.py", limits))
+    assert result.layers == ("rlimits", "audit_hook") and result.stdout == "1\n"
+    assert "sandbox isolation: none" in caplog.text

@@ -29,6 +29,7 @@ from tests.conftest import make_problem, teach
 
 PROBLEMS = [make_problem(i) for i in range(4)]
 KEY = "s3cret-key"
+JSON = {"Content-Type": "application/json"}
 
 
 def recipe_data(**extra: Any) -> dict[str, Any]:
@@ -57,6 +58,7 @@ async def served(
     limits: ServerLimits | None = None,
     api_key: str | None = None,
     engine: ScriptedEngine | None = None,
+    hosts: frozenset[str] | None = None,
 ) -> AsyncIterator[Served]:
     recipe = parse_recipe(data or recipe_data())
     engines = {"sc": engine} if engine is not None else None
@@ -64,7 +66,7 @@ async def served(
         scripted = catalog.models["sc"].orchestrator.engine
         assert isinstance(scripted, ScriptedEngine)
         teach(scripted, PROBLEMS)
-        server = StrategyServer(catalog, limits or ServerLimits(), api_key)
+        server = StrategyServer(catalog, limits or ServerLimits(), api_key, hosts=hosts)
         app = create_app(server)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -384,7 +386,9 @@ def test_unknown_model_bad_json_oversize_and_unknown_routes_get_openai_shaped_er
             assert response.json()["error"]["code"] == "model_not_found"
             assert "sc" in response.json()["error"]["message"]
 
-            response = await s.client.post("/v1/chat/completions", content=b"{not json")
+            response = await s.client.post(
+                "/v1/chat/completions", content=b"{not json", headers=JSON
+            )
             assert response.status_code == 400
             assert response.json()["error"]["code"] == "invalid_json"
 
@@ -400,7 +404,7 @@ def test_unknown_model_bad_json_oversize_and_unknown_routes_get_openai_shaped_er
                 for _ in range(10):
                     yield b" " * 500
 
-            response = await s.client.post("/v1/chat/completions", content=chunks())
+            response = await s.client.post("/v1/chat/completions", content=chunks(), headers=JSON)
             assert response.status_code == 413
 
             response = await s.client.get("/v1/nothing")
