@@ -12,7 +12,7 @@ RUNTIME    := $(ACCEL),server$(if $(EXTRAS),$(comma)$(EXTRAS))
 DEV        := $(ACCEL),server,test,ray,parquet
 BENCH      := $(ACCEL),server,bench
 
-.PHONY: setup dev sandbox browser graphviz demo test check lint typecheck layers unit integration bench bench-strategies-final clean
+.PHONY: setup dev sandbox browser graphviz demo test check lint typecheck layers unit integration equivalence bench bench-strategies-final clean
 
 setup: sandbox $(VENV)/.setup-$(RUNTIME)
 dev: sandbox $(VENV)/.setup-$(DEV)
@@ -81,6 +81,12 @@ integration: dev
 
 test: dev browser graphviz lint typecheck layers
 	$(PY) -m pytest -q
+
+# The equivalence tests against treequest and its_hub with the references recomputed live
+# (their own environment, .venv-bench/references, made on first use; NUTS fits take minutes).
+# `make test` runs the same tests against the recorded references.
+equivalence: setup
+	BRANCHWISE_LIVE_REFERENCES=1 $(PY) -m pytest -q tests/equivalence
 
 bench: $(VENV)/.setup-$(BENCH)
 	$(PY) benchmarks/overhead.py

@@ -11,6 +11,7 @@ from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, path_key
 from branchwise.core.port import SearchPort, TreeView
 from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
+from branchwise.strategies.beam_refill import refill_beam
 from branchwise.strategies.step_search import (
     FinalRule,
     choose_final,
@@ -41,6 +42,12 @@ class BeamSearchConfig(ScoredConfig):
         description="Sibling steps with identical text count once (copies pruned unscored), so "
         "the beam holds distinct paths; off, copies of a good prefix draw more samples from it.",
     )
+    refill: bool = Field(
+        True,
+        description="When fewer than B open paths are left, repeat them (best first) until the "
+        "B slots are full, so each depth still samples B*M steps (search-and-learn's); false: "
+        "the beam shrinks as paths finish (Branchwise's earlier behaviour).",
+    )
 
     def partial_path_scorers(self) -> tuple[str, ...]:
         return ("scorer",)
@@ -70,6 +77,7 @@ async def run_beam(
     step_max_tokens: int | None,
     merge_duplicates: bool = False,
     collect_finished: bool = True,
+    refill: bool = False,
 ) -> BeamRun:
     """Beam search from ``start``; never raises BudgetExhausted (it stops and reports it).
 
@@ -81,7 +89,8 @@ async def run_beam(
     candidates, and the search runs until no open candidate is left. Otherwise (DVTS's
     greedy subtrees): finished candidates compete for slots with open ones; a finished beam
     that wins a slot stays finished (never expanded, never pruned), and the search ends when
-    every slot holds a finished beam.
+    every slot holds a finished beam. ``refill``: too few open candidates are repeated to
+    fill the ``width`` slots, a node in k slots drawing k * ``expansions`` children.
     """
     run = BeamRun()
     beam = [start]
@@ -90,10 +99,21 @@ async def run_beam(
         growing = [n for n in beam if not n.terminal and n.depth < max_depth]
         if not growing:
             break
+        slots: dict[str, int] = {}
+        for node in growing:
+            slots[node.id] = slots.get(node.id, 0) + 1
+        unique = list({n.id: n for n in growing}.values())
         grown, run.exhausted = await gather_within_budget(
             [
-                _grow(ctx, node, expansions, scorer, step_max_tokens, merge_duplicates)
-                for node in growing
+                _grow(
+                    ctx,
+                    node,
+                    expansions * slots[node.id],
+                    scorer,
+                    step_max_tokens,
+                    merge_duplicates,
+                )
+                for node in unique
             ]
         )
         candidates = [pair for pairs in grown if pairs for pair in pairs]
@@ -105,7 +125,7 @@ async def run_beam(
         else:
             pool = [n for n in beam if n.terminal] + valued
         order = ranked(pool, run.value)
-        beam = order[:width]
+        beam = refill_beam(order[:width], width) if refill else order[:width]
         ctx.prune([n for n in order[width:] if n.id not in finished_ids])
         if not collect_finished:
             for node in beam:
@@ -143,7 +163,9 @@ class BeamSearch(Strategy[BeamSearchConfig]):
     the step-level scorer and take its value (the one rule: ``aggregation``, if declared). A new
     path that finished is collected (it paid for its tokens and never competes for a slot);
     the B slots are refilled with the best open paths (with ``merge_duplicates``, identical
-    sibling steps count once), until no open path is left or ``max_depth``. The answer is
+    sibling steps count once), and when fewer than B are open they are repeated, best first,
+    until the B slots are full (``refill``, search-and-learn's), until no open path is left or
+    ``max_depth``. The answer is
     chosen among *all* collected finished paths by ``final`` (best value, or a vote weighted
     by path value), so a bigger budget gives the vote more answers. Each beam is expanded and
     its children scored as soon as it is chosen; only the choice of the best B waits for the
@@ -167,6 +189,7 @@ class BeamSearch(Strategy[BeamSearchConfig]):
             max_depth=cfg.max_depth,
             step_max_tokens=cfg.step_max_tokens,
             merge_duplicates=cfg.merge_duplicates,
+            refill=cfg.refill,
         )
         picked = choose_final(run.finished, run.value, cfg.final)
         detail = {

@@ -21,6 +21,11 @@ from branchwise.rewards.confidence import (
     trace_confidence,
 )
 from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.deepconf_rules import (
+    ThresholdRule,
+    count_until_consensus,
+    stop_threshold,
+)
 from branchwise.strategies.sampling import sample_solutions
 from branchwise.strategies.selection import majority_vote, weighted_vote
 
@@ -59,9 +64,21 @@ class DeepConfConfig(StrategyConfig):
         gt=0,
         le=100,
         description="Percent of traces kept by confidence (DeepConf-high 90, -low 10). Offline: "
-        "the most confident keep_percent % vote; online: the stop threshold is the "
-        "lowest group confidence of the ceil(keep_percent % x warmup)-th most confident "
-        "warm-up trace, so that share of the warm-up passes.",
+        "the most confident keep_percent % vote; online: the stop threshold is set from the "
+        "warm-up by `threshold_rule`.",
+    )
+    threshold_rule: ThresholdRule = Field(
+        "percentile",
+        description="Online threshold: percentile (the reference code's: the (100 - "
+        "keep_percent)-th percentile of the warm-up's lowest group confidences, interpolated) "
+        "or ceiling (the lowest group confidence of the ceil(keep_percent % x warmup)-th most "
+        "confident warm-up trace, so exactly that share passes; Branchwise's earlier rule).",
+    )
+    consensus_check: Literal["trace", "wave"] = Field(
+        "trace",
+        description="Online: when the consensus stop is checked: after each trace, counted in "
+        "the wave's order (the paper's; traces of the wave after the stop do not vote), or "
+        "only between waves (Branchwise's earlier rule).",
     )
     warmup: int = Field(
         16, ge=1, description="Warm-up traces that set the online threshold (paper: N_init 16)."
@@ -97,10 +114,7 @@ def kept_share_threshold(lowest: list[float], keep_percent: float) -> float:
     This is the same rule at the paper's 16 warm-up traces and DeepConf-low (keep 10 %: 2
     pass), and one more trace at DeepConf-high (15 pass, where interpolation passes 14).
     """
-    if not lowest:
-        raise ValueError("no warm-up confidences")
-    ordered = sorted(lowest, reverse=True)
-    return ordered[max(1, math.ceil(len(ordered) * keep_percent / 100)) - 1]
+    return stop_threshold(lowest, keep_percent, "ceiling")
 
 
 class DeepConf(Strategy[DeepConfConfig]):
@@ -110,12 +124,14 @@ class DeepConf(Strategy[DeepConfConfig]):
     in the paper's code); group confidence its mean over a sliding ``window`` (2048 tokens in
     the paper; shrunk to the trace for short ones). Offline: sample ``n`` traces, keep the
     ``keep_percent`` most confident by ``measure`` and take a confidence-weighted vote.
-    Online: sample ``warmup`` traces (N_init = 16), set the stop threshold so that
-    ceil(``keep_percent`` %) of them pass (see :func:`kept_share_threshold`), then stream
+    Online: sample ``warmup`` traces (N_init = 16), set the stop threshold at the (100 -
+    ``keep_percent``)-th percentile of their lowest group confidences (the reference code's;
+    ``threshold_rule: ceiling`` lets exactly ceil(``keep_percent`` %) pass), then stream
     further traces ``wave`` at a time, aborting each as soon as its latest window's
     confidence falls below the threshold (aborted traces stay in the graph, status
     "aborted", and do not vote), and stop adding traces once the leading answer holds
-    ``consensus`` (tau = 0.95) of the confidence-weighted votes, or after ``n`` traces.
+    ``consensus`` (tau = 0.95) of the confidence-weighted votes, checked after each trace in
+    the wave's order (``consensus_check``), or after ``n`` traces.
     Warm-up traces below the threshold do not vote either. Cost: at most ``n`` traces with
     top-k logprobs; online saves the tokens after each stop and every trace after
     consensus. No scorer calls. keep_percent 90 is DeepConf-high, 10 DeepConf-low.
@@ -142,13 +158,13 @@ class DeepConf(Strategy[DeepConfConfig]):
         lows = [self._lowest(n) for n in warm if any(n.top_logprobs)]
         if not lows:
             raise ValueError("deepconf needs top-k logprobs; the engine returned none")
-        threshold = kept_share_threshold(lows, cfg.keep_percent)
+        threshold = stop_threshold(lows, cfg.keep_percent, cfg.threshold_rule)
         voters = [n for n in warm if self._lowest(n) >= threshold]
         warm_below = len(warm) - len(voters)
         traces: list[Node] = []
         remaining = cfg.n - cfg.warmup
         share = self._leader_share(voters)
-        exhausted = False
+        exhausted, unused = False, 0
         while remaining > 0 and not exhausted:
             if cfg.consensus is not None and share >= cfg.consensus:
                 break
@@ -158,6 +174,7 @@ class DeepConf(Strategy[DeepConfConfig]):
                 *(self._watched_trace(ctx, threshold) for _ in range(size)),
                 return_exceptions=True,
             )
+            arrivals: list[Node | None] = []
             for outcome in outcomes:
                 if isinstance(outcome, BudgetExhausted):
                     exhausted = True
@@ -166,8 +183,15 @@ class DeepConf(Strategy[DeepConfConfig]):
                     raise outcome
                 node, below = outcome
                 traces.append(node)
-                if not below:  # a trace that fell below was cut (recorded as aborted): no vote
-                    voters.append(node)
+                # a trace that fell below was cut (recorded as aborted): no vote
+                arrivals.append(None if below else node)
+            if cfg.consensus is not None and cfg.consensus_check == "trace":
+                voters, used = count_until_consensus(
+                    voters, arrivals, self._leader_share, cfg.consensus
+                )
+                unused += len(arrivals) - used
+            else:
+                voters += [n for n in arrivals if n is not None]
             share = self._leader_share(voters)
         stopped = [n for n in traces if n.finish_reason == "abort"]
         detail = {
@@ -178,6 +202,7 @@ class DeepConf(Strategy[DeepConfConfig]):
             "warmup_below_threshold": warm_below,
             "leader_share": round(share, 6),
             "consensus_stop": cfg.consensus is not None and share >= cfg.consensus,
+            "after_consensus": unused,
         }
         return self._vote(voters, detail, filter_share=False)
 

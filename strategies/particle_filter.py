@@ -13,6 +13,13 @@ from branchwise.core.graph import Node, path_key
 from branchwise.core.port import SearchPort, TreeView
 from branchwise.core.values import Aggregation
 from branchwise.strategies.base import ScoredConfig, SearchResult, Strategy
+from branchwise.strategies.particle_weights import (
+    FinalSweeps,
+    ReferenceWeight,
+    WeightCarry,
+    answer_pool,
+    next_log_weight,
+)
 from branchwise.strategies.resampling import (
     effective_sample_size,
     multinomial_resample,
@@ -38,8 +45,16 @@ class ParticleFilterConfig(ScoredConfig):
     schedule: Literal["every_step", "adaptive"] = Field(
         "every_step",
         description="every_step: resample after every step with weights from the latest step "
-        "reward (Puri et al.); adaptive: carry importance weights across steps (multiplying "
-        "each step's likelihood) and resample only when the ESS falls below `ess_threshold`.",
+        "reward (Puri et al.); adaptive: carry importance weights across steps (see "
+        "`adaptive_weight`) and resample only when the ESS falls below `ess_threshold`.",
+    )
+    adaptive_weight: WeightCarry = Field(
+        "incremental",
+        description="adaptive: what a step adds to a particle's log weight: incremental (its "
+        "potential logit(value)/temperature minus the one at its last weighing, the proper "
+        "importance weight of a path value) or product (the whole potential at every step, "
+        "Branchwise's earlier rule, which counts earlier steps again under min or product "
+        "aggregation and re-weighs finished particles).",
     )
     ess_threshold: float = Field(
         0.5,
@@ -60,6 +75,17 @@ class ParticleFilterConfig(ScoredConfig):
         "the filter again with one reference particle, drawn from the previous sweep's final "
         "particles by weight, kept through every resampling (conditional SMC); 1 = plain "
         "particle filtering. Cost grows linearly with sweeps.",
+    )
+    final_sweeps: FinalSweeps = Field(
+        "last",
+        description="Particle Gibbs: answer from the last sweep's particles (its_hub's) or from "
+        "all sweeps' (each sweep's reference left out: it is the sweep before's particle).",
+    )
+    reference_weight: ReferenceWeight = Field(
+        "final",
+        description="Particle Gibbs: the reference particle's weight at every resampling: "
+        "final (its finished path's, as its_hub weighs it) or step (its prefix's at that step, "
+        "conditional SMC's, Branchwise's earlier rule).",
     )
     score_clip: float = Field(
         1e-4,
@@ -107,9 +133,13 @@ class Sweep:
     log_weights: list[float]
     reference: list[Node] = field(default_factory=list)  # path below the root, for PG
     dead: set[int] = field(default_factory=set)  # a failed score: weight zero
+    potentials: list[float] = field(default_factory=list)  # at each slot's last weighing
     step: int = 0
     resamples: int = 0
     ess: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.potentials = self.potentials or [0.0] * len(self.slots)
 
     @property
     def free(self) -> list[int]:
@@ -134,9 +164,13 @@ class ParticleFilter(Strategy[ParticleFilterConfig]):
     ``sweeps`` > 1 this is particle Gibbs: each later sweep keeps one reference particle,
     drawn from the previous sweep's final particles by weight, whose path is fixed; at step t
     it stands at its t-th step with that step's (memoised) score, takes part in resampling,
-    and a free particle that draws it continues from that prefix. Cost per step: at most N
-    one-step samples and N scorer calls, per sweep. The answer is a vote over the final
-    particles of all sweeps, each weighted by its final step's likelihood (or the best one).
+    and a free particle that draws it continues from that prefix; in resampling it weighs
+    with its finished path's likelihood (``reference_weight: final``, its_hub's) or its
+    prefix's (``step``). The adaptive schedule carries the incremental potential (this
+    value's likelihood against the last, ``adaptive_weight``). Cost per step: at most N
+    one-step samples and N scorer calls, per sweep. The answer is a vote over the last
+    sweep's final particles (``final_sweeps: all`` pools every sweep's, each reference once),
+    each weighted by its final step's likelihood (or the best one).
     """
 
     config_model = ParticleFilterConfig
@@ -144,7 +178,7 @@ class ParticleFilter(Strategy[ParticleFilterConfig]):
 
     async def search(self, ctx: SearchPort) -> SearchResult:
         cfg = self.config
-        final: list[Node] = []
+        sweeps: list[tuple[list[Node], Node | None]] = []
         reference: list[Node] = []
         history: list[float] = []  # the ESS after each step, sweep after sweep
         resamples, exhausted, done = 0, False, 0
@@ -153,7 +187,8 @@ class ParticleFilter(Strategy[ParticleFilterConfig]):
             sweep = self._start(ctx, reference)
             exhausted = await self._run(ctx, sweep)
             particles = [n for i, n in enumerate(sweep.slots) if i not in sweep.dead]
-            final += particles
+            held = sweep.slots[0] if sweep.reference and 0 not in sweep.dead else None
+            sweeps.append(([n for n in particles if n is not held], held))
             resamples += sweep.resamples
             history += sweep.ess
             done += 1
@@ -161,6 +196,7 @@ class ParticleFilter(Strategy[ParticleFilterConfig]):
                 break
             reference = self._draw_reference(ctx, particles)
             references.append(reference[-1].id)
+        final = answer_pool(sweeps, cfg.final_sweeps)
         picked = self._final(ctx, [n for n in final if n.terminal])
         detail = {
             "finished": sum(1 for n in final if n.terminal),
@@ -213,15 +249,23 @@ class ParticleFilter(Strategy[ParticleFilterConfig]):
 
     def _weigh(self, ctx: SearchPort, sweep: Sweep) -> None:
         """Multiply each live particle's weight by the likelihood of its latest step."""
-        carry = self.config.schedule == "adaptive"
+        cfg = self.config
+        carry = cfg.adaptive_weight if cfg.schedule == "adaptive" else None
         for i, node in enumerate(sweep.slots):
             if i in sweep.dead:
                 continue
-            value = ctx.value(node, self.config.scorer)
+            value = ctx.value(node, cfg.scorer)
             if value is None:  # the root, for a reference that has not started: no step yet
                 continue
-            step = log_weight(value, self.config.temperature, self.config.score_clip)
-            sweep.log_weights[i] = (sweep.log_weights[i] if carry else 0.0) + step
+            potential = log_weight(value, cfg.temperature, cfg.score_clip)
+            if i == 0 and sweep.reference and cfg.reference_weight == "final":
+                # its_hub weighs its (finished) reference by its final value at every step
+                sweep.log_weights[i] = self._log_weight(ctx, sweep.reference[-1])
+            else:
+                sweep.log_weights[i] = next_log_weight(
+                    sweep.log_weights[i], potential, sweep.potentials[i], carry=carry
+                )
+            sweep.potentials[i] = potential
 
     def _resample(self, ctx: SearchPort, sweep: Sweep, weights: list[float]) -> None:
         """Refill the free slots with ancestors drawn from all particles by weight."""
@@ -230,9 +274,10 @@ class ParticleFilter(Strategy[ParticleFilterConfig]):
         )
         free = sweep.free
         ancestors = draw(weights, len(free), ctx.rng)
-        before = list(sweep.slots)
+        before, potentials = list(sweep.slots), list(sweep.potentials)
         for slot, ancestor in zip(free, ancestors, strict=True):
             sweep.slots[slot] = before[ancestor]
+            sweep.potentials[slot] = potentials[ancestor]
         kept = {n.id for n in sweep.slots}
         keep = {n.id for n in sweep.reference}
         dropped = {n.id: n for n in before if n.id not in kept and n.id not in keep}

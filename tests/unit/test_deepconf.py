@@ -171,9 +171,23 @@ class JitterPolicy:
         return Continuation(body, (top[0],) * len(body), (top,) * len(body))
 
 
-@pytest.mark.parametrize("keep, dropped", [(90, 0), (75, 1), (50, 2), (10, 3)])
-def test_the_warmup_threshold_passes_the_kept_share_of_the_warmup(keep: int, dropped: int) -> None:
-    # The interpolated 10th percentile of 4 warm-up traces always dropped one at keep 90 %.
+@pytest.mark.parametrize(
+    "rule, keep, dropped",
+    [
+        ("ceiling", 90, 0),
+        ("ceiling", 75, 1),
+        ("ceiling", 50, 2),
+        ("ceiling", 10, 3),
+        # the reference's interpolated percentile drops one more at keep 90 % of 4 traces
+        ("percentile", 90, 1),
+        ("percentile", 75, 1),
+        ("percentile", 50, 2),
+        ("percentile", 10, 3),
+    ],
+)
+def test_the_warmup_threshold_passes_the_kept_share_of_the_warmup(
+    rule: str, keep: int, dropped: int
+) -> None:
     strategy = {
         "name": "deepconf",
         "mode": "online",
@@ -182,6 +196,7 @@ def test_the_warmup_threshold_passes_the_kept_share_of_the_warmup(keep: int, dro
         "window": 4,
         "keep_percent": keep,
         "consensus": None,
+        "threshold_rule": rule,
     }
     results = run_strategy(
         strategy, [make_problem(i) for i in range(4)], ScriptedEngine(JitterPolicy())

@@ -99,14 +99,19 @@ def _scored_graph(scores: dict[str, float]) -> SearchGraph:
     return graph
 
 
-@pytest.mark.parametrize("schedule", ["every_step", "adaptive"])
-def test_adaptive_weights_multiply_step_likelihoods_and_reset_after_resampling(
-    schedule: str,
+@pytest.mark.parametrize(
+    ("schedule", "carry"),
+    [("every_step", "incremental"), ("adaptive", "incremental"), ("adaptive", "product")],
+)
+def test_adaptive_weights_carry_incremental_potentials_and_reset_after_resampling(
+    schedule: str, carry: str
 ) -> None:
     scores = {"r.0": 0.8, "r.1": 0.3, "r.0.0": 0.6, "r.1.0": 0.9}
     graph = _scored_graph(scores)
     ctx: Any = TreePort(graph, random.Random(0))
-    pf = ParticleFilter(ParticleFilterConfig(scorer="prm", particles=2, schedule=schedule))  # type: ignore[arg-type]
+    pf = ParticleFilter(
+        ParticleFilterConfig(scorer="prm", particles=2, schedule=schedule, adaptive_weight=carry)  # type: ignore[arg-type]
+    )
     sweep = Sweep(slots=[graph.node("r.0"), graph.node("r.1")], log_weights=[0.0, 0.0])
     pf._weigh(ctx, sweep)
     sweep.slots = [graph.node("r.0.0"), graph.node("r.1.0")]
@@ -115,13 +120,19 @@ def test_adaptive_weights_multiply_step_likelihoods_and_reset_after_resampling(
     def logit(p: float) -> float:
         return math.log(p / (1 - p))
 
-    if schedule == "adaptive":  # importance weights carry: a product of step likelihoods
+    if schedule == "adaptive" and carry == "product":  # the earlier rule: every potential again
         expected = [logit(0.8) + logit(0.6), logit(0.3) + logit(0.9)]
-    else:  # resampled every step: only the latest step's likelihood
+    else:
+        # resampled every step: the latest potential; adaptive, incremental: the potentials'
+        # increments telescope to the latest path value's (0.6 against 0.8, then 0.8 itself)
         expected = [logit(0.6), logit(0.9)]
     assert sweep.log_weights == pytest.approx(expected)
     pf._resample(ctx, sweep, softmax(sweep.log_weights))
     assert sweep.log_weights == [0.0, 0.0] and sweep.resamples == 1
+    if schedule == "adaptive" and carry == "incremental":
+        # a particle that does not move gains nothing: its value was already counted
+        pf._weigh(ctx, sweep)
+        assert sweep.log_weights == pytest.approx([0.0, 0.0])
 
 
 def test_particle_gibbs_keeps_a_reference_particle_through_resampling() -> None:
