@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,6 +71,7 @@ async def run_beam(
     step_max_tokens: int | None,
     merge_duplicates: bool = False,
     collect_finished: bool = True,
+    keep: Callable[[list[Node], int, Callable[[Node], float | None]], list[Node]] | None = None,
 ) -> BeamRun:
     """Beam search from ``start``; never raises BudgetExhausted (it stops and reports it).
 
@@ -81,7 +83,9 @@ async def run_beam(
     candidates, and the search runs until no open candidate is left. Otherwise (DVTS's
     greedy subtrees): finished candidates compete for slots with open ones; a finished beam
     that wins a slot stays finished (never expanded, never pruned), and the search ends when
-    every slot holds a finished beam.
+    every slot holds a finished beam. ``keep`` (default: the first ``width``) picks the
+    next beam from the candidates ranked best first, given their values; the ones it leaves
+    are pruned.
     """
     run = BeamRun()
     beam = [start]
@@ -92,7 +96,7 @@ async def run_beam(
             break
         grown, run.exhausted = await gather_within_budget(
             [
-                _grow(ctx, node, expansions, scorer, step_max_tokens, merge_duplicates)
+                grow_step(ctx, node, expansions, scorer, step_max_tokens, merge_duplicates)
                 for node in growing
             ]
         )
@@ -105,8 +109,9 @@ async def run_beam(
         else:
             pool = [n for n in beam if n.terminal] + valued
         order = ranked(pool, run.value)
-        beam = order[:width]
-        ctx.prune([n for n in order[width:] if n.id not in finished_ids])
+        beam = order[:width] if keep is None else keep(order, width, run.value)
+        kept_ids = {n.id for n in beam}
+        ctx.prune([n for n in order if n.id not in kept_ids and n.id not in finished_ids])
         if not collect_finished:
             for node in beam:
                 if node.terminal and node.id not in finished_ids:
@@ -116,14 +121,16 @@ async def run_beam(
     return run
 
 
-async def _grow(
+async def grow_step(
     ctx: SearchPort,
     node: Node,
     expansions: int,
     scorer: str,
     step_max_tokens: int | None,
-    merge_duplicates: bool,
+    merge_duplicates: bool = False,
 ) -> list[tuple[Node, float | None]]:
+    """``expansions`` next steps of ``node`` with their values (children left unscored by a
+    budget refusal are pruned before it is raised)."""
     children = await ctx.expand(node, expansions, max_tokens=step_max_tokens)
     if merge_duplicates:
         children = drop_duplicates(ctx, children)

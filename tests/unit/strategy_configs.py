@@ -48,4 +48,18 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "particle_filter": {"name": "particle_filter", "particles": 4, "scorer": "prm"},
     "a_star": {"name": "a_star", "expansions": 3, "scorer": "prm", "verifier": "oracle"},
+    "best_first_beam_search": {
+        "name": "best_first_beam_search",
+        "beam_width": 2,
+        "expansions": 3,
+        "scorer": "prm",
+    },
+    "diverse_beam_search": {
+        "name": "diverse_beam_search",
+        "groups": 2,
+        "group_width": 1,
+        "expansions": 3,
+        "scorer": "prm",
+    },
+    "cp_beam_search": {"name": "cp_beam_search", "beam_width": 2, "expansions": 3, "scorer": "prm"},
 }
