@@ -131,6 +131,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "best_first_beam_search": "branchwise.strategies.best_first_beam:BestFirstBeamSearch",
     "diverse_beam_search": "branchwise.strategies.diverse_beam:DiverseBeamSearch",
     "cp_beam_search": "branchwise.strategies.cp_beam:CPBeamSearch",
+    "treebon": "branchwise.strategies.treebon:TreeBoN",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

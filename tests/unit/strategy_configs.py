@@ -62,4 +62,14 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
         "scorer": "prm",
     },
     "cp_beam_search": {"name": "cp_beam_search", "beam_width": 2, "expansions": 3, "scorer": "prm"},
+    "treebon": {"name": "treebon", "n": 4, "branching": 2, "layers": 2, "scorer": "prm"},
+    "treebon_final_scorer": {
+        "name": "treebon",
+        "n": 4,
+        "branching": 2,
+        "layers": 2,
+        "step_max_tokens": 16,
+        "scorer": "prm",
+        "final_scorer": "oracle",
+    },
 }
