@@ -15,6 +15,12 @@ def _treebon(**extra: Any) -> dict[str, Any]:
     return {**base, "aggregation": "min", **extra}
 
 
+def _min_step(graph: Any, node: Any) -> float:
+    score = graph.score(node.id, "prm")
+    assert score is not None
+    return min(score.step_values)
+
+
 def test_each_round_keeps_the_best_n_over_nc_partial_paths_and_prunes_the_rest() -> None:
     problems = [make_problem(i, steps=5) for i in range(6)]
     results, _ = run_strategy(_treebon(), problems, scorers=NOISY, max_tokens=160)
@@ -28,13 +34,8 @@ def test_each_round_keeps_the_best_n_over_nc_partial_paths_and_prunes_the_rest()
             assert len(layer) == 8 and len(kept) == 4 and len(pruned) == 4
             assert all(len(graph.children(n.id)) == 2 for n in kept)  # N stays alive
             assert not any(graph.children(n.id) for n in pruned)  # pruned early, never grown
-
-            def value(node: Any) -> float:
-                score = graph.score(node.id, "prm")
-                assert score is not None
-                return min(score.step_values)
-
-            assert min(map(value, kept)) >= max(map(value, pruned))
+            kept_values = [_min_step(graph, n) for n in kept]
+            assert min(kept_values) >= max(_min_step(graph, n) for n in pruned)
         # the last round's children are written to the end and judged best-of-N
         assert result.node_id is not None and graph.node(result.node_id).terminal
 
