@@ -132,6 +132,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "diverse_beam_search": "branchwise.strategies.diverse_beam:DiverseBeamSearch",
     "cp_beam_search": "branchwise.strategies.cp_beam:CPBeamSearch",
     "treebon": "branchwise.strategies.treebon:TreeBoN",
+    "phi_decoding": "branchwise.strategies.phi_decoding:PhiDecoding",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

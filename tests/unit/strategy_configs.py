@@ -72,4 +72,5 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
         "scorer": "prm",
         "final_scorer": "oracle",
     },
+    "phi_decoding": {"name": "phi_decoding", "beams": 2, "candidates": 3, "max_depth": 4},
 }
