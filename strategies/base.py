@@ -128,6 +128,11 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "ab_mcts_m": "branchwise.strategies.ab_mcts_m:ABMCTSM",
     "particle_filter": "branchwise.strategies.particle_filter:ParticleFilter",
     "a_star": "branchwise.strategies.a_star:AStar",
+    "best_first_beam_search": "branchwise.strategies.best_first_beam:BestFirstBeamSearch",
+    "diverse_beam_search": "branchwise.strategies.diverse_beam:DiverseBeamSearch",
+    "cp_beam_search": "branchwise.strategies.cp_beam:CPBeamSearch",
+    "treebon": "branchwise.strategies.treebon:TreeBoN",
+    "phi_decoding": "branchwise.strategies.phi_decoding:PhiDecoding",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,6 +79,7 @@ async def run_beam(
     merge_duplicates: bool = False,
     collect_finished: bool = True,
     refill: bool = False,
+    keep: Callable[[list[Node], int, Callable[[Node], float | None]], list[Node]] | None = None,
 ) -> BeamRun:
     """Beam search from ``start``; never raises BudgetExhausted (it stops and reports it).
 
@@ -91,6 +93,9 @@ async def run_beam(
     that wins a slot stays finished (never expanded, never pruned), and the search ends when
     every slot holds a finished beam. ``refill``: too few open candidates are repeated to
     fill the ``width`` slots, a node in k slots drawing k * ``expansions`` children.
+    ``keep`` (default: the first ``width``) picks the
+    next beam from the candidates ranked best first, given their values; the ones it leaves
+    are pruned.
     """
     run = BeamRun()
     beam = [start]
@@ -105,7 +110,7 @@ async def run_beam(
         unique = list({n.id: n for n in growing}.values())
         grown, run.exhausted = await gather_within_budget(
             [
-                _grow(
+                grow_step(
                     ctx,
                     node,
                     expansions * slots[node.id],
@@ -125,8 +130,10 @@ async def run_beam(
         else:
             pool = [n for n in beam if n.terminal] + valued
         order = ranked(pool, run.value)
-        beam = refill_beam(order[:width], width) if refill else order[:width]
-        ctx.prune([n for n in order[width:] if n.id not in finished_ids])
+        chosen = order[:width] if keep is None else keep(order, width, run.value)
+        kept_ids = {n.id for n in chosen}
+        beam = refill_beam(chosen, width) if refill else chosen
+        ctx.prune([n for n in order if n.id not in kept_ids and n.id not in finished_ids])
         if not collect_finished:
             for node in beam:
                 if node.terminal and node.id not in finished_ids:
@@ -136,14 +143,16 @@ async def run_beam(
     return run
 
 
-async def _grow(
+async def grow_step(
     ctx: SearchPort,
     node: Node,
     expansions: int,
     scorer: str,
     step_max_tokens: int | None,
-    merge_duplicates: bool,
+    merge_duplicates: bool = False,
 ) -> list[tuple[Node, float | None]]:
+    """``expansions`` next steps of ``node`` with their values (children left unscored by a
+    budget refusal are pruned before it is raised)."""
     children = await ctx.expand(node, expansions, max_tokens=step_max_tokens)
     if merge_duplicates:
         children = drop_duplicates(ctx, children)

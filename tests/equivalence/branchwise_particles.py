@@ -7,10 +7,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from branchwise.core.scorers import SCORERS, Candidate, Scorer, ScorerConfig
-
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
+from branchwise.core.scorers import SCORERS, Candidate, Scorer, ScorerConfig
 from tests.conftest import make_problem
 from tests.equivalence.scripted_paths import DEPTH, outcome, path_score
 from tests.unit.step_helpers import run_strategy
