@@ -18,6 +18,7 @@ from typing import Any
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, NodeStatus, Score, SearchGraph
 from branchwise.core.problem import Problem
+from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scoring import Scorer
 from branchwise.core.seeding import derive_seed
 from branchwise.core.values import Aggregation
@@ -44,6 +45,8 @@ class SearchSettings:
     run_id: str = "run"
     aggregation: Aggregation | None = None
     """How the strategy folds step values into a value (None: the scorer's own value)."""
+    reasoning: ReasoningTags | None = None
+    """The recipe's reasoning format as the engine's token ids (None: no thinking)."""
 
 
 class SearchContext:
@@ -60,7 +63,9 @@ class SearchContext:
         pool: PoolSeat | None = None,
     ) -> None:
         self.problem = problem
-        self.graph = SearchGraph(problem.id, prompt_token_ids, prompt)
+        self.graph = SearchGraph(
+            problem.id, prompt_token_ids, prompt, thinking_open=settings.reasoning is not None
+        )
         self.ledger = ledger
         self._rng = random.Random(derive_seed(settings.seed, problem.id, "strategy"))
         self._pool = pool
@@ -73,6 +78,7 @@ class SearchContext:
             answer_spec=settings.answer_spec,
             seed=settings.seed,
             run_id=settings.run_id,
+            reasoning=settings.reasoning,
         )
         self.scoring = Scoring(
             problem=problem,

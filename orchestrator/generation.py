@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from branchwise.core.errors import BudgetExhausted, EngineError, EngineTimeout
 from branchwise.core.graph import Node, SearchGraph
+from branchwise.core.reasoning import ReasoningTags, answer_part, unclosed_reason
 from branchwise.core.seeding import derive_seed
 from branchwise.orchestrator.engines.base import Engine, TokenEngine
 from branchwise.orchestrator.engines.types import (
@@ -47,7 +48,9 @@ class Generation:
         answer_spec: AnswerSpec,
         seed: int,
         run_id: str,
+        reasoning: ReasoningTags | None = None,
     ) -> None:
+        """``reasoning``: the recipe's reasoning format as token ids (None: no thinking)."""
         self.engine = engine
         self.graph = graph
         self.ledger = ledger
@@ -57,6 +60,7 @@ class Generation:
         self.seed = seed
         self.run_id = run_id
         self.problem_id = graph.problem_id
+        self.reasoning = reasoning
 
     def spec(
         self,
@@ -181,7 +185,14 @@ class Generation:
         )
         if failed:
             self.graph.mark(child.id, "failed", error=f"generation {c.finish_reason}ed")
+        else:
+            self._note_unclosed(child)
         return child
+
+    def _note_unclosed(self, child: Node) -> None:
+        """A finished path still thinking has no answer; its state says why."""
+        if self.reasoning is not None and child.terminal and child.thinking_open:
+            self.graph.state(child.id).error = unclosed_reason(self.reasoning.format)
 
     def record_cut(
         self, parent: Node, node_id: str, c: Completion | None, error: str | None
@@ -221,7 +232,9 @@ class Generation:
                 forced=True,
             )
             held.settle(nodes=1)
-        return self.graph.add_child(child)
+        added = self.graph.add_child(child)
+        self._note_unclosed(added)
+        return added
 
     async def decode(self, token_ids: tuple[int, ...]) -> str | None:
         """The text of ``token_ids`` (None when the engine cannot decode)."""
@@ -254,9 +267,18 @@ class Generation:
             terminal=terminal,
             forced=forced,
         )
+        tags = self.reasoning
+        if tags is not None and parent.thinking_open:
+            thought = self.graph.solution_text(parent.id)  # all thinking: the path is open
+            count, still_open = tags.segment(thought, node.text, node.token_ids)
+            node = replace(node, thinking_tokens=count, thinking_open=still_open)
+            if not forced:
+                self.ledger.count_thinking(count)
         if terminal:
             whole = self.graph.solution_text(parent.id) + node.text
-            node = replace(node, answer=extract_answer(whole, self.answer_spec))
+            part = answer_part(whole, tags.format if tags is not None else None)
+            answer = extract_answer(part, self.answer_spec) if part is not None else None
+            node = replace(node, answer=answer)
         return node
 
     def _token_engine(self) -> TokenEngine:

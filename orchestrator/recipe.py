@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from branchwise.core.errors import RecipeError, RegistryError
+from branchwise.core.reasoning import ReasoningFormat
 from branchwise.core.scoring import SCORERS, PairwiseScorer, ScorerConfig
 from branchwise.core.values import Aggregation
 from branchwise.orchestrator.datasets import DatasetSpec
@@ -46,6 +47,11 @@ class Recipe(BaseModel):
         default_factory=PromptSpec, description="How a problem becomes the prompt."
     )
     answer: AnswerSpec = Field(default_factory=AnswerSpec, description="Answer extraction.")
+    reasoning: ReasoningFormat | None = Field(
+        None,
+        description="A reasoning model's thinking tags: answers are read after the end tag; "
+        "thinking budgets count the tokens before it.",
+    )
     grading: GradingSpec = Field(
         default_factory=GradingSpec, description="How reported accuracy compares answers."
     )
@@ -121,6 +127,7 @@ class Recipe(BaseModel):
                 "time, but utility judge compares pairs; use a pairwise scorer "
                 "(e.g. agreement_judge)"
             )
+        self._check_thinking_budget()
         strategy = STRATEGIES.get(self.strategy.name)
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(
@@ -129,6 +136,23 @@ class Recipe(BaseModel):
                 f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
             )
         return self
+
+    def _check_thinking_budget(self) -> None:
+        """Thinking budgets need a reasoning format, and force tokens (token engines)."""
+        for name in ("max_thinking_tokens", "min_thinking_tokens"):
+            if getattr(self.budget, name) is None:
+                continue
+            if self.reasoning is None:
+                raise ValueError(
+                    f"budget.{name}: counts a reasoning model's thinking, but the recipe has "
+                    "no `reasoning` format; add e.g. reasoning: {start: '<think>', end: "
+                    "'</think>'}"
+                )
+            if not self.engine.token_level:
+                raise ValueError(
+                    f"budget.{name}: forces the end tag or a continuation word by token ids, "
+                    f"which engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
+                )
 
     def _scorer_folds_itself(self) -> str | None:
         """The first scorer the strategy uses whose recipe entry sets its own aggregation."""
@@ -180,6 +204,8 @@ class Recipe(BaseModel):
         and scorer config). A result store uses it to refuse mixing two recipes' results.
         """
         skip = {"concurrency", "dataset", "base_dir"}
+        if self.reasoning is None:
+            skip.add("reasoning")  # recipes without one keep their earlier fingerprints
         fields = {name: getattr(self, name) for name in Recipe.model_fields if name not in skip}
         return fingerprint(fields)
 
