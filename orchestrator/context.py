@@ -29,6 +29,7 @@ from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import PoolSeat
 from branchwise.orchestrator.node_stream import NodeStream
 from branchwise.orchestrator.scoring import Scoring
+from branchwise.orchestrator.thinking_budget import ThinkingBudget
 from branchwise.verifiers.answers import AnswerSpec
 
 
@@ -80,6 +81,15 @@ class SearchContext:
             run_id=settings.run_id,
             reasoning=settings.reasoning,
         )
+        self.thinking: ThinkingBudget | None = None
+        limits = ledger.budget.max_thinking_tokens, ledger.budget.min_thinking_tokens
+        if settings.reasoning is not None and limits != (None, None):
+            self.thinking = ThinkingBudget(
+                self.generation,
+                settings.reasoning,
+                max_thinking=limits[0],
+                min_thinking=limits[1],
+            )
         self.scoring = Scoring(
             problem=problem,
             graph=self.graph,
@@ -167,6 +177,8 @@ class SearchContext:
         if k < 1:
             return []
         spec = self.generation.spec(one_step, max_tokens, temperature, logprobs)
+        if self.thinking is not None:
+            return await self.thinking.expand(node, k, spec, one_step)
         return await self.generation.expand(node, k, spec, one_step)
 
     async def sample(

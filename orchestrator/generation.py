@@ -13,7 +13,7 @@ what a node holds never depends on when its request ran.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -97,8 +97,19 @@ class Generation:
             affinity=self.problem_id,
         )
 
-    async def expand(self, node: Node, k: int, spec: SamplingSpec, one_step: bool) -> list[Node]:
-        """``k`` children of ``node`` in one request, admitted, paid for and recorded."""
+    async def expand(
+        self,
+        node: Node,
+        k: int,
+        spec: SamplingSpec,
+        one_step: bool,
+        *,
+        rewrite: Callable[[Completion], tuple[Completion, bool]] | None = None,
+    ) -> list[Node]:
+        """``k`` children of ``node`` in one request, admitted, paid for and recorded.
+
+        ``rewrite``: applied to each paid completion before its node is built; returns the
+        completion to record and whether the child stays open (thinking budgets use it)."""
         prompt_ids = self.graph.full_token_ids(node.id)
         held = await self.ledger.admit(
             n=k,
@@ -129,10 +140,13 @@ class Generation:
                 problem_id=self.problem_id,
                 node_id=child_ids[0],
             )
-        return [
-            self.record(node, child_id, c, one_step)
-            for child_id, c in zip(child_ids, completions, strict=True)
-        ]
+        children = []
+        for child_id, c in zip(child_ids, completions, strict=True):
+            keep_open = False
+            if rewrite is not None:
+                c, keep_open = rewrite(c)
+            children.append(self.record(node, child_id, c, one_step, keep_open=keep_open))
+        return children
 
     async def guarded(self, call: Awaitable[T], what: str, node_id: str | None = None) -> T:
         """Await an engine call within the time budget, translating its failures once.
@@ -166,14 +180,16 @@ class Generation:
             return self.engine.stream(request)
         return _one_shot(self.engine, request)
 
-    def record(self, parent: Node, node_id: str, c: Completion, one_step: bool) -> Node:
+    def record(
+        self, parent: Node, node_id: str, c: Completion, one_step: bool, *, keep_open: bool = False
+    ) -> Node:
         """Add a finished completion as the child ``node_id`` of ``parent``; returns it.
 
         A generation the engine cut off (``abort``/``error``) is recorded as failed. The
-        caller has settled its budget.
+        caller has settled its budget. ``keep_open``: the path goes on (not terminal).
         """
         failed = c.finish_reason in ("abort", "error")
-        ended_step = one_step and c.ended_by_stop_string
+        ended_step = (one_step and c.ended_by_stop_string) or keep_open
         child = self.graph.add_child(
             self.child(
                 parent,

@@ -1,0 +1,116 @@
+"""Thinking budgets on a reasoning model's paths (s1's budget forcing, Muennighoff et al. 2025).
+
+``budget.max_thinking_tokens``: a path still thinking at the limit has the end tag forced onto
+it (by token ids, as ``extend`` places tokens) and goes on to its answer.
+``budget.min_thinking_tokens``: an end tag written before the minimum is taken out and the
+recipe's continuation word ("Wait") is forced in its place, so the model thinks on.
+
+Both act in :meth:`ThinkingBudget.expand`, which stands in for the plain expansion while a
+path thinks: a thinking request is capped at the tokens left to think and, when a minimum is
+pending, stops at the end tag. Whole-solution requests (``one_step=False``) carry every path
+through forcing to its answer and return its last node; one-step requests return the step,
+or the forced node after it. The end tag removed from an early close was generated and paid
+for; it is not on the path. Streams (``port.stream``) are not budgeted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from branchwise.core.graph import Node
+from branchwise.core.reasoning import ReasoningTags, find_ids
+from branchwise.orchestrator.engines.types import Completion, SamplingSpec
+from branchwise.orchestrator.generation import Generation
+
+
+class ThinkingBudget:
+    """Caps and floors on each path's thinking tokens, for one search."""
+
+    def __init__(
+        self,
+        generation: Generation,
+        tags: ReasoningTags,
+        *,
+        max_thinking: int | None,
+        min_thinking: int | None,
+    ) -> None:
+        self.generation = generation
+        self.tags = tags
+        self.max_thinking = max_thinking
+        self.min_thinking = min_thinking
+
+    def thought(self, node: Node) -> int:
+        """Thinking tokens on the path to ``node`` (forced ones included)."""
+        return sum(n.thinking_tokens for n in self.generation.graph.path(node.id))
+
+    async def expand(self, node: Node, k: int, spec: SamplingSpec, one_step: bool) -> list[Node]:
+        """``k`` children of ``node`` under the thinking budget (see the module's text)."""
+        if not node.thinking_open:
+            return await self.generation.expand(node, k, spec, one_step)
+        used = self.thought(node)
+        if self.max_thinking is not None and used >= self.max_thinking:
+            closed = await self.generation.extend(node, self.tags.forced_end_ids, ())
+            return await self.generation.expand(closed, k, spec, one_step)
+        cap = spec.max_tokens
+        if self.max_thinking is not None:
+            cap = min(cap, self.max_thinking - used)
+        end = self.tags.format.end
+        floor_pending = self.min_thinking is not None and used < self.min_thinking
+        stops = (*spec.stop, end) if floor_pending and end not in spec.stop else spec.stop
+        thinking_spec = spec.model_copy(update={"max_tokens": cap, "stop": stops})
+        ours = cap < spec.max_tokens
+
+        def rewrite(c: Completion) -> tuple[Completion, bool]:
+            if c.stop_reason == end:
+                early = self._early_end(c, used)
+                return (early if early is not None else c), True  # the path goes on
+            # cut at the thinking cap, not at the recipe's max_tokens: the path goes on
+            return c, ours and c.finish_reason == "length" and len(c.token_ids) >= cap
+
+        children = await self.generation.expand(node, k, thinking_spec, one_step, rewrite=rewrite)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._go_on(child, spec, one_step)) for child in children]
+        return [task.result() for task in tasks]
+
+    async def _go_on(self, child: Node, spec: SamplingSpec, one_step: bool) -> Node:
+        """Force what the budget asks after ``child``; without one_step, run to the answer."""
+        state = self.generation.graph.state(child.id)
+        if child.terminal or state.status != "open":
+            return child
+        if child.thinking_open:
+            used = self.thought(child)
+            if self.min_thinking is not None and used < self.min_thinking and _ended_early(child):
+                child = await self.generation.extend(child, self.tags.continuation_ids, ())
+            elif self.max_thinking is not None and used >= self.max_thinking:
+                child = await self.generation.extend(child, self.tags.forced_end_ids, ())
+        if one_step or child.terminal:
+            return child
+        return (await self.expand(child, 1, spec, one_step=False))[0]
+
+    def _early_end(self, c: Completion, used: int) -> Completion | None:
+        """``c`` without its end tag when it closed the thinking before the minimum."""
+        if self.min_thinking is None:
+            return None
+        at = find_ids(c.token_ids, self.tags.end_ids)
+        if at < 0 or used + at + len(self.tags.end_ids) >= self.min_thinking:
+            return None  # long enough (or the tag merged into other tokens: left as written)
+        text_at = c.text.rfind(self.tags.format.end)
+        return replace(
+            c,
+            token_ids=c.token_ids[:at],
+            text=c.text[:text_at] if text_at >= 0 else c.text,
+            finish_reason="length",
+            stop_reason=_EARLY_END,
+            token_logprobs=c.token_logprobs[:at],
+            top_logprobs=c.top_logprobs[:at],
+            top_token_ids=c.top_token_ids[:at],
+        )
+
+
+_EARLY_END = "early end of thinking"
+"""The stop reason of a completion whose early end tag was taken out (never a real one)."""
+
+
+def _ended_early(node: Node) -> bool:
+    return node.finish_reason == "length" and not node.terminal
