@@ -12,7 +12,9 @@ path is still thinking after it (``Node.thinking_open``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 
 class ReasoningFormat(BaseModel):
     """How a reasoning model marks its thinking, and what budget forcing writes."""
@@ -105,9 +107,7 @@ class ReasoningTags:
     forced_end_ids: tuple[int, ...]
     continuation_ids: tuple[int, ...]
 
-    def segment(
-        self, thought: str, text: str, token_ids: tuple[int, ...]
-    ) -> tuple[int, bool]:
+    def segment(self, thought: str, text: str, token_ids: tuple[int, ...]) -> tuple[int, bool]:
         """How many of a segment's tokens think, and whether the thinking is still open after
         it, for a segment that starts inside the thinking (``thought``: the path's text so
         far, all of it thinking).

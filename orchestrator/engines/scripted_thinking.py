@@ -62,10 +62,9 @@ class ThinkingPolicy(Generic[W]):
             return self._answer(head + answer_so_far, thought[:closed], lead, rng)
         done = [line for line in thought.split("\n") if line.strip()]
         more = max(1, rng.randint(*self.lines) - len(done))
-        if not opened:
-            opening = START + "\n"
-        else:  # go on after the prompt's tag or a continuation word, on a line of its own
-            opening = "" if thought.endswith("\n") else "\n"
+        # go on after the prompt's tag or a continuation word, on a line of its own
+        opening = "\n" if opened and not thought.endswith("\n") else ""
+        opening = opening if opened else START + "\n"
         body = "".join(f"Check step {len(done) + i + 1}: looks right.\n" for i in range(more))
         written = thought + opening + body
         prefix = opening + body + END
