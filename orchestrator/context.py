@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from branchwise.core.errors import BudgetExhausted
+from branchwise.core.errors import BranchwiseError, BudgetExhausted
 from branchwise.core.graph import Node, NodeStatus, Score, SearchGraph
 from branchwise.core.problem import Problem
 from branchwise.core.reasoning import ReasoningTags
@@ -83,12 +83,10 @@ class SearchContext:
         )
         self.thinking: ThinkingBudget | None = None
         limits = ledger.budget.max_thinking_tokens, ledger.budget.min_thinking_tokens
-        if settings.reasoning is not None and limits != (None, None):
+        self._budgeted_thinking = limits != (None, None)
+        if settings.reasoning is not None:
             self.thinking = ThinkingBudget(
-                self.generation,
-                settings.reasoning,
-                max_thinking=limits[0],
-                min_thinking=limits[1],
+                self.generation, settings.reasoning, max_thinking=limits[0], min_thinking=limits[1]
             )
         self.scoring = Scoring(
             problem=problem,
@@ -177,7 +175,7 @@ class SearchContext:
         if k < 1:
             return []
         spec = self.generation.spec(one_step, max_tokens, temperature, logprobs)
-        if self.thinking is not None:
+        if self.thinking is not None and self._budgeted_thinking:
             return await self.thinking.expand(node, k, spec, one_step)
         return await self.generation.expand(node, k, spec, one_step)
 
@@ -257,3 +255,28 @@ class SearchContext:
     def fail(self, node: Node, reason: str) -> None:
         """Mark a node failed: it never becomes an answer."""
         self.graph.mark(node.id, "failed", reason)
+
+    # -- reasoning models ----------------------------------------------------------------
+
+    def thinking_tokens(self, node: Node) -> int:
+        """Thinking tokens on the path to ``node`` (0 without a reasoning format)."""
+        return sum(n.thinking_tokens for n in self.graph.path(node.id))
+
+    async def think(self, node: Node, *, max_tokens: int | None = None) -> Node:
+        """One child thinking on until the model would close its thinking (tag left off)."""
+        return await self._thinking("think").think(node, max_tokens)
+
+    async def end_thinking(self, node: Node) -> Node:
+        """A forced child holding the format's end tag."""
+        return await self._thinking("end_thinking").force(node, "end")
+
+    async def continue_thinking(self, node: Node) -> Node:
+        """A forced child holding the format's continuation word."""
+        return await self._thinking("continue_thinking").force(node, "continue")
+
+    def _thinking(self, effect: str) -> ThinkingBudget:
+        if self.thinking is None:  # recipes refuse strategies that need one without it
+            raise BranchwiseError(
+                f"{effect} needs the recipe's `reasoning` format", problem_id=self.problem.id
+            )
+        return self.thinking

@@ -129,6 +129,12 @@ class Recipe(BaseModel):
             )
         self._check_thinking_budget()
         strategy = STRATEGIES.get(self.strategy.name)
+        if strategy.needs_reasoning and self.reasoning is None:
+            raise ValueError(
+                f"strategy.name: {self.strategy.name} scales a reasoning model's thinking, but "
+                "the recipe has no `reasoning` format; add e.g. reasoning: {start: '<think>', "
+                "end: '</think>'}"
+            )
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(
                 f"strategy.name: {self.strategy.name} forces tokens onto paths (ctx.extend), "

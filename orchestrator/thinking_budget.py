@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from branchwise.core.graph import Node
 from branchwise.core.reasoning import ReasoningTags, find_ids
-from branchwise.orchestrator.engines.types import Completion, SamplingSpec
+from branchwise.orchestrator.engines.types import Completion, FinishReason, SamplingSpec
 from branchwise.orchestrator.generation import Generation
 
 
@@ -88,6 +88,31 @@ class ThinkingBudget:
             return child
         return (await self.expand(child, 1, spec, one_step=False))[0]
 
+    async def think(self, node: Node, max_tokens: int | None) -> Node:
+        """One child of ``node`` thinking on until the model closes its thinking (the end tag
+        is left off: the path still thinks; finish reason "stop") or ``max_tokens`` (within
+        the thinking cap; "length"). A sample that ends the sequence inside its thinking is
+        terminal (no answer)."""
+        spec = self.generation.spec(False, max_tokens, None, None)
+        if self.max_thinking is not None:
+            left = max(1, self.max_thinking - self.thought(node))
+            spec = spec.model_copy(update={"max_tokens": min(spec.max_tokens, left)})
+        end = self.tags.format.end
+        spec = spec.model_copy(update={"stop": (*spec.stop, end)})
+
+        def rewrite(c: Completion) -> tuple[Completion, bool]:
+            if c.stop_reason == end:
+                return self._without_end(c, "stop") or c, True
+            return c, c.finish_reason == "length"
+
+        [child] = await self.generation.expand(node, 1, spec, False, rewrite=rewrite)
+        return child
+
+    async def force(self, node: Node, what: str) -> Node:
+        """Force the end of the thinking (``end``) or the continuation word (``continue``)."""
+        ids = self.tags.forced_end_ids if what == "end" else self.tags.continuation_ids
+        return await self.generation.extend(node, ids, ())
+
     def _early_end(self, c: Completion, used: int) -> Completion | None:
         """``c`` without its end tag when it closed the thinking before the minimum."""
         if self.min_thinking is None:
@@ -95,12 +120,20 @@ class ThinkingBudget:
         at = find_ids(c.token_ids, self.tags.end_ids)
         if at < 0 or used + at + len(self.tags.end_ids) >= self.min_thinking:
             return None  # long enough (or the tag merged into other tokens: left as written)
+        return self._without_end(c, "length")
+
+    def _without_end(self, c: Completion, finish: FinishReason) -> Completion | None:
+        """``c`` cut before its end tag (None when the tag's ids are not in it: merged into
+        neighbouring tokens, so it cannot be taken off by token ids)."""
+        at = find_ids(c.token_ids, self.tags.end_ids)
+        if at < 0:
+            return None
         text_at = c.text.rfind(self.tags.format.end)
         return replace(
             c,
             token_ids=c.token_ids[:at],
             text=c.text[:text_at] if text_at >= 0 else c.text,
-            finish_reason="length",
+            finish_reason=finish,
             stop_reason=_EARLY_END,
             token_logprobs=c.token_logprobs[:at],
             top_logprobs=c.top_logprobs[:at],
