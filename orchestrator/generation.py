@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from branchwise.core.errors import BudgetExhausted, EngineError, EngineTimeout
@@ -32,6 +32,17 @@ from branchwise.orchestrator.ledger import Ledger
 from branchwise.verifiers.answers import AnswerSpec, extract_answer
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    """A completion as a thinking budget rewrote it (see :meth:`Generation.expand`)."""
+
+    completion: Completion
+    keep_open: bool = False
+    cut: Completion | None = None
+    """Generated tokens taken off the end (recorded as a pruned node, with ``why``)."""
+    why: str | None = None
 
 
 class Generation:
@@ -104,12 +115,13 @@ class Generation:
         spec: SamplingSpec,
         one_step: bool,
         *,
-        rewrite: Callable[[Completion], tuple[Completion, bool]] | None = None,
+        rewrite: Callable[[Completion], Rewritten] | None = None,
     ) -> list[Node]:
         """``k`` children of ``node`` in one request, admitted, paid for and recorded.
 
-        ``rewrite``: applied to each paid completion before its node is built; returns the
-        completion to record and whether the child stays open (thinking budgets use it)."""
+        ``rewrite`` (thinking budgets): applied to each completion before its node is built;
+        returns the completion to record, whether the child stays open, and the tail cut off
+        it (paid for, so it is recorded as a pruned child of the child)."""
         prompt_ids = self.graph.full_token_ids(node.id)
         held = await self.ledger.admit(
             n=k,
@@ -128,11 +140,12 @@ class Generation:
             )
             result = await self.guarded(self.engine.generate(request), f"on {request.request_id}")
             completions = result.completions
+            kept = [rewrite(c) if rewrite else Rewritten(c) for c in completions]
             held.settle(
                 generated=sum(len(c.token_ids) for c in completions),
                 prompt=result.prompt_tokens,
                 cached=result.cached_prompt_tokens,
-                nodes=len(completions),
+                nodes=len(completions) + sum(r.cut is not None for r in kept),
             )
         if len(completions) != k:
             raise EngineError(
@@ -141,11 +154,15 @@ class Generation:
                 node_id=child_ids[0],
             )
         children = []
-        for child_id, c in zip(child_ids, completions, strict=True):
-            keep_open = False
-            if rewrite is not None:
-                c, keep_open = rewrite(c)
-            children.append(self.record(node, child_id, c, one_step, keep_open=keep_open))
+        for child_id, r in zip(child_ids, kept, strict=True):
+            child = self.record(node, child_id, r.completion, one_step, keep_open=r.keep_open)
+            if r.cut is not None:
+                cut_id = self.graph.reserve_child_ids(child.id, 1)[0]
+                self.graph.add_child(
+                    self.child(child, cut_id, r.cut, terminal=False, finish_reason="stop")
+                )
+                self.graph.mark(cut_id, "pruned", error=r.why)
+            children.append(child)
         return children
 
     async def guarded(self, call: Awaitable[T], what: str, node_id: str | None = None) -> T:

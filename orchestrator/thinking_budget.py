@@ -9,8 +9,9 @@ Both act in :meth:`ThinkingBudget.expand`, which stands in for the plain expansi
 path thinks: a thinking request is capped at the tokens left to think and, when a minimum is
 pending, stops at the end tag. Whole-solution requests (``one_step=False``) carry every path
 through forcing to its answer and return its last node; one-step requests return the step,
-or the forced node after it. The end tag removed from an early close was generated and paid
-for; it is not on the path. Streams (``port.stream``) are not budgeted.
+or the forced node after it. An end tag taken off the path was generated and paid for: it
+stays in the graph as a pruned child of the node before it. Streams (``port.stream``) are
+not budgeted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import replace
 from branchwise.core.graph import Node
 from branchwise.core.reasoning import ReasoningTags, find_ids
 from branchwise.orchestrator.engines.types import Completion, FinishReason, SamplingSpec
-from branchwise.orchestrator.generation import Generation
+from branchwise.orchestrator.generation import Generation, Rewritten
 
 
 class ThinkingBudget:
@@ -61,12 +62,11 @@ class ThinkingBudget:
         thinking_spec = spec.model_copy(update={"max_tokens": cap, "stop": stops})
         ours = cap < spec.max_tokens
 
-        def rewrite(c: Completion) -> tuple[Completion, bool]:
-            if c.stop_reason == end:
-                early = self._early_end(c, used)
-                return (early if early is not None else c), True  # the path goes on
+        def rewrite(c: Completion) -> Rewritten:
+            if c.stop_reason == end:  # the path goes on: to "Wait" if early, else its answer
+                return self._early_end(c, used) or Rewritten(c, keep_open=True)
             # cut at the thinking cap, not at the recipe's max_tokens: the path goes on
-            return c, ours and c.finish_reason == "length" and len(c.token_ids) >= cap
+            return Rewritten(c, ours and c.finish_reason == "length" and len(c.token_ids) >= cap)
 
         children = await self.generation.expand(node, k, thinking_spec, one_step, rewrite=rewrite)
         async with asyncio.TaskGroup() as group:
@@ -100,10 +100,10 @@ class ThinkingBudget:
         end = self.tags.format.end
         spec = spec.model_copy(update={"stop": (*spec.stop, end)})
 
-        def rewrite(c: Completion) -> tuple[Completion, bool]:
+        def rewrite(c: Completion) -> Rewritten:
             if c.stop_reason == end:
-                return self._without_end(c, "stop") or c, True
-            return c, c.finish_reason == "length"
+                return self._without_end(c, "stop") or Rewritten(c, keep_open=True)
+            return Rewritten(c, keep_open=c.finish_reason == "length")
 
         [child] = await self.generation.expand(node, 1, spec, False, rewrite=rewrite)
         return child
@@ -113,7 +113,7 @@ class ThinkingBudget:
         ids = self.tags.forced_end_ids if what == "end" else self.tags.continuation_ids
         return await self.generation.extend(node, ids, ())
 
-    def _early_end(self, c: Completion, used: int) -> Completion | None:
+    def _early_end(self, c: Completion, used: int) -> Rewritten | None:
         """``c`` without its end tag when it closed the thinking before the minimum."""
         if self.min_thinking is None:
             return None
@@ -122,27 +122,37 @@ class ThinkingBudget:
             return None  # long enough (or the tag merged into other tokens: left as written)
         return self._without_end(c, "length")
 
-    def _without_end(self, c: Completion, finish: FinishReason) -> Completion | None:
-        """``c`` cut before its end tag (None when the tag's ids are not in it: merged into
-        neighbouring tokens, so it cannot be taken off by token ids)."""
+    def _without_end(self, c: Completion, finish: FinishReason) -> Rewritten | None:
+        """``c`` cut before its end tag, kept open, the tag a pruned node after it (None when
+        the tag's ids are not in it: merged into neighbouring tokens, so it cannot be taken
+        off by token ids)."""
         at = find_ids(c.token_ids, self.tags.end_ids)
-        if at < 0:
-            return None
         text_at = c.text.rfind(self.tags.format.end)
-        return replace(
+        if at < 0 or text_at < 0:
+            return None
+        head = replace(
             c,
             token_ids=c.token_ids[:at],
-            text=c.text[:text_at] if text_at >= 0 else c.text,
+            text=c.text[:text_at],
             finish_reason=finish,
             stop_reason=_EARLY_END,
             token_logprobs=c.token_logprobs[:at],
             top_logprobs=c.top_logprobs[:at],
             top_token_ids=c.top_token_ids[:at],
         )
+        tail = replace(
+            c,
+            token_ids=c.token_ids[at:],
+            text=c.text[text_at:],
+            token_logprobs=c.token_logprobs[at:],
+            top_logprobs=c.top_logprobs[at:],
+            top_token_ids=c.top_token_ids[at:],
+        )
+        return Rewritten(head, keep_open=True, cut=tail, why=_EARLY_END)
 
 
-_EARLY_END = "early end of thinking"
-"""The stop reason of a completion whose early end tag was taken out (never a real one)."""
+_EARLY_END = "end of thinking replaced (budget forcing)"
+"""Why the model's end tag left the path (a pruned node holds it)."""
 
 
 def _ended_early(node: Node) -> bool:

@@ -48,4 +48,16 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "particle_filter": {"name": "particle_filter", "particles": 4, "scorer": "prm"},
     "a_star": {"name": "a_star", "expansions": 3, "scorer": "prm", "verifier": "oracle"},
+    "budget_forcing": {"name": "budget_forcing", "waits": 2},
 }
+
+# Recipe sections a strategy needs beside its own, by strategy name. Budget forcing works on
+# a reasoning model's thinking; the plain scripted engine has none, so a format whose end
+# tag is the line break makes each path's first line its "thinking" (waits then replace
+# line breaks by "Wait", and the answer follows the forced one).
+RECIPE_EXTRAS: dict[str, dict[str, Any]] = {"budget_forcing": {"reasoning": {"end": "\n"}}}
+
+
+def recipe_extras(strategy: dict[str, Any]) -> dict[str, Any]:
+    """The recipe sections ``strategy`` needs beside its own (see RECIPE_EXTRAS)."""
+    return RECIPE_EXTRAS.get(str(strategy.get("name")), {})

@@ -151,10 +151,15 @@ def test_min_thinking_replaces_an_early_end_tag_by_the_continuation_word() -> No
         waits = [n for n in graph.path(terminal.id) if n.forced]
         assert waits and all(n.text == "Wait" and n.thinking_open for n in waits)
         assert terminal.answer is not None
-    # the end tags taken out were generated (and paid for), but are on no path
-    on_paths = sum(n.generated_tokens for n in graph.nodes() if n.parent_id)
-    removed = sum(1 for n in graph.nodes() if n.forced) * len(END)
-    assert result.usage["generated_tokens"] == on_paths + removed
+    # each end tag taken off a path was generated and paid for: a pruned node holds it
+    rejected = [n for n in graph.nodes() if graph.state(n.id).status == "pruned"]
+    assert len(rejected) == sum(1 for n in graph.nodes() if n.forced)
+    assert all(n.text == END and n.thinking_tokens == len(END) for n in rejected)
+    in_graph = sum(n.generated_tokens for n in graph.nodes() if n.parent_id)
+    assert result.usage["generated_tokens"] == in_graph
+    assert result.usage["thinking_tokens"] == sum(
+        n.thinking_tokens for n in graph.nodes() if not n.forced
+    )
 
 
 @pytest.mark.parametrize("field", ["max_thinking_tokens", "min_thinking_tokens"])
