@@ -12,8 +12,13 @@ path is still thinking after it (``Node.thinking_open``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Reads = Literal["all", "thinking", "answer"]
+"""Which part of a reasoning model's path a scorer reads: all of it, the thinking's steps
+(search inside the thinking), or the answer after the end tag (its summary)."""
 
 
 class ReasoningFormat(BaseModel):
@@ -127,3 +132,28 @@ class ReasoningTags:
         if not text:
             return 0, False
         return max(0, min(len(token_ids), round(len(token_ids) * chars / len(text)))), False
+
+
+def read_steps(steps: tuple[str, ...], fmt: ReasoningFormat, reads: Reads) -> tuple[str, ...]:
+    """The steps of the part a scorer reads: ``thinking`` keeps the text before the end tag
+    (the start tag dropped), ``answer`` the text after it (none while the path thinks);
+    a step the tag cuts keeps its side of the cut; blank pieces are dropped."""
+    if reads == "all":
+        return steps
+    text = "".join(steps)
+    at = text.find(fmt.end)
+    cut, after = (len(text), len(text)) if at < 0 else (at, at + len(fmt.end))
+    pieces: list[str] = []
+    pos = 0
+    for step in steps:
+        start, end = pos, pos + len(step)
+        pos = end
+        if reads == "thinking":
+            piece = text[start : min(end, cut)] if start < cut else ""
+        else:
+            piece = text[max(start, after) : end] if end > after else ""
+        if not pieces and reads == "thinking" and piece.lstrip().startswith(fmt.start):
+            piece = piece.lstrip()[len(fmt.start) :].lstrip("\r\n")
+        if piece.strip():
+            pieces.append(piece)
+    return tuple(pieces)

@@ -95,6 +95,7 @@ class SearchContext:
             scorers=settings.scorers,
             step_delimiter=settings.step_delimiter,
             aggregation=settings.aggregation,
+            reasoning=settings.reasoning.format if settings.reasoning is not None else None,
         )
 
     # -- the tree, read-only -------------------------------------------------------------

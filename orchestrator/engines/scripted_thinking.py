@@ -61,7 +61,9 @@ class ThinkingPolicy(Generic[W]):
             answer_so_far = answer_so_far.removeprefix("\n")
             return self._answer(head + answer_so_far, thought[:closed], lead, rng)
         done = [line for line in thought.split("\n") if line.strip()]
-        more = max(1, rng.randint(*self.lines) - len(done))
+        # a thought cut mid-line (a continuation word such as "Wait") goes on for a line
+        going_on = bool(thought.strip()) and not thought.endswith("\n")
+        more = max(int(going_on), rng.randint(*self.lines) - len(done))
         # go on after the prompt's tag or a continuation word, on a line of its own
         opening = "\n" if opened and not thought.endswith("\n") else ""
         opening = opening if opened else START + "\n"
