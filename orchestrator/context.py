@@ -213,6 +213,14 @@ class SearchContext:
         block is entered (raising BudgetExhausted). Engines that cannot stream yield one
         final result, so the same strategy still runs there (without early stopping).
         """
+        if self._budgeted_thinking and node.thinking_open:
+            raise BranchwiseError(
+                "budget.max_thinking_tokens/min_thinking_tokens do not apply to streamed "
+                "samples (first_finish, deepconf online, entropy_branching); drop the thinking "
+                "budget or use a strategy that samples whole paths",
+                problem_id=self.problem.id,
+                node_id=node.id,
+            )
         spec = self.generation.spec(one_step, max_tokens, temperature, logprobs)
         child_id = self.graph.reserve_child_ids(node.id, 1)[0]
         request = self.generation.request(node, [child_id], spec)

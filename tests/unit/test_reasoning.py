@@ -183,3 +183,40 @@ def test_a_thinking_budget_needs_an_engine_that_forces_tokens() -> None:
 def test_min_above_max_is_refused() -> None:
     with pytest.raises(RecipeError, match="min_thinking_tokens: 20 is above"):
         thinking_recipe(reasoning={}, budget={"min_thinking_tokens": 20, "max_thinking_tokens": 10})
+
+
+def test_a_thinking_budget_on_a_streaming_strategy_fails_the_problem_saying_why() -> None:
+    recipe = thinking_recipe(
+        {"name": "first_finish", "n": 2}, reasoning={}, budget={"max_thinking_tokens": 30}
+    )
+    [result] = solve(recipe, problems=1)
+    assert result.answer is None and result.error is not None
+    assert "do not apply to streamed samples" in result.error
+
+
+def test_thinking_tokens_are_counted_on_a_real_byte_level_bpe() -> None:
+    # the testbed's tokenizer has no <think> tokens: the tag is six byte-level pieces, and
+    # the text around it merges ('.\n' is one token); the count still ends at the tag's end
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from branchwise.core.reasoning import ReasoningTags
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "testbed" / "tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    fmt = ReasoningFormat()
+
+    def ids(text: str) -> tuple[int, ...]:
+        return tuple(tokenizer.encode(text, add_special_tokens=False))
+
+    tags = ReasoningTags(fmt, ids(fmt.end), ids(fmt.end), ids(fmt.continuation))
+    thought, text = "7 + 15 = 22.\n", "22 - 4 = 18.\n</think>\n\nThe answer is \\boxed{18}."
+    segment = ids(text)
+    count, still_open = tags.segment(thought, text, segment)
+    assert not still_open
+    assert tokenizer.decode(segment[:count]) == "22 - 4 = 18.\n</think>"
+    assert tags.segment(thought, "22 - 4 = 18.\n", ids("22 - 4 = 18.\n")) == (
+        len(ids("22 - 4 = 18.\n")),
+        True,
+    )
