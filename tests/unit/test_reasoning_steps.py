@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import Field
 
 from branchwise.core.graph import Score
 from branchwise.core.problem import Problem
@@ -45,7 +46,7 @@ def test_each_reward_format_states_what_it_reads_and_a_recipe_may_change_it(
 
 class ReadingConfig(ScorerConfig):
     kind: str = "test_reading"
-    reads: Reads = "thinking"
+    reads: Reads = Field("thinking", description="The part of a reasoning path it reads.")
 
 
 class Reading(Scorer[ReadingConfig]):
