@@ -71,7 +71,7 @@ class ThinkingPolicy(Generic[W]):
         written = thought + opening + body
         prefix = opening + body + END
         answer = self._answer(head, written, "\n", rng)
-        logprobs = (-0.3,) * len(prefix) + answer.logprobs
+        logprobs = (-0.05,) * len(prefix) + answer.logprobs  # sure of its checks
         return _rewritten(answer, prefix + answer.text, logprobs)
 
     def _answer(self, prompt: str, thought: str, lead: str, rng: random.Random) -> W:
