@@ -20,7 +20,7 @@ from branchwise.core.values import Aggregation
 from branchwise.orchestrator.datasets import DatasetSpec
 from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
 from branchwise.orchestrator.engines.types import SamplingSpec
-from branchwise.orchestrator.fingerprint import fingerprint
+from branchwise.orchestrator.fingerprint import decisive, fingerprint
 from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.prompting import PromptSpec
 from branchwise.strategies.base import STRATEGIES, StrategyConfig
@@ -210,10 +210,18 @@ class Recipe(BaseModel):
         and scorer config). A result store uses it to refuse mixing two recipes' results.
         """
         skip = {"concurrency", "dataset", "base_dir"}
-        if self.reasoning is None:
-            skip.add("reasoning")  # recipes without one keep their earlier fingerprints
         fields = {name: getattr(self, name) for name in Recipe.model_fields if name not in skip}
-        return fingerprint(fields)
+        data = decisive(fields)
+        if self.reasoning is None:  # recipes without one keep their earlier fingerprints
+            del data["reasoning"]
+            for name in ("max_thinking_tokens", "min_thinking_tokens"):
+                if data["budget"].get(name) is None:
+                    del data["budget"][name]
+            for scorer in data["scorers"]:
+                scorer.pop("reads", None)
+        if data["engine"].get("thinking", False) is None:  # the scripted engine's option
+            del data["engine"]["thinking"]
+        return fingerprint(data)
 
     def resolve(self, relative: str) -> Path:
         """A path from the recipe, relative to the recipe's folder."""

@@ -127,7 +127,7 @@ class ThinkingBudget:
         the tag's ids are not in it: merged into neighbouring tokens, so it cannot be taken
         off by token ids)."""
         at = find_ids(c.token_ids, self.tags.end_ids)
-        text_at = c.text.rfind(self.tags.format.end)
+        text_at = c.text.find(self.tags.format.end)  # generation stopped at the first
         if at < 0 or text_at < 0:
             return None
         head = replace(

@@ -220,3 +220,10 @@ def test_thinking_tokens_are_counted_on_a_real_byte_level_bpe() -> None:
         len(ids("22 - 4 = 18.\n")),
         True,
     )
+
+
+def test_a_reasoning_format_and_thinking_budgets_are_part_of_the_fingerprint() -> None:
+    plain = thinking_recipe()
+    reasoning = thinking_recipe(reasoning={})
+    budgeted = thinking_recipe(reasoning={}, budget={"max_thinking_tokens": 100})
+    assert len({plain.fingerprint(), reasoning.fingerprint(), budgeted.fingerprint()}) == 3
