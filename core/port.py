@@ -237,10 +237,13 @@ class SearchPort(TreeView, Protocol):
         reasoning format)."""
         ...
 
-    async def think(self, node: Node, *, max_tokens: int | None = None) -> Node:
+    async def think(
+        self, node: Node, *, max_tokens: int | None = None, keep_end: bool = False
+    ) -> Node:
         """One child of ``node`` that thinks on until the model would close its thinking (the
         end tag is left off, so the path still thinks; finish reason "stop") or until
-        ``max_tokens`` ("length"). Needs a reasoning format."""
+        ``max_tokens`` ("length"). ``keep_end``: a closing end tag stays on the path (it no
+        longer thinks). Needs a reasoning format."""
         ...
 
     async def end_thinking(self, node: Node) -> Node:

@@ -271,9 +271,12 @@ class SearchContext:
         """Thinking tokens on the path to ``node`` (0 without a reasoning format)."""
         return sum(n.thinking_tokens for n in self.graph.path(node.id))
 
-    async def think(self, node: Node, *, max_tokens: int | None = None) -> Node:
-        """One child thinking on until the model would close its thinking (tag left off)."""
-        return await self._thinking("think").think(node, max_tokens)
+    async def think(
+        self, node: Node, *, max_tokens: int | None = None, keep_end: bool = False
+    ) -> Node:
+        """One child thinking on until the model would close its thinking (the tag left off,
+        unless ``keep_end``)."""
+        return await self._thinking("think").think(node, max_tokens, keep_end)
 
     async def end_thinking(self, node: Node) -> Node:
         """A forced child holding the format's end tag."""

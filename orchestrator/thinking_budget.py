@@ -88,11 +88,12 @@ class ThinkingBudget:
             return child
         return (await self.expand(child, 1, spec, one_step=False))[0]
 
-    async def think(self, node: Node, max_tokens: int | None) -> Node:
+    async def think(self, node: Node, max_tokens: int | None, keep_end: bool = False) -> Node:
         """One child of ``node`` thinking on until the model closes its thinking (the end tag
         is left off: the path still thinks; finish reason "stop") or ``max_tokens`` (within
         the thinking cap; "length"). A sample that ends the sequence inside its thinking is
-        terminal (no answer)."""
+        terminal (no answer). ``keep_end``: the model's end tag stays (the path goes on to its
+        answer)."""
         spec = self.generation.spec(False, max_tokens, None, None)
         if self.max_thinking is not None:
             left = max(1, self.max_thinking - self.thought(node))
@@ -101,9 +102,9 @@ class ThinkingBudget:
         spec = spec.model_copy(update={"stop": (*spec.stop, end)})
 
         def rewrite(c: Completion) -> Rewritten:
-            if c.stop_reason == end:
+            if c.stop_reason == end and not keep_end:
                 return self._without_end(c, "stop") or Rewritten(c, keep_open=True)
-            return Rewritten(c, keep_open=c.finish_reason == "length")
+            return Rewritten(c, keep_open=c.stop_reason == end or c.finish_reason == "length")
 
         [child] = await self.generation.expand(node, 1, spec, False, rewrite=rewrite)
         return child

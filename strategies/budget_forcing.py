@@ -49,14 +49,13 @@ class BudgetForcing(Strategy[BudgetForcingConfig]):
             left = cap - port.thinking_tokens(node)
             if left <= 0:
                 break
-            node = await port.think(node, max_tokens=left)
+            last = waits >= self.config.waits  # no wait left: the model's own end stays
+            node = await port.think(node, max_tokens=left, keep_end=last)
             if node.terminal or port.status(node) != "open" or not node.thinking_open:
-                break  # ended inside its thinking, failed, or closed by merged tokens
-            if node.finish_reason == "stop" and waits < self.config.waits:
+                break  # closed, ended inside its thinking, or failed
+            if node.finish_reason == "stop":
                 node = await port.continue_thinking(node)
                 waits += 1
-            elif node.finish_reason == "stop":
-                break
         if not node.terminal and node.thinking_open and port.status(node) == "open":
             node = await port.end_thinking(node)
         if not node.terminal and port.status(node) == "open":
