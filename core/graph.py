@@ -54,6 +54,11 @@ class Node:
     forced: bool = False
     """Tokens placed by the strategy (``ctx.extend``), not sampled: they cost no generated
     tokens, so token accounting skips them."""
+    thinking_tokens: int = 0
+    """Tokens of this segment inside a reasoning model's thinking (its end tag included)."""
+    thinking_open: bool = False
+    """True while the path is still thinking after this node (no end tag yet); the root is
+    open when the recipe has a reasoning format."""
 
     @property
     def generated_tokens(self) -> int:
@@ -78,10 +83,25 @@ class NodeState:
 class SearchGraph:
     """A DiGraph of nodes for one problem; every node ever created stays (the trace)."""
 
-    def __init__(self, problem_id: str, prompt_token_ids: tuple[int, ...], prompt: str) -> None:
+    def __init__(
+        self,
+        problem_id: str,
+        prompt_token_ids: tuple[int, ...],
+        prompt: str,
+        *,
+        thinking_open: bool = False,
+    ) -> None:
+        """``thinking_open``: paths start inside a reasoning model's thinking."""
         self.problem_id = problem_id
         self.graph: nx.DiGraph = nx.DiGraph()
-        root = Node(id=ROOT_ID, parent_id=None, depth=0, token_ids=prompt_token_ids, text=prompt)
+        root = Node(
+            id=ROOT_ID,
+            parent_id=None,
+            depth=0,
+            token_ids=prompt_token_ids,
+            text=prompt,
+            thinking_open=thinking_open,
+        )
         self._add(root)
 
     def _add(self, node: Node) -> None:
@@ -197,6 +217,8 @@ class SearchGraph:
                     "finish_reason": node.finish_reason,
                     "terminal": node.terminal,
                     "forced": node.forced,
+                    "thinking_tokens": node.thinking_tokens,
+                    "thinking_open": node.thinking_open,
                     "answer": node.answer,
                     "status": state.status,
                     "error": state.error,

@@ -229,3 +229,27 @@ class SearchPort(TreeView, Protocol):
     def fail(self, node: Node, reason: str) -> None:
         """Mark a node failed (it never becomes an answer)."""
         ...
+
+    # -- reasoning models (the recipe's `reasoning` format) ---------------------------------
+
+    def thinking_tokens(self, node: Node) -> int:
+        """Thinking tokens on the path to ``node`` (forced ones included; 0 without a
+        reasoning format)."""
+        ...
+
+    async def think(
+        self, node: Node, *, max_tokens: int | None = None, keep_end: bool = False
+    ) -> Node:
+        """One child of ``node`` that thinks on until the model would close its thinking (the
+        end tag is left off, so the path still thinks; finish reason "stop") or until
+        ``max_tokens`` ("length"). ``keep_end``: a closing end tag stays on the path (it no
+        longer thinks). Needs a reasoning format."""
+        ...
+
+    async def end_thinking(self, node: Node) -> Node:
+        """A forced child closing the thinking (the format's end tag); the answer follows."""
+        ...
+
+    async def continue_thinking(self, node: Node) -> Node:
+        """A forced child writing the format's continuation word ("Wait"): think on."""
+        ...

@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from branchwise.core.errors import BudgetExhausted
+from branchwise.core.errors import BranchwiseError, BudgetExhausted
 from branchwise.core.graph import Node, Score, SearchGraph
 from branchwise.core.problem import Problem
+from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scorers import Scorer
 from branchwise.core.seeding import derive_seed
 from branchwise.core.values import Aggregation
@@ -30,6 +31,7 @@ from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import PoolSeat
 from branchwise.orchestrator.node_stream import NodeStream
 from branchwise.orchestrator.scoring import Scoring
+from branchwise.orchestrator.thinking_budget import ThinkingBudget
 from branchwise.verifiers.answers import AnswerSpec
 
 
@@ -46,6 +48,8 @@ class SearchSettings:
     run_id: str = "run"
     aggregation: Aggregation | None = None
     """How the strategy folds step values into a value (None: the scorer's own value)."""
+    reasoning: ReasoningTags | None = None
+    """The recipe's reasoning format as the engine's token ids (None: no thinking)."""
 
 
 class SearchContext(GraphView):
@@ -62,9 +66,10 @@ class SearchContext(GraphView):
         ledger: Ledger,
         pool: PoolSeat | None = None,
     ) -> None:
-        super().__init__(
-            SearchGraph(problem.id, prompt_token_ids, prompt), aggregation=settings.aggregation
+        graph = SearchGraph(
+            problem.id, prompt_token_ids, prompt, thinking_open=settings.reasoning is not None
         )
+        super().__init__(graph, aggregation=settings.aggregation)
         self.problem = problem
         self.ledger = ledger
         self._rng = random.Random(derive_seed(settings.seed, problem.id, "strategy"))
@@ -78,7 +83,15 @@ class SearchContext(GraphView):
             answer_spec=settings.answer_spec,
             seed=settings.seed,
             run_id=settings.run_id,
+            reasoning=settings.reasoning,
         )
+        self.thinking: ThinkingBudget | None = None
+        limits = ledger.budget.max_thinking_tokens, ledger.budget.min_thinking_tokens
+        self._budgeted_thinking = limits != (None, None)
+        if settings.reasoning is not None:
+            self.thinking = ThinkingBudget(
+                self.generation, settings.reasoning, max_thinking=limits[0], min_thinking=limits[1]
+            )
         self.scoring = Scoring(
             problem=problem,
             graph=self.graph,
@@ -86,6 +99,7 @@ class SearchContext(GraphView):
             scorers=settings.scorers,
             step_delimiter=settings.step_delimiter,
             aggregation=settings.aggregation,
+            reasoning=settings.reasoning.format if settings.reasoning is not None else None,
         )
 
     # The tree, read-only, comes from GraphView: root, node, children, path, terminals,
@@ -130,6 +144,8 @@ class SearchContext(GraphView):
         if k < 1:
             return []
         spec = self.generation.spec(one_step, max_tokens, temperature, logprobs)
+        if self.thinking is not None and self._budgeted_thinking:
+            return await self.thinking.expand(node, k, spec, one_step)
         return await self.generation.expand(node, k, spec, one_step)
 
     async def sample(
@@ -165,6 +181,14 @@ class SearchContext(GraphView):
         block is entered (raising BudgetExhausted). Engines that cannot stream yield one
         final result, so the same strategy still runs there (without early stopping).
         """
+        if self._budgeted_thinking and node.thinking_open:
+            raise BranchwiseError(
+                "budget.max_thinking_tokens/min_thinking_tokens do not apply to streamed "
+                "samples (first_finish, deepconf online, entropy_branching); drop the thinking "
+                "budget or use a strategy that samples whole paths",
+                problem_id=self.problem.id,
+                node_id=node.id,
+            )
         spec = self.generation.spec(one_step, max_tokens, temperature, logprobs)
         child_id = self.graph.reserve_child_ids(node.id, 1)[0]
         request = self.generation.request(node, [child_id], spec)
@@ -208,3 +232,31 @@ class SearchContext(GraphView):
     def fail(self, node: Node, reason: str) -> None:
         """Mark a node failed: it never becomes an answer."""
         self.graph.mark(node.id, "failed", reason)
+
+    # -- reasoning models ----------------------------------------------------------------
+
+    def thinking_tokens(self, node: Node) -> int:
+        """Thinking tokens on the path to ``node`` (0 without a reasoning format)."""
+        return sum(n.thinking_tokens for n in self.graph.path(node.id))
+
+    async def think(
+        self, node: Node, *, max_tokens: int | None = None, keep_end: bool = False
+    ) -> Node:
+        """One child thinking on until the model would close its thinking (the tag left off,
+        unless ``keep_end``)."""
+        return await self._thinking("think").think(node, max_tokens, keep_end)
+
+    async def end_thinking(self, node: Node) -> Node:
+        """A forced child holding the format's end tag."""
+        return await self._thinking("end_thinking").force(node, "end")
+
+    async def continue_thinking(self, node: Node) -> Node:
+        """A forced child holding the format's continuation word."""
+        return await self._thinking("continue_thinking").force(node, "continue")
+
+    def _thinking(self, effect: str) -> ThinkingBudget:
+        if self.thinking is None:  # recipes refuse strategies that need one without it
+            raise BranchwiseError(
+                f"{effect} needs the recipe's `reasoning` format", problem_id=self.problem.id
+            )
+        return self.thinking

@@ -13,12 +13,13 @@ what a node holds never depends on when its request ran.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from branchwise.core.errors import BudgetExhausted, EngineError, EngineTimeout
 from branchwise.core.graph import Node, SearchGraph
+from branchwise.core.reasoning import ReasoningTags, answer_part, unclosed_reason
 from branchwise.core.seeding import derive_seed
 from branchwise.orchestrator.engines.base import Engine, TokenEngine
 from branchwise.orchestrator.engines.types import (
@@ -31,6 +32,17 @@ from branchwise.orchestrator.ledger import Ledger
 from branchwise.verifiers.answers import AnswerSpec, extract_answer
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    """A completion as a thinking budget rewrote it (see :meth:`Generation.expand`)."""
+
+    completion: Completion
+    keep_open: bool = False
+    cut: Completion | None = None
+    """Generated tokens taken off the end (recorded as a pruned node, with ``why``)."""
+    why: str | None = None
 
 
 class Generation:
@@ -47,7 +59,9 @@ class Generation:
         answer_spec: AnswerSpec,
         seed: int,
         run_id: str,
+        reasoning: ReasoningTags | None = None,
     ) -> None:
+        """``reasoning``: the recipe's reasoning format as token ids (None: no thinking)."""
         self.engine = engine
         self.graph = graph
         self.ledger = ledger
@@ -57,6 +71,7 @@ class Generation:
         self.seed = seed
         self.run_id = run_id
         self.problem_id = graph.problem_id
+        self.reasoning = reasoning
 
     def spec(
         self,
@@ -99,8 +114,20 @@ class Generation:
             affinity=self.problem_id,
         )
 
-    async def expand(self, node: Node, k: int, spec: SamplingSpec, one_step: bool) -> list[Node]:
-        """``k`` children of ``node`` in one request, admitted, paid for and recorded."""
+    async def expand(
+        self,
+        node: Node,
+        k: int,
+        spec: SamplingSpec,
+        one_step: bool,
+        *,
+        rewrite: Callable[[Completion], Rewritten] | None = None,
+    ) -> list[Node]:
+        """``k`` children of ``node`` in one request, admitted, paid for and recorded.
+
+        ``rewrite`` (thinking budgets): applied to each completion before its node is built;
+        returns the completion to record, whether the child stays open, and the tail cut off
+        it (paid for, so it is recorded as a pruned child of the child)."""
         prompt_ids = self.graph.full_token_ids(node.id)
         held = await self.ledger.admit(
             n=k,
@@ -115,11 +142,12 @@ class Generation:
             request = self.request(node, child_ids, spec, max_tokens=held.per_sample)
             result = await self.guarded(self.engine.generate(request), f"on {request.request_id}")
             completions = result.completions
+            kept = [rewrite(c) if rewrite else Rewritten(c) for c in completions]
             held.settle(
                 generated=sum(len(c.token_ids) for c in completions),
                 prompt=result.prompt_tokens,
                 cached=result.cached_prompt_tokens,
-                nodes=len(completions),
+                nodes=len(completions) + sum(r.cut is not None for r in kept),
             )
         if len(completions) != k:
             raise EngineError(
@@ -127,10 +155,17 @@ class Generation:
                 problem_id=self.problem_id,
                 node_id=child_ids[0],
             )
-        return [
-            self.record(node, child_id, c, one_step)
-            for child_id, c in zip(child_ids, completions, strict=True)
-        ]
+        children = []
+        for child_id, r in zip(child_ids, kept, strict=True):
+            child = self.record(node, child_id, r.completion, one_step, keep_open=r.keep_open)
+            if r.cut is not None:
+                cut_id = self.graph.reserve_child_ids(child.id, 1)[0]
+                self.graph.add_child(
+                    self.child(child, cut_id, r.cut, terminal=False, finish_reason="stop")
+                )
+                self.graph.mark(cut_id, "pruned", error=r.why)
+            children.append(child)
+        return children
 
     async def guarded(self, call: Awaitable[T], what: str, node_id: str | None = None) -> T:
         """Await an engine call within the time budget, translating its failures once.
@@ -164,14 +199,16 @@ class Generation:
             return self.engine.stream(request)
         return _one_shot(self.engine, request)
 
-    def record(self, parent: Node, node_id: str, c: Completion, one_step: bool) -> Node:
+    def record(
+        self, parent: Node, node_id: str, c: Completion, one_step: bool, *, keep_open: bool = False
+    ) -> Node:
         """Add a finished completion as the child ``node_id`` of ``parent``; returns it.
 
         A generation the engine cut off (``abort``/``error``) is recorded as failed. The
-        caller has settled its budget.
+        caller has settled its budget. ``keep_open``: the path goes on (not terminal).
         """
         failed = c.finish_reason in ("abort", "error")
-        ended_step = one_step and c.ended_by_stop_string
+        ended_step = (one_step and c.ended_by_stop_string) or keep_open
         child = self.graph.add_child(
             self.child(
                 parent,
@@ -183,7 +220,14 @@ class Generation:
         )
         if failed:
             self.graph.mark(child.id, "failed", error=f"generation {c.finish_reason}ed")
+        else:
+            self._note_unclosed(child)
         return child
+
+    def _note_unclosed(self, child: Node) -> None:
+        """A finished path still thinking has no answer; its state says why."""
+        if self.reasoning is not None and child.terminal and child.thinking_open:
+            self.graph.state(child.id).error = unclosed_reason(self.reasoning.format)
 
     def record_cut(
         self, parent: Node, node_id: str, c: Completion | None, error: str | None
@@ -223,7 +267,9 @@ class Generation:
                 forced=True,
             )
             held.settle(nodes=1)
-        return self.graph.add_child(child)
+        added = self.graph.add_child(child)
+        self._note_unclosed(added)
+        return added
 
     async def decode(self, token_ids: tuple[int, ...]) -> str | None:
         """The text of ``token_ids`` (None when the engine cannot decode)."""
@@ -256,9 +302,18 @@ class Generation:
             terminal=terminal,
             forced=forced,
         )
+        tags = self.reasoning
+        if tags is not None and parent.thinking_open:
+            thought = self.graph.solution_text(parent.id)  # all thinking: the path is open
+            count, still_open = tags.segment(thought, node.text, node.token_ids)
+            node = replace(node, thinking_tokens=count, thinking_open=still_open)
+            if not forced:
+                self.ledger.count_thinking(count)
         if terminal:
             whole = self.graph.solution_text(parent.id) + node.text
-            node = replace(node, answer=extract_answer(whole, self.answer_spec))
+            part = answer_part(whole, tags.format if tags is not None else None)
+            answer = extract_answer(part, self.answer_spec) if part is not None else None
+            node = replace(node, answer=answer)
         return node
 
     def _token_engine(self) -> TokenEngine:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.orchestrator.admission import AdmissionOrder
@@ -35,6 +35,27 @@ class Budget(BaseModel):
     max_scorer_calls: int | None = Field(None, ge=1, description="Nodes sent to scorers.")
     max_seconds: float | None = Field(None, gt=0, description="Wall-clock seconds.")
     max_nodes: int | None = Field(None, ge=1, description="Nodes in the search graph.")
+    max_thinking_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Per path: thinking tokens of a reasoning model; at the limit the end tag "
+        "is forced and the path goes on to its answer (needs `reasoning`).",
+    )
+    min_thinking_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Per path: an end tag written earlier is replaced by the recipe's "
+        "`reasoning.continuation` word, so the model thinks on (needs `reasoning`).",
+    )
+
+    @model_validator(mode="after")
+    def _check_thinking(self) -> Budget:
+        low, high = self.min_thinking_tokens, self.max_thinking_tokens
+        if low is not None and high is not None and low > high:
+            raise ValueError(
+                f"budget.min_thinking_tokens: {low} is above max_thinking_tokens {high}"
+            )
+        return self
 
 
 @dataclass
@@ -50,6 +71,8 @@ class Usage:
     nodes: int = 0
     aborted_requests: int = 0
     seconds: float = 0.0
+    thinking_tokens: int = 0
+    """Generated tokens inside a reasoning model's thinking (part of generated_tokens)."""
 
     def add(self, other: Usage) -> None:
         for key, value in asdict(other).items():
@@ -328,6 +351,10 @@ class Ledger:
         """Count ``count`` nodes (or pairs) sent to a scorer; raise if that passes the budget."""
         self.check_scoring(count)
         self.usage.scorer_calls += count
+
+    def count_thinking(self, count: int) -> None:
+        """Count generated tokens that were thinking (already paid as generated tokens)."""
+        self.usage.thinking_tokens += count
 
     def count_cache_hits(self, count: int) -> None:
         """Count scores served from the memo instead of a scorer."""

@@ -14,12 +14,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from branchwise.core.errors import RecipeError, RegistryError
+from branchwise.core.reasoning import ReasoningFormat
 from branchwise.core.scorers import SCORERS, PairwiseScorer, ScorerConfig
 from branchwise.core.values import Aggregation
 from branchwise.orchestrator.datasets import DatasetSpec
 from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
 from branchwise.orchestrator.engines.types import SamplingSpec
-from branchwise.orchestrator.fingerprint import fingerprint
+from branchwise.orchestrator.fingerprint import decisive, fingerprint
 from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.prompting import PromptSpec
 from branchwise.orchestrator.recipe_bounds import bound_errors
@@ -47,6 +48,11 @@ class Recipe(BaseModel):
         default_factory=PromptSpec, description="How a problem becomes the prompt."
     )
     answer: AnswerSpec = Field(default_factory=AnswerSpec, description="Answer extraction.")
+    reasoning: ReasoningFormat | None = Field(
+        None,
+        description="A reasoning model's thinking tags: answers are read after the end tag; "
+        "thinking budgets count the tokens before it.",
+    )
     grading: GradingSpec = Field(
         default_factory=GradingSpec, description="How reported accuracy compares answers."
     )
@@ -125,7 +131,14 @@ class Recipe(BaseModel):
         bounds = bound_errors(self)
         if bounds:
             raise ValueError(bounds[0])
+        self._check_thinking_budget()
         strategy = STRATEGIES.get(self.strategy.name)
+        if strategy.needs_reasoning and self.reasoning is None:
+            raise ValueError(
+                f"strategy.name: {self.strategy.name} scales a reasoning model's thinking, but "
+                "the recipe has no `reasoning` format; add e.g. reasoning: {start: '<think>', "
+                "end: '</think>'}"
+            )
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(
                 f"strategy.name: {self.strategy.name} forces tokens onto paths (ctx.extend), "
@@ -133,6 +146,23 @@ class Recipe(BaseModel):
                 f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
             )
         return self
+
+    def _check_thinking_budget(self) -> None:
+        """Thinking budgets need a reasoning format, and force tokens (token engines)."""
+        for name in ("max_thinking_tokens", "min_thinking_tokens"):
+            if getattr(self.budget, name) is None:
+                continue
+            if self.reasoning is None:
+                raise ValueError(
+                    f"budget.{name}: counts a reasoning model's thinking, but the recipe has "
+                    "no `reasoning` format; add e.g. reasoning: {start: '<think>', end: "
+                    "'</think>'}"
+                )
+            if not self.engine.token_level:
+                raise ValueError(
+                    f"budget.{name}: forces the end tag or a continuation word by token ids, "
+                    f"which engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
+                )
 
     def _scorer_folds_itself(self) -> str | None:
         """The first scorer the strategy uses whose recipe entry sets its own aggregation."""
@@ -185,7 +215,17 @@ class Recipe(BaseModel):
         """
         skip = {"concurrency", "dataset", "base_dir"}
         fields = {name: getattr(self, name) for name in Recipe.model_fields if name not in skip}
-        return fingerprint(fields)
+        data = decisive(fields)
+        if self.reasoning is None:  # recipes without one keep their earlier fingerprints
+            del data["reasoning"]
+            for name in ("max_thinking_tokens", "min_thinking_tokens"):
+                if data["budget"].get(name) is None:
+                    del data["budget"][name]
+            for scorer in data["scorers"]:
+                scorer.pop("reads", None)
+        if data["engine"].get("thinking", False) is None:  # the scripted engine's option
+            del data["engine"]["thinking"]
+        return fingerprint(data)
 
     def resolve(self, relative: str) -> Path:
         """A path from the recipe, relative to the recipe's folder."""

@@ -20,6 +20,7 @@ from typing import Any, Self, TypeAlias
 
 from branchwise.core.errors import BranchwiseError, BudgetExhausted, RecipeError
 from branchwise.core.problem import Problem
+from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scorers import SCORERS, Scorer, ScorerResources
 from branchwise.orchestrator.context import SearchContext, SearchSettings
 from branchwise.orchestrator.engines.base import Engine, TokenEngine
@@ -75,6 +76,26 @@ class Orchestrator:
             )
         self.scorers = scorers if scorers is not None else build_scorers(recipe, self.engine)
         self.run_id = f"bw{next(_run_ids)}"
+        self._tags: ReasoningTags | None = None
+
+    async def _reasoning_tags(self) -> ReasoningTags | None:
+        """The recipe's reasoning format as the engine's token ids, resolved once."""
+        fmt = self.recipe.reasoning
+        if fmt is None or self._tags is not None:
+            return self._tags
+        special = await self.engine.tokenize("")  # e.g. a BOS the tokenizer always adds
+
+        async def ids(text: str) -> tuple[int, ...]:
+            found = await self.engine.tokenize(text)
+            return found[len(special) :] if found[: len(special)] == special else found
+
+        self._tags = ReasoningTags(
+            format=fmt,
+            end_ids=await ids(fmt.end),
+            forced_end_ids=await ids(fmt.forced_end_text),
+            continuation_ids=await ids(fmt.continuation),
+        )
+        return self._tags
 
     async def __aenter__(self) -> Self:
         if self._owns_engine:
@@ -151,6 +172,7 @@ class Orchestrator:
                     scorers=self.scorers,
                     run_id=self.run_id,
                     aggregation=self.recipe.aggregation(),
+                    reasoning=await self._reasoning_tags(),
                 ),
                 ledger=ledger,
                 pool=seat,

@@ -15,6 +15,7 @@ from typing import Any
 
 from branchwise.core.graph import Node, Score, SearchGraph
 from branchwise.core.problem import Problem
+from branchwise.core.reasoning import Reads, ReasoningFormat, read_steps
 from branchwise.core.scorers import Candidate, PairwiseScorer, Scorer
 from branchwise.core.values import Aggregation, score_value
 from branchwise.orchestrator.ledger import Ledger
@@ -33,12 +34,16 @@ class Scoring:
         scorers: Mapping[str, Scorer[Any]],
         step_delimiter: str,
         aggregation: Aggregation | None = None,
+        reasoning: ReasoningFormat | None = None,
     ) -> None:
+        """``reasoning``: a reasoning model's format; each scorer then sees the part its
+        config ``reads`` (thinking, answer or all; scorers without the field read all)."""
         self.problem = problem
         self.graph = graph
         self.budget = budget
         self.scorers = scorers
         self.step_delimiter = step_delimiter
+        self.reasoning = reasoning
         self.aggregation = aggregation
         """Declared by the strategy: fold step values this way (None: the scorer's value)."""
         self._inflight_scores: dict[tuple[str, str], asyncio.Future[Score]] = {}
@@ -58,18 +63,22 @@ class Scoring:
             values.append(value)
         return values
 
-    def candidate(self, node: Node) -> Candidate:
-        """What a scorer sees of ``node``: its path's steps, answer and logprobs."""
+    def candidate(self, node: Node, reads: Reads = "all") -> Candidate:
+        """What a scorer sees of ``node``: its path's steps (of the part it ``reads``),
+        answer and logprobs."""
         path = self.graph.path(node.id)
         logprobs: list[float] = []
         tops: list[tuple[float, ...]] = []
         for n in path[1:]:
             logprobs.extend(n.token_logprobs)
             tops.extend(n.top_logprobs)
+        steps = path_steps(((n.text, ends_step(n)) for n in path[1:]), self.step_delimiter)
+        if self.reasoning is not None:
+            steps = read_steps(steps, self.reasoning, reads)
         return Candidate(
             node_id=node.id,
             prompt=path[0].text,
-            steps=path_steps(((n.text, ends_step(n)) for n in path[1:]), self.step_delimiter),
+            steps=steps,
             answer=node.answer,
             terminal=node.terminal,
             token_logprobs=tuple(logprobs),
@@ -94,7 +103,8 @@ class Scoring:
         if not pairs:
             return []
         self.budget.spend_scoring(len(pairs))
-        views = [(self.candidate(a), self.candidate(b)) for a, b in pairs]
+        reads = _reads(found)
+        views = [(self.candidate(a, reads), self.candidate(b, reads)) for a, b in pairs]
         try:
             scores = await found.compare(self.problem, views)
             if len(scores) != len(pairs):
@@ -146,7 +156,8 @@ class Scoring:
         for node_id, fut in futures.items():
             self._inflight_scores[(node_id, scorer)] = fut
         try:
-            candidates = [self.candidate(n) for n in todo]
+            reads = _reads(self.scorers[scorer])
+            candidates = [self.candidate(n, reads) for n in todo]
             try:
                 scores = await self.scorers[scorer].score(self.problem, candidates)
                 if len(scores) != len(todo):
@@ -165,3 +176,11 @@ class Scoring:
                 self._inflight_scores.pop((node_id, scorer), None)
                 if not fut.done():
                     fut.cancel()
+
+
+def _reads(scorer: Scorer[Any]) -> Reads:
+    """The part of a reasoning path ``scorer`` reads (its config's ``reads``, else all)."""
+    reads = getattr(scorer.config, "reads", "all")
+    if reads == "thinking":
+        return "thinking"
+    return "answer" if reads == "answer" else "all"

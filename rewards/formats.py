@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from branchwise.core.reasoning import Reads
 from branchwise.rewards.pooling import Activation
 
 Layout = Literal["pieces", "chat_tagged", "tagged_text", "chat_turns", "chat_response"]
@@ -72,6 +73,15 @@ class RewardFormat:
     """vLLM pools only the rows at the step tag's id (STEP pooling, ``step_tag_id``)."""
     why_not: str = ""
     """Why the other backends cannot serve it (the error a recipe gets)."""
+    reads: Reads | None = None
+    """On a reasoning model's paths: the thinking's steps or the answer after the end tag
+    (None: a PRM reads the thinking, an ORM the answer)."""
+
+    @property
+    def default_reads(self) -> Reads:
+        if self.reads is not None:
+            return self.reads
+        return "thinking" if self.per_step else "answer"
 
 
 FORMATS: dict[str, RewardFormat] = {

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from branchwise.core.cpu_layout import CpuLayout
+from branchwise.core.reasoning import Reads
 from branchwise.core.scorers import ScorerConfig
 from branchwise.core.values import StepAggregation
 from branchwise.rewards.formats import FormatName, check_backend, get_format
@@ -68,6 +69,12 @@ class RewardModelConfig(ScorerConfig):
     aggregation: StepAggregation = Field(
         StepAggregation(), description="Step values -> Score.value (PRM)."
     )
+    reads: Reads = Field(
+        "thinking",
+        description="On a reasoning model's paths (the recipe's `reasoning`): thinking (the "
+        "steps before the end tag) | answer (after it) | all (omit: the format's; PRMs read "
+        "the thinking, ORMs the answer).",
+    )
     max_batch: int = Field(64, ge=1, description="Most sequences per model call.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
     timeout_seconds: float = Field(120.0, gt=0, description="Per-node limit; then it fails.")
@@ -97,6 +104,7 @@ class RewardModelConfig(ScorerConfig):
             "label_tokens": fmt.label_tokens,
             "answer": fmt.answer,
             "system_prompt": fmt.system_prompt,
+            "reads": fmt.default_reads,
         }
         merged = {**defaults, **data}
         for key, value in defaults.items():  # null means "the format's", but for system_prompt

@@ -89,6 +89,9 @@ class Strategy(ABC, Generic[ConfigT]):
     # True when the samples are independent whole solutions from the root, so the first N
     # of a run of n are exactly a run of N (the metrics re-select from them with `select`).
     samples_independent: ClassVar[bool] = False
+    # True for strategies that work on a reasoning model's thinking (``port.think``): a
+    # recipe without a `reasoning` format is refused.
+    needs_reasoning: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
@@ -133,6 +136,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "cp_beam_search": "branchwise.strategies.cp_beam:CPBeamSearch",
     "treebon": "branchwise.strategies.treebon:TreeBoN",
     "phi_decoding": "branchwise.strategies.phi_decoding:PhiDecoding",
+    "budget_forcing": "branchwise.strategies.budget_forcing:BudgetForcing",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

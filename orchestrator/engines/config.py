@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from branchwise.core.cpu_layout import CpuLayout
 from branchwise.core.registry import Registry
@@ -142,6 +142,26 @@ class OpenAIEngineConfig(EngineConfig):
     )
 
 
+class ScriptedThinking(BaseModel):
+    """The scripted engine as a reasoning model (``<think>`` lines, then the answer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lines: tuple[int, int] = Field(
+        (1, 6), description="Fewest and most thinking lines a sample plans (drawn per sample)."
+    )
+    decay: float = Field(
+        0.7, gt=0, le=1, description="Each thinking line multiplies the answer's error rate."
+    )
+
+    @model_validator(mode="after")
+    def _check_lines(self) -> ScriptedThinking:
+        low, high = self.lines
+        if not 0 <= low <= high:
+            raise ValueError(f"thinking.lines: {list(self.lines)} must be 0 <= fewest <= most")
+        return self
+
+
 class ScriptedEngineConfig(EngineConfig):
     """A deterministic stand-in engine that replays reference solutions with errors."""
 
@@ -156,6 +176,9 @@ class ScriptedEngineConfig(EngineConfig):
         None,
         description="JSONL file (relative to the recipe) of problems whose reference `solution` "
         "the engine replays; without one it knows no question and answers 'I do not know.'.",
+    )
+    thinking: ScriptedThinking | None = Field(
+        None, description="Think in <think> ... </think> before answering (a reasoning model)."
     )
 
 

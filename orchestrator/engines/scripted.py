@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 from branchwise.core.errors import EngineError
 from branchwise.core.seeding import derive_seed
+from branchwise.orchestrator.engines.scripted_thinking import ThinkingPolicy
 from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -197,11 +198,14 @@ class ScriptedEngine:
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
             solutions = read_solutions(path)
-        return cls(
+        engine = cls(
             error_rate=config.error_rate,
             seconds_per_token=config.seconds_per_token,
             solutions=solutions,
         )
+        if config.thinking is not None:
+            engine.think(lines=config.thinking.lines, decay=config.thinking.decay)
+        return engine
 
     def __init__(
         self,
@@ -231,14 +235,20 @@ class ScriptedEngine:
         """How many requests are in flight now."""
         return len(self.in_flight)
 
+    def think(self, *, lines: tuple[int, int] = (1, 6), decay: float = 0.7) -> None:
+        """Make the default policy a reasoning model: ``<think>`` lines, then the answer."""
+        if isinstance(self.policy, ReferencePolicy):
+            self.policy = ThinkingPolicy(self.policy, lines=lines, decay=decay)
+
     def learn(self, solutions: Mapping[str, str]) -> None:
         """Add reference solutions (by question) to the default policy.
 
         A hook for tests and fixtures, called by whoever sets the engine up: the runner never
         hands an engine the problems' solutions.
         """
-        if isinstance(self.policy, ReferencePolicy):
-            self.policy.solutions.update(solutions)
+        policy = self.policy.inner if isinstance(self.policy, ThinkingPolicy) else self.policy
+        if isinstance(policy, ReferencePolicy):
+            policy.solutions.update(solutions)
 
     async def __aenter__(self) -> Self:
         return self

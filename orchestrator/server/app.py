@@ -244,6 +244,7 @@ class StrategyServer:
                 recipe.strategy.name,
                 recipe.fingerprint(),
                 recipe.budget.model_dump(exclude_none=True),
+                reasoning=recipe.reasoning,
             )
             run = SearchRun(orchestrator, problem, prompt)
             self.stats.started += 1

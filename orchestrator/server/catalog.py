@@ -15,7 +15,7 @@ from branchwise.orchestrator.engines.types import SamplingSpec
 from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.recipe import Recipe, load_recipe
 from branchwise.orchestrator.runner import Orchestrator
-from branchwise.orchestrator.server.errors import ApiError
+from branchwise.orchestrator.server.errors import ApiError, bad_field
 from branchwise.orchestrator.server.protocol import SearchRequest
 from branchwise.orchestrator.server.settings import ServerLimits
 from branchwise.orchestrator.validation import check_resources
@@ -53,18 +53,38 @@ def request_recipe(recipe: Recipe, request: SearchRequest, limits: ServerLimits)
     sampling = recipe.sampling
     if request.sampling:
         sampling = SamplingSpec.model_validate({**sampling.model_dump(), **request.sampling})
+    _check_thinking(recipe, request)
     budget = Budget.model_validate({**recipe.budget.model_dump(), **request.budget})
     caps: dict[str, float | int] = {}
     for key in ("max_generated_tokens", "max_seconds"):
         cap, value = getattr(limits, key), getattr(budget, key)
         if value is None or value > cap:
             caps[key] = cap
+    for key in ("max_thinking_tokens", "min_thinking_tokens"):  # unset stays unset
+        value = getattr(budget, key)
+        if value is not None and value > limits.max_thinking_tokens:
+            caps[key] = limits.max_thinking_tokens
     if caps:
         budget = budget.model_copy(update=caps)
     update: dict[str, object] = {"sampling": sampling, "budget": budget}
     if request.seed is not None:
         update["seed"] = request.seed
     return recipe.model_copy(update=update)
+
+
+def _check_thinking(recipe: Recipe, request: SearchRequest) -> None:
+    """A thinking budget needs a reasoning model's recipe and an engine that forces tokens."""
+    for key in ("max_thinking_tokens", "min_thinking_tokens"):
+        if request.budget.get(key) is None:
+            continue
+        if recipe.reasoning is None:
+            raise bad_field(
+                key, f"model {request.model!r} has no reasoning format (not a thinking model)"
+            )
+        if not recipe.engine.token_level:
+            raise bad_field(
+                key, f"model {request.model!r} runs on an engine that cannot force tokens"
+            )
 
 
 class ModelCatalog:

@@ -9,6 +9,9 @@ Honoured, within :class:`ServerLimits`:
 - ``budget`` (a Branchwise field; ``extra_body`` in the openai client): any of the recipe
   budget's fields (``max_generated_tokens``, ``max_seconds``, ``max_engine_calls``, ...);
   ``max_generated_tokens`` and ``max_seconds`` at most the server's caps;
+- ``max_thinking_tokens``, ``min_thinking_tokens`` (Branchwise fields, also accepted in
+  ``budget``): a reasoning model's thinking budget per path, at most the server's cap; only
+  for recipes with a reasoning format;
 - ``stream``, ``stream_options.include_usage``; ``user`` (accepted, unused).
 
 Accepted only at their neutral value: ``n`` and ``best_of`` (1), ``presence_penalty`` and
@@ -33,7 +36,7 @@ Endpoint = Literal["chat", "completions"]
 
 _COMMON = {
     "model", "stream", "stream_options", "max_tokens", "temperature", "top_p", "seed",
-    "budget", "user",
+    "budget", "user", "max_thinking_tokens", "min_thinking_tokens",
 }  # fmt: skip
 _CHAT = _COMMON | {"messages", "max_completion_tokens"}
 _COMPLETIONS = _COMMON | {"prompt"}
@@ -45,7 +48,13 @@ _NEUTRAL: dict[str, Any] = {
     "logprobs": False,
     "echo": False,
 }
-_CAPPED_BUDGET = ("max_generated_tokens", "max_seconds")
+_CAPPED_BUDGET = (
+    "max_generated_tokens",
+    "max_seconds",
+    "max_thinking_tokens",
+    "min_thinking_tokens",
+)
+_THINKING = ("max_thinking_tokens", "min_thinking_tokens")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -102,8 +111,23 @@ def parse_request(body: object, endpoint: Endpoint, limits: ServerLimits) -> Sea
         include_usage=_stream_options(present.get("stream_options"), stream),
         sampling=_sampling(present, limits),
         seed=_seed(present.get("seed")),
-        budget=_budget(present.get("budget"), limits),
+        budget=_budget(_with_thinking(present), limits),
     )
+
+
+def _with_thinking(body: dict[str, Any]) -> object:
+    """The ``budget`` object with the top-level thinking fields moved into it."""
+    budget = body.get("budget")
+    top = {key: body[key] for key in _THINKING if key in body}
+    if not top:
+        return budget
+    if budget is not None and not isinstance(budget, dict):
+        return budget  # refused by _budget, naming the field
+    inside = budget or {}
+    for key in top:
+        if inside.get(key) is not None:
+            raise bad_field(key, f"also given as budget.{key}; give it once")
+    return {**inside, **top}
 
 
 def _messages(value: object) -> tuple[ChatMessage, ...]:
@@ -224,7 +248,7 @@ def _budget(value: object, limits: ServerLimits) -> dict[str, Any]:
             raise bad_field(f"budget.{name}", f"unknown budget field; known: {known}") from None
         raise bad_field(f"budget.{name}", f"{error['msg']} (got {_json(error['input'])})") from None
     for key in _CAPPED_BUDGET:
-        cap = getattr(limits, key)
+        cap = getattr(limits, key.replace("min_", "max_"))
         if key in given and given[key] > cap:
             raise bad_field(
                 f"budget.{key}", f"at most {cap} (the server's per-request limit), got {given[key]}"

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from branchwise.core.reasoning import ReasoningFormat, split_reasoning
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.server.protocol import Endpoint
 from branchwise.orchestrator.server.search import BestSoFar
@@ -33,6 +34,8 @@ class Reply:
     fingerprint: str
     budget: dict[str, Any]
     created: int
+    reasoning: ReasoningFormat | None = None
+    """The recipe's reasoning format: chat answers split the thinking off the content."""
 
     @classmethod
     def new(
@@ -43,8 +46,11 @@ class Reply:
         strategy: str,
         fingerprint: str,
         budget: dict[str, Any],
+        *,
+        reasoning: ReasoningFormat | None = None,
     ) -> Reply:
-        return cls(endpoint, trace_id, model, strategy, fingerprint, budget, int(time.time()))
+        created = int(time.time())
+        return cls(endpoint, trace_id, model, strategy, fingerprint, budget, created, reasoning)
 
     @property
     def id(self) -> str:
@@ -63,9 +69,13 @@ class Reply:
         """The whole (non-streamed) response."""
         text, finish = answer_text(result)
         if self.endpoint == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.reasoning is not None:
+                thinking, content = split_thinking(text, self.reasoning)
+                message = {"role": "assistant", "content": content, "reasoning_content": thinking}
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": finish,
                 "logprobs": None,
             }
@@ -101,11 +111,15 @@ class Reply:
         role: bool = False,
         finish: str | None = None,
         extra: dict[str, Any] | None = None,
+        reasoning: str | None = None,
     ) -> dict[str, Any]:
+        """One chunk; ``reasoning``: a reasoning delta (``reasoning_content``, chat only)."""
         if self.endpoint == "chat":
             content: dict[str, Any] = {}
             if role:
                 content = {"role": "assistant", "content": ""}
+            if reasoning is not None:
+                content["reasoning_content"] = reasoning
             if delta is not None:
                 content["content"] = delta
             choice: dict[str, Any] = {"index": 0, "delta": content}
@@ -137,7 +151,13 @@ class Reply:
     def final_chunks(self, result: ProblemResult, include_usage: bool) -> list[dict[str, Any]]:
         """The answer's text, the finish chunk (with the facts) and, if asked, the usage."""
         text, finish = answer_text(result)
-        chunks = [self.chunk(text)] if text else []
+        chunks = []
+        if self.endpoint == "chat" and self.reasoning is not None:
+            thinking, text = split_thinking(text, self.reasoning)
+            if thinking:
+                chunks.append(self.chunk(reasoning=thinking))
+        if text:
+            chunks.append(self.chunk(text))
         facts = {"event": "final", **self.facts(result)}
         chunks.append(self.chunk(finish=finish, extra=facts))
         if include_usage:
@@ -160,7 +180,20 @@ def answer_text(result: ProblemResult) -> tuple[str, str]:
     return result.graph.solution_text(result.node_id), finish
 
 
+def split_thinking(text: str, fmt: ReasoningFormat) -> tuple[str, str]:
+    """A chat answer's ``reasoning_content`` and ``content``, as vLLM's reasoning parsers
+    give them: the thinking without its tags, and the text after the end tag (all of a text
+    that never closed its thinking is thinking)."""
+    split = split_reasoning(text, fmt)
+    thinking = split.thinking.removesuffix(fmt.end) if split.closed else split.thinking
+    stripped = thinking.lstrip()
+    if stripped.startswith(fmt.start):
+        thinking = stripped[len(fmt.start) :]
+    return thinking, split.answer or ""
+
+
 def openai_usage(usage: dict[str, float | int]) -> dict[str, Any]:
+    """OpenAI's usage object; ``reasoning_tokens``: the generated tokens that thought."""
     prompt = int(usage.get("prompt_tokens", 0))
     generated = int(usage.get("generated_tokens", 0))
     return {
@@ -168,6 +201,7 @@ def openai_usage(usage: dict[str, float | int]) -> dict[str, Any]:
         "completion_tokens": generated,
         "total_tokens": prompt + generated,
         "prompt_tokens_details": {"cached_tokens": int(usage.get("cached_prompt_tokens", 0))},
+        "completion_tokens_details": {"reasoning_tokens": int(usage.get("thinking_tokens", 0))},
     }
 
 

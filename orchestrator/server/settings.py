@@ -39,6 +39,12 @@ class ServerLimits(BaseModel):
         gt=0,
         description="Per-request cap on the search's wall-clock seconds (budget), as above.",
     )
+    max_thinking_tokens: int = Field(
+        32_768,
+        ge=1,
+        description="Per-request cap on a reasoning model's thinking budget per path "
+        "(`max_thinking_tokens`, `min_thinking_tokens`); a recipe setting more is cut to it.",
+    )
     progress_interval: float = Field(
         0.25, gt=0, description="Seconds between looks at the best answer so far (streaming)."
     )

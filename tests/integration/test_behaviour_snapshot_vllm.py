@@ -24,7 +24,7 @@ from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from tests.integration.conftest import POLICY, TESTBED, EngineLoop
-from tests.unit.strategy_configs import STRATEGY_CONFIGS
+from tests.unit.strategy_configs import STRATEGY_CONFIGS, recipe_extras
 from tests.unit.test_behaviour_snapshot import observation
 
 pytestmark = pytest.mark.vllm
@@ -43,6 +43,7 @@ def observe(loop: EngineLoop, engine: VLLMEngine, name: str) -> list[dict[str, A
             **TESTBED,
             "engine": {"kind": "vllm", "model": str(POLICY)},
             "strategy": STRATEGY_CONFIGS[name],
+            **recipe_extras(STRATEGY_CONFIGS[name]),
             "scorers": SCORERS,
             "sampling": {"temperature": 1.0, "max_tokens": 64, "logprobs": 5},
             "budget": {"max_generated_tokens": 400},

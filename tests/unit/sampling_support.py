@@ -26,6 +26,7 @@ from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.verifiers.answers import AnswerSpec
 from tests.conftest import teach
+from tests.unit.strategy_configs import recipe_extras
 
 PEAKED = (-0.01, -5.0, -6.0, -7.0, -8.0)
 """A confident position: token confidence 5.2, top-5 entropy ~0.06 nats."""
@@ -112,6 +113,7 @@ def run_strategy(
         {
             "engine": {"kind": "scripted"},
             "strategy": strategy,
+            **recipe_extras(strategy),
             "scorers": scorers or [],
             "sampling": {"temperature": 1.0, "max_tokens": max_tokens},
             "budget": budget or {},

@@ -20,6 +20,7 @@ from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.verifiers.reference import ReferenceSteps
 from tests.conftest import teach
+from tests.unit.strategy_configs import recipe_extras
 
 ORACLES: list[dict[str, Any]] = [
     {"kind": "reference_steps", "name": "prm"},
@@ -100,6 +101,7 @@ def run_strategy(
         {
             "engine": {"kind": "scripted"},
             "strategy": strategy,
+            **recipe_extras(strategy),
             "scorers": scorers if scorers is not None else ORACLES,
             "sampling": {"temperature": 1.0, "max_tokens": max_tokens},
             "budget": budget or {},

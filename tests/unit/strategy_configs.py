@@ -73,4 +73,16 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
         "final_scorer": "oracle",
     },
     "phi_decoding": {"name": "phi_decoding", "beams": 2, "candidates": 3, "max_depth": 4},
+    "budget_forcing": {"name": "budget_forcing", "waits": 2},
 }
+
+# Recipe sections a strategy needs beside its own, by strategy name. Budget forcing works on
+# a reasoning model's thinking; the plain scripted engine has none, so a format whose end
+# tag is the line break makes each path's first line its "thinking" (waits then replace
+# line breaks by "Wait", and the answer follows the forced one).
+RECIPE_EXTRAS: dict[str, dict[str, Any]] = {"budget_forcing": {"reasoning": {"end": "\n"}}}
+
+
+def recipe_extras(strategy: dict[str, Any]) -> dict[str, Any]:
+    """The recipe sections ``strategy`` needs beside its own (see RECIPE_EXTRAS)."""
+    return RECIPE_EXTRAS.get(str(strategy.get("name")), {})

@@ -29,7 +29,7 @@ from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, teach
-from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS
+from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS, recipe_extras
 
 SNAPSHOT = Path(__file__).with_name("behaviour_snapshot.json")
 USAGE_FIELDS = (
@@ -131,6 +131,7 @@ def observe(name: str) -> list[dict[str, Any]]:
         {
             "engine": {"kind": "scripted"},
             "strategy": VARIANTS[name],
+            **recipe_extras(VARIANTS[name]),
             "scorers": SCORERS_USED,
             "sampling": {"temperature": 1.0, "max_tokens": 48},
             "seed": 3,

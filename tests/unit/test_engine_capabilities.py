@@ -43,7 +43,10 @@ def test_declared_token_level_engines_are_token_engines() -> None:
         built = {"vllm": VLLMEngine, "openai": OpenAIEngine, "scripted": ScriptedEngine}[name]
         has = all(hasattr(built, attr) for attr in ("decode", "eos_token_id"))
         assert config.token_level == has, name
-    assert [n for n, s in STRATEGIES if s.needs_token_engine] == ["entropy_branching"]
+    assert [n for n, s in STRATEGIES if s.needs_token_engine] == [
+        "budget_forcing",
+        "entropy_branching",
+    ]
 
 
 def test_a_scripted_recipe_names_the_solutions_its_engine_replays() -> None:

@@ -40,3 +40,13 @@ def test_full_validate_says_the_hub_models_are_not_here(
     err = capsys.readouterr().err
     assert "nor a model in the Hugging Face cache" in err and "--static" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_reasoning_model_recipe_has_its_format_and_a_thinking_budget() -> None:
+    reasoning = [load_recipe(p) for p in REAL if "qwen3" in p.stem]
+    assert len(reasoning) >= 2
+    for recipe in reasoning:
+        assert recipe.reasoning is not None and recipe.reasoning.end == "</think>"
+        cap = recipe.budget.max_thinking_tokens
+        strategy_cap = getattr(recipe.strategy, "max_thinking_tokens", None)
+        assert (cap or strategy_cap or 0) > 0

@@ -22,7 +22,7 @@ from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.strategies.base import STRATEGIES
 from tests.conftest import make_problem, teach
-from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS
+from tests.unit.strategy_configs import CONTRACT_SCORERS, STRATEGY_CONFIGS, recipe_extras
 
 NAMES = sorted(STRATEGY_CONFIGS)
 # Budgets that end a search early: by tokens, and by scorer calls (which most strategies
@@ -46,6 +46,7 @@ def _run(
         {
             "engine": {"kind": "scripted"},
             "strategy": STRATEGY_CONFIGS[name],
+            **recipe_extras(STRATEGY_CONFIGS[name]),
             "scorers": CONTRACT_SCORERS,
             "sampling": {"temperature": 1.0, "max_tokens": 48},
             "budget": budget or {},
