@@ -128,6 +128,8 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "ab_mcts_m": "branchwise.strategies.ab_mcts_m:ABMCTSM",
     "particle_filter": "branchwise.strategies.particle_filter:ParticleFilter",
     "a_star": "branchwise.strategies.a_star:AStar",
+    "rpc": "branchwise.strategies.rpc:RPC",
+    "cover_pruning": "branchwise.strategies.cover_pruning:CoverPruning",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

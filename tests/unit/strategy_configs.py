@@ -48,4 +48,6 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "particle_filter": {"name": "particle_filter", "particles": 4, "scorer": "prm"},
     "a_star": {"name": "a_star", "expansions": 3, "scorer": "prm", "verifier": "oracle"},
+    "rpc": {"name": "rpc", "n": 6},
+    "cover_pruning": {"name": "cover_pruning", "n": 6, "interval": 8},
 }
