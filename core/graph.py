@@ -54,6 +54,9 @@ class Node:
     forced: bool = False
     """Tokens placed by the strategy (``ctx.extend``), not sampled: they cost no generated
     tokens, so token accounting skips them."""
+    prompt_variant: str | None = None
+    """The label of the prompt variant this whole solution was sampled under
+    (``port.sample_variant``); None: the problem's own prompt, the root's ids."""
 
     @property
     def generated_tokens(self) -> int:
@@ -204,6 +207,7 @@ class SearchGraph:
                         name: {"value": s.value, "steps": list(s.step_values), "error": s.error}
                         for name, s in sorted(state.scores.items())
                     },
+                    **({"prompt_variant": node.prompt_variant} if node.prompt_variant else {}),
                 }
             )
         return {"problem_id": self.problem_id, "nodes": nodes}

@@ -13,10 +13,12 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node, NodeStatus, Score, SearchGraph
+from branchwise.core.port import PromptVariant
 from branchwise.core.problem import Problem
 from branchwise.core.scoring import Scorer
 from branchwise.core.seeding import derive_seed
@@ -27,6 +29,7 @@ from branchwise.orchestrator.generation import Generation
 from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import PoolSeat
 from branchwise.orchestrator.node_stream import NodeStream
+from branchwise.orchestrator.prompting import PromptSpec, render_variant
 from branchwise.orchestrator.scoring import Scoring
 from branchwise.verifiers.answers import AnswerSpec
 
@@ -44,6 +47,10 @@ class SearchSettings:
     run_id: str = "run"
     aggregation: Aggregation | None = None
     """How the strategy folds step values into a value (None: the scorer's own value)."""
+    prompt: PromptSpec = field(default_factory=PromptSpec)
+    """The recipe's prompt section: prompt variants (``sample_variant``) render with it."""
+    base_dir: Path = Path(".")
+    """Where the recipe's relative paths (a chat template file) resolve."""
 
 
 class SearchContext:
@@ -63,6 +70,8 @@ class SearchContext:
         self.graph = SearchGraph(problem.id, prompt_token_ids, prompt)
         self.ledger = ledger
         self._rng = random.Random(derive_seed(settings.seed, problem.id, "strategy"))
+        self._settings = settings
+        self._variant_ids: dict[PromptVariant, tuple[int, ...]] = {}
         self._pool = pool
         self.generation = Generation(
             engine=settings.engine,
@@ -239,3 +248,33 @@ class SearchContext:
     def fail(self, node: Node, reason: str) -> None:
         """Mark a node failed: it never becomes an answer."""
         self.graph.mark(node.id, "failed", reason)
+
+    async def sample_variant(
+        self,
+        k: int,
+        variant: PromptVariant,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """``k`` whole solutions from the root sampled under a prompt variant.
+
+        The variant is rendered to token ids once per search (with the recipe's prompt
+        section); the children are root children marked with its label.
+        """
+        if k < 1:
+            return []
+        ids = self._variant_ids.get(variant)
+        if ids is None:
+            settings = self._settings
+            rendered = await render_variant(
+                settings.prompt,
+                self.problem.question,
+                variant,
+                settings.engine,
+                settings.base_dir,
+            )
+            ids = self._variant_ids[variant] = rendered.token_ids
+        spec = self.generation.spec(False, max_tokens, temperature, logprobs)
+        return await self.generation.expand(self.root, k, spec, False, (variant.label, ids))

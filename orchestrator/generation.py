@@ -79,13 +79,21 @@ class Generation:
         return self.sampling.model_copy(update=update) if update else self.sampling
 
     def request(
-        self, node: Node, child_ids: Sequence[str], spec: SamplingSpec
+        self,
+        node: Node,
+        child_ids: Sequence[str],
+        spec: SamplingSpec,
+        prompt_ids: tuple[int, ...] | None = None,
     ) -> GenerationRequest:
-        """The engine request for ``child_ids`` of ``node``; its id and seed name the first."""
+        """The engine request for ``child_ids`` of ``node``; its id and seed name the first.
+
+        ``prompt_ids``: a prompt variant's ids in place of the path's (root children only)."""
         first = child_ids[0]
         return GenerationRequest(
             request_id=f"{self.run_id}:{self.problem_id}:{first}x{len(child_ids)}",
-            prompt_token_ids=self.graph.full_token_ids(node.id),
+            prompt_token_ids=self.graph.full_token_ids(node.id)
+            if prompt_ids is None
+            else prompt_ids,
             sampling=spec.model_copy(
                 update={"seed": derive_seed(self.seed, self.problem_id, first)}
             ),
@@ -93,9 +101,18 @@ class Generation:
             affinity=self.problem_id,
         )
 
-    async def expand(self, node: Node, k: int, spec: SamplingSpec, one_step: bool) -> list[Node]:
-        """``k`` children of ``node`` in one request, admitted, paid for and recorded."""
-        prompt_ids = self.graph.full_token_ids(node.id)
+    async def expand(
+        self,
+        node: Node,
+        k: int,
+        spec: SamplingSpec,
+        one_step: bool,
+        variant: tuple[str, tuple[int, ...]] | None = None,
+    ) -> list[Node]:
+        """``k`` children of ``node`` in one request, admitted, paid for and recorded.
+
+        ``variant``: (label, prompt ids) of a prompt variant the children are sampled under."""
+        prompt_ids = self.graph.full_token_ids(node.id) if variant is None else variant[1]
         held = await self.ledger.admit(
             n=k,
             max_tokens=spec.max_tokens,
@@ -106,7 +123,7 @@ class Generation:
         )
         with held:  # leaving unsettled (a failure, a cancellation) gives it all back
             child_ids = self.graph.reserve_child_ids(node.id, k)
-            request = self.request(node, child_ids, spec)
+            request = self.request(node, child_ids, spec, prompt_ids)
             request = replace(
                 request,
                 sampling=request.sampling.model_copy(update={"max_tokens": held.per_sample}),
@@ -125,8 +142,9 @@ class Generation:
                 problem_id=self.problem_id,
                 node_id=child_ids[0],
             )
+        label = None if variant is None else variant[0]
         return [
-            self.record(node, child_id, c, one_step)
+            self.record(node, child_id, c, one_step, label)
             for child_id, c in zip(child_ids, completions, strict=True)
         ]
 
@@ -162,7 +180,14 @@ class Generation:
             return self.engine.stream(request)
         return _one_shot(self.engine, request)
 
-    def record(self, parent: Node, node_id: str, c: Completion, one_step: bool) -> Node:
+    def record(
+        self,
+        parent: Node,
+        node_id: str,
+        c: Completion,
+        one_step: bool,
+        prompt_variant: str | None = None,
+    ) -> Node:
         """Add a finished completion as the child ``node_id`` of ``parent``; returns it.
 
         A generation the engine cut off (``abort``/``error``) is recorded as failed. The
@@ -177,6 +202,7 @@ class Generation:
                 c,
                 terminal=not failed and not ended_step,
                 finish_reason=c.finish_reason,
+                prompt_variant=prompt_variant,
             )
         )
         if failed:
@@ -238,6 +264,7 @@ class Generation:
         terminal: bool,
         finish_reason: str | None,
         forced: bool = False,
+        prompt_variant: str | None = None,
     ) -> Node:
         """The one constructor of a child node from what the engine (or a strategy) wrote."""
         logprobs = c.token_logprobs if c is not None else ()
@@ -253,6 +280,7 @@ class Generation:
             finish_reason=finish_reason,
             terminal=terminal,
             forced=forced,
+            prompt_variant=prompt_variant,
         )
         if terminal:
             whole = self.graph.solution_text(parent.id) + node.text

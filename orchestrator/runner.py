@@ -146,6 +146,8 @@ class Orchestrator:
                     scorers=self.scorers,
                     run_id=self.run_id,
                     aggregation=self.recipe.aggregation(),
+                    prompt=self.recipe.prompt,
+                    base_dir=self.recipe.base_dir,
                 ),
                 ledger=ledger,
                 pool=seat,

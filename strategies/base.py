@@ -130,6 +130,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "a_star": "branchwise.strategies.a_star:AStar",
     "rpc": "branchwise.strategies.rpc:RPC",
     "cover_pruning": "branchwise.strategies.cover_pruning:CoverPruning",
+    "div_sampling": "branchwise.strategies.div_sampling:DivSampling",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

@@ -50,4 +50,5 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     "a_star": {"name": "a_star", "expansions": 3, "scorer": "prm", "verifier": "oracle"},
     "rpc": {"name": "rpc", "n": 6},
     "cover_pruning": {"name": "cover_pruning", "n": 6, "interval": 8},
+    "div_sampling": {"name": "div_sampling", "n": 6},
 }
