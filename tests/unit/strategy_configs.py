@@ -51,4 +51,10 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     "rpc": {"name": "rpc", "n": 6},
     "cover_pruning": {"name": "cover_pruning", "n": 6, "interval": 8},
     "div_sampling": {"name": "div_sampling", "n": 6},
+    "sample_scrutinize": {
+        "name": "sample_scrutinize",
+        "n": 6,
+        "verifier": "oracle",
+        "tie_break": False,
+    },
 }
