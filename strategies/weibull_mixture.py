@@ -84,9 +84,9 @@ def fit_weibull_mixture(
         b = (1 - weight) * low.pdf(x)
         new_r = a / np.maximum(a + b, _TINY)
         weight = float(np.clip(new_r.mean(), low_bound, high_bound))
-        high = _weighted_fit(x, new_r)
-        low = _weighted_fit(x, 1 - new_r)
-        if float(np.max(np.abs(new_r - high_r))) < 1e-9:
+        high = _weighted_fit(x, new_r, high.shape)
+        low = _weighted_fit(x, 1 - new_r, low.shape)
+        if float(np.max(np.abs(new_r - high_r))) < 1e-6:
             break
         high_r = new_r
     if high.mean < low.mean:
@@ -94,8 +94,10 @@ def fit_weibull_mixture(
     return WeibullMixture(weight, high, low)
 
 
-def _weighted_fit(x: Array, w: Array) -> Weibull:
-    """Weighted Weibull MLE: the shape solves a monotone equation, the scale follows."""
+def _weighted_fit(x: Array, w: Array, guess: float | None = None) -> Weibull:
+    """Weighted Weibull MLE: the shape solves a monotone equation, the scale follows.
+
+    ``guess`` (the previous EM step's shape) narrows the bracket the root is sought in."""
     total = float(w.sum())
     if total <= _TINY:
         return Weibull(1.0, float(x.mean()))
@@ -109,10 +111,12 @@ def _weighted_fit(x: Array, w: Array) -> Weibull:
         powered = _normalised(log_w + k * logs)
         return float((powered * logs).sum()) - 1 / k - mean_log
 
-    lo, hi = 1e-3, 1.0
+    lo, hi = (1e-3, 1.0) if guess is None else (guess / 2, guess * 2)
+    while gap(lo) > 0 and lo > 1e-3:
+        lo /= 2
     while gap(hi) < 0 and hi < 1e4:
         hi *= 2
-    for _ in range(100):
+    for _ in range(40):
         mid = (lo + hi) / 2
         if gap(mid) < 0:
             lo = mid
