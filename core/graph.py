@@ -59,6 +59,9 @@ class Node:
     thinking_open: bool = False
     """True while the path is still thinking after this node (no end tag yet); the root is
     open when the recipe has a reasoning format."""
+    prompt_variant: str | None = None
+    """The label of the prompt variant this whole solution was sampled under
+    (``port.sample_variant``); None: the problem's own prompt, the root's ids."""
 
     @property
     def generated_tokens(self) -> int:
@@ -226,6 +229,7 @@ class SearchGraph:
                         name: {"value": s.value, "steps": list(s.step_values), "error": s.error}
                         for name, s in sorted(state.scores.items())
                     },
+                    **({"prompt_variant": node.prompt_variant} if node.prompt_variant else {}),
                 }
             )
         return {"problem_id": self.problem_id, "nodes": nodes}

@@ -13,10 +13,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
 from branchwise.core.graph import Node, NodeStatus, Score
+
+
+@dataclass(frozen=True)
+class PromptVariant:
+    """A change to the problem's prompt for some whole-solution samples (DivSampling).
+
+    The orchestrator renders it to token ids with the recipe's prompt: ``system`` is added
+    to the system prompt (a role, an instruction; in front of a plain template's text),
+    ``question`` after the question (a task-specific hint, injected words). The strategy
+    names it by ``label``, which the sampled nodes carry for the trace.
+    """
+
+    label: str
+    system: str = ""
+    question: str = ""
 
 
 class TreeView(Protocol):
@@ -252,4 +268,17 @@ class SearchPort(TreeView, Protocol):
 
     async def continue_thinking(self, node: Node) -> Node:
         """A forced child writing the format's continuation word ("Wait"): think on."""
+        ...
+
+    async def sample_variant(
+        self,
+        k: int,
+        variant: PromptVariant,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """``k`` whole solutions sampled under a variant of the problem's prompt; they are
+        children of the root (finished, never expanded further) marked with its label."""
         ...

@@ -131,6 +131,7 @@ BUILTIN_SCORERS: dict[str, str] = {
     "judge_pointwise": "branchwise.verifiers.judges:PointwiseJudge",
     "judge_pairwise": "branchwise.verifiers.judges:PairwiseJudge",
     "judge_tournament": "branchwise.verifiers.judges:TournamentJudge",
+    "self_verification": "branchwise.verifiers.self_verification:SelfVerification",
     "prm": "branchwise.rewards.prm:ProcessRewardModel",
     "orm": "branchwise.rewards.prm:OutcomeRewardModel",
 }

@@ -14,10 +14,12 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from branchwise.core.errors import BranchwiseError, BudgetExhausted
 from branchwise.core.graph import Node, Score, SearchGraph
+from branchwise.core.port import PromptVariant
 from branchwise.core.problem import Problem
 from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scorers import Scorer
@@ -30,6 +32,7 @@ from branchwise.orchestrator.graph_view import GraphView
 from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import PoolSeat
 from branchwise.orchestrator.node_stream import NodeStream
+from branchwise.orchestrator.prompting import PromptSpec, render_variant
 from branchwise.orchestrator.scoring import Scoring
 from branchwise.orchestrator.thinking_budget import ThinkingBudget
 from branchwise.verifiers.answers import AnswerSpec
@@ -50,6 +53,10 @@ class SearchSettings:
     """How the strategy folds step values into a value (None: the scorer's own value)."""
     reasoning: ReasoningTags | None = None
     """The recipe's reasoning format as the engine's token ids (None: no thinking)."""
+    prompt: PromptSpec = field(default_factory=PromptSpec)
+    """The recipe's prompt section: prompt variants (``sample_variant``) render with it."""
+    base_dir: Path = Path(".")
+    """Where the recipe's relative paths (a chat template file) resolve."""
 
 
 class SearchContext(GraphView):
@@ -73,6 +80,8 @@ class SearchContext(GraphView):
         self.problem = problem
         self.ledger = ledger
         self._rng = random.Random(derive_seed(settings.seed, problem.id, "strategy"))
+        self._settings = settings
+        self._variant_ids: dict[PromptVariant, tuple[int, ...]] = {}
         self._pool = pool
         self.generation = Generation(
             engine=settings.engine,
@@ -260,3 +269,33 @@ class SearchContext(GraphView):
                 f"{effect} needs the recipe's `reasoning` format", problem_id=self.problem.id
             )
         return self.thinking
+
+    async def sample_variant(
+        self,
+        k: int,
+        variant: PromptVariant,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """``k`` whole solutions from the root sampled under a prompt variant.
+
+        The variant is rendered to token ids once per search (with the recipe's prompt
+        section); the children are root children marked with its label.
+        """
+        if k < 1:
+            return []
+        ids = self._variant_ids.get(variant)
+        if ids is None:
+            settings = self._settings
+            rendered = await render_variant(
+                settings.prompt,
+                self.problem.question,
+                variant,
+                settings.engine,
+                settings.base_dir,
+            )
+            ids = self._variant_ids[variant] = rendered.token_ids
+        spec = self.generation.spec(False, max_tokens, temperature, logprobs)
+        return await self.generation.expand(self.root, k, spec, False, variant=(variant.label, ids))

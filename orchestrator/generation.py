@@ -99,16 +99,20 @@ class Generation:
         child_ids: Sequence[str],
         spec: SamplingSpec,
         max_tokens: int | None = None,
+        prompt_ids: tuple[int, ...] | None = None,
     ) -> GenerationRequest:
         """The engine request for ``child_ids`` of ``node``; its id and seed name the first
-        (``max_tokens``: what the ledger admitted per sample, if it cut the spec's)."""
+        (``max_tokens``: what the ledger admitted per sample, if it cut the spec's;
+        ``prompt_ids``: a prompt variant's ids in place of the path's, root children only)."""
         first = child_ids[0]
         update: dict[str, object] = {"seed": derive_seed(self.seed, self.problem_id, first)}
         if max_tokens is not None:
             update["max_tokens"] = max_tokens
         return GenerationRequest(
             request_id=f"{self.run_id}:{self.problem_id}:{first}x{len(child_ids)}",
-            prompt_token_ids=self.graph.full_token_ids(node.id),
+            prompt_token_ids=self.graph.full_token_ids(node.id)
+            if prompt_ids is None
+            else prompt_ids,
             sampling=spec.model_copy(update=update),
             n=len(child_ids),
             affinity=self.problem_id,
@@ -122,13 +126,15 @@ class Generation:
         one_step: bool,
         *,
         rewrite: Callable[[Completion], Rewritten] | None = None,
+        variant: tuple[str, tuple[int, ...]] | None = None,
     ) -> list[Node]:
         """``k`` children of ``node`` in one request, admitted, paid for and recorded.
 
         ``rewrite`` (thinking budgets): applied to each completion before its node is built;
         returns the completion to record, whether the child stays open, and the tail cut off
-        it (paid for, so it is recorded as a pruned child of the child)."""
-        prompt_ids = self.graph.full_token_ids(node.id)
+        it (paid for, so it is recorded as a pruned child of the child). ``variant``: (label,
+        prompt ids) of a prompt variant the children are sampled under."""
+        prompt_ids = self.graph.full_token_ids(node.id) if variant is None else variant[1]
         held = await self.ledger.admit(
             n=k,
             max_tokens=spec.max_tokens,
@@ -139,7 +145,9 @@ class Generation:
         )
         with held:  # leaving unsettled (a failure, a cancellation) gives it all back
             child_ids = self.graph.reserve_child_ids(node.id, k)
-            request = self.request(node, child_ids, spec, max_tokens=held.per_sample)
+            request = self.request(
+                node, child_ids, spec, max_tokens=held.per_sample, prompt_ids=prompt_ids
+            )
             result = await self.guarded(self.engine.generate(request), f"on {request.request_id}")
             completions = result.completions
             kept = [rewrite(c) if rewrite else Rewritten(c) for c in completions]
@@ -155,9 +163,12 @@ class Generation:
                 problem_id=self.problem_id,
                 node_id=child_ids[0],
             )
+        label = None if variant is None else variant[0]
         children = []
         for child_id, r in zip(child_ids, kept, strict=True):
-            child = self.record(node, child_id, r.completion, one_step, keep_open=r.keep_open)
+            child = self.record(
+                node, child_id, r.completion, one_step, keep_open=r.keep_open, prompt_variant=label
+            )
             if r.cut is not None:
                 cut_id = self.graph.reserve_child_ids(child.id, 1)[0]
                 self.graph.add_child(
@@ -200,7 +211,14 @@ class Generation:
         return _one_shot(self.engine, request)
 
     def record(
-        self, parent: Node, node_id: str, c: Completion, one_step: bool, *, keep_open: bool = False
+        self,
+        parent: Node,
+        node_id: str,
+        c: Completion,
+        one_step: bool,
+        *,
+        keep_open: bool = False,
+        prompt_variant: str | None = None,
     ) -> Node:
         """Add a finished completion as the child ``node_id`` of ``parent``; returns it.
 
@@ -216,6 +234,7 @@ class Generation:
                 c,
                 terminal=not failed and not ended_step,
                 finish_reason=c.finish_reason,
+                prompt_variant=prompt_variant,
             )
         )
         if failed:
@@ -286,6 +305,7 @@ class Generation:
         terminal: bool,
         finish_reason: str | None,
         forced: bool = False,
+        prompt_variant: str | None = None,
     ) -> Node:
         """The one constructor of a child node from what the engine (or a strategy) wrote."""
         logprobs = c.token_logprobs if c is not None else ()
@@ -301,6 +321,7 @@ class Generation:
             finish_reason=finish_reason,
             terminal=terminal,
             forced=forced,
+            prompt_variant=prompt_variant,
         )
         tags = self.reasoning
         if tags is not None and parent.thinking_open:

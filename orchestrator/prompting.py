@@ -12,6 +12,9 @@ misses the prefix cache.
   with the model's chat template from its tokenizer files, or with ``chat_template`` from the
   recipe, with the generation prompt; the rendered text already holds every special token,
   so it is tokenized without adding more.
+
+A prompt variant (:func:`render_variant`, DivSampling) is another rendering of the same
+question, used only as the prompt of whole-solution samples that nothing extends.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from branchwise.core.port import PromptVariant
 
 
 class FewShotExample(BaseModel):
@@ -138,6 +143,32 @@ async def render_prompt(
         return RenderedPrompt(text, await engine.tokenize(text))
     return await engine.tokenize_chat(
         spec.messages(question), chat_template=spec.resolved_chat_template(base_dir)
+    )
+
+
+async def render_variant(
+    spec: PromptSpec,
+    question: str,
+    variant: PromptVariant,
+    engine: PromptEngine,
+    base_dir: Path,
+) -> RenderedPrompt:
+    """The problem's prompt with a variant's text added (DivSampling's perturbations).
+
+    ``variant.question`` follows the question after a blank line. ``variant.system`` goes
+    before the recipe's system prompt (which keeps the last word on the answer format), or
+    becomes the system prompt; with a plain template it comes before the template's text.
+    """
+    asked = f"{question}\n\n{variant.question}" if variant.question else question
+    if spec.style == "plain":
+        text = spec.template.replace("{question}", asked)
+        if variant.system:
+            text = f"{variant.system}\n\n{text}"
+        return RenderedPrompt(text, await engine.tokenize(text))
+    system = "\n\n".join(part for part in (variant.system, spec.system) if part) or None
+    varied = spec.model_copy(update={"system": system})
+    return await engine.tokenize_chat(
+        varied.messages(asked), chat_template=spec.resolved_chat_template(base_dir)
     )
 
 

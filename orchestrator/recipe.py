@@ -114,6 +114,15 @@ class Recipe(BaseModel):
                     "step-level scorer (e.g. prm, arithmetic_steps, reference_steps) or an "
                     "intrinsic one (e.g. mean_logprob)"
                 )
+        for field_name in self.strategy.pairwise_scorers():
+            wanted = getattr(self.strategy, field_name, None)
+            kind = kinds.get(wanted) if isinstance(wanted, str) else None
+            if kind is not None and not issubclass(SCORERS.get(kind), PairwiseScorer):
+                raise ValueError(
+                    f"strategy.{field_name}: {wanted!r} ({kind}) scores one candidate at a "
+                    f"time, but {self.strategy.name} compares pairs with it; use a pairwise "
+                    "scorer (e.g. self_verification, agreement_judge)"
+                )
         self._check_logprobs(kinds)
         self._check_aggregation_declared_once()
         judge = getattr(self.strategy, "scorer", None)

@@ -173,6 +173,8 @@ class Orchestrator:
                     run_id=self.run_id,
                     aggregation=self.recipe.aggregation(),
                     reasoning=await self._reasoning_tags(),
+                    prompt=self.recipe.prompt,
+                    base_dir=self.recipe.base_dir,
                 ),
                 ledger=ledger,
                 pool=seat,

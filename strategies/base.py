@@ -36,6 +36,11 @@ class StrategyConfig(BaseModel):
         """How this strategy folds step values into a value (None: the scorer's own)."""
         return None
 
+    def pairwise_scorers(self) -> tuple[str, ...]:
+        """Fields naming a scorer this config compares pairs with (``port.compare``); a
+        recipe naming a scorer there that cannot compare pairs is refused."""
+        return ()
+
 
 class _Aggregating(StrategyConfig):
     aggregation: Aggregation | None = Field(
@@ -137,6 +142,10 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "treebon": "branchwise.strategies.treebon:TreeBoN",
     "phi_decoding": "branchwise.strategies.phi_decoding:PhiDecoding",
     "budget_forcing": "branchwise.strategies.budget_forcing:BudgetForcing",
+    "rpc": "branchwise.strategies.rpc:RPC",
+    "cover_pruning": "branchwise.strategies.cover_pruning:CoverPruning",
+    "div_sampling": "branchwise.strategies.div_sampling:DivSampling",
+    "sample_scrutinize": "branchwise.strategies.sample_scrutinize:SampleScrutinize",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

@@ -34,13 +34,18 @@ class JudgeClient:
         self._counter = itertools.count()
         self._word_ids: dict[tuple[str, str], int | None] = {}
 
-    async def complete(self, prompt: str, sampling: SamplingSpec) -> tuple[Completion, str]:
-        """One completion of ``prompt``; returns it with the prompt text (for word ids)."""
+    async def complete(
+        self, prompt: str, sampling: SamplingSpec, seed: int | None = None
+    ) -> tuple[Completion, str]:
+        """One completion of ``prompt``; returns it with the prompt text (for word ids).
+
+        ``seed``: this request's own seed (repeated verdicts on one prompt); default the
+        client's."""
         ids = await self.engine.tokenize(prompt)
         request = GenerationRequest(
             request_id=f"judge:{self.label}:{next(self._counter)}",
             prompt_token_ids=ids,
-            sampling=sampling.model_copy(update={"seed": self.seed}),
+            sampling=sampling.model_copy(update={"seed": self.seed if seed is None else seed}),
         )
         result = await self.engine.generate(request)
         if not result.completions:

@@ -74,6 +74,15 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "phi_decoding": {"name": "phi_decoding", "beams": 2, "candidates": 3, "max_depth": 4},
     "budget_forcing": {"name": "budget_forcing", "waits": 2},
+    "rpc": {"name": "rpc", "n": 6},
+    "cover_pruning": {"name": "cover_pruning", "n": 6, "interval": 8},
+    "div_sampling": {"name": "div_sampling", "n": 6},
+    "sample_scrutinize": {
+        "name": "sample_scrutinize",
+        "n": 6,
+        "verifier": "oracle",
+        "tie_break": False,
+    },
 }
 
 # Recipe sections a strategy needs beside its own, by strategy name. Budget forcing works on
