@@ -6,10 +6,11 @@ ACCEL  := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 comma  := ,
 # `make setup`: what `make demo` and `branchwise serve` need. More extras by name:
 # `make setup EXTRAS=ray,bench` (or `make extra-ray`). The checks add the test tools, Ray
-# (its executor test) and pyarrow (the parquet export test); `make bench` adds matplotlib.
+# (its executor test), pyarrow (the parquet export test) and matplotlib (the benchmarks are
+# type-checked; `make bench` needs it too).
 EXTRAS ?=
 RUNTIME    := $(ACCEL),server$(if $(EXTRAS),$(comma)$(EXTRAS))
-DEV        := $(ACCEL),server,test,ray,parquet
+DEV        := $(ACCEL),server,test,ray,parquet,bench
 BENCH      := $(ACCEL),server,bench
 
 .PHONY: setup dev sandbox browser graphviz demo test check lint typecheck layers unit integration equivalence bench bench-strategies-final clean
