@@ -6,8 +6,9 @@ policy and its exact step checker, recorded before the search kernel was rebuilt
 one at a time, so the engine's batches (and its floating-point sums) are the same in every run.
 First-finish and cover pruning are left out: which sample finishes first is first-finish's
 algorithm, and cover pruning aborts streams whose tokens written before the abort depend on
-how fast the engine streams (two recordings of the same code differed there, and only there). Re-record a
-deliberate change with ``BRANCHWISE_RECORD_SNAPSHOT=1`` and say why in the commit.
+how fast the engine streams (two recordings of the same code differed there, and only
+there). Re-record a deliberate change with ``BRANCHWISE_RECORD_SNAPSHOT=1`` and say why in the
+commit.
 """
 
 from __future__ import annotations
