@@ -113,21 +113,33 @@ def chat_template(recipe: Recipe) -> str | None:
 
 
 def branchwise_recipe(
-    base: Recipe, strategy: str, budget: int, url: str, n: int, engine_extra: dict[str, Any]
+    base: Recipe,
+    strategy: str,
+    budget: int,
+    url: str,
+    n: int,
+    engine_extra: dict[str, Any],
+    served_name: str = SERVED_NAME,
 ) -> Recipe:
     """The Branchwise arm: the ``openai`` engine at its default settings (or ``engine_extra``)."""
-    engine = {"kind": "openai", "base_urls": [url], "model": SERVED_NAME, **engine_extra}
+    engine = {"kind": "openai", "base_urls": [url], "model": served_name, **engine_extra}
     return testbed_recipe(base, strategy, budget, engine, n, base.seed)
 
 
 def peer_job(
-    base: Recipe, strategy: str, budget: int, url: str, n: int, problems: list[Problem]
+    base: Recipe,
+    strategy: str,
+    budget: int,
+    url: str,
+    n: int,
+    problems: list[Problem],
+    served_name: str = SERVED_NAME,
 ) -> dict[str, Any]:
     scorer = base.scorers[0]
     scorer_class = SCORERS.get(scorer.kind)
     return {
         "url": url,
-        "model": SERVED_NAME,
+        "model": served_name,
         "strategy": strategy,
         "budget": budget,
         "concurrency": n,
@@ -255,15 +267,17 @@ async def run_its_hub(
             "correct": correct}  # fmt: skip
 
 
-async def check_prompt(url: str, base: Recipe, problem: Problem) -> None:
+async def check_prompt(
+    url: str, base: Recipe, problem: Problem, served_name: str = SERVED_NAME
+) -> None:
     """The server's chat rendering of a user turn must be Branchwise's prompt, token for token."""
-    config = OpenAIEngineConfig(base_urls=[url], model=SERVED_NAME)
+    config = OpenAIEngineConfig(base_urls=[url], model=served_name)
     async with OpenAIEngine(config) as engine:
         ours = await render_prompt(base.prompt, problem.question, engine, base.base_dir)
         messages = [{"role": "user", "content": problem.question}]
         if base.prompt.style == "chat" and base.prompt.system:
             messages.insert(0, {"role": "system", "content": base.prompt.system})
-        body = {"model": SERVED_NAME, "messages": messages, "add_generation_prompt": True,
+        body = {"model": served_name, "messages": messages, "add_generation_prompt": True,
                 "add_special_tokens": False}  # fmt: skip
         theirs = await engine._post("/tokenize", body, affinity=None, request_id="check")
     if tuple(theirs["tokens"]) != ours.token_ids:
@@ -287,17 +301,31 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         log = ROOT / ".pytest_cache" / "peers_server.log"
         with VLLMServer(
             policy,
-            served_name=SERVED_NAME,
+            served_name=args.served_name,
             args=args_list,
             log_path=log,
             cpu_layout=args.server_layout,
         ) as server:
-            await check_prompt(server.url, base, problems[0])
+            await check_prompt(server.url, base, problems[0], args.served_name)
             for strategy in args.strategies.split(","):
                 recipe = branchwise_recipe(
-                    base, strategy, args.budget, server.url, args.concurrency, args.engine
+                    base,
+                    strategy,
+                    args.budget,
+                    server.url,
+                    args.concurrency,
+                    args.engine,
+                    args.served_name,
                 )
-                job = peer_job(base, strategy, args.budget, server.url, args.concurrency, problems)
+                job = peer_job(
+                    base,
+                    strategy,
+                    args.budget,
+                    server.url,
+                    args.concurrency,
+                    problems,
+                    args.served_name,
+                )
                 await run_branchwise(recipe, problems[:8])  # warm-up (prefix cache, connections)
                 arms: dict[str, list[dict[str, Any]]] = {"its_hub": [], "branchwise": []}
                 for _ in range(args.repeats):
@@ -395,6 +423,12 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a Branchwise engine setting other than its default (JSON value), e.g. "
         "max_concurrency=256",
+    )
+    parser.add_argument(
+        "--served-name",
+        default=SERVED_NAME,
+        help="the name the server serves the policy under (another than its folder's checks "
+        "that the client finds the policy's tokenizer without the name)",
     )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
