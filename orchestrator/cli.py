@@ -623,12 +623,13 @@ def _serve(args: argparse.Namespace) -> int:
             raise BranchwiseError(f"--api-key-env {args.api_key_env}: the variable is not set")
     if not 0 <= args.port <= 65535:
         raise BranchwiseError(f"--port: expected 0 to 65535, got {args.port}")
-    try:
+    # uvicorn shuts down on SIGINT and usually re-raises it once done; whether the interrupt
+    # surfaces here or the coroutine simply returns, the server has stopped.
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve(args.recipes, host=args.host, port=args.port, api_key=api_key, limits=limits)
         )
-    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
-        print("server stopped", file=sys.stderr)
+    print("server stopped", file=sys.stderr)
     return 0
 
 
