@@ -46,6 +46,27 @@ def _logging_config(path: Path) -> dict[str, object]:
 
 
 @contextlib.contextmanager
+def fds_to_file(path: Path) -> Iterator[tuple[int, int]]:
+    """Point fds 1 and 2 (and so child processes' output) at ``path`` while the block runs;
+    yields duplicates of the terminal's fds, which the caller may use meanwhile."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield saved
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+@contextlib.contextmanager
 def engine_output_to_file(path: Path | None) -> Iterator[None]:
     """While the block runs (an engine's start), its output goes to ``path`` (None: leave it)."""
     if path is None:
@@ -56,21 +77,10 @@ def engine_output_to_file(path: Path | None) -> Iterator[None]:
     config.write_text(json.dumps(_logging_config(path)))
     old_env = os.environ.get("VLLM_LOGGING_CONFIG_PATH")
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
     try:
-        yield
+        with fds_to_file(path):
+            yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
         if old_env is None:
             os.environ.pop("VLLM_LOGGING_CONFIG_PATH", None)
         else:

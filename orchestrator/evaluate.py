@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from branchwise.core.errors import StoreError
 from branchwise.core.problem import Problem
+from branchwise.orchestrator.engine_log import fds_to_file
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.metrics import candidates_of, subset_answers
 from branchwise.orchestrator.recipe import Recipe
@@ -48,26 +49,15 @@ def engine_output_to(log_path: Path | None) -> Iterator[Console]:
         yield Console(sys.stdout, sys.stderr)
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    console = Console(
-        os.fdopen(os.dup(saved[0]), "w", buffering=1), os.fdopen(os.dup(saved[1]), "w")
-    )
-    with log_path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield console
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        console.out.close()
-        console.err.close()
+    with fds_to_file(log_path) as saved:
+        console = Console(
+            os.fdopen(os.dup(saved[0]), "w", buffering=1), os.fdopen(os.dup(saved[1]), "w")
+        )
+        try:
+            yield console
+        finally:
+            console.out.close()
+            console.err.close()
 
 
 @dataclass
