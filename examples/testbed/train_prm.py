@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--perturbed", type=int, default=3, help="perturbed solutions per pool")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--dense-weight", type=float, default=0.5)
+    parser.add_argument("--dense-weight", type=float, default=2.0)
     parser.add_argument("--pair-weight", type=float, default=1.0)
     parser.add_argument("--lm-weight", type=float, default=0.5)
     parser.add_argument("--digit-weight", type=float, default=1.0)
