@@ -97,8 +97,20 @@ MAX_TOKENS = 96
 STEP = {"max_depth": 8, "step_max_tokens": 32}  # testbed solutions have at most 6 steps
 PRM_STRATEGIES = (
     "best_of_n", "beam_search", "dvts", "particle_filter", "mcts", "ab_mcts", "ab_mcts_m",
-    "a_star",
+    "a_star", "best_first_beam_search", "diverse_beam_search", "cp_beam_search", "treebon",
 )  # fmt: skip
+# Registered strategies with no arm here, and why (each has its own benchmark).
+NOT_ON_TESTBED = {
+    "budget_forcing": "scales thinking length: needs a reasoning model (benchmarks/reasoning.py)",
+}
+# Scorers an arm needs besides the PRM (by the name its config uses).
+ARM_SCORERS: dict[str, list[dict[str, Any]]] = {
+    # the policy checks its own candidates (Sample, Scrutinize and Scale); one check each
+    "sample_scrutinize": [
+        {"kind": "self_verification", "name": "self_verify", "verifications": 1,
+         "temperature": 0.7, "max_tokens": MAX_TOKENS},
+    ],
+}  # fmt: skip
 # Arms that are a registered strategy with other settings: arm -> (strategy, settings).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "particle_gibbs": ("particle_filter", {"sweeps": 2}),
@@ -125,10 +137,16 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
     "ab_mcts": {"aggregation": "min", "final": "weighted_vote"},
     "ab_mcts_m": {"aggregation": "min", "final": "weighted_vote"},
     "a_star": {"aggregation": "min", "verifier": "prm"},
+    # not tuned yet: the knob grid's defaults until strategies_tuning.py --axis knobs reruns
+    "best_first_beam_search": {"aggregation": "min"},
+    "diverse_beam_search": {"aggregation": "min", "final": "best"},
+    "cp_beam_search": {"aggregation": "min", "final": "best"},
+    "treebon": {"aggregation": "min"},
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
-    "entropy_branching", *PRM_STRATEGIES, *VARIANTS,
+    "entropy_branching", "rpc", "cover_pruning", "div_sampling", "sample_scrutinize",
+    "phi_decoding", *PRM_STRATEGIES, *VARIANTS,
 )  # fmt: skip
 
 
@@ -177,6 +195,33 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         "ab_mcts_m": {"iterations": n, "parallel": 4, **STEP},
         # A solution is ~5 steps deep: 2n expansions of 2 steps ~ n solutions' tokens.
         "a_star": {"expansions": 2, "max_expansions": 2 * n, **STEP},
+        "rpc": {"n": n},
+        "cover_pruning": {"n": n},
+        "div_sampling": {"n": n},
+        # n / 2 candidates, each checked once by the policy (~ n solutions' tokens in all)
+        "sample_scrutinize": {"n": max(2, n // 2), "verifier": "self_verify"},
+        # one beam; each candidate step is rolled out to the end (its foresight), so a depth
+        # costs ~ candidates solutions: tokens grow with n but faster than n (they are counted)
+        "phi_decoding": {"beams": 1, "candidates": max(2, n // 2), **STEP},
+        "best_first_beam_search": {
+            "beam_width": max(1, n // width),
+            "expansions": width,
+            **STEP,
+        },
+        "diverse_beam_search": {
+            "groups": 2,
+            "group_width": max(1, n // (2 * width)),
+            "expansions": width,
+            **STEP,
+        },
+        "cp_beam_search": {"beam_width": max(1, n // width), "expansions": width, **STEP},
+        # N paths alive per layer, each layer one step; ~ N solutions' tokens
+        "treebon": {
+            "n": n,
+            "branching": 2,
+            "layers": 3,
+            "step_max_tokens": STEP["step_max_tokens"],
+        },
     }
     if name not in configs:
         raise SystemExit(f"no benchmark config for strategy {name!r}; add one to strategies.py")
@@ -321,6 +366,7 @@ async def run_row(
         scorers = [prm_scorer_config(prm_model)]
     elif row["set"] == "oracle":
         scorers = [{"kind": "arithmetic_steps", "name": ORACLE}]
+    scorers += ARM_SCORERS.get(row["config"]["name"], [])
     recipe = parse_recipe(
         {
             "engine": {"kind": "vllm", "model": str(POLICY)},
@@ -475,7 +521,7 @@ async def run_rows(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    chosen = args.strategies or [*STRATEGIES.names(), *VARIANTS]
+    chosen = args.strategies or arm_names()
     names = sorted(chosen, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     data_file = DATA / f"{args.split}.jsonl"
     problems = load_problems(data_file, limit=args.problems)
@@ -595,11 +641,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.budgets or min(args.budgets) < 1:
         parser.error("--budgets: positive integers, e.g. 1,2,4")
     args.strategies = [s for s in args.strategies.split(",") if s.strip()]
-    arms = [*STRATEGIES.names(), *VARIANTS]
+    arms = arm_names()
     unknown = sorted(set(args.strategies) - set(arms))
     if unknown:
         parser.error(f"--strategies: unknown {unknown}; registered and variants: {arms}")
     return args
+
+
+def arm_names() -> list[str]:
+    """Every registered strategy with an arm here, then the variants."""
+    return [*(n for n in STRATEGIES.names() if n not in NOT_ON_TESTBED), *VARIANTS]
 
 
 def equivalent_command(data: dict[str, Any]) -> str:
@@ -677,9 +728,7 @@ def partial(args: argparse.Namespace) -> dict[str, Any]:
     lines = path.read_text().splitlines()
     settings = json.loads(lines[0])
     measured = read_rows(lines[1:])
-    names = sorted(
-        [*STRATEGIES.names(), *VARIANTS], key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)
-    )
+    names = sorted(arm_names(), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
     use_tuned_knobs(args.tuning)
     planned = plan(names, settings["budgets"], True, tuned_sampling(args.tuning))
     rows = [measured[key] for key in map(Progress.key, planned) if key in measured]

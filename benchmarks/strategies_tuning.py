@@ -37,8 +37,8 @@ from benchmarks.strategies import (
     PRM_STRATEGIES,
     TESTBED,
     UNTUNED,
-    VARIANTS,
     Progress,
+    arm_names,
     run_rows,
     sampling_for,
     strategy_config,
@@ -67,6 +67,8 @@ def pickers(name: str) -> list[dict[str, Any]]:
         return [{"verifier": None}, {"verifier": "prm"}]
     if name in ("dvts", "particle_filter"):
         return [{"final": "weighted_vote"}, {"final": "best"}]
+    if "final" not in STRATEGIES.get(name).config_model.model_fields:
+        return [{}]  # the strategy has one way to pick its answer
     return [{"final": "best"}, {"final": "weighted_vote"}]
 
 
@@ -105,6 +107,12 @@ def best_cells(done: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return chosen
 
 
+def kept_rows(old: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The earlier rows of arms not rerun, then this run's rows (a subset run keeps the rest)."""
+    rerun = {row["arm"] for row in done}
+    return [row for row in old if row["arm"] not in rerun] + done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,7 +125,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="", help="comma-separated subset (default all)")
     parser.add_argument("--out", default="strategies_tuning", help="results name (smoke runs)")
     args = parser.parse_args()
-    arms = [*STRATEGIES.names(), *VARIANTS]
+    arms = arm_names()
     names = [s for s in args.strategies.split(",") if s.strip()] or arms
     unknown = sorted(set(names) - set(arms))
     if unknown:
@@ -143,7 +151,7 @@ def main() -> None:
         args.out,
         {**old, "split": "val", "problems": len(problems), "budget": args.budget,
          "seed": args.seed, "prm": prm_label, f"{args.axis}_seconds": round(elapsed, 1),
-         key: {**old.get(key, {}), **chosen}, rows_key: done},
+         key: {**old.get(key, {}), **chosen}, rows_key: kept_rows(old.get(rows_key, []), done)},
     )  # fmt: skip
     progress.finish()
 
