@@ -13,7 +13,7 @@ RUNTIME    := $(ACCEL),server$(if $(EXTRAS),$(comma)$(EXTRAS))
 DEV        := $(ACCEL),server,test,ray,parquet,bench
 BENCH      := $(ACCEL),server,bench
 
-.PHONY: setup dev sandbox browser graphviz demo test check lint typecheck layers unit integration equivalence bench bench-strategies-final clean
+.PHONY: setup dev sandbox browser graphviz demo test check lint typecheck layers unit system integration equivalence bench bench-strategies-final clean
 
 setup: sandbox $(VENV)/.setup-$(RUNTIME)
 dev: sandbox $(VENV)/.setup-$(DEV)
@@ -74,8 +74,11 @@ typecheck: dev
 layers: dev
 	$(VENV)/bin/lint-imports --no-cache
 
-unit: dev browser graphviz
-	$(PY) -m pytest -m "not vllm" -q
+unit: dev
+	$(PY) -m pytest -m "not vllm and not system" -q
+
+system: dev browser graphviz
+	$(PY) -m pytest -m "system and not vllm" -q
 
 integration: dev
 	$(PY) -m pytest -m vllm -q
