@@ -454,15 +454,22 @@ class Progress:
 
 
 def read_rows(lines: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Rows by key; a line cut short by a kill is skipped (its row runs again)."""
+    """Rows by key; a line cut short by a kill, or a row whose engine died, is skipped (it
+    runs again)."""
     rows: dict[str, dict[str, Any]] = {}
     for line in lines:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        rows[Progress.key(row)] = row
+        if not engine_died(row):
+            rows[Progress.key(row)] = row
     return rows
+
+
+def engine_died(row: dict[str, Any]) -> bool:
+    """Did the row's problems fail because the engine process died (e.g. killed for memory)?"""
+    return bool(row.get("errors")) and "EngineDeadError" in str(row.get("first_error"))
 
 
 async def run_rows(
@@ -503,6 +510,12 @@ async def run_rows(
                     await prm.start()  # start-up now, not in the first PRM row's wall time
                 for row in todo:
                     last = await run_row(row, engine, prm, model, problems, args)
+                    if engine_died(last):  # not a measurement: never kept as one
+                        raise SystemExit(
+                            f"the vLLM engine died during row {last['arm']} b={last['budget']} "
+                            f"({last['first_error']}); the finished rows are kept: rerun the "
+                            "same command to resume"
+                        )
                     fresh[Progress.key(row)] = last
                     if progress:
                         progress.add(last)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.strategies import ORACLE, parse_args, plan
+from benchmarks.strategies import ORACLE, Progress, parse_args, plan
 from benchmarks.strategies_claims import claims, reference
 from benchmarks.strategies_cost import compute
 from branchwise.orchestrator.paired_stats import mcnemar_exact
@@ -119,3 +121,17 @@ def test_progress_keys_tell_sampling_apart_and_keep_old_rows() -> None:
     row = {"arm": "best_of_n", "set": "prm", "budget": 1, "temperature": 1.0, "config": {}}
     assert Progress.key(row) == Progress.key({**row, "top_p": 1.0})  # rows from before top-p
     assert Progress.key(row) != Progress.key({**row, "top_p": 0.9})
+
+
+def test_a_row_whose_engine_died_is_not_kept_as_a_measurement(tmp_path: Path) -> None:
+    """An OOM-killed engine fails every problem of the row: resuming must rerun it."""
+    settings = {"problems": 2}
+    error = "EngineError: ... EngineDeadError: EngineCore ..."
+    dead = {"arm": "mbr", "set": "sampling", "budget": 2, "temperature": 1.0, "config": {},
+            "errors": 2, "first_error": error}  # fmt: skip
+    alive = {**dead, "arm": "rpc", "errors": 0, "first_error": None}
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in (settings, dead, alive)) + "\n")
+    progress = Progress(path, settings)
+    assert progress.get(dead) is None
+    assert progress.get(alive) == alive
