@@ -47,8 +47,7 @@ class OSCAConfig(OptionallyScoredConfig):
         unknown = sorted(set(self.allocation) - set(self.configurations))
         if unknown:
             raise ValueError(
-                f"allocation: {unknown} are not in configurations "
-                f"({sorted(self.configurations)})"
+                f"allocation: {unknown} are not in configurations ({sorted(self.configurations)})"
             )
         negative = sorted(name for name, k in self.allocation.items() if k < 0)
         if negative:

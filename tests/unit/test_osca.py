@@ -129,5 +129,8 @@ def test_bad_allocations_are_refused_in_one_line() -> None:
         parse_recipe({"engine": {"kind": "scripted"}, "strategy": osca({"plain": 0})})
     with pytest.raises(RecipeError, match="needs `scorer`"):
         parse_recipe(
-            {"engine": {"kind": "scripted"}, "strategy": {**osca({"plain": 1}), "selection": "best"}}
+            {
+                "engine": {"kind": "scripted"},
+                "strategy": {**osca({"plain": 1}), "selection": "best"},
+            }
         )
