@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.run_allocation import agreement, split_tokens
 from branchwise.orchestrator.runner import Orchestrator
+from branchwise.orchestrator.server.catalog import ModelCatalog
+from branchwise.orchestrator.server.settings import ServerLimits
 from tests.conftest import make_problem
 from tests.unit.sampling_support import LearningEngine
 
@@ -37,10 +40,8 @@ class MixedDifficulty:
         question = next(q for q in self.answers if q in prompt)
         right = self.answers[question]
         easy = zlib.crc32(question.encode()) % 4 != 0
-        if rng.random() < (0.95 if easy else 0.36):
-            answer = right
-        else:
-            answer = right + rng.randint(1, 3)
+        solved = rng.random() < (0.95 if easy else 0.36)
+        answer = right if solved else right + rng.randint(1, 3)
         body = f"Answer: {answer}" + EOS
         return Continuation(body, (-0.1,) * len(body))
 
@@ -129,7 +130,7 @@ def test_best_of_n_ranks_the_probe_samples_too() -> None:
 
 
 def test_run_budget_needs_a_strategy_that_draws_n_samples() -> None:
-    with pytest.raises(RecipeError, match="budget.run_generated_tokens: the run-level allocator"):
+    with pytest.raises(RecipeError, match=r"budget\.run_generated_tokens: the run-level allocator"):
         parse_recipe(
             {
                 "engine": {"kind": "scripted"},
@@ -148,3 +149,13 @@ def test_split_and_agreement_rules() -> None:
     assert split_tokens([1.0, 1.0, 8.0], 100, 40) == [30, 30, 40]
     assert sum(split_tokens([0.3, 0.7, 0.2, 0.9], 997, 300)) <= 997
     assert split_tokens([0.0, 0.0], 100, 100) == [0, 0]
+
+
+def test_the_server_refuses_a_run_budget(tmp_path: Path) -> None:
+    recipe = tmp_path / "pooled.yaml"
+    recipe.write_text(
+        "engine: {kind: scripted}\nstrategy: {name: self_consistency, n: 4}\n"
+        "budget: {run_generated_tokens: 1000}\n"
+    )
+    with pytest.raises(RecipeError, match="a server answers requests one search at a time"):
+        ModelCatalog.load([recipe], ServerLimits())
