@@ -3,11 +3,11 @@
 With ``budget.run_generated_tokens`` a recipe gives the whole run one budget of sampled
 tokens, and this allocator decides each problem's share, in two phases:
 
-1. **Probe.** Every problem draws ``allocation.probe_samples`` whole solutions (with token
-   logprobs, so a strategy that weights by them can count them). Their agreement (the
-   share of the most common answer) estimates the problem's difficulty: a problem whose
-   probe agrees completely is most likely settled; one whose samples disagree is where more
-   samples can change the vote.
+1. **Probe.** Every problem draws ``allocation.probe_samples`` whole solutions (one request
+   each, with token logprobs, so a strategy that weights by them can count them). Their
+   agreement (the share of the most common answer) estimates the problem's difficulty: a
+   problem whose probe agrees completely is most likely settled; one whose samples disagree
+   is where more samples can change the vote.
 2. **Allocate and search.** What the probes left of the run budget is split over the
    problems by ``allocation.rule``: ``agreement`` gives each a share proportional to
    ``1 - agreement`` (none to a unanimous probe), water-filled under a cap of ``max_share``
@@ -35,7 +35,6 @@ Strategies: those drawing independent whole solutions with a sample count ``n``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -228,8 +227,17 @@ class RunAllocator:
                 strategy, ctx = await searches.open_search(problem, ledger)
                 samples: list[Node] = []
                 if cap >= 1:
-                    with contextlib.suppress(BudgetExhausted):
-                        samples = await ctx.sample(self.spec.probe_samples, logprobs=0)
+                    # a request per sample, so a tight cap cuts the last sample, not all
+                    drawn = await asyncio.gather(
+                        *(ctx.sample(1, logprobs=0) for _ in range(self.spec.probe_samples)),
+                        return_exceptions=True,
+                    )
+                    for outcome in drawn:
+                        if isinstance(outcome, BaseException):
+                            if not isinstance(outcome, BudgetExhausted):
+                                raise outcome
+                        else:
+                            samples.extend(outcome)
                 scorer = getattr(strategy.config, "scorer", None)
                 if isinstance(scorer, str) and samples:
                     await ctx.score(samples, scorer)  # the strategy ranks them with its own

@@ -50,6 +50,7 @@ def run(
     run_tokens: int | None,
     *,
     rule: str = "agreement",
+    seed: int = 0,
     strategy: dict[str, Any] | None = None,
     problems: list[Any] = PROBLEMS,
 ) -> tuple[list[ProblemResult], dict[str, Any] | None]:
@@ -61,7 +62,7 @@ def run(
             "budget": {"run_generated_tokens": run_tokens},
             "allocation": {"probe_samples": 4, "rule": rule},
             "scorers": [{"kind": "reference_answer", "name": "oracle"}],
-            "seed": 0,
+            "seed": seed,
         }
     )
     engine = LearningEngine(MixedDifficulty())
@@ -91,8 +92,15 @@ def test_the_probe_steers_the_run_budget_to_contested_problems() -> None:
     uniform, _ = run(budget, rule="uniform")
     assert report is not None and report["generated_tokens"] == spent(adaptive) <= budget
     assert spent(uniform) <= budget and spent(adaptive) > 0.9 * budget
-    # the claim: the same run budget, split by the probe, gets more problems right
-    assert accuracy(adaptive) >= accuracy(uniform) + 0.03, (accuracy(adaptive), accuracy(uniform))
+    # the claim: the same run budget, split by the probe, gets more problems right (every
+    # seed; by 3 points or more on average)
+    gains = [accuracy(adaptive) - accuracy(uniform)]
+    for seed in (1, 2):
+        gains.append(
+            accuracy(run(budget, seed=seed)[0])
+            - accuracy(run(budget, rule="uniform", seed=seed)[0])
+        )
+    assert min(gains) > 0 and sum(gains) / len(gains) >= 0.03, gains
     shares = [r.detail["run_allocation"] for r in adaptive]
     unanimous = [s for s in shares if s["probe_agreement"] == 1.0]
     contested = [s for s in shares if s["probe_agreement"] <= 0.5]
