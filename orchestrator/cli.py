@@ -188,6 +188,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=_validate)
 
+    allocate = sub.add_parser(
+        "allocate",
+        help="fit an osca recipe's allocation on its dataset (use a val split) and write it "
+        "as the recipe's strategy section",
+    )
+    allocate.add_argument("recipe", type=Path)
+    allocate.add_argument("--out", type=Path, required=True, help="the YAML fragment to write")
+    allocate.add_argument("--samples", type=_positive, default=16, help="per configuration")
+    allocate.add_argument("--budget", type=_positive, default=8, help="samples to split")
+    allocate.add_argument("--objective", choices=("vote", "coverage"), default="vote")
+    allocate.add_argument("--limit", type=_positive, help="the first N problems")
+    allocate.set_defaults(handler=_allocate)
+
     strategies = sub.add_parser("strategies", help="list registered strategies")
     strategies.set_defaults(handler=_list_strategies)
 
@@ -573,6 +586,15 @@ def _export(args: argparse.Namespace) -> int:
     from branchwise.orchestrator.export import export_command
 
     return export_command(args.dirs, args.out, args.format)
+
+
+def _allocate(args: argparse.Namespace) -> int:
+    from branchwise.orchestrator.osca_fit import allocate_command
+
+    return allocate_command(
+        args.recipe, args.out, samples=args.samples, budget=args.budget,
+        objective=args.objective, limit=args.limit,
+    )  # fmt: skip
 
 
 def _validate(args: argparse.Namespace) -> int:

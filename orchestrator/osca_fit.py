@@ -5,7 +5,8 @@ samples every configuration on training problems, estimates from those samples h
 mix of configurations would do, and searches the integer splits of the sample budget for the
 best mix. Here the training problems are a val split: :func:`collect_outcomes` runs an
 ``osca`` recipe with every configuration sampled ``samples`` times, :func:`fit_allocation`
-searches the splits, and :func:`fragment` is the recipe's ``strategy`` section with the mix.
+searches the splits, and :func:`fragment` is the recipe's ``strategy`` section with the mix
+(``branchwise allocate RECIPE --out FRAGMENT.yaml`` does all three on the recipe's dataset).
 
 Two objectives, each an estimate from the collected samples (drawn with replacement):
 ``coverage``: the chance that some sample is right (pass@k; exact, from each problem's
@@ -19,18 +20,23 @@ from the best single configuration and from the even split.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from branchwise.core.errors import RecipeError
 from branchwise.core.problem import Problem
+from branchwise.orchestrator.datasets import field_map, load_problems
 from branchwise.orchestrator.engines.base import Engine
-from branchwise.orchestrator.recipe import Recipe
+from branchwise.orchestrator.recipe import Recipe, load_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.verifiers.grading import grade
@@ -177,6 +183,44 @@ def fragment(recipe: Recipe, fit: Fit) -> dict[str, Any]:
     strategy["name"] = recipe.strategy.name
     strategy["allocation"] = dict(fit.allocation)
     return {"strategy": strategy}
+
+
+def allocate_command(
+    recipe_path: Path,
+    out: Path,
+    *,
+    samples: int,
+    budget: int,
+    objective: Objective,
+    limit: int | None = None,
+) -> int:
+    """``branchwise allocate``: collect on the recipe's dataset, fit, write the fragment."""
+    recipe = load_recipe(recipe_path)
+    _configuration_names(recipe)
+    if recipe.dataset is None:
+        raise RecipeError(f"{recipe_path}: no `dataset` to fit on (name a val split)")
+    spec = recipe.dataset
+    problems = load_problems(
+        recipe.resolve(spec.path),
+        format=spec.format,
+        fields=field_map(spec.format, spec.fields),
+        limit=limit or spec.limit,
+    )
+    outcomes, tokens = asyncio.run(collect_outcomes(recipe, problems, samples))
+    fit = fit_allocation(outcomes, budget, objective=objective, seed=recipe.seed)
+    header = (
+        f"# fitted by `branchwise allocate` on {len(problems)} problems of {spec.path}: "
+        f"{samples} samples per configuration, {budget} to split, objective {objective}\n"
+        f"# estimate {fit.value} (best single configuration, {fit.best_single}: "
+        f"{fit.best_single_value}); {fit.search} search over {fit.splits_evaluated} splits\n"
+        f"# mean generated tokens per sample: {json.dumps(tokens)}\n"
+    )
+    out.write_text(header + yaml.safe_dump(fragment(recipe, fit), sort_keys=False))
+    print(
+        f"{out}: allocation {json.dumps(fit.allocation)}, estimated {objective} {fit.value} "
+        f"(best single {fit.best_single}: {fit.best_single_value})"
+    )
+    return 0
 
 
 def _configuration_names(recipe: Recipe) -> list[str]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.cli import main
 from branchwise.orchestrator.engines.scripted import EOS, Continuation
 from branchwise.orchestrator.osca_fit import (
     collect_outcomes,
@@ -19,6 +22,7 @@ from branchwise.orchestrator.osca_fit import (
 )
 from branchwise.orchestrator.recipe import parse_recipe
 from tests.conftest import make_problem
+from tests.readme import REPO
 from tests.unit.sampling_support import LearningEngine, run_strategy
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
@@ -134,3 +138,29 @@ def test_bad_allocations_are_refused_in_one_line() -> None:
                 "strategy": {**osca({"plain": 1}), "selection": "best"},
             }
         )
+
+
+def test_allocate_command_writes_a_fragment_the_recipe_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    val = REPO / "examples/testbed/data/val.jsonl"
+    data = yaml.safe_load((REPO / "examples/recipes/osca.yaml").read_text())
+    data["engine"] = {"kind": "scripted", "error_rate": 0.3, "solutions": str(val)}
+    data["sampling"]["max_tokens"] = 200  # one token per character on the scripted engine
+    data["dataset"] = {"path": str(val), "limit": 6}
+    recipe = tmp_path / "osca.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "fit.yaml"
+    argv = ["allocate", str(recipe), "--out", str(out), "--samples", "3", "--budget", "5"]
+    assert main(argv) == 0
+    assert "allocation" in capsys.readouterr().out
+    written = yaml.safe_load(out.read_text())
+    assert sum(written["strategy"]["allocation"].values()) == 5
+    assert out.read_text().startswith("# fitted by `branchwise allocate` on 6 problems")
+    merged = {**data, "strategy": written["strategy"]}
+    assert parse_recipe(merged).strategy.name == "osca"
+    # a recipe of another strategy is refused in one line
+    other = tmp_path / "sc.yaml"
+    other.write_text(yaml.safe_dump({**data, "strategy": {"name": "self_consistency"}}))
+    assert main(["allocate", str(other), "--out", str(out)]) == 2
+    assert "needs an osca recipe" in capsys.readouterr().err
