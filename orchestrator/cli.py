@@ -198,7 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     allocate.add_argument("--samples", type=_positive, default=16, help="per configuration")
     allocate.add_argument("--budget", type=_positive, default=8, help="samples to split")
     allocate.add_argument("--objective", choices=("vote", "coverage"), default="vote")
-    allocate.add_argument("--limit", type=_positive, help="the first N problems")
+    allocate.add_argument(
+        "--limit", type=_positive, help="the first N problems (default: dataset.limit, else all)"
+    )
     allocate.set_defaults(handler=_allocate)
 
     strategies = sub.add_parser("strategies", help="list registered strategies")
