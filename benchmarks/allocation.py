@@ -87,7 +87,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     data_file = DATA / f"{args.split}.jsonl"
     problems = load_problems(data_file, limit=args.problems)
     engine_config = VLLMEngineConfig(
-        model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.15,
+        model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.04,
         block_size=32, max_num_seqs=512, seed=args.seed,
     )  # fmt: skip
     rows = []

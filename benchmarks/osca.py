@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     half = len(problems) // 2
     fit_half, check_half = problems[:half], problems[half:]
     engine_config = VLLMEngineConfig(
-        model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.15,
+        model=str(POLICY), dtype="float32", max_model_len=256, gpu_memory_utilization=0.04,
         block_size=32, max_num_seqs=512, seed=args.seed,
     )  # fmt: skip
     started = time.perf_counter()
