@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from branchwise.core.errors import RecipeError
+from branchwise.orchestrator.cli import main
 from branchwise.orchestrator.engines.scripted import EOS, Continuation
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
@@ -18,7 +20,9 @@ from branchwise.orchestrator.run_allocation import agreement, split_tokens
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.orchestrator.server.catalog import ModelCatalog
 from branchwise.orchestrator.server.settings import ServerLimits
+from branchwise.orchestrator.store import ResultStore
 from tests.conftest import make_problem
+from tests.readme import REPO
 from tests.unit.sampling_support import LearningEngine
 
 PROBLEMS = [make_problem(i) for i in range(300)]
@@ -167,3 +171,30 @@ def test_the_server_refuses_a_run_budget(tmp_path: Path) -> None:
     )
     with pytest.raises(RecipeError, match="a server answers requests one search at a time"):
         ModelCatalog.load([recipe], ServerLimits())
+
+
+def test_eval_keeps_to_the_run_budget_across_a_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    val = REPO / "examples/testbed/data/val.jsonl"
+    data = yaml.safe_load((REPO / "examples/recipes/run_budget.yaml").read_text())
+    data["engine"] = {"kind": "scripted", "error_rate": 0.3, "solutions": str(val)}
+    data["sampling"]["max_tokens"] = 200  # one token per character on the scripted engine
+    data["dataset"] = {"path": str(val)}
+    data["budget"] = {"run_generated_tokens": 40_000}
+    recipe = tmp_path / "run_budget.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert main(["eval", str(recipe), "--out", str(out), "--limit", "10", "--quiet"]) == 0
+    first = ResultStore(out, read_only=True)
+    with first:
+        spent_first = sum(r["usage"]["generated_tokens"] for r in first.records())
+    assert 0 < spent_first <= 40_000
+    capsys.readouterr()
+    assert main(["eval", str(recipe), "--out", str(out), "--limit", "30"]) == 0
+    assert "run budget:" in capsys.readouterr().err
+    with ResultStore(out, read_only=True) as store:
+        records = store.records()
+    assert len(records) == 30
+    assert sum(r["usage"]["generated_tokens"] for r in records) <= 40_000
+    assert all("run_allocation" in r["detail"] for r in records)
