@@ -515,6 +515,11 @@ def _eval_on_ray(
         raise BranchwiseError("--executor ray needs --out (the results folder the workers share)")
     if args.budgets:
         raise BranchwiseError("--executor ray runs one budget; run the sweep one budget at a time")
+    if recipe.budget.run_generated_tokens is not None:
+        raise BranchwiseError(
+            "--executor ray: budget.run_generated_tokens is split by one process that probes "
+            "every problem first; Ray workers would each spend it (run without --executor ray)"
+        )
     with ResultStore(args.out, create=True) as store:
         store.begin_run(
             recipe=recipe.model_dump(mode="json"),

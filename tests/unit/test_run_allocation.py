@@ -198,3 +198,23 @@ def test_eval_keeps_to_the_run_budget_across_a_resume(
     assert len(records) == 30
     assert sum(r["usage"]["generated_tokens"] for r in records) <= 40_000
     assert all("run_allocation" in r["detail"] for r in records)
+
+
+def test_ray_refuses_a_run_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "pooled.yaml"
+    recipe.write_text(
+        "engine: {kind: scripted}\nstrategy: {name: self_consistency, n: 4}\n"
+        "budget: {run_generated_tokens: 1000}\n"
+    )
+    argv = [
+        "eval",
+        str(recipe),
+        "--question",
+        "1+1?",
+        "--executor",
+        "ray",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 2
+    assert "Ray workers would each spend it" in capsys.readouterr().err
