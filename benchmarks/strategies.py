@@ -146,8 +146,31 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
     "entropy_branching", "rpc", "cover_pruning", "div_sampling", "sample_scrutinize",
-    "phi_decoding", *PRM_STRATEGIES, *VARIANTS,
+    "phi_decoding", "osca", *PRM_STRATEGIES, *VARIANTS,
 )  # fmt: skip
+OSCA = RESULTS / "osca.json"  # the configurations and allocations fitted on val
+
+
+def osca_config(n: int) -> dict[str, Any]:
+    """OSCA's arm: the vote allocation fitted on val (benchmarks/osca.py) for the budget
+    nearest n, scaled to n samples (largest remainders); an even mix before any fit."""
+    if not OSCA.exists():
+        names = ["t0.2", "t0.5", "t0.8", "t1.1"]
+        configurations = {name: {"temperature": float(name[1:])} for name in names}
+        return {"configurations": configurations, "allocation": _scaled(dict.fromkeys(names, 1), n)}
+    fitted = json.loads(OSCA.read_text())
+    rows = [row for row in fitted["rows"] if row.get("objective", "vote") == "vote"]
+    row = min(rows, key=lambda r: (abs(r["budget"] - n), r["budget"]))
+    return {"configurations": fitted["configurations"], "allocation": _scaled(row["allocation"], n)}
+
+
+def _scaled(allocation: dict[str, int], n: int) -> dict[str, int]:
+    total = sum(allocation.values())
+    exact = {name: k * n / total for name, k in allocation.items()}
+    out = {name: int(v) for name, v in exact.items()}
+    for name in sorted(exact, key=lambda m: (out[m] - exact[m], m))[: n - sum(out.values())]:
+        out[name] += 1
+    return {name: k for name, k in out.items() if k}
 
 
 def strategy_config(name: str, n: int) -> dict[str, Any]:
@@ -175,6 +198,7 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         },
         "mbr": {"n": n, "utility": "chrf"},
         "first_finish": {"n": n},
+        "osca": osca_config(n),
         # The cap alone does not buy tokens (most tokens are sure): a bigger budget also
         # starts more paths (n / 4) and lowers the fork threshold (0.8 nats at n = 4, / sqrt).
         "entropy_branching": {

@@ -188,6 +188,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=_validate)
 
+    allocate = sub.add_parser(
+        "allocate",
+        help="fit an osca recipe's allocation on its dataset (use a val split) and write it "
+        "as the recipe's strategy section",
+    )
+    allocate.add_argument("recipe", type=Path)
+    allocate.add_argument("--out", type=Path, required=True, help="the YAML fragment to write")
+    allocate.add_argument("--samples", type=_positive, default=16, help="per configuration")
+    allocate.add_argument("--budget", type=_positive, default=8, help="samples to split")
+    allocate.add_argument("--objective", choices=("vote", "coverage"), default="vote")
+    allocate.add_argument(
+        "--limit", type=_positive, help="the first N problems (default: dataset.limit, else all)"
+    )
+    allocate.set_defaults(handler=_allocate)
+
     strategies = sub.add_parser("strategies", help="list registered strategies")
     strategies.set_defaults(handler=_list_strategies)
 
@@ -500,6 +515,11 @@ def _eval_on_ray(
         raise BranchwiseError("--executor ray needs --out (the results folder the workers share)")
     if args.budgets:
         raise BranchwiseError("--executor ray runs one budget; run the sweep one budget at a time")
+    if recipe.budget.run_generated_tokens is not None:
+        raise BranchwiseError(
+            "--executor ray: budget.run_generated_tokens is split by one process that probes "
+            "every problem first; Ray workers would each spend it (run without --executor ray)"
+        )
     with ResultStore(args.out, create=True) as store:
         store.begin_run(
             recipe=recipe.model_dump(mode="json"),
@@ -573,6 +593,15 @@ def _export(args: argparse.Namespace) -> int:
     from branchwise.orchestrator.export import export_command
 
     return export_command(args.dirs, args.out, args.format)
+
+
+def _allocate(args: argparse.Namespace) -> int:
+    from branchwise.orchestrator.osca_fit import allocate_command
+
+    return allocate_command(
+        args.recipe, args.out, samples=args.samples, budget=args.budget,
+        objective=args.objective, limit=args.limit,
+    )  # fmt: skip
 
 
 def _validate(args: argparse.Namespace) -> int:

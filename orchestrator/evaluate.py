@@ -122,6 +122,9 @@ async def evaluate(
     store.check_questions(problems)
     done = store.done_ids()
     finished = {p.id: store.lending(p.id) for p in problems if p.id in done}
+    spent_before = (
+        _spent(store, {p.id for p in problems}) if recipe.budget.run_generated_tokens else 0
+    )
     diagnosis = Diagnosis(console)
     ran = 0
     if finished and not quiet:
@@ -134,6 +137,7 @@ async def evaluate(
             store,
             console,
             diagnosis,
+            spent_before=spent_before,
             engine=engine,
             with_graph=with_graph,
             quiet=quiet,
@@ -153,6 +157,7 @@ async def _run(
     console: Console,
     diagnosis: Diagnosis,
     *,
+    spent_before: int = 0,
     engine: Engine | None,
     with_graph: bool,
     quiet: bool,
@@ -173,7 +178,9 @@ async def _run(
     heart = asyncio.create_task(beat(), name="store:heartbeat")
     try:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
-            stream = orchestrator.stream(problems, finished=finished, claim=store.claim)
+            stream = orchestrator.stream(
+                problems, finished=finished, claim=store.claim, spent_before=spent_before
+            )
             async for result in stream:
                 cands = candidates_of(result.graph, result.reference, recipe.grading)
                 subsets = subset_answers(result.graph, recipe, result.reference)
@@ -197,6 +204,14 @@ async def _run(
                     refresh=False,
                 )
                 bar.update(1)
+            if orchestrator.run_budget is not None and not quiet:
+                report = orchestrator.run_budget.to_dict()
+                bar.write(
+                    f"run budget: {report['generated_tokens']} of "
+                    f"{report['run_generated_tokens'] - report['spent_before_resume']} tokens "
+                    f"spent ({report['probe_tokens']} in the probes)",
+                    file=console.err,
+                )
     except BaseException:
         # give back unfinished claims; when the store itself is failing, its first error is
         # the one to report, and a dead writer's claims go stale by themselves
@@ -211,6 +226,16 @@ async def _run(
     if isinstance(beat_outcome, StoreError):
         raise beat_outcome  # the store failed between results (claims and results went on)
     return ran
+
+
+def _spent(store: ResultStore, wanted: set[str]) -> int:
+    """Generated tokens earlier runs of these problems spent (finished or failed: a run
+    budget counts both)."""
+    return sum(
+        int(r["usage"].get("generated_tokens", 0))
+        for r in store.records()
+        if r["problem_id"] in wanted
+    )
 
 
 def _line(result: ProblemResult) -> str:

@@ -47,6 +47,12 @@ class Budget(BaseModel):
         description="Per path: an end tag written earlier is replaced by the recipe's "
         "`reasoning.continuation` word, so the model thinks on (needs `reasoning`).",
     )
+    run_generated_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="The whole run's sampled tokens (not per problem): split over the "
+        "problems by a probe of each (the recipe's `allocation`; orchestrator.run_allocation).",
+    )
 
     @model_validator(mode="after")
     def _check_thinking(self) -> Budget:

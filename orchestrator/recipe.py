@@ -24,6 +24,7 @@ from branchwise.orchestrator.fingerprint import decisive, fingerprint
 from branchwise.orchestrator.ledger import Budget
 from branchwise.orchestrator.prompting import PromptSpec
 from branchwise.orchestrator.recipe_bounds import bound_errors
+from branchwise.orchestrator.run_allocation import RunAllocationSpec
 from branchwise.strategies.base import STRATEGIES, StrategyConfig
 from branchwise.verifiers.answers import AnswerSpec
 from branchwise.verifiers.grading import GradingSpec
@@ -57,6 +58,11 @@ class Recipe(BaseModel):
         default_factory=GradingSpec, description="How reported accuracy compares answers."
     )
     budget: Budget = Field(default_factory=Budget, description="Per-problem limits.")
+    allocation: RunAllocationSpec = Field(
+        default_factory=RunAllocationSpec,
+        description="How `budget.run_generated_tokens` is split over the problems (a probe "
+        "per problem, then shares by its agreement); unused without a run budget.",
+    )
     seed: int = Field(0, description="Run seed; per-node seeds derive from it.")
     concurrency: int = Field(64, ge=1, description="Problems searched at once.")
     dataset: DatasetSpec | None = Field(None, description="Problems for `branchwise run`.")
@@ -142,6 +148,14 @@ class Recipe(BaseModel):
             raise ValueError(bounds[0])
         self._check_thinking_budget()
         strategy = STRATEGIES.get(self.strategy.name)
+        if self.budget.run_generated_tokens is not None and not (
+            strategy.samples_independent and "n" in type(self.strategy).model_fields
+        ):
+            raise ValueError(
+                f"budget.run_generated_tokens: the run-level allocator sets how many "
+                f"independent samples (`n`) each problem draws, which {self.strategy.name} "
+                "has not; use self_consistency, best_of_n or rpc"
+            )
         if strategy.needs_reasoning and self.reasoning is None:
             raise ValueError(
                 f"strategy.name: {self.strategy.name} scales a reasoning model's thinking, but "
@@ -232,6 +246,9 @@ class Recipe(BaseModel):
                     del data["budget"][name]
             for scorer in data["scorers"]:
                 scorer.pop("reads", None)
+        if self.budget.run_generated_tokens is None:  # earlier recipes keep their fingerprints
+            del data["allocation"]
+            del data["budget"]["run_generated_tokens"]
         if data["engine"].get("thinking", False) is None:  # the scripted engine's option
             del data["engine"]["thinking"]
         return fingerprint(data)

@@ -30,6 +30,7 @@ from branchwise.orchestrator.prompting import RenderedPrompt, render_prompt
 from branchwise.orchestrator.recipe import Recipe
 from branchwise.orchestrator.result_warnings import result_warnings
 from branchwise.orchestrator.results import ProblemResult
+from branchwise.orchestrator.run_allocation import RunAllocator, RunBudgetReport
 from branchwise.strategies.base import STRATEGIES, Strategy
 from branchwise.verifiers.grading import grade
 
@@ -77,6 +78,8 @@ class Orchestrator:
         self.scorers = scorers if scorers is not None else build_scorers(recipe, self.engine)
         self.run_id = f"bw{next(_run_ids)}"
         self._tags: ReasoningTags | None = None
+        self.run_budget: RunBudgetReport | None = None
+        """The run-level budget's report (``budget.run_generated_tokens``), once a run used it."""
 
     async def _reasoning_tags(self) -> ReasoningTags | None:
         """The recipe's reasoning format as the engine's token ids, resolved once."""
@@ -154,68 +157,98 @@ class Orchestrator:
         ledger = Ledger(self.recipe.budget)
         ctx: SearchContext | None = None
         try:
-            if prompt is None:
-                prompt = await render_prompt(
-                    self.recipe.prompt, problem.question, self.engine, self.recipe.base_dir
-                )
-            strategy = STRATEGIES.get(self.recipe.strategy.name)(self.recipe.strategy)
-            ctx = SearchContext(
-                problem=problem,
-                prompt=prompt.text,
-                prompt_token_ids=prompt.token_ids,
-                settings=SearchSettings(
-                    engine=self.engine,
-                    sampling=self.recipe.sampling,
-                    step_delimiter=self.recipe.step_delimiter,
-                    answer_spec=self.recipe.answer,
-                    seed=self.recipe.seed,
-                    scorers=self.scorers,
-                    run_id=self.run_id,
-                    aggregation=self.recipe.aggregation(),
-                    reasoning=await self._reasoning_tags(),
-                    prompt=self.recipe.prompt,
-                    base_dir=self.recipe.base_dir,
-                ),
-                ledger=ledger,
-                pool=seat,
-            )
+            strategy, ctx = await self.open_search(problem, ledger, seat=seat, prompt=prompt)
             if watch is not None:
                 watch(ctx, strategy)
-            try:
-                outcome = await strategy.search(ctx)
-            except BudgetExhausted:
-                outcome = strategy.anytime(ctx)
-            correct = None
-            if problem.reference is not None:
-                correct = grade(outcome.answer, problem.reference, self.recipe.grading)
-            return ProblemResult(
-                problem_id=problem.id,
-                answer=outcome.answer,
-                node_id=outcome.node_id,
-                reference=problem.reference,
-                correct=correct,
-                usage=ledger.finish().to_dict(),
-                detail=outcome.detail,
-                graph=ctx.graph,
-            )
+            return await self.finish_search(problem, strategy, ctx, ledger)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the run itself is being cancelled
             # a stray cancellation inside the search (not of this task) is a failure
             log.warning("problem %s failed: cancelled inside the search", problem.id)
-            return self._failed(problem, ledger, ctx, exc)
+            return self.failed_result(problem, ledger, ctx, exc)
         except Exception as exc:
-            log.warning("problem %s failed: %s", problem.id, exc)
-            return self._failed(problem, ledger, ctx, exc)
+            return self.failed_result(problem, ledger, ctx, exc)
 
-    def _failed(
+    async def open_search(
+        self,
+        problem: Problem,
+        ledger: Ledger,
+        *,
+        seat: PoolSeat | None = None,
+        prompt: RenderedPrompt | None = None,
+    ) -> tuple[Strategy[Any], SearchContext]:
+        """The recipe's strategy and a fresh search context for ``problem`` on ``ledger``."""
+        if prompt is None:
+            prompt = await render_prompt(
+                self.recipe.prompt, problem.question, self.engine, self.recipe.base_dir
+            )
+        strategy = STRATEGIES.get(self.recipe.strategy.name)(self.recipe.strategy)
+        ctx = SearchContext(
+            problem=problem,
+            prompt=prompt.text,
+            prompt_token_ids=prompt.token_ids,
+            settings=SearchSettings(
+                engine=self.engine,
+                sampling=self.recipe.sampling,
+                step_delimiter=self.recipe.step_delimiter,
+                answer_spec=self.recipe.answer,
+                seed=self.recipe.seed,
+                scorers=self.scorers,
+                run_id=self.run_id,
+                aggregation=self.recipe.aggregation(),
+                reasoning=await self._reasoning_tags(),
+                prompt=self.recipe.prompt,
+                base_dir=self.recipe.base_dir,
+            ),
+            ledger=ledger,
+            pool=seat,
+        )
+        return strategy, ctx
+
+    async def finish_search(
+        self,
+        problem: Problem,
+        strategy: Strategy[Any],
+        ctx: SearchContext,
+        ledger: Ledger,
+        *,
+        search: bool = True,
+    ) -> ProblemResult:
+        """Run ``strategy`` on ``ctx`` (``search=False``: only pick from the tree as it is)
+        and grade its answer; the result carries the ledger's usage and the graph."""
+        if not search:
+            outcome = strategy.select(ctx)
+        else:
+            try:
+                outcome = await strategy.search(ctx)
+            except BudgetExhausted:
+                outcome = strategy.anytime(ctx)
+        correct = None
+        if problem.reference is not None:
+            correct = grade(outcome.answer, problem.reference, self.recipe.grading)
+        return ProblemResult(
+            problem_id=problem.id,
+            answer=outcome.answer,
+            node_id=outcome.node_id,
+            reference=problem.reference,
+            correct=correct,
+            usage=ledger.finish().to_dict(),
+            detail=outcome.detail,
+            graph=ctx.graph,
+        )
+
+    def failed_result(
         self,
         problem: Problem,
         ledger: Ledger,
         ctx: SearchContext | None,
         exc: BaseException,
     ) -> ProblemResult:
+        """A failed problem's result: its error, what it spent and its graph so far."""
+        if not isinstance(exc, asyncio.CancelledError):
+            log.warning("problem %s failed: %s", problem.id, exc)
         return ProblemResult(
             problem_id=problem.id,
             answer=None,
@@ -231,6 +264,7 @@ class Orchestrator:
         *,
         finished: Mapping[str, Mapping[str, int]] | None = None,
         claim: Callable[[Problem, int], bool] | None = None,
+        spent_before: int = 0,
     ) -> AsyncIterator[ProblemResult]:
         """Yield results as problems finish, with at most ``concurrency`` searching at once.
 
@@ -243,10 +277,18 @@ class Orchestrator:
 
         ``claim(problem, index)``: asked just before a problem starts (a results store's
         claim); False means another writer has it, and it is skipped like a finished one.
+
+        With ``budget.run_generated_tokens`` the run-level allocator runs the problems
+        (``orchestrator.run_allocation``: a probe of each, then shares of the budget; no
+        lending); ``spent_before``: tokens the ``finished`` problems spent of it.
         """
-        queue: asyncio.Queue[ProblemResult | object | None] = asyncio.Queue()
         finished = finished or {}
         todo = list(problems)
+        if self.recipe.budget.run_generated_tokens is not None:
+            async for result in self._stream_run_budget(todo, finished, claim, spent_before):
+                yield result
+            return
+        queue: asyncio.Queue[ProblemResult | object | None] = asyncio.Queue()
         slots = asyncio.Semaphore(self.recipe.concurrency)
         pool = LendingPool(slots)
         tasks: set[asyncio.Task[None]] = set()
@@ -304,6 +346,28 @@ class Orchestrator:
             for task in [starter, *tasks]:
                 task.cancel()
             await asyncio.gather(starter, *tasks, return_exceptions=True)
+
+    async def _stream_run_budget(
+        self,
+        todo: list[Problem],
+        finished: Mapping[str, Mapping[str, int]],
+        claim: Callable[[Problem, int], bool] | None,
+        spent_before: int,
+    ) -> AsyncIterator[ProblemResult]:
+        allocator = RunAllocator(
+            self.recipe.allocation,
+            self.recipe.budget,
+            max_tokens=self.recipe.sampling.max_tokens,
+            concurrency=self.recipe.concurrency,
+            spent_before=spent_before,
+        )
+        self.run_budget = allocator.report
+        index = {p.id: i for i, p in enumerate(todo)}
+        fresh = [p for p in todo if p.id not in finished]
+        claimed = None if claim is None else (lambda p, _i: claim(p, index[p.id]))
+        async for result in allocator.stream(self, fresh, claimed):
+            result.warnings = result_warnings(result, self.recipe)
+            yield result
 
     async def run(self, problems: Sequence[Problem]) -> list[ProblemResult]:
         """All results, in the order of ``problems``."""

@@ -146,6 +146,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "cover_pruning": "branchwise.strategies.cover_pruning:CoverPruning",
     "div_sampling": "branchwise.strategies.div_sampling:DivSampling",
     "sample_scrutinize": "branchwise.strategies.sample_scrutinize:SampleScrutinize",
+    "osca": "branchwise.strategies.osca:OSCA",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

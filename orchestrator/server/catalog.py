@@ -129,6 +129,12 @@ class ModelCatalog:
                     "already taken by another recipe; rename one file"
                 )
             recipe = load_recipe(path)
+            if recipe.budget.run_generated_tokens is not None:
+                raise RecipeError(
+                    f"{path}: budget.run_generated_tokens is split over the problems of one "
+                    "run, and a server answers requests one search at a time; remove it "
+                    "(budget.max_generated_tokens caps each search)"
+                )
             if check:
                 check_resources(recipe)
             if recipe.sampling.max_tokens > limits.max_tokens:

@@ -77,6 +77,11 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     "rpc": {"name": "rpc", "n": 6},
     "cover_pruning": {"name": "cover_pruning", "n": 6, "interval": 8},
     "div_sampling": {"name": "div_sampling", "n": 6},
+    "osca": {
+        "name": "osca",
+        "configurations": {"cold": {"temperature": 0.5}, "hint": {"question": "Check it."}},
+        "allocation": {"cold": 2, "hint": 4},
+    },
     "sample_scrutinize": {
         "name": "sample_scrutinize",
         "n": 6,
