@@ -25,6 +25,8 @@ from branchwise.orchestrator.engines.types import (
     FinishReason,
     GenerationRequest,
     GenerationResult,
+    LogprobRequest,
+    LogprobResult,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ class Continuation:
     text: str
     logprobs: tuple[float, ...]
     top_logprobs: tuple[tuple[float, ...], ...] = ()
+    top_chars: tuple[tuple[str, ...], ...] = ()
+    """The characters of ``top_logprobs`` (a token-level policy names them; else synthetic)."""
 
 
 class ScriptedPolicy(Protocol):
@@ -224,6 +228,7 @@ class ScriptedEngine:
         self.aborted: list[str] = []
         self.generated_tokens = 0
         self.in_flight: dict[str, GenerationRequest] = {}
+        self.requests_scored: list[LogprobRequest] = []
         """Requests generating or streaming now, by id: none once every search is over."""
         self._cached_blocks: set[int] = set()
 
@@ -316,7 +321,7 @@ class ScriptedEngine:
 
     def _complete(self, prompt: str, rng: random.Random, request: GenerationRequest) -> Completion:
         spec = request.sampling
-        cont = self.policy.continue_text(prompt, rng)
+        cont = self._continue(prompt, rng, spec.temperature, spec.max_tokens)
         text, logprobs = cont.text, list(cont.logprobs)
         finish: FinishReason = "length"
         stop_reason: str | None = None
@@ -347,6 +352,10 @@ class ScriptedEngine:
                 _alternative_ids(token, len(top))
                 for token, top in zip(token_ids, tops, strict=True)
             )
+            if cont.top_chars:
+                top_ids = tuple(
+                    tuple(ord(ch) + _OFFSET for ch in chars[:k]) for chars in cont.top_chars[:cut]
+                )
         return Completion(
             token_ids=token_ids,
             text=kept,
@@ -357,6 +366,43 @@ class ScriptedEngine:
             top_token_ids=top_ids,
             prompt_tokens=len(request.prompt_token_ids),
         )
+
+    def _continue(
+        self, prompt: str, rng: random.Random, temperature: float, max_tokens: int
+    ) -> Continuation:
+        from branchwise.orchestrator.engines.scripted_tokens import (
+            TokenPolicy,
+            sample_continuation,
+        )
+
+        if isinstance(self.policy, TokenPolicy):  # token by token, at the temperature asked
+            return sample_continuation(self.policy, prompt, rng, temperature, max_tokens + 1)
+        return self.policy.continue_text(prompt, rng)
+
+    async def logprobs_of(self, request: LogprobRequest) -> LogprobResult:
+        """Exact log-probabilities of the given characters under the policy's token-level
+        distribution (the default replay's, which from a line boundary is the one it samples)."""
+        from branchwise.orchestrator.engines.scripted_tokens import (
+            ReferenceTokens,
+            TokenPolicy,
+            score_continuation,
+        )
+
+        policy: object = self.policy
+        if isinstance(policy, ReferencePolicy):
+            policy = ReferenceTokens.wrapping(policy)
+        if not isinstance(policy, TokenPolicy):
+            raise EngineError(
+                f"scripted policy {type(policy).__name__} has no token-level distribution, "
+                "so it cannot score given tokens"
+            )
+        self.requests_scored.append(request)
+        prompt = self.detokenize(request.prompt_token_ids)
+        chars = [chr(t - _OFFSET) for t in request.token_ids]
+        await asyncio.sleep(0)
+        scored = score_continuation(policy, prompt, chars)
+        length = len(request.prompt_token_ids) + len(request.token_ids)
+        return LogprobResult(tuple(scored), prompt_tokens=length)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
         """Cumulative results one token step at a time, as :meth:`VLLMEngine.stream` yields.
