@@ -113,10 +113,10 @@ class SpeculativeConsensus(Strategy[SpeculativeConsensusConfig]):
     deterministic draft); after a rejected token the next one is drawn from p without it
     (resampled until it differs), then ``chunk_tokens`` more are sampled before the next
     draft. Every path is therefore an exact sample of p at temperature 1 (the recipe's
-    top-p/top-k must be off), and the answer is their majority vote, as in self-consistency. Cost per round and path:
-    one scoring request (the path plus the draft in prompt tokens) and one sampled chunk;
-    the accepted draft tokens are never generated. Knobs: n, leaders (1), match (4),
-    draft_tokens (16), chunk_tokens (16), min_votes (1).
+    top-p/top-k must be off), and the answer is their majority vote, as in
+    self-consistency. Cost per round and path: one scoring request (the path plus the draft
+    in prompt tokens) and one sampled chunk; the accepted draft tokens are never generated.
+    Knobs: n, leaders (1), match (4), draft_tokens (16), chunk_tokens (16), min_votes (1).
     """
 
     config_model = SpeculativeConsensusConfig
