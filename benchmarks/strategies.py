@@ -128,7 +128,7 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
-    "entropy_branching", *PRM_STRATEGIES, *VARIANTS,
+    "entropy_branching", *PRM_STRATEGIES, *VARIANTS, "power_sampling", "speculative_consensus",
 )  # fmt: skip
 
 
@@ -177,6 +177,11 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         "ab_mcts_m": {"iterations": n, "parallel": 4, **STEP},
         # A solution is ~5 steps deep: 2n expansions of 2 steps ~ n solutions' tokens.
         "a_star": {"expansions": 2, "max_expansions": 2 * n, **STEP},
+        # One answer by MCMC: T (1 + S (blocks + 1) / 4) proposal tokens for S steps per
+        # block, so S = 0.8 (n - 1) at 4 blocks is ~n solutions' worth (plus scoring prefills).
+        "power_sampling": {"alpha": 4.0, "blocks": 4, "mcmc_steps": max(1, round(0.8 * (n - 1)))},
+        # n exact samples at T=1, most tokens drafted from the others (a faster SC)
+        "speculative_consensus": {"n": n},
     }
     if name not in configs:
         raise SystemExit(f"no benchmark config for strategy {name!r}; add one to strategies.py")

@@ -8,6 +8,7 @@ import pytest
 
 from branchwise.orchestrator.engines.types import GenerationRequest, LogprobRequest, SamplingSpec
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.recipe import Recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from tests.integration.conftest import EngineLoop
@@ -37,12 +38,11 @@ def test_scored_tokens_match_their_sampled_logprobs_and_the_strategies_run(
         {"name": "power_sampling", "blocks": 2, "mcmc_steps": 2},
         {"name": "speculative_consensus", "n": 3, "chunk_tokens": 16},
     ):
-        recipe = _recipe(strategy)
 
-        async def go() -> list[ProblemResult]:
+        async def go(recipe: Recipe) -> list[ProblemResult]:
             async with Orchestrator(recipe, engine=vllm_engine) as orchestrator:
                 return await orchestrator.run(problems)
 
-        for result in engine_loop.run(go()):
+        for result in engine_loop.run(go(_recipe(strategy))):
             assert result.error is None, result.error
             assert result.usage["prompt_tokens"] > 0
