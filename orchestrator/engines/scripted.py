@@ -228,8 +228,9 @@ class ScriptedEngine:
         self.aborted: list[str] = []
         self.generated_tokens = 0
         self.in_flight: dict[str, GenerationRequest] = {}
-        self.requests_scored: list[LogprobRequest] = []
         """Requests generating or streaming now, by id: none once every search is over."""
+        self.requests_scored: list[LogprobRequest] = []
+        """Scoring requests (``logprobs_of``) in the order they came."""
         self._cached_blocks: set[int] = set()
 
     eos_token_id: int | None = None
