@@ -98,8 +98,9 @@ def sample_continuation(
     policy: TokenPolicy, prompt: str, rng: random.Random, temperature: float, max_chars: int
 ) -> Continuation:
     """Characters drawn one at a time from softmax(log p / temperature) (0: the likeliest;
-    top-p and top-k are not applied), up to EOS or ``max_chars``. Log-probabilities are the policy's own (temperature 1), the
-    top ones the whole next-token distribution, likeliest first."""
+    top-p and top-k are not applied), up to EOS or ``max_chars``. Log-probabilities are the
+    policy's own (temperature 1), the top ones the whole next-token distribution, likeliest
+    first."""
     text = prompt
     chars: list[str] = []
     chosen: list[float] = []
