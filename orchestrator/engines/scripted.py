@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from branchwise.core.errors import EngineError
 from branchwise.core.seeding import derive_seed
@@ -62,6 +63,25 @@ class Continuation:
 
 class ScriptedPolicy(Protocol):
     def continue_text(self, prompt: str, rng: random.Random) -> Continuation: ...
+
+
+@runtime_checkable
+class NextTokenPolicy(Protocol):
+    """A policy that knows its next-token distribution, so the engine scores given tokens
+    exactly (``logprobs_of``)."""
+
+    def next_token_logprobs(self, text: str) -> Mapping[str, float]:
+        """log p of each possible next character after ``text`` (EOS included)."""
+        ...
+
+
+@runtime_checkable
+class TokenSampling(Protocol):
+    """A policy that samples character by character at a temperature (see scripted_tokens)."""
+
+    def sample_at(
+        self, prompt: str, rng: random.Random, temperature: float, max_chars: int
+    ) -> Continuation: ...
 
 
 class ReferencePolicy:
@@ -113,6 +133,42 @@ class ReferencePolicy:
             parts.append(line + (EOS if last else "\n"))
             logprobs.extend([*lp, -0.01])
         return Continuation("".join(parts), tuple(logprobs))
+
+    def next_token_logprobs(self, text: str) -> Mapping[str, float]:
+        """The replay as a token-level distribution: a line is the reference line with
+        probability ``1 - error_rate`` or has its result off by 1-9 (``error_rate / 9``
+        each); after a wrong line the path stays wrong. From a line boundary this is exactly
+        the distribution :meth:`continue_text` samples whole lines from."""
+        question = self._find_question(text)
+        if question is None:
+            return {EOS: 0.0}  # it knows no such problem: it stops
+        reference = self.solutions[question].rstrip("\n").split("\n")
+        generated = text.split(question, 1)[1]
+        if _ASSISTANT_TURN in generated:
+            generated = generated.split(_ASSISTANT_TURN, 1)[1]
+        elif generated.startswith("\n"):
+            generated = generated[1:]
+        *finished, partial = generated.split("\n")
+        index = len(finished)
+        if index >= len(reference):
+            return {EOS: 0.0}
+        ending = EOS if index == len(reference) - 1 else "\n"
+        line, offset, e = reference[index], _first_offset(finished, reference), self.error_rate
+        candidates = [(line, 1.0)]
+        if offset is None and _last_number(line) is not None:
+            candidates = [(line, 1.0 - e)]
+            candidates += [(_shift_last_number(line, k), e / 9) for k in range(1, 10)]
+        elif offset is not None and ending == EOS:
+            candidates = [(_shift_last_number(line, offset), 1.0)]
+        weights: dict[str, float] = {}
+        for candidate, weight in candidates:
+            whole = candidate + ending
+            if weight > 0 and len(whole) > len(partial) and whole.startswith(partial):
+                weights[whole[len(partial)]] = weights.get(whole[len(partial)], 0.0) + weight
+        total = sum(weights.values())
+        if total <= 0:
+            return {EOS: 0.0}  # off the script (tokens it would never write): it stops
+        return {char: math.log(w / total) for char, w in sorted(weights.items())}
 
     def _find_question(self, prompt: str) -> str | None:
         for key, question in self._prompt_cache.items():
@@ -371,37 +427,26 @@ class ScriptedEngine:
     def _continue(
         self, prompt: str, rng: random.Random, temperature: float, max_tokens: int
     ) -> Continuation:
-        from branchwise.orchestrator.engines.scripted_tokens import (
-            TokenPolicy,
-            sample_continuation,
-        )
-
-        if isinstance(self.policy, TokenPolicy):  # token by token, at the temperature asked
-            return sample_continuation(self.policy, prompt, rng, temperature, max_tokens + 1)
+        if isinstance(self.policy, TokenSampling):  # token by token, at the temperature asked
+            return self.policy.sample_at(prompt, rng, temperature, max_tokens + 1)
         return self.policy.continue_text(prompt, rng)
 
     async def logprobs_of(self, request: LogprobRequest) -> LogprobResult:
         """Exact log-probabilities of the given characters under the policy's token-level
         distribution (the default replay's, which from a line boundary is the one it samples)."""
-        from branchwise.orchestrator.engines.scripted_tokens import (
-            ReferenceTokens,
-            TokenPolicy,
-            score_continuation,
-        )
-
-        policy: object = self.policy
-        if isinstance(policy, ReferencePolicy):
-            policy = ReferenceTokens.wrapping(policy)
-        if not isinstance(policy, TokenPolicy):
+        policy = self.policy
+        if not isinstance(policy, NextTokenPolicy):
             raise EngineError(
                 f"scripted policy {type(policy).__name__} has no token-level distribution, "
                 "so it cannot score given tokens"
             )
         self.requests_scored.append(request)
-        prompt = self.detokenize(request.prompt_token_ids)
-        chars = [chr(t - _OFFSET) for t in request.token_ids]
+        text = self.detokenize(request.prompt_token_ids)
+        scored: list[float] = []
+        for token in request.token_ids:
+            scored.append(policy.next_token_logprobs(text).get(chr(token - _OFFSET), -math.inf))
+            text += chr(token - _OFFSET)
         await asyncio.sleep(0)
-        scored = score_continuation(policy, prompt, chars)
         length = len(request.prompt_token_ids) + len(request.token_ids)
         return LogprobResult(tuple(scored), prompt_tokens=length)
 

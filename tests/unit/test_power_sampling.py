@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
+from branchwise.orchestrator.engines.scripted_tokens import TokenSampler
 from branchwise.strategies.power_sampling import PowerSampling, proposal_logprob
 from tests.unit.token_policies import TrapPolicy, run_on, trap_problems
 
@@ -16,7 +17,7 @@ POWER = {"name": "power_sampling", "alpha": 4.0, "blocks": 1, "mcmc_steps": 30}
 
 
 def _accuracy(strategy: dict[str, Any], count: int = 60) -> tuple[float, list[Any]]:
-    results = run_on(ScriptedEngine(TrapPolicy()), strategy, trap_problems(count))
+    results = run_on(ScriptedEngine(TokenSampler(TrapPolicy())), strategy, trap_problems(count))
     assert all(r.error is None for r in results), [r.error for r in results]
     return sum(r.correct is True for r in results) / count, results
 

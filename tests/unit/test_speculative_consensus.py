@@ -12,7 +12,7 @@ import pytest
 
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
-from branchwise.orchestrator.engines.scripted_tokens import ReferenceTokens
+from branchwise.orchestrator.engines.scripted_tokens import reference_tokens
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.strategies import speculative_consensus
 from branchwise.strategies.speculative_consensus import accepted_length, consensus_draft
@@ -66,7 +66,7 @@ SAME_TEXT = (1 - ERROR_RATE) ** (2 * LINES) + sum(
 
 
 def _run(strategy: dict[str, Any], problems: list[Problem]) -> list[ProblemResult]:
-    engine = ScriptedEngine(ReferenceTokens({p.question: str(p.solution) for p in problems}, 0.3))
+    engine = ScriptedEngine(reference_tokens({p.question: str(p.solution) for p in problems}, 0.3))
     return run_on(engine, strategy, problems, max_tokens=80)
 
 
