@@ -117,6 +117,10 @@ class SpeculativeConsensus(Strategy[SpeculativeConsensusConfig]):
     self-consistency. Cost per round and path: one scoring request (the path plus the draft
     in prompt tokens) and one sampled chunk; the accepted draft tokens are never generated.
     Knobs: n, leaders (1), match (4), draft_tokens (16), chunk_tokens (16), min_votes (1).
+    It saves time only where verifying k tokens costs about one decode step (memory-bound
+    decoding, a GPU) and reuses the path's KV cache; vLLM's prompt log-probabilities re-read
+    the whole path, so on the CPU testbed it is slower than plain sampling
+    (benchmarks/speculative_speed.py).
     """
 
     config_model = SpeculativeConsensusConfig
