@@ -103,6 +103,9 @@ PRM_STRATEGIES = (
 NOT_ON_TESTBED = {
     "budget_forcing": "scales thinking length: needs a reasoning model (benchmarks/reasoning.py)",
 }
+# Arms whose mechanism fixes the sampling (T=1, no top-p): their exactness (speculative
+# drafts) or proposal density (power sampling's MCMC) assumes it, so the grid does not tune it.
+FIXED_SAMPLING = ("power_sampling", "speculative_consensus")
 # Scorers an arm needs besides the PRM (by the name its config uses).
 ARM_SCORERS: dict[str, list[dict[str, Any]]] = {
     # the policy checks its own candidates (Sample, Scrutinize and Scale); one check each
@@ -146,7 +149,8 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
     "entropy_branching", "rpc", "cover_pruning", "div_sampling", "sample_scrutinize",
-    "phi_decoding", "osca", *PRM_STRATEGIES, *VARIANTS,
+    "phi_decoding", "osca", "power_sampling", "speculative_consensus", *PRM_STRATEGIES,
+    *VARIANTS,
 )  # fmt: skip
 OSCA = RESULTS / "osca.json"  # the configurations and allocations fitted on val
 
@@ -246,6 +250,11 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
             "layers": 3,
             "step_max_tokens": STEP["step_max_tokens"],
         },
+        # One answer by MCMC: T (1 + S (blocks + 1) / 4) proposal tokens for S steps per
+        # block, so S = 0.8 (n - 1) at 4 blocks is ~n solutions' worth (plus scoring prefills).
+        "power_sampling": {"alpha": 4.0, "blocks": 4, "mcmc_steps": max(1, round(0.8 * (n - 1)))},
+        # n exact samples at T=1, most tokens drafted from the others (a faster SC)
+        "speculative_consensus": {"n": n},
     }
     if name not in configs:
         raise SystemExit(f"no benchmark config for strategy {name!r}; add one to strategies.py")

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.markdown import RESULTS, write_json
 from benchmarks.strategies import (
     BASE_N,
+    FIXED_SAMPLING,
     PRM_STRATEGIES,
     TESTBED,
     UNTUNED,
@@ -78,7 +79,7 @@ def sampling_grid(budget: int, names: list[str]) -> list[dict[str, Any]]:
         {"arm": name, "set": "prm" if uses_prm(name) else "sampling", "budget": budget,
          **cell, "config": strategy_config(name, BASE_N * budget), "knobs": cell}
         for name in names
-        for cell in SAMPLING_GRID
+        for cell in ([UNTUNED] if name in FIXED_SAMPLING else SAMPLING_GRID)
     ]  # fmt: skip
 
 

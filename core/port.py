@@ -282,3 +282,12 @@ class SearchPort(TreeView, Protocol):
         """``k`` whole solutions sampled under a variant of the problem's prompt; they are
         children of the root (finished, never expanded further) marked with its label."""
         ...
+
+    # -- log-probabilities of given tokens (engines that score them: vllm, scripted) -------
+
+    async def logprobs_of(self, node: Node, token_ids: Sequence[int]) -> tuple[float, ...]:
+        """The policy's log-probability (temperature 1, no top-k/top-p) of each of
+        ``token_ids`` written after ``node``'s path: a forced continuation scored, not
+        sampled. Costs one engine call and the path plus ``token_ids`` in prompt tokens; adds
+        no node. Needs ``Strategy.needs_given_logprobs``."""
+        ...

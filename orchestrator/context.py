@@ -299,3 +299,8 @@ class SearchContext(GraphView):
             ids = self._variant_ids[variant] = rendered.token_ids
         spec = self.generation.spec(False, max_tokens, temperature, logprobs)
         return await self.generation.expand(self.root, k, spec, False, variant=(variant.label, ids))
+
+    async def logprobs_of(self, node: Node, token_ids: Sequence[int]) -> tuple[float, ...]:
+        """log p (temperature 1) of ``token_ids`` written after ``node``'s path; one scoring
+        request (prompt tokens), no node. Needs an engine that scores given tokens."""
+        return await self.generation.logprobs_of(node, tuple(token_ids))

@@ -13,6 +13,7 @@ what a node holds never depends on when its request ran.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -21,11 +22,12 @@ from branchwise.core.errors import BudgetExhausted, EngineError, EngineTimeout
 from branchwise.core.graph import Node, SearchGraph
 from branchwise.core.reasoning import ReasoningTags, answer_part, unclosed_reason
 from branchwise.core.seeding import derive_seed
-from branchwise.orchestrator.engines.base import Engine, TokenEngine
+from branchwise.orchestrator.engines.base import Engine, LogprobEngine, TokenEngine
 from branchwise.orchestrator.engines.types import (
     Completion,
     GenerationRequest,
     GenerationResult,
+    LogprobRequest,
     SamplingSpec,
 )
 from branchwise.orchestrator.ledger import Ledger
@@ -72,6 +74,7 @@ class Generation:
         self.run_id = run_id
         self.problem_id = graph.problem_id
         self.reasoning = reasoning
+        self._scorings = itertools.count()
 
     def spec(
         self,
@@ -289,6 +292,42 @@ class Generation:
         added = self.graph.add_child(child)
         self._note_unclosed(added)
         return added
+
+    async def logprobs_of(self, node: Node, ids: tuple[int, ...]) -> tuple[float, ...]:
+        """log p of ``ids`` written after ``node``'s path: one scoring request, paid as an
+        engine call and prompt tokens (the engine reads the path and ``ids``), no node."""
+        if not isinstance(self.engine, LogprobEngine):  # recipes and the runner refuse this
+            raise EngineError(
+                f"engine {self.engine.name!r} cannot score given tokens (logprobs_of)",
+                problem_id=self.problem_id,
+                node_id=node.id,
+            )
+        prefix = self.graph.full_token_ids(node.id)
+        held = await self.ledger.admit(
+            n=1,
+            max_tokens=1,
+            new_nodes=0,
+            prompt_tokens=len(prefix) + len(ids),
+            key=node.id,
+            waitable=True,
+        )
+        with held:
+            request = LogprobRequest(
+                request_id=f"{self.run_id}:{self.problem_id}:{node.id}:lp{next(self._scorings)}",
+                prompt_token_ids=prefix,
+                token_ids=ids,
+                affinity=self.problem_id,
+            )
+            what = f"scoring {request.request_id}"
+            result = await self.guarded(self.engine.logprobs_of(request), what, node.id)
+            held.settle(prompt=result.prompt_tokens, cached=result.cached_prompt_tokens)
+        if len(result.token_logprobs) != len(ids):
+            raise EngineError(
+                f"engine scored {len(result.token_logprobs)} of {len(ids)} tokens",
+                problem_id=self.problem_id,
+                node_id=node.id,
+            )
+        return result.token_logprobs
 
     async def decode(self, token_ids: tuple[int, ...]) -> str | None:
         """The text of ``token_ids`` (None when the engine cannot decode)."""

@@ -18,7 +18,7 @@ from branchwise.core.reasoning import ReasoningFormat
 from branchwise.core.scorers import SCORERS, PairwiseScorer, ScorerConfig
 from branchwise.core.values import Aggregation
 from branchwise.orchestrator.datasets import DatasetSpec
-from branchwise.orchestrator.engines.config import ENGINES, EngineConfig
+from branchwise.orchestrator.engines.config import ENGINES, EngineConfig, given_logprobs_refusal
 from branchwise.orchestrator.engines.types import SamplingSpec
 from branchwise.orchestrator.fingerprint import decisive, fingerprint
 from branchwise.orchestrator.ledger import Budget
@@ -162,6 +162,8 @@ class Recipe(BaseModel):
                 "the recipe has no `reasoning` format; add e.g. reasoning: {start: '<think>', "
                 "end: '</think>'}"
             )
+        if strategy.needs_given_logprobs and not self.engine.given_logprobs:
+            raise ValueError(given_logprobs_refusal(self.strategy.name, self.engine.kind))
         if strategy.needs_token_engine and not self.engine.token_level:
             raise ValueError(
                 f"strategy.name: {self.strategy.name} forces tokens onto paths (ctx.extend), "

@@ -23,7 +23,8 @@ from branchwise.core.problem import Problem
 from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scorers import SCORERS, Scorer, ScorerResources
 from branchwise.orchestrator.context import SearchContext, SearchSettings
-from branchwise.orchestrator.engines.base import Engine, TokenEngine
+from branchwise.orchestrator.engines.base import Engine, LogprobEngine, TokenEngine
+from branchwise.orchestrator.engines.config import given_logprobs_refusal
 from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import LendingPool, PoolSeat
 from branchwise.orchestrator.prompting import RenderedPrompt, render_prompt
@@ -68,6 +69,8 @@ class Orchestrator:
         self._owns_engine = engine is None
         self.engine: Engine = engine or recipe.engine.build(recipe.base_dir)
         strategy = STRATEGIES.get(recipe.strategy.name)
+        if strategy.needs_given_logprobs and not isinstance(self.engine, LogprobEngine):
+            raise RecipeError(given_logprobs_refusal(recipe.strategy.name, self.engine.name))
         if strategy.needs_token_engine and not isinstance(self.engine, TokenEngine):
             # the recipe's engine kind was checked when it was validated; this one was passed in
             raise RecipeError(

@@ -97,6 +97,9 @@ class Strategy(ABC, Generic[ConfigT]):
     # True for strategies that work on a reasoning model's thinking (``port.think``): a
     # recipe without a `reasoning` format is refused.
     needs_reasoning: ClassVar[bool] = False
+    # True for strategies that ask the log-probabilities of given tokens
+    # (``port.logprobs_of``): a recipe whose engine cannot score them is refused.
+    needs_given_logprobs: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
@@ -147,6 +150,8 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "div_sampling": "branchwise.strategies.div_sampling:DivSampling",
     "sample_scrutinize": "branchwise.strategies.sample_scrutinize:SampleScrutinize",
     "osca": "branchwise.strategies.osca:OSCA",
+    "power_sampling": "branchwise.strategies.power_sampling:PowerSampling",
+    "speculative_consensus": ("branchwise.strategies.speculative_consensus:SpeculativeConsensus"),
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

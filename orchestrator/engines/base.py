@@ -6,7 +6,12 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
+from branchwise.orchestrator.engines.types import (
+    GenerationRequest,
+    GenerationResult,
+    LogprobRequest,
+    LogprobResult,
+)
 from branchwise.orchestrator.prompting import ChatMessage, RenderedPrompt
 
 
@@ -70,4 +75,19 @@ class TokenEngine(Engine, Protocol):
 
     async def decode(self, token_ids: Sequence[int]) -> str:
         """The text of token ids, as the engine writes its outputs."""
+        ...
+
+
+@runtime_checkable
+class LogprobEngine(Engine, Protocol):
+    """An engine that gives the log-probabilities of given tokens (``port.logprobs_of``).
+
+    Samplers that weigh whole continuations (Metropolis-Hastings towards p^alpha, exact
+    verification of drafted tokens) need p(token | prefix) of tokens they did not sample.
+    Engine configs whose engines have it say so with ``EngineConfig.given_logprobs``, so a
+    recipe whose strategy needs it is refused when it is validated.
+    """
+
+    async def logprobs_of(self, request: LogprobRequest) -> LogprobResult:
+        """log p of each of ``request.token_ids`` after the prompt and the tokens before it."""
         ...

@@ -31,6 +31,9 @@ class EngineConfig(BaseModel):
     # True when the engine it builds is a TokenEngine (decode, eos_token_id): strategies that
     # force tokens onto a path (``Strategy.needs_token_engine``) need one.
     token_level: ClassVar[bool] = False
+    # True when the engine it builds is a LogprobEngine (log-probabilities of given tokens):
+    # strategies that weigh continuations they did not sample (``needs_given_logprobs``).
+    given_logprobs: ClassVar[bool] = False
 
     # "module:Class" of the engine; the class has ``from_config(config, base_dir)``.
     engine_class: ClassVar[str] = ""
@@ -48,6 +51,7 @@ class VLLMEngineConfig(EngineConfig):
     kind: Literal["vllm"] = "vllm"
     engine_class: ClassVar[str] = "branchwise.orchestrator.engines.vllm_engine:VLLMEngine"
     token_level: ClassVar[bool] = True
+    given_logprobs: ClassVar[bool] = True
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager", "cpu_layout"}
     )
@@ -168,6 +172,7 @@ class ScriptedEngineConfig(EngineConfig):
     kind: Literal["scripted"] = "scripted"
     engine_class: ClassVar[str] = "branchwise.orchestrator.engines.scripted:ScriptedEngine"
     token_level: ClassVar[bool] = True
+    given_logprobs: ClassVar[bool] = True
     # `solutions`, like the recipe's dataset, says which problems it knows, not how it answers.
     plumbing: ClassVar[frozenset[str]] = frozenset({"seconds_per_token", "solutions"})
     error_rate: float = Field(0.3, ge=0, le=1, description="Chance that a step goes wrong.")
@@ -192,3 +197,12 @@ BUILTIN_ENGINES: dict[str, str] = {
 ENGINES: Registry[EngineConfig] = Registry(
     "engine", EngineConfig, group="branchwise.engines", builtins=BUILTIN_ENGINES
 )
+
+
+def given_logprobs_refusal(strategy: str, engine: str) -> str:
+    """The one-line refusal of a strategy that scores given tokens on an engine that cannot."""
+    able = ", ".join(sorted(name for name, config in ENGINES if config.given_logprobs))
+    return (
+        f"strategy.name: {strategy} needs the log-probabilities of given tokens "
+        f"(port.logprobs_of), which engine {engine!r} cannot give (engines that can: {able})"
+    )

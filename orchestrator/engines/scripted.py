@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from branchwise.core.errors import EngineError
 from branchwise.core.seeding import derive_seed
@@ -25,6 +26,8 @@ from branchwise.orchestrator.engines.types import (
     FinishReason,
     GenerationRequest,
     GenerationResult,
+    LogprobRequest,
+    LogprobResult,
 )
 
 if TYPE_CHECKING:
@@ -54,10 +57,31 @@ class Continuation:
     text: str
     logprobs: tuple[float, ...]
     top_logprobs: tuple[tuple[float, ...], ...] = ()
+    top_chars: tuple[tuple[str, ...], ...] = ()
+    """The characters of ``top_logprobs`` (a token-level policy names them; else synthetic)."""
 
 
 class ScriptedPolicy(Protocol):
     def continue_text(self, prompt: str, rng: random.Random) -> Continuation: ...
+
+
+@runtime_checkable
+class NextTokenPolicy(Protocol):
+    """A policy that knows its next-token distribution, so the engine scores given tokens
+    exactly (``logprobs_of``)."""
+
+    def next_token_logprobs(self, text: str) -> Mapping[str, float]:
+        """log p of each possible next character after ``text`` (EOS included)."""
+        ...
+
+
+@runtime_checkable
+class TokenSampling(Protocol):
+    """A policy that samples character by character at a temperature (see scripted_tokens)."""
+
+    def sample_at(
+        self, prompt: str, rng: random.Random, temperature: float, max_chars: int
+    ) -> Continuation: ...
 
 
 class ReferencePolicy:
@@ -109,6 +133,42 @@ class ReferencePolicy:
             parts.append(line + (EOS if last else "\n"))
             logprobs.extend([*lp, -0.01])
         return Continuation("".join(parts), tuple(logprobs))
+
+    def next_token_logprobs(self, text: str) -> Mapping[str, float]:
+        """The replay as a token-level distribution: a line is the reference line with
+        probability ``1 - error_rate`` or has its result off by 1-9 (``error_rate / 9``
+        each); after a wrong line the path stays wrong. From a line boundary this is exactly
+        the distribution :meth:`continue_text` samples whole lines from."""
+        question = self._find_question(text)
+        if question is None:
+            return {EOS: 0.0}  # it knows no such problem: it stops
+        reference = self.solutions[question].rstrip("\n").split("\n")
+        generated = text.split(question, 1)[1]
+        if _ASSISTANT_TURN in generated:
+            generated = generated.split(_ASSISTANT_TURN, 1)[1]
+        elif generated.startswith("\n"):
+            generated = generated[1:]
+        *finished, partial = generated.split("\n")
+        index = len(finished)
+        if index >= len(reference):
+            return {EOS: 0.0}
+        ending = EOS if index == len(reference) - 1 else "\n"
+        line, offset, e = reference[index], _first_offset(finished, reference), self.error_rate
+        candidates = [(line, 1.0)]
+        if offset is None and _last_number(line) is not None:
+            candidates = [(line, 1.0 - e)]
+            candidates += [(_shift_last_number(line, k), e / 9) for k in range(1, 10)]
+        elif offset is not None and ending == EOS:
+            candidates = [(_shift_last_number(line, offset), 1.0)]
+        weights: dict[str, float] = {}
+        for candidate, weight in candidates:
+            whole = candidate + ending
+            if weight > 0 and len(whole) > len(partial) and whole.startswith(partial):
+                weights[whole[len(partial)]] = weights.get(whole[len(partial)], 0.0) + weight
+        total = sum(weights.values())
+        if total <= 0:
+            return {EOS: 0.0}  # off the script (tokens it would never write): it stops
+        return {char: math.log(w / total) for char, w in sorted(weights.items())}
 
     def _find_question(self, prompt: str) -> str | None:
         for key, question in self._prompt_cache.items():
@@ -225,6 +285,8 @@ class ScriptedEngine:
         self.generated_tokens = 0
         self.in_flight: dict[str, GenerationRequest] = {}
         """Requests generating or streaming now, by id: none once every search is over."""
+        self.requests_scored: list[LogprobRequest] = []
+        """Scoring requests (``logprobs_of``) in the order they came."""
         self._cached_blocks: set[int] = set()
 
     eos_token_id: int | None = None
@@ -316,7 +378,7 @@ class ScriptedEngine:
 
     def _complete(self, prompt: str, rng: random.Random, request: GenerationRequest) -> Completion:
         spec = request.sampling
-        cont = self.policy.continue_text(prompt, rng)
+        cont = self._continue(prompt, rng, spec.temperature, spec.max_tokens)
         text, logprobs = cont.text, list(cont.logprobs)
         finish: FinishReason = "length"
         stop_reason: str | None = None
@@ -347,6 +409,10 @@ class ScriptedEngine:
                 _alternative_ids(token, len(top))
                 for token, top in zip(token_ids, tops, strict=True)
             )
+            if cont.top_chars:
+                top_ids = tuple(
+                    tuple(ord(ch) + _OFFSET for ch in chars[:k]) for chars in cont.top_chars[:cut]
+                )
         return Completion(
             token_ids=token_ids,
             text=kept,
@@ -357,6 +423,32 @@ class ScriptedEngine:
             top_token_ids=top_ids,
             prompt_tokens=len(request.prompt_token_ids),
         )
+
+    def _continue(
+        self, prompt: str, rng: random.Random, temperature: float, max_tokens: int
+    ) -> Continuation:
+        if isinstance(self.policy, TokenSampling):  # token by token, at the temperature asked
+            return self.policy.sample_at(prompt, rng, temperature, max_tokens + 1)
+        return self.policy.continue_text(prompt, rng)
+
+    async def logprobs_of(self, request: LogprobRequest) -> LogprobResult:
+        """Exact log-probabilities of the given characters under the policy's token-level
+        distribution (the default replay's, which from a line boundary is the one it samples)."""
+        policy = self.policy
+        if not isinstance(policy, NextTokenPolicy):
+            raise EngineError(
+                f"scripted policy {type(policy).__name__} has no token-level distribution, "
+                "so it cannot score given tokens"
+            )
+        self.requests_scored.append(request)
+        text = self.detokenize(request.prompt_token_ids)
+        scored: list[float] = []
+        for token in request.token_ids:
+            scored.append(policy.next_token_logprobs(text).get(chr(token - _OFFSET), -math.inf))
+            text += chr(token - _OFFSET)
+        await asyncio.sleep(0)
+        length = len(request.prompt_token_ids) + len(request.token_ids)
+        return LogprobResult(tuple(scored), prompt_tokens=length)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
         """Cumulative results one token step at a time, as :meth:`VLLMEngine.stream` yields.

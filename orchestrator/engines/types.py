@@ -82,3 +82,24 @@ class GenerationResult:
     prompt_tokens: int
     cached_prompt_tokens: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogprobRequest:
+    """Score given tokens: their log-probabilities after a prompt (nothing is sampled)."""
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    """The forced continuation whose tokens are scored, one log-probability each."""
+    affinity: str | None = None
+
+
+@dataclass(frozen=True)
+class LogprobResult:
+    """Log-probabilities (temperature 1, no top-k/top-p) of a request's ``token_ids``."""
+
+    token_logprobs: tuple[float, ...]
+    prompt_tokens: int
+    """Tokens the engine read: the prompt and the scored continuation."""
+    cached_prompt_tokens: int = 0

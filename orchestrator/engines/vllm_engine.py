@@ -21,6 +21,8 @@ from branchwise.orchestrator.engines.types import (
     FinishReason,
     GenerationRequest,
     GenerationResult,
+    LogprobRequest,
+    LogprobResult,
     SamplingSpec,
 )
 from branchwise.orchestrator.engines.watchdog import start_watchdog, stop_watchdog
@@ -176,6 +178,12 @@ class VLLMEngine:
         async with contextlib.aclosing(self._run(request, stream=True)) as outputs:
             async for output in outputs:
                 yield _to_result(output, request.sampling, self._decode_output, seen)
+
+    async def logprobs_of(self, request: LogprobRequest) -> LogprobResult:
+        """Log-probabilities of given tokens (prompt log-probabilities; see vllm_scoring)."""
+        from branchwise.orchestrator.engines.vllm_scoring import score_given_tokens
+
+        return await score_given_tokens(self.llm, request, self._inflight)
 
     async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncGenerator[Any, None]:
         from vllm.inputs import TokensPrompt

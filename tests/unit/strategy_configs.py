@@ -88,6 +88,8 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
         "verifier": "oracle",
         "tie_break": False,
     },
+    "power_sampling": {"name": "power_sampling", "blocks": 2, "mcmc_steps": 2},
+    "speculative_consensus": {"name": "speculative_consensus", "n": 4, "chunk_tokens": 8},
 }
 
 # Recipe sections a strategy needs beside its own, by strategy name. Budget forcing works on

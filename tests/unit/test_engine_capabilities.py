@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from branchwise.core.errors import RecipeError
-from branchwise.orchestrator.engines.base import TokenEngine
+from branchwise.orchestrator.engines.base import LogprobEngine, TokenEngine
 from branchwise.orchestrator.engines.config import ENGINES, OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
 from branchwise.orchestrator.engines.scripted import ScriptedEngine
@@ -46,7 +46,35 @@ def test_declared_token_level_engines_are_token_engines() -> None:
     assert [n for n, s in STRATEGIES if s.needs_token_engine] == [
         "budget_forcing",
         "entropy_branching",
+        "power_sampling",
+        "speculative_consensus",
     ]
+
+
+@pytest.mark.parametrize("strategy", ["power_sampling", "speculative_consensus"])
+def test_a_strategy_scoring_given_tokens_names_the_engines_that_can(strategy: str) -> None:
+    openai = {"kind": "openai", "base_urls": ["http://localhost:1"], "model": "m"}
+    with pytest.raises(RecipeError) as refused:
+        parse_recipe({"engine": openai, "strategy": {"name": strategy}})
+    message = str(refused.value)
+    assert "\n" not in message.strip()
+    assert f"{strategy} needs the log-probabilities of given tokens" in message
+    assert "engines that can: scripted, vllm" in message
+    parse_recipe({"engine": {"kind": "scripted"}, "strategy": {"name": strategy}})
+
+
+def test_declared_engines_score_given_tokens() -> None:
+    for name, config in ENGINES:
+        built = {"vllm": VLLMEngine, "openai": OpenAIEngine, "scripted": ScriptedEngine}[name]
+        assert config.given_logprobs == hasattr(built, "logprobs_of"), name
+    assert isinstance(ScriptedEngine(), LogprobEngine)
+
+
+def test_a_passed_in_engine_that_cannot_score_given_tokens_is_refused() -> None:
+    recipe = parse_recipe({"engine": {"kind": "scripted"}, "strategy": {"name": "power_sampling"}})
+    fleet = OpenAIEngine(OpenAIEngineConfig(base_urls=["http://localhost:1"], model="m"))
+    with pytest.raises(RecipeError, match="power_sampling needs the log-probabilities"):
+        Orchestrator(recipe, engine=fleet)
 
 
 def test_a_scripted_recipe_names_the_solutions_its_engine_replays() -> None:
