@@ -71,3 +71,17 @@ class TokenEngine(Engine, Protocol):
     async def decode(self, token_ids: Sequence[int]) -> str:
         """The text of token ids, as the engine writes its outputs."""
         ...
+
+
+@runtime_checkable
+class CodeBookEngine(Engine, Protocol):
+    """An engine that decodes each completion from a code point (arithmetic sampling).
+
+    Given ``GenerationRequest.codes``, completion ``i`` takes at each step the token whose
+    interval of the model's arithmetic code book (tokens in a fixed order, probabilities
+    under the request's temperature and top-p) holds code ``i``, then rescales the code into
+    that interval. Engine configs say so with ``EngineConfig.arithmetic_sampling``.
+    """
+
+    samples_from_codes: bool
+    """True: ``GenerationRequest.codes`` decide the completions."""

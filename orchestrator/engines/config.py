@@ -31,6 +31,9 @@ class EngineConfig(BaseModel):
     # True when the engine it builds is a TokenEngine (decode, eos_token_id): strategies that
     # force tokens onto a path (``Strategy.needs_token_engine``) need one.
     token_level: ClassVar[bool] = False
+    # True when the engine decodes each completion from a code point of the request
+    # (``GenerationRequest.codes``): ``sampling.method: arithmetic`` needs one.
+    arithmetic_sampling: ClassVar[bool] = False
 
     # "module:Class" of the engine; the class has ``from_config(config, base_dir)``.
     engine_class: ClassVar[str] = ""
@@ -48,6 +51,7 @@ class VLLMEngineConfig(EngineConfig):
     kind: Literal["vllm"] = "vllm"
     engine_class: ClassVar[str] = "branchwise.orchestrator.engines.vllm_engine:VLLMEngine"
     token_level: ClassVar[bool] = True
+    arithmetic_sampling: ClassVar[bool] = True
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager", "cpu_layout"}
     )
@@ -168,6 +172,7 @@ class ScriptedEngineConfig(EngineConfig):
     kind: Literal["scripted"] = "scripted"
     engine_class: ClassVar[str] = "branchwise.orchestrator.engines.scripted:ScriptedEngine"
     token_level: ClassVar[bool] = True
+    arithmetic_sampling: ClassVar[bool] = True
     # `solutions`, like the recipe's dataset, says which problems it knows, not how it answers.
     plumbing: ClassVar[frozenset[str]] = frozenset({"seconds_per_token", "solutions"})
     error_rate: float = Field(0.3, ge=0, le=1, description="Chance that a step goes wrong.")
@@ -192,3 +197,8 @@ BUILTIN_ENGINES: dict[str, str] = {
 ENGINES: Registry[EngineConfig] = Registry(
     "engine", EngineConfig, group="branchwise.engines", builtins=BUILTIN_ENGINES
 )
+
+
+def arithmetic_engines() -> list[str]:
+    """The engine kinds that can sample arithmetically (for one-line refusals)."""
+    return [name for name in ENGINES.names() if ENGINES.get(name).arithmetic_sampling]
