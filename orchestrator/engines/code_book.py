@@ -14,6 +14,14 @@ Here the lattice of a node's children is ordered by the radical inverse of their
 strategy that samples a node's children in several requests, or metrics that re-select
 from the first k samples, still see well-spread code points. Each point is the offset plus
 a fixed shift modulo 1, so each is uniform on its own.
+
+It is a sampling method (``sampling.method: arithmetic``), not a strategy: any strategy's
+samples can be drawn this way (self-consistency and best-of-N, as in Parashar et al. 2024,
+"Quasi-random Multi-Sample Inference for Large Language Models", or the k children of a
+step search). Cost: the same tokens as ancestral sampling; on vLLM one request per sample
+and a distribution computed once more per token (``vllm_code_book``). Knobs: none of its
+own; the run seed fixes the offsets (same seed, same code points), and the recipe's
+temperature and top-p shape the code book.
 """
 
 from __future__ import annotations

@@ -258,3 +258,20 @@ def test_a_policy_without_draws_fails_with_an_engine_error() -> None:
 
     results = _run(_recipe("arithmetic", n=2), PROBLEMS[:1], ScriptedEngine(Fixed()))
     assert results[0].error is not None and "code points" in results[0].error
+
+
+def test_the_server_serves_a_recipe_that_samples_arithmetically() -> None:
+    from tests.unit.test_server import chat, recipe_data, run, served
+
+    data = recipe_data(sampling={"temperature": 1.0, "max_tokens": 64, "method": "arithmetic"})
+
+    async def go() -> None:
+        async with served(data) as s:
+            response = await s.client.post("/v1/chat/completions", json=chat(temperature=0.8))
+            assert response.status_code == 200, response.text
+            assert response.json()["branchwise"]["answer"] is not None
+            (request,) = s.engine.requests
+            assert request.n == 8 and len(set(request.codes)) == 8
+            assert request.sampling.temperature == 0.8  # the client's override kept the method
+
+    run(go)
