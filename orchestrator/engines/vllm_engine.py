@@ -91,7 +91,9 @@ class VLLMEngine:
             tensor_parallel_size=c.tensor_parallel_size,
             disable_log_stats=True,
             block_size=c.block_size,
-            # acts only on requests carrying a code point (arithmetic sampling)
+            # acts only on requests carrying a code point (arithmetic sampling); with a custom
+            # processor vLLM keeps each request's output ids current before sampling, which on
+            # a GPU with async scheduling costs a sync per step (none on CPU)
             logits_processors=[ArithmeticCodeProcessor],
         )
         # engine-core processes must not outlive this one, even if it is SIGKILLed
