@@ -126,7 +126,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # iterations = parallel = 4 at 1x, a weighted best-of-4 by construction)
     "ab_mcts_adaptive": ("ab_mcts", {}),
     "ab_mcts_m_adaptive": ("ab_mcts_m", {}),
+    # arithmetic sampling (a sampling method, SAMPLING_METHODS): the same vote, N code points
+    "self_consistency_arithmetic": ("self_consistency", {}),
 }
+# Arms that sample other than ancestrally: arm -> the recipe's sampling.method.
+SAMPLING_METHODS = {"self_consistency_arithmetic": "arithmetic"}
 ADAPTIVE = ("ab_mcts_adaptive", "ab_mcts_m_adaptive")
 # How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule: every
 # PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
@@ -409,6 +413,7 @@ async def run_row(
                 "temperature": row["temperature"],
                 "top_p": row.get("top_p", 1.0),
                 "max_tokens": MAX_TOKENS,
+                "method": SAMPLING_METHODS.get(row["arm"], "ancestral"),
             },
             "prompt": PROMPT,
             "step_delimiter": STEP_DELIMITER,

@@ -23,6 +23,7 @@ from branchwise.core.graph import Node, SearchGraph
 from branchwise.core.reasoning import ReasoningTags, answer_part, unclosed_reason
 from branchwise.core.seeding import derive_seed
 from branchwise.orchestrator.engines.base import Engine, LogprobEngine, TokenEngine
+from branchwise.orchestrator.engines.code_book import code_points, lattice_offset
 from branchwise.orchestrator.engines.types import (
     Completion,
     GenerationRequest,
@@ -119,7 +120,15 @@ class Generation:
             sampling=spec.model_copy(update=update),
             n=len(child_ids),
             affinity=self.problem_id,
+            codes=self.codes(node, child_ids) if spec.method == "arithmetic" else (),
         )
+
+    def codes(self, node: Node, child_ids: Sequence[str]) -> tuple[float, ...]:
+        """Arithmetic sampling's code points of these children: one lattice per node, its
+        offset from the run seed and the node's path, a child's point from its index, so
+        children asked for in several requests share the lattice (see engines.code_book)."""
+        offset = lattice_offset(derive_seed(self.seed, self.problem_id, node.id, "code book"))
+        return code_points(offset, [int(c.rsplit(".", 1)[1]) for c in child_ids])
 
     async def expand(
         self,

@@ -18,7 +18,12 @@ from branchwise.core.reasoning import ReasoningFormat
 from branchwise.core.scorers import SCORERS, PairwiseScorer, ScorerConfig
 from branchwise.core.values import Aggregation
 from branchwise.orchestrator.datasets import DatasetSpec
-from branchwise.orchestrator.engines.config import ENGINES, EngineConfig, given_logprobs_refusal
+from branchwise.orchestrator.engines.config import (
+    ENGINES,
+    EngineConfig,
+    arithmetic_engines,
+    given_logprobs_refusal,
+)
 from branchwise.orchestrator.engines.types import SamplingSpec
 from branchwise.orchestrator.fingerprint import decisive, fingerprint
 from branchwise.orchestrator.ledger import Budget
@@ -170,7 +175,24 @@ class Recipe(BaseModel):
                 f"which needs an engine that decodes tokens and names its end-of-sequence "
                 f"token; engine kind {self.engine.kind!r} cannot (use vllm or scripted)"
             )
+        self._check_arithmetic_sampling()
         return self
+
+    def _check_arithmetic_sampling(self) -> None:
+        """Arithmetic sampling needs an engine that decodes from code points, and sampling."""
+        if self.sampling.method != "arithmetic":
+            return
+        if not self.engine.arithmetic_sampling:
+            raise ValueError(
+                f"sampling.method: arithmetic decodes each sample from a code point, which "
+                f"engine kind {self.engine.kind!r} cannot (engines that can: "
+                f"{', '.join(arithmetic_engines())})"
+            )
+        if self.sampling.temperature == 0:
+            raise ValueError(
+                "sampling.method: arithmetic spreads samples over the model's distribution, "
+                "but sampling.temperature is 0 (greedy); set a temperature above 0"
+            )
 
     def _check_thinking_budget(self) -> None:
         """Thinking budgets need a reasoning format, and force tokens (token engines)."""
@@ -253,6 +275,8 @@ class Recipe(BaseModel):
             del data["budget"]["run_generated_tokens"]
         if data["engine"].get("thinking", False) is None:  # the scripted engine's option
             del data["engine"]["thinking"]
+        if data["sampling"].get("method") == "ancestral":  # recipes from before the option
+            del data["sampling"]["method"]
         return fingerprint(data)
 
     def resolve(self, relative: str) -> Path:

@@ -23,8 +23,8 @@ from branchwise.core.problem import Problem
 from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scorers import SCORERS, Scorer, ScorerResources
 from branchwise.orchestrator.context import SearchContext, SearchSettings
-from branchwise.orchestrator.engines.base import Engine, LogprobEngine, TokenEngine
-from branchwise.orchestrator.engines.config import given_logprobs_refusal
+from branchwise.orchestrator.engines.base import CodeBookEngine, Engine, LogprobEngine, TokenEngine
+from branchwise.orchestrator.engines.config import arithmetic_engines, given_logprobs_refusal
 from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import LendingPool, PoolSeat
 from branchwise.orchestrator.prompting import RenderedPrompt, render_prompt
@@ -77,6 +77,12 @@ class Orchestrator:
                 f"strategy {recipe.strategy.name!r} forces tokens onto paths (ctx.extend), "
                 f"which needs a TokenEngine (decode, eos_token_id); engine "
                 f"{self.engine.name!r} is not one"
+            )
+        if recipe.sampling.method == "arithmetic" and not isinstance(self.engine, CodeBookEngine):
+            raise RecipeError(
+                f"sampling.method: arithmetic decodes each sample from a code point, which "
+                f"engine {self.engine.name!r} cannot (engines that can: "
+                f"{', '.join(arithmetic_engines())})"
             )
         self.scorers = scorers if scorers is not None else build_scorers(recipe, self.engine)
         self.run_id = f"bw{next(_run_ids)}"

@@ -91,3 +91,17 @@ class LogprobEngine(Engine, Protocol):
     async def logprobs_of(self, request: LogprobRequest) -> LogprobResult:
         """log p of each of ``request.token_ids`` after the prompt and the tokens before it."""
         ...
+
+
+@runtime_checkable
+class CodeBookEngine(Engine, Protocol):
+    """An engine that decodes each completion from a code point (arithmetic sampling).
+
+    Given ``GenerationRequest.codes``, completion ``i`` takes at each step the token whose
+    interval of the model's arithmetic code book (tokens in a fixed order, probabilities
+    under the request's temperature and top-p) holds code ``i``, then rescales the code into
+    that interval. Engine configs say so with ``EngineConfig.arithmetic_sampling``.
+    """
+
+    samples_from_codes: bool
+    """True: ``GenerationRequest.codes`` decide the completions."""

@@ -34,6 +34,9 @@ class EngineConfig(BaseModel):
     # True when the engine it builds is a LogprobEngine (log-probabilities of given tokens):
     # strategies that weigh continuations they did not sample (``needs_given_logprobs``).
     given_logprobs: ClassVar[bool] = False
+    # True when the engine decodes each completion from a code point of the request
+    # (``GenerationRequest.codes``): ``sampling.method: arithmetic`` needs one.
+    arithmetic_sampling: ClassVar[bool] = False
 
     # "module:Class" of the engine; the class has ``from_config(config, base_dir)``.
     engine_class: ClassVar[str] = ""
@@ -52,6 +55,7 @@ class VLLMEngineConfig(EngineConfig):
     engine_class: ClassVar[str] = "branchwise.orchestrator.engines.vllm_engine:VLLMEngine"
     token_level: ClassVar[bool] = True
     given_logprobs: ClassVar[bool] = True
+    arithmetic_sampling: ClassVar[bool] = True
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager", "cpu_layout"}
     )
@@ -173,6 +177,7 @@ class ScriptedEngineConfig(EngineConfig):
     engine_class: ClassVar[str] = "branchwise.orchestrator.engines.scripted:ScriptedEngine"
     token_level: ClassVar[bool] = True
     given_logprobs: ClassVar[bool] = True
+    arithmetic_sampling: ClassVar[bool] = True
     # `solutions`, like the recipe's dataset, says which problems it knows, not how it answers.
     plumbing: ClassVar[frozenset[str]] = frozenset({"seconds_per_token", "solutions"})
     error_rate: float = Field(0.3, ge=0, le=1, description="Chance that a step goes wrong.")
@@ -206,3 +211,8 @@ def given_logprobs_refusal(strategy: str, engine: str) -> str:
         f"strategy.name: {strategy} needs the log-probabilities of given tokens "
         f"(port.logprobs_of), which engine {engine!r} cannot give (engines that can: {able})"
     )
+
+
+def arithmetic_engines() -> list[str]:
+    """The engine kinds that can sample arithmetically (for one-line refusals)."""
+    return [name for name in ENGINES.names() if ENGINES.get(name).arithmetic_sampling]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from branchwise.core.errors import EngineError
 from branchwise.core.seeding import derive_seed
+from branchwise.orchestrator.engines.code_book import CodeDraws, Draws, RandomDraws
 from branchwise.orchestrator.engines.scripted_thinking import ThinkingPolicy
 from branchwise.orchestrator.engines.types import (
     Completion,
@@ -84,6 +85,14 @@ class TokenSampling(Protocol):
     ) -> Continuation: ...
 
 
+@runtime_checkable
+class DrawingPolicy(ScriptedPolicy, Protocol):
+    """A policy whose random choices go through :class:`Draws`, so a code point can make
+    them (arithmetic sampling); ``continue_text`` is ``continue_drawn`` with the rng's draws."""
+
+    def continue_drawn(self, prompt: str, draws: Draws) -> Continuation: ...
+
+
 class ReferencePolicy:
     """Replays a problem's reference solution line by line, corrupting lines at random.
 
@@ -98,6 +107,11 @@ class ReferencePolicy:
         self._prompt_cache: dict[str, str] = {}
 
     def continue_text(self, prompt: str, rng: random.Random) -> Continuation:
+        return self.continue_drawn(prompt, RandomDraws(rng))
+
+    def continue_drawn(self, prompt: str, draws: Draws) -> Continuation:
+        """The continuation with each line's error decided by ``draws``: a line goes wrong
+        with probability ``error_rate``, by an offset uniform in 1-9."""
         question = self._find_question(prompt)
         if question is None:
             return Continuation("I do not know.\n" + EOS, (-3.0,) * 16)
@@ -117,8 +131,8 @@ class ReferencePolicy:
             if index == len(finished_lines) and partial:
                 line = line[len(partial) :] if line.startswith(partial) else ""
             # blank lines (between "\n\n"-separated steps) cannot go wrong
-            if offset is None and _last_number(line) is not None and rng.random() < self.error_rate:
-                offset = rng.randint(1, 9)
+            if offset is None and _last_number(line) is not None and draws.chance(self.error_rate):
+                offset = draws.integer(1, 9)
                 line = _shift_last_number(line, offset)
                 lp = [-0.05] * len(line)
                 if lp:
@@ -246,6 +260,8 @@ class ScriptedEngine:
     """Character-level, deterministic engine driven by a policy."""
 
     name = "scripted"
+    samples_from_codes = True
+    """Arithmetic sampling: a request's code points make its policy's choices."""
 
     @classmethod
     def from_config(
@@ -346,13 +362,17 @@ class ScriptedEngine:
             raise EngineError(f"scripted engine died at request {request.request_id}")
         prompt = self.detokenize(request.prompt_token_ids)
         cached = self._cache_lookup(request.prompt_token_ids)
+        if request.codes:
+            return self._decode_codes(prompt, request), cached
         completions = []
         for index in range(request.n):
             seed = derive_seed(request.sampling.seed, request.request_id, index)
             if request.sampling.seed is not None:
                 seed = derive_seed(request.sampling.seed, index)
             rng = random.Random(seed)
-            completions.append(self._complete(prompt, rng, request))
+            cont = self._continue(prompt, rng, request.sampling.temperature,
+                                  request.sampling.max_tokens)  # fmt: skip
+            completions.append(self._complete(cont, request))
         return completions, cached
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -376,9 +396,26 @@ class ScriptedEngine:
             cached_prompt_tokens=cached,
         )
 
-    def _complete(self, prompt: str, rng: random.Random, request: GenerationRequest) -> Completion:
+    def _decode_codes(self, prompt: str, request: GenerationRequest) -> list[Completion]:
+        """Arithmetic sampling: completion ``i`` makes every choice from code point ``i``."""
+        policy = self.policy
+        if len(request.codes) != request.n:
+            raise EngineError(
+                f"request {request.request_id}: {len(request.codes)} code points for n={request.n}"
+            )
+        if not isinstance(policy, DrawingPolicy):
+            raise EngineError(
+                f"scripted engine: policy {type(policy).__name__} cannot decode from code points "
+                "(arithmetic sampling needs one with continue_drawn)"
+            )
+        return [
+            self._complete(policy.continue_drawn(prompt, CodeDraws(code)), request)
+            for code in request.codes
+        ]
+
+    def _complete(self, cont: Continuation, request: GenerationRequest) -> Completion:
+        """One completion: what the policy wrote, cut as ``request`` says."""
         spec = request.sampling
-        cont = self._continue(prompt, rng, spec.temperature, spec.max_tokens)
         text, logprobs = cont.text, list(cont.logprobs)
         finish: FinishReason = "length"
         stop_reason: str | None = None

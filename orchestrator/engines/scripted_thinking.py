@@ -14,6 +14,8 @@ import random
 from dataclasses import replace
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from branchwise.orchestrator.engines.code_book import Draws, RandomDraws
+
 START, END = "<think>", "</think>"
 
 
@@ -36,6 +38,8 @@ class RatedPolicy(Protocol[W_co]):
 
     def continue_text(self, prompt: str, rng: random.Random) -> W_co: ...
 
+    def continue_drawn(self, prompt: str, draws: Draws) -> W_co: ...
+
 
 class ThinkingPolicy(Generic[W]):
     """Reference replay wrapped in a thinking block of ``lines`` (min, max) lines."""
@@ -49,6 +53,10 @@ class ThinkingPolicy(Generic[W]):
         self._base_rate = inner.error_rate
 
     def continue_text(self, prompt: str, rng: random.Random) -> W:
+        return self.continue_drawn(prompt, RandomDraws(rng))
+
+    def continue_drawn(self, prompt: str, draws: Draws) -> W:
+        """The continuation with its choices (lines of thought, errors) made by ``draws``."""
         at = prompt.find(START)
         if at < 0:  # not yet opened: the model writes the start tag first
             head, thought, opened = prompt, "", False
@@ -59,26 +67,26 @@ class ThinkingPolicy(Generic[W]):
             answer_so_far = thought[closed + len(END) :]
             lead = "" if answer_so_far else "\n"
             answer_so_far = answer_so_far.removeprefix("\n")
-            return self._answer(head + answer_so_far, thought[:closed], lead, rng)
+            return self._answer(head + answer_so_far, thought[:closed], lead, draws)
         done = [line for line in thought.split("\n") if line.strip()]
         # a thought cut mid-line (a continuation word such as "Wait") goes on for a line
         going_on = bool(thought.strip()) and not thought.endswith("\n")
-        more = max(int(going_on), rng.randint(*self.lines) - len(done))
+        more = max(int(going_on), draws.integer(*self.lines) - len(done))
         # go on after the prompt's tag or a continuation word, on a line of its own
         opening = "\n" if opened and not thought.endswith("\n") else ""
         opening = opening if opened else START + "\n"
         body = "".join(f"Check step {len(done) + i + 1}: looks right.\n" for i in range(more))
         written = thought + opening + body
         prefix = opening + body + END
-        answer = self._answer(head, written, "\n", rng)
+        answer = self._answer(head, written, "\n", draws)
         logprobs = (-0.05,) * len(prefix) + answer.logprobs  # sure of its checks
         return _rewritten(answer, prefix + answer.text, logprobs)
 
-    def _answer(self, prompt: str, thought: str, lead: str, rng: random.Random) -> W:
+    def _answer(self, prompt: str, thought: str, lead: str, draws: Draws) -> W:
         lines = sum(1 for line in thought.split("\n") if line.strip())
         self.inner.error_rate = self._base_rate * self.decay**lines
         try:
-            answer = self.inner.continue_text(prompt, rng)
+            answer = self.inner.continue_drawn(prompt, draws)
         finally:
             self.inner.error_rate = self._base_rate
         if not lead:

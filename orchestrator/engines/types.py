@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FinishReason = Literal["stop", "length", "abort", "error"]
+SamplingMethod = Literal["ancestral", "arithmetic"]
 
 
 class SamplingSpec(BaseModel):
@@ -33,6 +34,13 @@ class SamplingSpec(BaseModel):
     logprobs: int | None = Field(
         None, ge=0, le=20, description="Top-k logprobs per generated token; None for none."
     )
+    method: SamplingMethod = Field(
+        "ancestral",
+        description="ancestral: each sample draws its own random numbers; arithmetic: the "
+        "samples of a node are read off the model's arithmetic code book at evenly spread "
+        "code points (Vilnis et al. 2023), so they cannot collapse onto one another; needs an "
+        "engine that decodes from code points (vllm, scripted).",
+    )
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class GenerationRequest:
     n: int = 1
     affinity: str | None = None
     """Requests with the same affinity key go to the same server (prefix-cache locality)."""
+    codes: tuple[float, ...] = ()
+    """Arithmetic sampling: one code point in [0, 1) per completion (``n`` of them), which
+    decides it through the model's code book; empty for ancestral sampling."""
 
 
 @dataclass(frozen=True)

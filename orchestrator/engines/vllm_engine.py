@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -36,6 +37,8 @@ class VLLMEngine:
     """Drives one in-process ``AsyncLLM``; prompts are exact token ids, prefix caching on."""
 
     name = "vllm"
+    samples_from_codes = True
+    """Arithmetic sampling: a logits processor decodes each code point (vllm_code_book)."""
 
     @classmethod
     def from_config(cls, config: VLLMEngineConfig, base_dir: Path | None = None) -> VLLMEngine:
@@ -68,6 +71,8 @@ class VLLMEngine:
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from branchwise.orchestrator.engines.vllm_code_book import ArithmeticCodeProcessor
+
         c = self.config
         # Every request we send is seeded. On CPU, vLLM rewinds a seeded request's generator
         # when it drops a token sampled during a partial (chunked) prefill, which CPU
@@ -88,6 +93,10 @@ class VLLMEngine:
             tensor_parallel_size=c.tensor_parallel_size,
             disable_log_stats=True,
             block_size=c.block_size,
+            # acts only on requests carrying a code point (arithmetic sampling); with a custom
+            # processor vLLM keeps each request's output ids current before sampling, which on
+            # a GPU with async scheduling costs a sync per step (none on CPU)
+            logits_processors=[ArithmeticCodeProcessor],
         )
         # engine-core processes must not outlive this one, even if it is SIGKILLed
         self._watchdog = start_watchdog()
@@ -160,6 +169,8 @@ class VLLMEngine:
         return int(eos) if eos is not None else None
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
+        if request.codes and request.n > 1:
+            return await self._generate_coded(request)
         final: Any = None
         async with contextlib.aclosing(self._run(request, stream=False)) as outputs:
             async for output in outputs:
@@ -168,8 +179,41 @@ class VLLMEngine:
             raise EngineError(f"vLLM returned nothing for {request.request_id}")
         return _to_result(final, request.sampling, self._decode_output)
 
+    async def _generate_coded(self, request: GenerationRequest) -> GenerationResult:
+        """Arithmetic sampling with n > 1: one request per code point, run at once.
+
+        vLLM hands each of a request's n samples the same extra_args, so a code point per
+        sample needs a request per sample; they share the prompt's prefix cache. Cancelling
+        this call cancels (aborts) every one of them.
+        """
+        if len(request.codes) != request.n:
+            raise EngineError(
+                f"request {request.request_id}: {len(request.codes)} code points for n={request.n}"
+            )
+        tasks = [
+            asyncio.ensure_future(self.generate(_one_code(request, index)))
+            for index in range(request.n)
+        ]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:  # one failed or this call was cancelled: abort the others
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return GenerationResult(
+            tuple(part.completions[0] for part in parts),
+            prompt_tokens=parts[0].prompt_tokens,
+            cached_prompt_tokens=min(part.cached_prompt_tokens for part in parts),
+        )
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationResult]:
         """Cumulative results as tokens arrive; leaving the loop early aborts the request."""
+        if request.codes and request.n > 1:
+            raise EngineError(
+                f"request {request.request_id}: streams one sample per code point (n=1), "
+                f"not n={request.n}"
+            )
         # aclosing: leaving early must abort in the engine now, not when GC finalises _run
         # Chunks are cumulative; the stream converts each token's logprobs once and re-decodes
         # only the final chunk (in between, vLLM's own incremental text), or a long completion
@@ -221,7 +265,33 @@ def to_sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
         include_stop_str_in_output=True,
         logprobs=s.logprobs,
         output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
+        extra_args=_code_args(request),
     )
+
+
+def _one_code(request: GenerationRequest, index: int) -> GenerationRequest:
+    """Sample ``index`` of an arithmetic-sampling request as a request of its own."""
+    seed = request.sampling.seed
+    return replace(
+        request,
+        request_id=f"{request.request_id}#{index}",
+        n=1,
+        codes=(request.codes[index],),
+        sampling=request.sampling.model_copy(
+            update={"seed": None if seed is None else seed + index}
+        ),
+    )
+
+
+def _code_args(request: GenerationRequest) -> dict[str, Any] | None:
+    """The request's code point for the arithmetic-sampling logits processor (n=1 only)."""
+    if not request.codes:
+        return None
+    from branchwise.orchestrator.engines.vllm_code_book import CODE_KEY
+
+    if request.n != 1 or len(request.codes) != 1:
+        raise EngineError(f"request {request.request_id}: one code point per vLLM request")
+    return {CODE_KEY: float(request.codes[0])}
 
 
 class _Converted:
