@@ -67,6 +67,7 @@ from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
 from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator, build_scorers
 from branchwise.rewards.pooling import TokenScoreBackend
 from branchwise.rewards.prm import ProcessRewardModel, RewardModelConfig, build_backend
@@ -75,6 +76,7 @@ from branchwise.strategies.base import STRATEGIES
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED = ROOT / "examples" / "testbed"
 POLICY = TESTBED / "models" / "policy"
+TARGET = TESTBED / "models" / "target"  # the larger policy RSD's steps fall back on
 PRM = TESTBED / "models" / "prm"
 DATA = TESTBED / "data"
 EVAL = DATA / "eval.jsonl"
@@ -97,7 +99,7 @@ MAX_TOKENS = 96
 STEP = {"max_depth": 8, "step_max_tokens": 32}  # testbed solutions have at most 6 steps
 PRM_STRATEGIES = (
     "best_of_n", "beam_search", "dvts", "particle_filter", "mcts", "ab_mcts", "ab_mcts_m",
-    "a_star",
+    "a_star", "rsd",
 )  # fmt: skip
 # Arms that are a registered strategy with other settings: arm -> (strategy, settings).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -111,7 +113,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # iterations = parallel = 4 at 1x, a weighted best-of-4 by construction)
     "ab_mcts_adaptive": ("ab_mcts", {}),
     "ab_mcts_m_adaptive": ("ab_mcts_m", {}),
+    # RSD's baseline: one sample written by the target policy alone (engine: TARGET)
+    "target_only": ("self_consistency", {"n": 1}),
 }
+# Arms that write one path whatever the budget: they run at the smallest budget only.
+SINGLE_PATH = ("rsd", "target_only")
+# Arms run on the target policy as their engine (the rest on POLICY).
+ON_TARGET = ("target_only",)
 ADAPTIVE = ("ab_mcts_adaptive", "ab_mcts_m_adaptive")
 # How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule: every
 # PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
@@ -125,6 +133,7 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
     "ab_mcts": {"aggregation": "min", "final": "weighted_vote"},
     "ab_mcts_m": {"aggregation": "min", "final": "weighted_vote"},
     "a_star": {"aggregation": "min", "verifier": "prm"},
+    "rsd": {"aggregation": "last", "threshold": 0.7},
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
@@ -177,6 +186,9 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         "ab_mcts_m": {"iterations": n, "parallel": 4, **STEP},
         # A solution is ~5 steps deep: 2n expansions of 2 steps ~ n solutions' tokens.
         "a_star": {"expansions": 2, "max_expansions": 2 * n, **STEP},
+        # one path: the draft (POLICY) writes each step, the target (TARGET) rewrites the
+        # steps the PRM scores below the threshold
+        "rsd": {"target_engine": "target", "max_steps": 8, "step_max_tokens": 32},
     }
     if name not in configs:
         raise SystemExit(f"no benchmark config for strategy {name!r}; add one to strategies.py")
@@ -231,6 +243,8 @@ def arm_rows(
     # spending at least as many generated tokens to be compared with (on total compute the
     # PRM rows can pass it: such claims are flagged, not extrapolated).
     sizes = [*budgets, 2 * max(budgets)] if name == "self_consistency" else list(budgets)
+    if name in SINGLE_PATH:
+        sizes = sizes[:1]
     rows = []
     for budget in sizes:
         config = strategy_config(name, BASE_N * budget)
@@ -315,15 +329,19 @@ async def run_row(
     prm_model: Path,
     problems: list[Problem],
     args: argparse.Namespace,
+    target: VLLMEngine | None = None,
 ) -> dict[str, Any]:
     scorers = []
     if row["set"] == "prm":
         scorers = [prm_scorer_config(prm_model)]
     elif row["set"] == "oracle":
         scorers = [{"kind": "arithmetic_steps", "name": ORACLE}]
+    on_target = row["arm"] in ON_TARGET
+    named = uses_target(row) and not on_target
     recipe = parse_recipe(
         {
-            "engine": {"kind": "vllm", "model": str(POLICY)},
+            "engine": {"kind": "vllm", "model": str(TARGET if on_target else POLICY)},
+            **({"engines": {"target": {"kind": "vllm", "model": str(TARGET)}}} if named else {}),
             "strategy": row["config"],
             "scorers": scorers,
             "sampling": {
@@ -343,14 +361,50 @@ async def run_row(
     for scorer in built.values():
         if isinstance(scorer, ProcessRewardModel):
             scorer.backend = KeepOpen(prm)  # fresh step-prefix cache, shared model
+    if uses_target(row):
+        assert target is not None
+        await target.llm.reset_prefix_cache()
+    writer = target if on_target and target is not None else engine
     await engine.llm.reset_prefix_cache()
     start = time.perf_counter()
-    async with Orchestrator(recipe, engine=engine, scorers=built) as orchestrator:
-        results = await orchestrator.run(problems)
+    engines = {"target": target} if named and target is not None else {}
+    async with Orchestrator(recipe, engine=writer, scorers=built, engines=engines) as orch:
+        results = await orch.run(problems)
     return {
         **row,
         **summarise(results, ORACLE if row["set"] == "oracle" else "prm"),
+        **(engine_split(results, on_target) if uses_target(row) else {}),
         "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def uses_target(row: dict[str, Any]) -> bool:
+    """The row needs the target policy's engine (as its writer or a named engine)."""
+    return row["arm"] in ON_TARGET or row["config"]["name"] == "rsd"
+
+
+def engine_split(results: list[ProblemResult], on_target: bool) -> dict[str, float]:
+    """Per problem: tokens (prompt + generated) each policy processed, and the target's calls
+    and share of steps, so compute weighs each policy's tokens by its own size."""
+    count = len(results)
+
+    def total(key: str) -> float:
+        return float(sum(r.usage.get(key, 0) for r in results)) / count
+
+    if on_target:
+        tokens = total("prompt_tokens") + total("generated_tokens")
+        calls = total("engine_calls")
+        return {"draft_tokens_per_problem": 0.0, "target_tokens_per_problem": tokens,
+                "target_calls_per_problem": calls, "engine_calls_per_problem": calls}  # fmt: skip
+    drafted = sum(int(r.detail.get("draft_steps", 0)) for r in results)
+    rewritten = sum(int(r.detail.get("target_steps", 0)) for r in results)
+    return {
+        "draft_tokens_per_problem": total("engines.default.prompt_tokens")
+        + total("engines.default.generated_tokens"),
+        "target_tokens_per_problem": total("engines.target.prompt_tokens")
+        + total("engines.target.generated_tokens"),
+        "target_calls_per_problem": total("engines.target.engine_calls"),
+        "draft_share": drafted / (drafted + rewritten) if drafted + rewritten else 0.0,
     }
 
 
@@ -453,10 +507,16 @@ async def run_rows(
             async with contextlib.AsyncExitStack() as stack:
                 if todo:
                     engine = await stack.enter_async_context(VLLMEngine(engine_config))
+                target = None
+                if any(uses_target(row) for row in todo):  # RSD's target, beside the policy
+                    target_config = engine_config.model_copy(
+                        update={"model": str(TARGET), "gpu_memory_utilization": 0.1}
+                    )
+                    target = await stack.enter_async_context(VLLMEngine(target_config))
                 if any(row["set"] == "prm" for row in todo):
                     await prm.start()  # start-up now, not in the first PRM row's wall time
                 for row in todo:
-                    last = await run_row(row, engine, prm, model, problems, args)
+                    last = await run_row(row, engine, prm, model, problems, args, target)
                     fresh[Progress.key(row)] = last
                     if progress:
                         progress.add(last)
@@ -519,7 +579,10 @@ def sha256(path: Path) -> str:
 def parameters() -> dict[str, int | None]:
     """Parameter counts of the policy and the testbed PRM (the compute axis's weights)."""
     has_prm = (PRM / "config.json").exists()
-    return {"policy": parameter_count(POLICY), "prm": parameter_count(PRM) if has_prm else None}
+    counts = {"policy": parameter_count(POLICY), "prm": parameter_count(PRM) if has_prm else None}
+    if (TARGET / "config.json").exists():
+        counts["target"] = parameter_count(TARGET)
+    return counts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -705,7 +768,7 @@ def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
     params = data["parameters"]
     data["rows"] = table_order(data["rows"])
     for row in data["rows"]:
-        row.update(compute(row, params["policy"], params["prm"] or 0))
+        row.update(compute(row, params["policy"], params["prm"] or 0, params.get("target") or 0))
     data["prm_strategies"] = list(PRM_STRATEGIES)
     data["claims"] = claims(data["rows"], seed=data["seed"])
     data["comparison"] = compare_to_self_consistency(data["rows"])

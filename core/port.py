@@ -282,3 +282,20 @@ class SearchPort(TreeView, Protocol):
         """``k`` whole solutions sampled under a variant of the problem's prompt; they are
         children of the root (finished, never expanded further) marked with its label."""
         ...
+
+    # -- several policy engines (a recipe's `engines`) ---------------------------------------
+
+    async def expand_with(
+        self,
+        engine: str,
+        node: Node,
+        k: int,
+        *,
+        one_step: bool = True,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """Like ``expand``, with the children written by the recipe's engine named ``engine``
+        (a draft/target pair, say); the recipe's own engine writes ``expand``'s."""
+        ...

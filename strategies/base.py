@@ -41,6 +41,11 @@ class StrategyConfig(BaseModel):
         recipe naming a scorer there that cannot compare pairs is refused."""
         return ()
 
+    def named_engines(self) -> tuple[str, ...]:
+        """Fields naming one of the recipe's `engines` (``port.expand_with``); a recipe
+        without an engine of that name is refused."""
+        return ()
+
 
 class _Aggregating(StrategyConfig):
     aggregation: Aggregation | None = Field(
@@ -146,6 +151,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "cover_pruning": "branchwise.strategies.cover_pruning:CoverPruning",
     "div_sampling": "branchwise.strategies.div_sampling:DivSampling",
     "sample_scrutinize": "branchwise.strategies.sample_scrutinize:SampleScrutinize",
+    "rsd": "branchwise.strategies.rsd:RewardGuidedSpeculative",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(
