@@ -12,7 +12,8 @@ The larger target policy (for draft/target methods such as reward-guided specula
 grows from the bundled one: `--init-from` copies its embeddings and layers, and the extra layers
 start as the identity (their output projections zeroed), so training starts at the policy's
 accuracy and the new depth only has to add to it (README's "The target policy" has the command).
-With `--resume-dir` it saves its full state every `--state-every` steps and continues from there.
+With `--resume-dir` it saves its full state every `--state-every` steps and continues from there
+(the same command again); a file `STOP` in that folder makes it save and stop after a step.
 """
 
 from __future__ import annotations
@@ -242,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         if state_file is not None and (step + 1) % args.state_every == 0:
             save_state(state_file, model, optimizer, order, rng, step + 1, start)
+        if state_file is not None and (state_file.parent / "STOP").exists():
+            save_state(state_file, model, optimizer, order, rng, step + 1, start)
+            print(f"STOP found: state saved after step {step + 1}; rerun to resume", flush=True)
+            return
     seconds = time.perf_counter() - start
     save_policy(args.out, model, tokenizer, vars(args), n_params, seconds)
     print(f"saved to {args.out} after {seconds:.0f}s of training", flush=True)

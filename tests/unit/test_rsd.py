@@ -148,3 +148,31 @@ def test_a_named_engine_with_another_tokenizer_is_refused_at_start() -> None:
 
     with pytest.raises(RecipeError, match=r"engines.target: tokenizes text differently"):
         asyncio.run(go())
+
+
+def test_the_server_reports_usage_per_engine_and_shares_the_named_engines() -> None:
+    from tests.unit.test_server import PROBLEMS as SERVED, chat, recipe_data, served
+
+    data = recipe_data(
+        engine={"kind": "scripted", "error_rate": 0.9},  # a draft the PRM mostly rejects
+        engines={"target": TARGET},
+        strategy=_rsd(threshold=0.5),
+        scorers=[{"kind": "reference_steps", "name": "prm"}],
+    )
+
+    async def go() -> None:
+        async with served(data) as s:
+            target = s.server.catalog.models["sc"].orchestrator.engines["target"]
+            assert isinstance(target, ScriptedEngine)
+            teach(target, SERVED)
+            target_calls = 0
+            for _ in range(2):  # each request's orchestrator uses the model's engines
+                body = (await s.client.post("/v1/chat/completions", json=chat())).json()
+                mine = body["branchwise"]["usage"]
+                split = sum(mine[f"engines.{e}.generated_tokens"] for e in ("default", "target"))
+                assert split == mine["generated_tokens"] == body["usage"]["completion_tokens"]
+                assert mine["engines.target.engine_calls"] >= 1
+                target_calls += mine["engines.target.engine_calls"]
+            assert len(target.requests) == target_calls  # one target engine, shared
+
+    asyncio.run(asyncio.wait_for(go(), 30))
