@@ -16,6 +16,8 @@ from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from tests.conftest import make_problem, teach
 from tests.unit.step_helpers import ORACLES, accuracy
+from tests.unit.test_server import PROBLEMS as SERVED
+from tests.unit.test_server import chat, recipe_data, served
 
 TARGET = {"kind": "scripted", "error_rate": 0.0}
 
@@ -151,8 +153,6 @@ def test_a_named_engine_with_another_tokenizer_is_refused_at_start() -> None:
 
 
 def test_the_server_reports_usage_per_engine_and_shares_the_named_engines() -> None:
-    from tests.unit.test_server import PROBLEMS as SERVED, chat, recipe_data, served
-
     data = recipe_data(
         engine={"kind": "scripted", "error_rate": 0.9},  # a draft the PRM mostly rejects
         engines={"target": TARGET},
