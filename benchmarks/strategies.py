@@ -510,7 +510,7 @@ async def run_rows(
                 target = None
                 if any(uses_target(row) for row in todo):  # RSD's target, beside the policy
                     target_config = engine_config.model_copy(
-                        update={"model": str(TARGET), "gpu_memory_utilization": 0.1}
+                        update={"model": str(TARGET), "gpu_memory_utilization": 0.05}
                     )
                     target = await stack.enter_async_context(VLLMEngine(target_config))
                 if any(row["set"] == "prm" for row in todo):
