@@ -395,6 +395,8 @@ def engine_split(results: list[ProblemResult], on_target: bool) -> dict[str, flo
         tokens = total("prompt_tokens") + total("generated_tokens")
         calls = total("engine_calls")
         return {"draft_tokens_per_problem": 0.0, "target_tokens_per_problem": tokens,
+                "target_cached_per_problem": total("cached_prompt_tokens"),
+                "draft_cached_per_problem": 0.0,
                 "target_calls_per_problem": calls, "engine_calls_per_problem": calls}  # fmt: skip
     drafted = sum(int(r.detail.get("draft_steps", 0)) for r in results)
     rewritten = sum(int(r.detail.get("target_steps", 0)) for r in results)
@@ -403,6 +405,8 @@ def engine_split(results: list[ProblemResult], on_target: bool) -> dict[str, flo
         + total("engines.default.generated_tokens"),
         "target_tokens_per_problem": total("engines.target.prompt_tokens")
         + total("engines.target.generated_tokens"),
+        "draft_cached_per_problem": total("engines.default.cached_prompt_tokens"),
+        "target_cached_per_problem": total("engines.target.cached_prompt_tokens"),
         "target_calls_per_problem": total("engines.target.engine_calls"),
         "draft_share": drafted / (drafted + rewritten) if drafted + rewritten else 0.0,
     }

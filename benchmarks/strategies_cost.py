@@ -39,15 +39,20 @@ def compute(
     prompt = float(row.get("prompt_tokens_per_problem", 0.0))
     cached = prompt * float(row.get("cache_hit_rate", 0.0))
     policy = (prompt + float(row["tokens_per_problem"])) * policy_params
+    cached_compute = cached * policy_params
     if "target_tokens_per_problem" in row:
         policy = (
             float(row["draft_tokens_per_problem"]) * policy_params
             + float(row["target_tokens_per_problem"]) * target_params
+        )
+        cached_compute = (
+            float(row.get("draft_cached_per_problem", 0.0)) * policy_params
+            + float(row.get("target_cached_per_problem", 0.0)) * target_params
         )
     prm = float(row.get("prm_tokens_per_problem", 0.0)) * prm_params if row["set"] == "prm" else 0.0
     return {
         "compute_per_problem": policy + prm,
         "policy_compute_per_problem": policy,
         "prm_compute_per_problem": prm,
-        "cached_compute_per_problem": cached * policy_params,
+        "cached_compute_per_problem": cached_compute,
     }

@@ -68,7 +68,7 @@ def pickers(name: str) -> list[dict[str, Any]]:
     if name in ("dvts", "particle_filter"):
         return [{"final": "weighted_vote"}, {"final": "best"}]
     if name == "rsd":  # one path, no final choice: the threshold is its knob
-        return [{"threshold": 0.7}, {"threshold": 0.5}]
+        return [{"threshold": 0.7}, {"threshold": 0.5}, {"threshold": 0.3}]
     return [{"final": "best"}, {"final": "weighted_vote"}]
 
 

@@ -82,7 +82,7 @@ class Usage:
         return asdict(self)
 
 
-ENGINE_USAGE_FIELDS = ("engine_calls", "prompt_tokens", "generated_tokens")
+ENGINE_USAGE_FIELDS = ("engine_calls", "prompt_tokens", "cached_prompt_tokens", "generated_tokens")
 """What is counted per named engine when a recipe has several (``Ledger.usage_record``)."""
 
 
@@ -355,6 +355,7 @@ class Ledger:
             counts = self._engine_counts(held.engine)
             counts["generated_tokens"] += generated
             counts["prompt_tokens"] += prompt
+            counts["cached_prompt_tokens"] += cached
         if held.waitable:
             self._order.finished()
         else:
