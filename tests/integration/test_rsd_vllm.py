@@ -68,7 +68,7 @@ def test_rsd_drafts_with_one_engine_and_rewrites_with_the_other(
         assert graph is not None
         # the answer's path: every step either a kept draft (the checker's value >= 0.5)
         # or a target step written where a draft was pruned
-        for node in graph.path(graph.node(r.node_id))[1:]:
+        for node in graph.path(r.node_id)[1:]:
             pruned = [c for c in graph.children(node.parent_id or "") if c.id != node.id]
             assert all(graph.state(c.id).status == "pruned" for c in pruned)
     assert calls["default"] > 0 and calls["target"] > 0  # both engines wrote steps
