@@ -133,7 +133,9 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
     "ab_mcts": {"aggregation": "min", "final": "weighted_vote"},
     "ab_mcts_m": {"aggregation": "min", "final": "weighted_vote"},
     "a_star": {"aggregation": "min", "verifier": "prm"},
-    "rsd": {"aggregation": "last", "threshold": 0.7},
+    # val, 300 problems: 0.5 is within one problem of 0.7's accuracy (0.500 vs 0.503) with
+    # 62% of steps drafted instead of 48%
+    "rsd": {"aggregation": "last", "threshold": 0.5},
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
