@@ -58,10 +58,11 @@ class RewardGuidedSpeculative(Strategy[RSDConfig]):
     two policies step by step; unlike token-level speculative decoding it does not keep the
     target's distribution, and trades that for skipping the target wherever the draft's step
     is judged good. Cost per step: one draft step, one PRM call on it, and with probability
-    (1 - acceptance) one target step; the target's tokens cost its parameter count each, so
-    the compute saved is (draft-written share) x (1 - draft size / target size) of the
-    target-only cost, less the PRM's. Knobs: ``threshold`` (delta; 0 keeps every draft step,
-    above 1 would rewrite all), ``target_engine``, ``scorer`` and ``aggregation`` (default
+    (1 - acceptance) one target step. Per token (sizes as parameter counts, prompts aside) the
+    share of target-only compute saved is acceptance - (draft + PRM) / target: it pays off
+    only with a draft and PRM much smaller than the target, as the paper's (1.5B draft and
+    7B PRM for a 72B target). Knobs: ``threshold`` (delta; 0 keeps every draft step,
+    1 rewrites nearly every one), ``target_engine``, ``scorer`` and ``aggregation`` (default
     ``last``: the newest step's score), ``max_steps`` (then the target finishes the path),
     ``step_max_tokens``. The answer is the path's; the detail counts steps by writer.
     """
