@@ -8,7 +8,10 @@ arms (particle Gibbs, the A* ablations, AB-MCTS with iterations well above ``par
 Each arm samples with the temperature and top-p chosen for it on val
 (``strategies_tuning.py --axis sampling``); PRM strategies use the knobs chosen on val.
 All rows share one process and one in-process vLLM engine (its prefix cache is reset before
-each row); problems of a row run concurrently so their requests batch together.
+each row); problems of a row run concurrently so their requests batch together. RSD's rows
+and its baseline ``target_only`` (one sample of the target alone) also use a second engine
+on the testbed's larger target policy (``TARGET``), started only when they run; their
+compute counts each policy's tokens at its own size.
 Strategies that need a PRM use the learned testbed PRM; the ``oracle`` rows repeat them with
 the exact step checker (``arithmetic_steps``, scorer name ``oracle``) in its place.
 Each row keeps its per-problem outcomes (answer, correct, generated tokens, PRM tokens) and
