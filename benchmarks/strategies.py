@@ -8,7 +8,10 @@ arms (particle Gibbs, the A* ablations, AB-MCTS with iterations well above ``par
 Each arm samples with the temperature and top-p chosen for it on val
 (``strategies_tuning.py --axis sampling``); PRM strategies use the knobs chosen on val.
 All rows share one process and one in-process vLLM engine (its prefix cache is reset before
-each row); problems of a row run concurrently so their requests batch together.
+each row); problems of a row run concurrently so their requests batch together. RSD's rows
+and its baseline ``target_only`` (one sample of the target alone) also use a second engine
+on the testbed's larger target policy (``TARGET``), started only when they run; their
+compute counts each policy's tokens at its own size.
 Strategies that need a PRM use the learned testbed PRM; the ``oracle`` rows repeat them with
 the exact step checker (``arithmetic_steps``, scorer name ``oracle``) in its place.
 Each row keeps its per-problem outcomes (answer, correct, generated tokens, PRM tokens) and
@@ -67,6 +70,7 @@ from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
 from branchwise.orchestrator.recipe import parse_recipe
+from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator, build_scorers
 from branchwise.rewards.pooling import TokenScoreBackend
 from branchwise.rewards.prm import ProcessRewardModel, RewardModelConfig, build_backend
@@ -75,6 +79,7 @@ from branchwise.strategies.base import STRATEGIES
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED = ROOT / "examples" / "testbed"
 POLICY = TESTBED / "models" / "policy"
+TARGET = TESTBED / "models" / "target"  # the larger policy RSD's steps fall back on
 PRM = TESTBED / "models" / "prm"
 DATA = TESTBED / "data"
 EVAL = DATA / "eval.jsonl"
@@ -98,6 +103,7 @@ STEP = {"max_depth": 8, "step_max_tokens": 32}  # testbed solutions have at most
 PRM_STRATEGIES = (
     "best_of_n", "beam_search", "dvts", "particle_filter", "mcts", "ab_mcts", "ab_mcts_m",
     "a_star", "best_first_beam_search", "diverse_beam_search", "cp_beam_search", "treebon",
+    "rsd",
 )  # fmt: skip
 # Registered strategies with no arm here, and why (each has its own benchmark).
 NOT_ON_TESTBED = {
@@ -128,9 +134,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ab_mcts_m_adaptive": ("ab_mcts_m", {}),
     # arithmetic sampling (a sampling method, SAMPLING_METHODS): the same vote, N code points
     "self_consistency_arithmetic": ("self_consistency", {}),
+    # RSD's baseline: one sample written by the target policy alone (engine: TARGET)
+    "target_only": ("self_consistency", {"n": 1}),
 }
 # Arms that sample other than ancestrally: arm -> the recipe's sampling.method.
 SAMPLING_METHODS = {"self_consistency_arithmetic": "arithmetic"}
+# Arms that write one path whatever the budget: they run at the smallest budget only.
+SINGLE_PATH = ("rsd", "target_only")
+# Arms run on the target policy as their engine (the rest on POLICY).
+ON_TARGET = ("target_only",)
 ADAPTIVE = ("ab_mcts_adaptive", "ab_mcts_m_adaptive")
 # How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule: every
 # PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
@@ -149,6 +161,9 @@ PRM_KNOBS: dict[str, dict[str, Any]] = {
     "diverse_beam_search": {"aggregation": "min", "final": "best"},
     "cp_beam_search": {"aggregation": "min", "final": "best"},
     "treebon": {"aggregation": "min"},
+    # val, 300 problems: 0.5 is within one problem of 0.7's accuracy (0.500 vs 0.503) with
+    # 62% of steps drafted instead of 48%
+    "rsd": {"aggregation": "last", "threshold": 0.5},
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
@@ -259,6 +274,9 @@ def strategy_config(name: str, n: int) -> dict[str, Any]:
         "power_sampling": {"alpha": 4.0, "blocks": 4, "mcmc_steps": max(1, round(0.8 * (n - 1)))},
         # n exact samples at T=1, most tokens drafted from the others (a faster SC)
         "speculative_consensus": {"n": n},
+        # one path: the draft (POLICY) writes each step, the target (TARGET) rewrites the
+        # steps the PRM scores below the threshold
+        "rsd": {"target_engine": "target", "max_steps": 8, "step_max_tokens": 32},
     }
     if name not in configs:
         raise SystemExit(f"no benchmark config for strategy {name!r}; add one to strategies.py")
@@ -313,6 +331,8 @@ def arm_rows(
     # spending at least as many generated tokens to be compared with (on total compute the
     # PRM rows can pass it: such claims are flagged, not extrapolated).
     sizes = [*budgets, 2 * max(budgets)] if name == "self_consistency" else list(budgets)
+    if name in SINGLE_PATH:
+        sizes = sizes[:1]
     rows = []
     for budget in sizes:
         config = strategy_config(name, BASE_N * budget)
@@ -397,6 +417,7 @@ async def run_row(
     prm_model: Path,
     problems: list[Problem],
     args: argparse.Namespace,
+    target: VLLMEngine | None = None,
 ) -> dict[str, Any]:
     scorers = []
     if row["set"] == "prm":
@@ -404,9 +425,12 @@ async def run_row(
     elif row["set"] == "oracle":
         scorers = [{"kind": "arithmetic_steps", "name": ORACLE}]
     scorers += ARM_SCORERS.get(row["config"]["name"], [])
+    on_target = row["arm"] in ON_TARGET
+    named = uses_target(row) and not on_target
     recipe = parse_recipe(
         {
-            "engine": {"kind": "vllm", "model": str(POLICY)},
+            "engine": {"kind": "vllm", "model": str(TARGET if on_target else POLICY)},
+            **({"engines": {"target": {"kind": "vllm", "model": str(TARGET)}}} if named else {}),
             "strategy": row["config"],
             "scorers": scorers,
             "sampling": {
@@ -427,14 +451,54 @@ async def run_row(
     for scorer in built.values():
         if isinstance(scorer, ProcessRewardModel):
             scorer.backend = KeepOpen(prm)  # fresh step-prefix cache, shared model
+    if uses_target(row):
+        assert target is not None
+        await target.llm.reset_prefix_cache()
+    writer = target if on_target and target is not None else engine
     await engine.llm.reset_prefix_cache()
     start = time.perf_counter()
-    async with Orchestrator(recipe, engine=engine, scorers=built) as orchestrator:
-        results = await orchestrator.run(problems)
+    engines = {"target": target} if named and target is not None else {}
+    async with Orchestrator(recipe, engine=writer, scorers=built, engines=engines) as orch:
+        results = await orch.run(problems)
     return {
         **row,
         **summarise(results, ORACLE if row["set"] == "oracle" else "prm"),
+        **(engine_split(results, on_target) if uses_target(row) else {}),
         "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def uses_target(row: dict[str, Any]) -> bool:
+    """The row needs the target policy's engine (as its writer or a named engine)."""
+    return row["arm"] in ON_TARGET or row["config"]["name"] == "rsd"
+
+
+def engine_split(results: list[ProblemResult], on_target: bool) -> dict[str, float]:
+    """Per problem: tokens (prompt + generated) each policy processed, and the target's calls
+    and share of steps, so compute weighs each policy's tokens by its own size."""
+    count = len(results)
+
+    def total(key: str) -> float:
+        return float(sum(r.usage.get(key, 0) for r in results)) / count
+
+    if on_target:
+        tokens = total("prompt_tokens") + total("generated_tokens")
+        calls = total("engine_calls")
+        return {"draft_tokens_per_problem": 0.0, "target_tokens_per_problem": tokens,
+                "target_cached_per_problem": total("cached_prompt_tokens"),
+                "draft_cached_per_problem": 0.0,
+                "target_calls_per_problem": calls, "engine_calls_per_problem": calls}  # fmt: skip
+    drafted = sum(int(r.detail.get("draft_steps", 0)) for r in results)
+    rewritten = sum(int(r.detail.get("target_steps", 0)) for r in results)
+    return {
+        "draft_tokens_per_problem": total("engines.default.prompt_tokens")
+        + total("engines.default.generated_tokens"),
+        "target_tokens_per_problem": total("engines.target.prompt_tokens")
+        + total("engines.target.generated_tokens"),
+        "draft_cached_per_problem": total("engines.default.cached_prompt_tokens"),
+        "target_cached_per_problem": total("engines.target.cached_prompt_tokens"),
+        "target_calls_per_problem": total("engines.target.engine_calls"),
+        "draft_share": drafted / (drafted + rewritten) if drafted + rewritten else 0.0,
     }
 
 
@@ -544,10 +608,16 @@ async def run_rows(
             async with contextlib.AsyncExitStack() as stack:
                 if todo:
                     engine = await stack.enter_async_context(VLLMEngine(engine_config))
+                target = None
+                if any(uses_target(row) for row in todo):  # RSD's target, beside the policy
+                    target_config = engine_config.model_copy(
+                        update={"model": str(TARGET), "gpu_memory_utilization": 0.05}
+                    )
+                    target = await stack.enter_async_context(VLLMEngine(target_config))
                 if any(row["set"] == "prm" for row in todo):
                     await prm.start()  # start-up now, not in the first PRM row's wall time
                 for row in todo:
-                    last = await run_row(row, engine, prm, model, problems, args)
+                    last = await run_row(row, engine, prm, model, problems, args, target)
                     if engine_died(last):  # not a measurement: never kept as one
                         raise SystemExit(
                             f"the vLLM engine died during row {last['arm']} b={last['budget']} "
@@ -616,7 +686,10 @@ def sha256(path: Path) -> str:
 def parameters() -> dict[str, int | None]:
     """Parameter counts of the policy and the testbed PRM (the compute axis's weights)."""
     has_prm = (PRM / "config.json").exists()
-    return {"policy": parameter_count(POLICY), "prm": parameter_count(PRM) if has_prm else None}
+    counts = {"policy": parameter_count(POLICY), "prm": parameter_count(PRM) if has_prm else None}
+    if (TARGET / "config.json").exists():
+        counts["target"] = parameter_count(TARGET)
+    return counts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -805,7 +878,7 @@ def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
     params = data["parameters"]
     data["rows"] = table_order(data["rows"])
     for row in data["rows"]:
-        row.update(compute(row, params["policy"], params["prm"] or 0))
+        row.update(compute(row, params["policy"], params["prm"] or 0, params.get("target") or 0))
     data["prm_strategies"] = list(PRM_STRATEGIES)
     data["claims"] = claims(data["rows"], seed=data["seed"])
     data["comparison"] = compare_to_self_consistency(data["rows"])

@@ -30,15 +30,29 @@ def parameter_count(model: Path) -> int:
     return total
 
 
-def compute(row: dict[str, Any], policy_params: int, prm_params: int) -> dict[str, float]:
-    """Per-problem compute of one row, in token-parameters (x 2 for FLOPs)."""
+def compute(
+    row: dict[str, Any], policy_params: int, prm_params: int, target_params: int = 0
+) -> dict[str, float]:
+    """Per-problem compute of one row, in token-parameters (x 2 for FLOPs). A row that used
+    the target policy (RSD, target-only) says how many tokens each policy processed; each
+    counts at its own size."""
     prompt = float(row.get("prompt_tokens_per_problem", 0.0))
     cached = prompt * float(row.get("cache_hit_rate", 0.0))
     policy = (prompt + float(row["tokens_per_problem"])) * policy_params
+    cached_compute = cached * policy_params
+    if "target_tokens_per_problem" in row:
+        policy = (
+            float(row["draft_tokens_per_problem"]) * policy_params
+            + float(row["target_tokens_per_problem"]) * target_params
+        )
+        cached_compute = (
+            float(row.get("draft_cached_per_problem", 0.0)) * policy_params
+            + float(row.get("target_cached_per_problem", 0.0)) * target_params
+        )
     prm = float(row.get("prm_tokens_per_problem", 0.0)) * prm_params if row["set"] == "prm" else 0.0
     return {
         "compute_per_problem": policy + prm,
         "policy_compute_per_problem": policy,
         "prm_compute_per_problem": prm,
-        "cached_compute_per_problem": cached * policy_params,
+        "cached_compute_per_problem": cached_compute,
     }

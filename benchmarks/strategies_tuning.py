@@ -68,6 +68,8 @@ def pickers(name: str) -> list[dict[str, Any]]:
         return [{"verifier": None}, {"verifier": "prm"}]
     if name in ("dvts", "particle_filter"):
         return [{"final": "weighted_vote"}, {"final": "best"}]
+    if name == "rsd":  # one path, no final choice: the threshold is its knob
+        return [{"threshold": 0.7}, {"threshold": 0.5}, {"threshold": 0.3}]
     if "final" not in STRATEGIES.get(name).config_model.model_fields:
         return [{}]  # the strategy has one way to pick its answer
     return [{"final": "best"}, {"final": "weighted_vote"}]

@@ -291,3 +291,20 @@ class SearchPort(TreeView, Protocol):
         sampled. Costs one engine call and the path plus ``token_ids`` in prompt tokens; adds
         no node. Needs ``Strategy.needs_given_logprobs``."""
         ...
+
+    # -- several policy engines (a recipe's `engines`) ---------------------------------------
+
+    async def expand_with(
+        self,
+        engine: str,
+        node: Node,
+        k: int,
+        *,
+        one_step: bool = True,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """Like ``expand``, with the children written by the recipe's engine named ``engine``
+        (a draft/target pair, say); the recipe's own engine writes ``expand``'s."""
+        ...

@@ -57,6 +57,13 @@ class SearchSettings:
     """The recipe's prompt section: prompt variants (``sample_variant``) render with it."""
     base_dir: Path = Path(".")
     """Where the recipe's relative paths (a chat template file) resolve."""
+    engines: Mapping[str, Engine] = field(default_factory=dict)
+    """The recipe's named policy engines besides ``engine`` (``expand_with``); with any, the
+    usage of each, ``engine`` as ``default`` included, is counted apart."""
+
+
+DEFAULT_ENGINE = "default"
+"""The name the recipe's own ``engine`` goes by in per-engine usage."""
 
 
 class SearchContext(GraphView):
@@ -93,7 +100,12 @@ class SearchContext(GraphView):
             seed=settings.seed,
             run_id=settings.run_id,
             reasoning=settings.reasoning,
+            engine_name=DEFAULT_ENGINE if settings.engines else None,
         )
+        self._named: dict[str, Generation] = {}
+        if settings.engines:
+            for name in (DEFAULT_ENGINE, *settings.engines):
+                ledger.track_engine(name)
         self.thinking: ThinkingBudget | None = None
         limits = ledger.budget.max_thinking_tokens, ledger.budget.min_thinking_tokens
         self._budgeted_thinking = limits != (None, None)
@@ -156,6 +168,59 @@ class SearchContext(GraphView):
         if self.thinking is not None and self._budgeted_thinking:
             return await self.thinking.expand(node, k, spec, one_step)
         return await self.generation.expand(node, k, spec, one_step)
+
+    async def expand_with(
+        self,
+        engine: str,
+        node: Node,
+        k: int,
+        *,
+        one_step: bool = True,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """Like :meth:`expand`, but the children are written by the recipe's named engine
+        ``engine`` (same graph, budget, seeds and node rules; its usage counted apart)."""
+        if k < 1:
+            return []
+        if self._budgeted_thinking:
+            raise BranchwiseError(
+                "budget.max_thinking_tokens/min_thinking_tokens apply to the recipe's own "
+                "engine only; drop the thinking budget to expand with a named engine",
+                problem_id=self.problem.id,
+                node_id=node.id,
+            )
+        generation = self._generation_for(engine)
+        spec = generation.spec(one_step, max_tokens, temperature, logprobs)
+        return await generation.expand(node, k, spec, one_step)
+
+    def _generation_for(self, engine: str) -> Generation:
+        """The generation collaborator of a named engine (built on first use)."""
+        found = self._named.get(engine)
+        if found is not None:
+            return found
+        settings = self._settings
+        if engine not in settings.engines:  # recipes check the names a strategy uses
+            raise BranchwiseError(
+                f"no engine named {engine!r} in this recipe "
+                f"(engines: {sorted(settings.engines) or 'none'})",
+                problem_id=self.problem.id,
+            )
+        built = Generation(
+            engine=settings.engines[engine],
+            graph=self.graph,
+            ledger=self.ledger,
+            sampling=settings.sampling,
+            step_delimiter=settings.step_delimiter,
+            answer_spec=settings.answer_spec,
+            seed=settings.seed,
+            run_id=settings.run_id,
+            reasoning=settings.reasoning,
+            engine_name=engine,
+        )
+        self._named[engine] = built
+        return built
 
     async def sample(
         self,

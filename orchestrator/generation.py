@@ -63,9 +63,13 @@ class Generation:
         seed: int,
         run_id: str,
         reasoning: ReasoningTags | None = None,
+        engine_name: str | None = None,
     ) -> None:
-        """``reasoning``: the recipe's reasoning format as token ids (None: no thinking)."""
+        """``reasoning``: the recipe's reasoning format as token ids (None: no thinking);
+        ``engine_name``: the engine's name in a recipe with several, under which the ledger
+        counts its usage apart (None: one engine, nothing counted apart)."""
         self.engine = engine
+        self.engine_name = engine_name
         self.graph = graph
         self.ledger = ledger
         self.sampling = sampling
@@ -154,6 +158,7 @@ class Generation:
             prompt_tokens=len(prompt_ids),
             key=node.id,
             waitable=True,
+            engine=self.engine_name,
         )
         with held:  # leaving unsettled (a failure, a cancellation) gives it all back
             child_ids = self.graph.reserve_child_ids(node.id, k)

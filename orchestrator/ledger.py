@@ -88,6 +88,10 @@ class Usage:
         return asdict(self)
 
 
+ENGINE_USAGE_FIELDS = ("engine_calls", "prompt_tokens", "cached_prompt_tokens", "generated_tokens")
+"""What is counted per named engine when a recipe has several (``Ledger.usage_record``)."""
+
+
 class Reservation:
     """Budget held for one piece of work, from admission until it settles (exactly once).
 
@@ -108,8 +112,10 @@ class Reservation:
         prompt: int,
         engine_call: bool,
         waitable: bool,
+        engine: str | None = None,
     ) -> None:
         self._ledger = ledger
+        self.engine = engine
         self.per_sample = per_sample
         self.tokens = tokens
         self.nodes = nodes
@@ -163,6 +169,8 @@ class Ledger:
         self._reserved_nodes = 0
         self._started = time.monotonic()
         self._order = AdmissionOrder()
+        self.engine_usage: dict[str, dict[str, int]] = {}
+        """Per named engine (recipes with several): its calls, prompt and generated tokens."""
 
     @property
     def elapsed(self) -> float:
@@ -238,6 +246,7 @@ class Ledger:
         prompt_tokens: int,
         key: str,
         waitable: bool = True,
+        engine: str | None = None,
     ) -> Reservation:
         """Reserve an engine request's budget; its ``per_sample`` is what each of its ``n``
         samples may use. Raises BudgetExhausted when it cannot start.
@@ -248,7 +257,8 @@ class Ledger:
         node order of ``key``, never in the order their predecessors happened to finish (see
         ``admission``). ``waitable``: the request finishes on its own (a plain generation), so
         others may wait for it; a stream, which finishes only as its consumer reads it, must
-        pass False.
+        pass False. ``engine``: the named engine the request goes to, counted apart in
+        :attr:`engine_usage` (None: not counted per engine).
         """
 
         def check(count_reserved: bool = True) -> int:
@@ -279,6 +289,7 @@ class Ledger:
                             nodes=new_nodes,
                             prompt=prompt_tokens,
                             waitable=waitable,
+                            engine=engine,
                         )
                         order.decided(woken)
                         return held
@@ -304,6 +315,7 @@ class Ledger:
         prompt: int = 0,
         engine_call: bool = True,
         waitable: bool = False,
+        engine: str | None = None,
     ) -> Reservation:
         """Hold budget already admitted, so concurrent requests cannot overshoot."""
         held = Reservation(
@@ -314,11 +326,14 @@ class Ledger:
             prompt=prompt,
             engine_call=engine_call,
             waitable=waitable,
+            engine=engine,
         )
         self._reserved_tokens += tokens
         self._reserved_nodes += nodes
         self._reserved_prompt += prompt
         self.usage.engine_calls += engine_call
+        if engine is not None:
+            self._engine_counts(engine)["engine_calls"] += engine_call
         if waitable:
             self._order.started()
         return held
@@ -342,6 +357,11 @@ class Ledger:
         self.usage.cached_prompt_tokens += cached
         self.usage.nodes += nodes
         self.usage.aborted_requests += aborted
+        if held.engine is not None:
+            counts = self._engine_counts(held.engine)
+            counts["generated_tokens"] += generated
+            counts["prompt_tokens"] += prompt
+            counts["cached_prompt_tokens"] += cached
         if held.waitable:
             self._order.finished()
         else:
@@ -369,6 +389,23 @@ class Ledger:
     def finish(self) -> Usage:
         self.usage.seconds = self.elapsed
         return self.usage
+
+    def track_engine(self, engine: str) -> None:
+        """Count ``engine``'s usage apart, and record it even if it is never called."""
+        self._engine_counts(engine)
+
+    def _engine_counts(self, engine: str) -> dict[str, int]:
+        return self.engine_usage.setdefault(engine, dict.fromkeys(ENGINE_USAGE_FIELDS, 0))
+
+    def usage_record(self) -> dict[str, float | int]:
+        """The finished usage as a flat record, plus ``engines.NAME.FIELD`` for each named
+        engine of a recipe with several (flat keys, so every reader that sums usage fields
+        by name keeps working; a single-engine recipe's record is unchanged)."""
+        record = self.finish().to_dict()
+        for name, counts in sorted(self.engine_usage.items()):
+            for key, value in counts.items():
+                record[f"engines.{name}.{key}"] = value
+        return record
 
 
 def _curable(check: Callable[[bool], int]) -> bool:

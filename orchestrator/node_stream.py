@@ -84,6 +84,7 @@ class NodeStream:
             prompt_tokens=prompt,
             key=self.child_id,
             waitable=False,
+            engine=self._generation.engine_name,
         )
         try:
             self.request = replace(

@@ -41,6 +41,12 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     engine: EngineConfig = Field(description="The policy engine (kind: vllm/openai/scripted).")
+    engines: dict[str, EngineConfig] = Field(
+        default_factory=dict,
+        description="More policy engines by name (e.g. `target` beside a small `engine` as "
+        "the draft), for strategies that write steps with several (`port.expand_with`); they "
+        "share `engine`'s tokenizer, and each one's usage is counted apart.",
+    )
     strategy: StrategyConfig = Field(description="The strategy and its hyperparameters.")
     scorers: list[ScorerConfig] = Field(default_factory=list, description="Verifiers and RMs.")
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Sampling defaults.")
@@ -88,6 +94,10 @@ class Recipe(BaseModel):
             )
         if isinstance(data.get("engine"), dict):
             data["engine"] = _validate_entry(ENGINES, data["engine"], "engine", "kind", None)
+        if isinstance(data.get("engines"), dict):
+            data["engines"] = {
+                name: _validate_named_engine(name, entry) for name, entry in data["engines"].items()
+            }
         if isinstance(data.get("strategy"), dict):
             data["strategy"] = _validate_entry(
                 STRATEGIES, data["strategy"], "strategy", "name", "config_model"
@@ -134,6 +144,7 @@ class Recipe(BaseModel):
                     f"time, but {self.strategy.name} compares pairs with it; use a pairwise "
                     "scorer (e.g. self_verification, agreement_judge)"
                 )
+        self._check_named_engines()
         self._check_logprobs(kinds)
         self._check_aggregation_declared_once()
         judge = getattr(self.strategy, "scorer", None)
@@ -193,6 +204,18 @@ class Recipe(BaseModel):
                 "sampling.method: arithmetic spreads samples over the model's distribution, "
                 "but sampling.temperature is 0 (greedy); set a temperature above 0"
             )
+
+    def _check_named_engines(self) -> None:
+        """Every engine name the strategy uses is one of the recipe's `engines`."""
+        for field_name in self.strategy.named_engines():
+            wanted = getattr(self.strategy, field_name, None)
+            if isinstance(wanted, str) and wanted not in self.engines:
+                have = sorted(self.engines) or "none"
+                raise ValueError(
+                    f"strategy.{field_name}: {wanted!r} is not one of the recipe's engines "
+                    f"(engines: {have}); add e.g. engines: {{{wanted}: {{kind: vllm, model: "
+                    "...}}"
+                )
 
     def _check_thinking_budget(self) -> None:
         """Thinking budgets need a reasoning format, and force tokens (token engines)."""
@@ -277,6 +300,8 @@ class Recipe(BaseModel):
             del data["engine"]["thinking"]
         if data["sampling"].get("method") == "ancestral":  # recipes from before the option
             del data["sampling"]["method"]
+        if not self.engines:  # single-engine recipes keep their earlier fingerprints
+            del data["engines"]
         return fingerprint(data)
 
     def resolve(self, relative: str) -> Path:
@@ -301,6 +326,17 @@ def _validate_entry(
     except ValidationError as exc:
         raise RecipeError(_format_errors(exc, where)) from None
     return validated
+
+
+def _validate_named_engine(name: object, entry: object) -> BaseModel:
+    """One entry of `engines`: a plain name other than `default`, and a valid engine."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise RecipeError(f"engines: {name!r} is not a usable name (letters, digits, _)")
+    if name == "default":
+        raise RecipeError("engines.default: reserved for the recipe's own `engine`; rename it")
+    if not isinstance(entry, dict):
+        raise RecipeError(f"engines.{name}: expected a mapping with a `kind`")
+    return _validate_entry(ENGINES, entry, f"engines.{name}", "kind", None)
 
 
 def _format_errors(exc: ValidationError, prefix: str = "") -> str:

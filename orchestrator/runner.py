@@ -56,7 +56,11 @@ def build_scorers(recipe: Recipe, engine: Engine | None) -> dict[str, Scorer[Any
 
 
 class Orchestrator:
-    """Owns an engine and the scorers of one recipe; use as ``async with``."""
+    """Owns an engine and the scorers of one recipe; use as ``async with``.
+
+    ``engines``: the recipe's named engines already running (by name); by default those the
+    recipe names are built here, and started and stopped with the orchestrator.
+    """
 
     def __init__(
         self,
@@ -64,10 +68,20 @@ class Orchestrator:
         *,
         engine: Engine | None = None,
         scorers: dict[str, Scorer[Any]] | None = None,
+        engines: Mapping[str, Engine] | None = None,
     ) -> None:
         self.recipe = recipe
         self._owns_engine = engine is None
         self.engine: Engine = engine or recipe.engine.build(recipe.base_dir)
+        self._owns_engines = engines is None
+        self.engines: dict[str, Engine] = (
+            dict(engines)
+            if engines is not None
+            else {name: cfg.build(recipe.base_dir) for name, cfg in recipe.engines.items()}
+        )
+        missing = sorted(set(recipe.engines) - set(self.engines))
+        if missing:
+            raise RecipeError(f"engines: {missing} named by the recipe but not passed in")
         strategy = STRATEGIES.get(recipe.strategy.name)
         if strategy.needs_given_logprobs and not isinstance(self.engine, LogprobEngine):
             raise RecipeError(given_logprobs_refusal(recipe.strategy.name, self.engine.name))
@@ -112,7 +126,32 @@ class Orchestrator:
     async def __aenter__(self) -> Self:
         if self._owns_engine:
             await self.engine.__aenter__()
+        if self.engines:
+            started: list[Engine] = []
+            try:
+                for named in self.engines.values() if self._owns_engines else ():
+                    await named.__aenter__()
+                    started.append(named)
+                await self._check_shared_tokenizer()
+            except BaseException as exc:
+                for named in reversed(started):
+                    await named.__aexit__(type(exc), exc, exc.__traceback__)
+                if self._owns_engine:
+                    await self.engine.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         return self
+
+    async def _check_shared_tokenizer(self) -> None:
+        """Named engines extend the same token ids as the recipe's engine: refuse one whose
+        tokenizer disagrees on a probe (a path's ids would mean other text there)."""
+        probe = "Step 1: 12 + 30 = 42.\n\nThe answer is \\boxed{42}."
+        ids = await self.engine.tokenize(probe)
+        for name, named in self.engines.items():
+            if await named.tokenize(probe) != ids:
+                raise RecipeError(
+                    f"engines.{name}: tokenizes text differently from the recipe's engine; "
+                    "named engines must share its tokenizer (same vocabulary and ids)"
+                )
 
     async def __aexit__(
         self,
@@ -124,8 +163,13 @@ class Orchestrator:
             for scorer in self.scorers.values():
                 await scorer.aclose()
         finally:
-            if self._owns_engine:
-                await self.engine.__aexit__(exc_type, exc, tb)
+            try:
+                if self._owns_engines:
+                    for named in reversed(list(self.engines.values())):
+                        await named.__aexit__(exc_type, exc, tb)
+            finally:
+                if self._owns_engine:
+                    await self.engine.__aexit__(exc_type, exc, tb)
 
     async def solve(
         self,
@@ -210,6 +254,7 @@ class Orchestrator:
                 reasoning=await self._reasoning_tags(),
                 prompt=self.recipe.prompt,
                 base_dir=self.recipe.base_dir,
+                engines=self.engines,
             ),
             ledger=ledger,
             pool=seat,
@@ -243,7 +288,7 @@ class Orchestrator:
             node_id=outcome.node_id,
             reference=problem.reference,
             correct=correct,
-            usage=ledger.finish().to_dict(),
+            usage=ledger.usage_record(),
             detail=outcome.detail,
             graph=ctx.graph,
         )
@@ -262,7 +307,7 @@ class Orchestrator:
             problem_id=problem.id,
             answer=None,
             reference=problem.reference,
-            usage=ledger.finish().to_dict(),
+            usage=ledger.usage_record(),
             error=f"{type(exc).__name__}: {exc}",
             graph=ctx.graph if ctx is not None else None,
         )

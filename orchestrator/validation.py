@@ -40,6 +40,9 @@ def check_resources(recipe: Recipe) -> list[str]:
             recipe.prompt.resolved_chat_template(recipe.base_dir)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
+    for name, named in recipe.engines.items():
+        if named.kind == "vllm":
+            _model_folder(recipe, f"engines.{name}.model", getattr(named, "model", None), notes)
     for index, scorer in enumerate(recipe.scorers):
         backend = getattr(scorer, "backend", None)
         model = getattr(scorer, "model", None)

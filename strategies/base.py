@@ -41,6 +41,11 @@ class StrategyConfig(BaseModel):
         recipe naming a scorer there that cannot compare pairs is refused."""
         return ()
 
+    def named_engines(self) -> tuple[str, ...]:
+        """Fields naming one of the recipe's `engines` (``port.expand_with``); a recipe
+        without an engine of that name is refused."""
+        return ()
+
 
 class _Aggregating(StrategyConfig):
     aggregation: Aggregation | None = Field(
@@ -152,6 +157,7 @@ BUILTIN_STRATEGIES: dict[str, str] = {
     "osca": "branchwise.strategies.osca:OSCA",
     "power_sampling": "branchwise.strategies.power_sampling:PowerSampling",
     "speculative_consensus": ("branchwise.strategies.speculative_consensus:SpeculativeConsensus"),
+    "rsd": "branchwise.strategies.rsd:RewardGuidedSpeculative",
 }
 
 STRATEGIES: Registry[Strategy[Any]] = Registry(

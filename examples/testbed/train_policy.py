@@ -7,6 +7,13 @@ step count, seeded data order and init). The tokenizer is the committed one
 (`bpe_tokenizer.py` builds it).
 
     python examples/testbed/train_policy.py --out examples/testbed/models/policy
+
+The larger target policy (for draft/target methods such as reward-guided speculative decoding)
+grows from the bundled one: `--init-from` copies its embeddings and layers, and the extra layers
+start as the identity (their output projections zeroed), so training starts at the policy's
+accuracy and the new depth only has to add to it (README's "The target policy" has the command).
+With `--resume-dir` it saves its full state every `--state-every` steps and continues from there
+(the same command again); a file `STOP` in that folder makes it save and stop after a step.
 """
 
 from __future__ import annotations
@@ -138,14 +145,48 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint-every", type=int, default=0, help="also save to OUT/step-N (calibration)"
     )
+    parser.add_argument(
+        "--init-from", type=Path, default=None, help="grow from this policy folder (same width)"
+    )
+    parser.add_argument(
+        "--order-seed", type=int, default=None, help="seed of the data order (default: --seed)"
+    )
+    parser.add_argument(
+        "--resume-dir", type=Path, default=None, help="save/resume the training state here"
+    )
+    parser.add_argument("--state-every", type=int, default=25)
     return parser.parse_args(argv)
+
+
+def grow_from(model: Qwen2ForCausalLM, source: Path) -> None:
+    """Copy a smaller policy's weights into `model`; its extra layers start as the identity.
+
+    The source must have the same width (hidden size, heads, MLP) and at most as many layers.
+    Zeroing a new layer's attention output and MLP down projection makes it add nothing to the
+    residual stream, so the grown model computes exactly what the source computed.
+    """
+    small = Qwen2ForCausalLM.from_pretrained(source, dtype=torch.float32)
+    n_small = small.config.num_hidden_layers
+    if n_small > model.config.num_hidden_layers:
+        raise SystemExit(
+            f"--init-from: {source} has {n_small} layers, more than --layers "
+            f"{model.config.num_hidden_layers}"
+        )
+    missing, unexpected = model.load_state_dict(small.state_dict(), strict=False)
+    if unexpected:
+        raise SystemExit(f"--init-from: {source} has weights this shape lacks: {unexpected[:3]}")
+    with torch.no_grad():
+        for layer in model.model.layers[n_small:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    print(f"grown from {source}: {n_small} layers copied, {len(missing)} new tensors", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.order_seed is None else args.order_seed)
     tokenizer = load_tokenizer(args.tokenizer)
     splits = make_splits(args.seed, {"eval": 600, "val": 300, "train": args.train_size})
     rows = [encode_problem(tokenizer, p) for p in splits["train"]]
@@ -158,15 +199,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         intermediate_size=args.intermediate,
     )
     model = Qwen2ForCausalLM(config)
+    if args.init_from is not None:
+        grow_from(model, args.init_from)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"policy: {n_params:,} parameters, {len(rows):,} training problems", flush=True)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01
     )
     order: list[int] = []
-    start = time.perf_counter()
+    first_step, spent = 0, 0.0
+    state_file = args.resume_dir / "state.pt" if args.resume_dir is not None else None
+    if state_file is not None and state_file.exists():
+        state = torch.load(state_file, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        order, first_step, spent = state["order"], state["step"], state["seconds"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed at step {first_step} from {state_file}", flush=True)
+    start = time.perf_counter() - spent
     model.train()
-    for step in range(args.steps):
+    for step in range(first_step, args.steps):
         if len(order) < args.batch_size:
             fresh = list(range(len(rows)))
             rng.shuffle(fresh)
@@ -188,9 +241,39 @@ def main(argv: Sequence[str] | None = None) -> None:
             save_policy(
                 args.out / f"step-{step + 1}", model, tokenizer, vars(args), n_params, elapsed
             )
+        if state_file is not None and (step + 1) % args.state_every == 0:
+            save_state(state_file, model, optimizer, order, rng, step + 1, start)
+        if state_file is not None and (state_file.parent / "STOP").exists():
+            save_state(state_file, model, optimizer, order, rng, step + 1, start)
+            print(f"STOP found: state saved after step {step + 1}; rerun to resume", flush=True)
+            return
     seconds = time.perf_counter() - start
     save_policy(args.out, model, tokenizer, vars(args), n_params, seconds)
     print(f"saved to {args.out} after {seconds:.0f}s of training", flush=True)
+
+
+def save_state(
+    path: Path,
+    model: Qwen2ForCausalLM,
+    optimizer: torch.optim.Optimizer,
+    order: list[int],
+    rng: random.Random,
+    next_step: int,
+    start: float,
+) -> None:
+    """Everything a resumed run needs to continue as if it had not stopped (atomic replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "order": order,
+        "rng": rng.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "step": next_step,
+        "seconds": time.perf_counter() - start,
+    }
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
 
 
 def save_policy(

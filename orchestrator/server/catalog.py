@@ -38,6 +38,7 @@ class ServedModel:
             request_recipe(self.recipe, request, limits),
             engine=self.orchestrator.engine,
             scorers=self.orchestrator.scorers,
+            engines=self.orchestrator.engines,
         )
         orchestrator.run_id = run_id
         return orchestrator

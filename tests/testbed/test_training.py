@@ -70,6 +70,36 @@ def test_policy_training_is_deterministic(tiny_policy: Path, tmp_path: Path) -> 
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_a_grown_policy_starts_as_the_smaller_one_and_resumes_exactly(
+    tiny_policy: Path, tmp_path: Path
+) -> None:
+    """`--init-from`: the extra layers start as the identity, so the deeper model computes
+    what the source computed; `--resume-dir`: a run stopped and resumed ends with the same
+    weights as one that ran through."""
+    tokenizer = load_tokenizer(TESTBED / "tokenizer")
+    config = train_policy.qwen2_config(
+        tokenizer, hidden_size=64, layers=3, heads=2, kv_heads=1, intermediate_size=64
+    )
+    grown = Qwen2ForCausalLM(config)
+    train_policy.grow_from(grown, tiny_policy)
+    source = Qwen2ForCausalLM.from_pretrained(tiny_policy)
+    ids = torch.tensor([tokenizer(QUESTION)["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(grown(ids).logits, source(ids).logits, atol=1e-5)
+    grow = ["--init-from", str(tiny_policy), *TINY_POLICY, "--layers", "3", "--steps", "4"]
+    train_policy.main(["--out", str(tmp_path / "through"), *grow])
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "STOP").touch()  # stop after the first step
+    state = ["--resume-dir", str(tmp_path / "state"), "--state-every", "3"]
+    train_policy.main(["--out", str(tmp_path / "resumed"), *grow, *state])
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    (tmp_path / "state" / "STOP").unlink()
+    train_policy.main(["--out", str(tmp_path / "resumed"), *grow, *state])
+    through = load_file(tmp_path / "through" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(through[k], resumed[k]) for k in through)
+
+
 def test_policy_is_trained_on_the_assistant_turn_only() -> None:
     tokenizer = load_tokenizer(TESTBED / "tokenizer")
     problem = make_splits(0, {"eval": 1, "val": 0, "train": 0})["eval"][0]

@@ -90,13 +90,18 @@ STRATEGY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "power_sampling": {"name": "power_sampling", "blocks": 2, "mcmc_steps": 2},
     "speculative_consensus": {"name": "speculative_consensus", "n": 4, "chunk_tokens": 8},
+    "rsd": {"name": "rsd", "target_engine": "target", "scorer": "prm", "threshold": 0.5},
 }
 
 # Recipe sections a strategy needs beside its own, by strategy name. Budget forcing works on
 # a reasoning model's thinking; the plain scripted engine has none, so a format whose end
 # tag is the line break makes each path's first line its "thinking" (waits then replace
 # line breaks by "Wait", and the answer follows the forced one).
-RECIPE_EXTRAS: dict[str, dict[str, Any]] = {"budget_forcing": {"reasoning": {"end": "\n"}}}
+# RSD's target is a second (here: error-free) scripted engine, built from the recipe.
+RECIPE_EXTRAS: dict[str, dict[str, Any]] = {
+    "budget_forcing": {"reasoning": {"end": "\n"}},
+    "rsd": {"engines": {"target": {"kind": "scripted", "error_rate": 0.0}}},
+}
 
 
 def recipe_extras(strategy: dict[str, Any]) -> dict[str, Any]:

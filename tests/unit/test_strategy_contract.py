@@ -40,8 +40,10 @@ def _run(
     seed: int = 0,
     budget: dict[str, Any] | None = None,
     latency: float = 0.0,
+    named_out: dict[str, Any] | None = None,
 ) -> tuple[list[ProblemResult], ScriptedEngine, int]:
-    """Results, the engine, and how many engine requests a search left running."""
+    """Results, the engine, and how many engine requests a search left running
+    (``named_out``: filled with the recipe's named engines, if any)."""
     recipe = parse_recipe(
         {
             "engine": {"kind": "scripted"},
@@ -55,6 +57,11 @@ def _run(
     )
     engine = ScriptedEngine(error_rate=0.25, seconds_per_token=latency)
     teach(engine, problems)
+    named = {n: c.build(recipe.base_dir) for n, c in recipe.engines.items()}  # e.g. rsd's target
+    for other in named.values():
+        teach(other, problems)
+    if named_out is not None:
+        named_out.update(named)
 
     left_running: list[str] = []
 
@@ -68,7 +75,7 @@ def _run(
             return result
 
     async def go() -> list[ProblemResult]:
-        async with Checked(recipe, engine=engine) as orchestrator:
+        async with Checked(recipe, engine=engine, engines=named) as orchestrator:
             return await orchestrator.run(problems)
 
     results = asyncio.run(go())
@@ -171,10 +178,14 @@ def test_tokens_are_accounted_and_no_request_is_left_running(name: str) -> None:
     # Eight problems (first_finish gets samples of different lengths) with some latency: a
     # request a search forgot to abort is then still running when the search returns.
     problems = [make_problem(i) for i in range(8)]
-    results, engine, running = _run(name, problems, latency=2e-4)
+    named: dict[str, Any] = {}
+    results, engine, running = _run(name, problems, latency=2e-4, named_out=named)
     assert running == 0, f"{running} engine requests still running after the searches"
     generated = sum(int(r.usage["generated_tokens"]) for r in results)
-    assert generated == engine.generated_tokens
+    assert generated == engine.generated_tokens + sum(e.generated_tokens for e in named.values())
+    for engine_name, other in named.items():  # counted apart, per engine
+        key = f"engines.{engine_name}.generated_tokens"
+        assert sum(int(r.usage[key]) for r in results) == other.generated_tokens
     for result in results:
         assert result.graph is not None
         # Forced nodes (ctx.extend) hold tokens nobody sampled; aborted nodes hold the
