@@ -77,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=HERE / "models" / "reasoning")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=20_000)
-    parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--schedule-steps",
@@ -86,8 +86,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="steps the learning-rate schedule is laid out for (default --steps); more than "
         "--steps stops part-way down the cosine",
     )
-    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--slip-rate", type=float, default=0.1, help="TraceStyle.slip_rate")
+    parser.add_argument("--check-rate", type=float, default=0.0, help="TraceStyle.check_rate")
+    parser.add_argument("--early-rate", type=float, default=0.0, help="TraceStyle.early_rate")
+    parser.add_argument("--recheck-rate", type=float, default=0.4, help="TraceStyle.recheck_rate")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--checkpoint-every", type=int, default=40)
@@ -99,7 +103,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     tokenizer = reasoning_tokenizer(args.policy)
-    style = TraceStyle()
+    style = TraceStyle(
+        slip_rate=args.slip_rate,
+        check_rate=args.check_rate,
+        early_rate=args.early_rate,
+        recheck_rate=args.recheck_rate,
+    )
     # Same stream as the policy's data: val and eval problems are never trained on.
     train = make_splits(0, {"eval": 600, "val": 300, "train": args.train_size})["train"]
     rows = [encode_trace(tokenizer, p, args.seed, style) for p in train]
@@ -179,9 +188,16 @@ def save_reasoning_policy(
     info = {
         "parameters": n_params,
         "training_seconds": round(seconds, 1),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in args.items()},
+        "args": {k: portable(v) if isinstance(v, Path) else v for k, v in args.items()},
     }
     (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def portable(path: Path) -> str:
+    """A path as the record keeps it: from the repository root, else only its name."""
+    resolved = path.resolve()
+    root = HERE.parents[1]
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path.name
 
 
 if __name__ == "__main__":
