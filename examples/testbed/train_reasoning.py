@@ -77,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=HERE / "models" / "reasoning")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=20_000)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--schedule-steps",
@@ -91,7 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--slip-rate", type=float, default=0.1, help="TraceStyle.slip_rate")
     parser.add_argument("--check-rate", type=float, default=0.0, help="TraceStyle.check_rate")
     parser.add_argument("--early-rate", type=float, default=0.0, help="TraceStyle.early_rate")
-    parser.add_argument("--recheck-rate", type=float, default=0.4, help="TraceStyle.recheck_rate")
+    parser.add_argument("--recheck-rate", type=float, default=0.5, help="TraceStyle.recheck_rate")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--checkpoint-every", type=int, default=40)
