@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import platform
 import statistics
@@ -248,12 +249,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def verdicts(found: list[dict[str, Any]]) -> str:
+    """One line per family of claims: how each arm fared against parallel sampling."""
+    lines = []
+    for arm in (SEQUENTIAL, "deepconf", "first_finish", "thinking_cap"):
+        mine = [c for c in found if c["row"].split()[0].startswith(arm)]
+        if mine:
+            counts = {v: sum(c["verdict"] == v for c in mine) for v in ("ahead", "behind")}
+            lines.append(
+                f"- {arm}: {len(mine)} claims, {counts['ahead']} ahead, {counts['behind']} "
+                f"behind, {len(mine) - counts['ahead'] - counts['behind']} within noise."
+            )
+    return "\n".join(lines)
+
+
 def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
     data["claims"] = thinking_claims(data["rows"], data["seed"])
     rows, found = rows_table(data["rows"]), claims_table(data["claims"])
+    summary = verdicts(data["claims"])
     print(rows)
     print()
     print(found)
+    print(summary)
     write_json(name, data)
     print(f"wrote {RESULTS / name}.json; total {data['total_seconds']:.0f} s")
     if not write_markdown:
@@ -271,7 +288,7 @@ def publish(data: dict[str, Any], name: str, *, write_markdown: bool) -> None:
         "and first-finish row against the self-consistency (parallel) row with the fewest "
         "thinking tokens at least its own, and the unbounded thinking cap against 16 tokens; "
         "exact McNemar, Holm-corrected over all, 95% paired bootstrap intervals.\n\n"
-        f"{found}\n",
+        f"{found}\n\n{summary}\n",
     )
 
 
@@ -286,6 +303,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer rows; writes *_quick files")
+    parser.add_argument(
+        "--render", action="store_true", help="run nothing: redo the table from the results"
+    )
     parser.add_argument("--model", type=Path, default=MODEL, help="default: the committed one")
     args = parser.parse_args(argv)
     if args.split == "test" and not args.final:
@@ -307,7 +327,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    data = asyncio.run(main_async(args))
+    if args.render:
+        data = json.loads((RESULTS / f"{args.name}.json").read_text())
+    else:
+        data = asyncio.run(main_async(args))
     publish(data, args.name, write_markdown=not args.quick)
 
 
