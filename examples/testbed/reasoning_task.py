@@ -26,6 +26,10 @@ step, so its slips stay and its answer is wrong; and a trace may end with "Wait,
 checks of the whole chain, which repair any slip left. Traces are a training target, so the
 answer after the tag is always the last value the thinking reached (right or wrong): the model
 learns to answer from its thinking.
+
+The committed reasoning testbed trains on another style (``train_reasoning.py``: no checks
+between steps, no early closes, a re-check in half of the traces): checks between the steps
+broke the policy's arithmetic (examples/testbed/README.md says what was tried).
 """
 
 from __future__ import annotations

