@@ -22,9 +22,14 @@ Calibration, so that thinking longer helps and the model sometimes answers too e
 ``slip_rate`` of the steps are first written wrong; a checked step (``check_rate``) catches its
 slip and redoes it; with ``early_rate`` a trace checks nothing and closes right after the last
 step, so its slips stay and its answer is wrong; and a trace may end with "Wait, let me check."
-followed by checks of the whole chain (what a forced continuation word asks for), which repair
-any slip left. Traces are a training target, so the answer after the tag is always the last
-value the thinking reached (right or wrong): the model learns to answer from its thinking.
+(written where the end tag would have stood, as budget forcing writes its "Wait") followed by
+checks of the whole chain, which repair any slip left. Traces are a training target, so the
+answer after the tag is always the last value the thinking reached (right or wrong): the model
+learns to answer from its thinking.
+
+The committed reasoning testbed trains on another style (``train_reasoning.py``: no checks
+between steps, no early closes, a re-check in half of the traces): checks between the steps
+broke the policy's arithmetic (examples/testbed/README.md says what was tried).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 from task import STEP_DELIMITER, Problem, Step, answer_step
 
 THINK_START, THINK_END = "<think>", "</think>"
+WAIT = "Wait, let me check."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,10 +91,13 @@ def thinking_trace(problem: Problem, rng: random.Random, style: TraceStyle) -> s
             parts.append(text)
             result = true.result
         value = result
-    if not early and rng.random() < style.recheck_rate:
-        parts.append("Wait, let me check.")
-        value = _recheck(problem, parts)
     thinking = STEP_DELIMITER.join(parts)
+    if not early and rng.random() < style.recheck_rate:
+        # "Wait" stands where the end tag would have come (after the last step's "\n"), as
+        # budget forcing writes it, so a forced "Wait" continues a learnt pattern.
+        again: list[str] = []
+        value = _recheck(problem, again)
+        thinking += f"\n{WAIT}{STEP_DELIMITER}" + STEP_DELIMITER.join(again)
     return f"{thinking}\n{THINK_END}{STEP_DELIMITER}{answer_step(value)}"
 
 
