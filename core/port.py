@@ -270,6 +270,11 @@ class SearchPort(TreeView, Protocol):
         """A forced child writing the format's continuation word ("Wait"): think on."""
         ...
 
+    def thinking_left(self, node: Node) -> int | None:
+        """Thinking tokens the budget still allows on ``node``'s path
+        (``budget.max_thinking_tokens``, or a server request's cap); None: no cap."""
+        ...
+
     async def sample_variant(
         self,
         k: int,

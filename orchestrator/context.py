@@ -328,6 +328,12 @@ class SearchContext(GraphView):
         """A forced child holding the format's continuation word."""
         return await self._thinking("continue_thinking").force(node, "continue")
 
+    def thinking_left(self, node: Node) -> int | None:
+        """What the thinking budget still allows on ``node``'s path (None: no cap)."""
+        if self.thinking is None or self.thinking.max_thinking is None:
+            return None
+        return max(0, self.thinking.max_thinking - self.thinking.thought(node))
+
     def _thinking(self, effect: str) -> ThinkingBudget:
         if self.thinking is None:  # recipes refuse strategies that need one without it
             raise BranchwiseError(

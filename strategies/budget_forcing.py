@@ -47,6 +47,9 @@ class BudgetForcing(Strategy[BudgetForcingConfig]):
         node, waits = port.root, 0
         while not node.terminal and node.thinking_open:
             left = cap - port.thinking_tokens(node)
+            allowed = port.thinking_left(node)  # the budget's cap (a request's, on the server)
+            if allowed is not None:
+                left = min(left, allowed)
             if left <= 0:
                 break
             last = waits >= self.config.waits  # no wait left: the model's own end stays

@@ -75,6 +75,7 @@ _OLD_TOP_LEVEL_NAMES = ("core", "orchestrator", "strategies", "verifiers", "rewa
 SYSTEM_FILES = (
     "tests/equivalence/",
     "tests/testbed/test_training.py",
+    "tests/testbed/test_train_reasoning.py",
     "tests/integration/test_installed_wheel.py",
     "tests/unit/test_ray_executor.py",
     "tests/unit/test_sandbox_hostile.py",

@@ -47,6 +47,21 @@ def test_the_cap_forces_the_end_tag_and_the_answer_is_written_after_it() -> None
     assert path[-1].answer is not None
 
 
+def test_the_budgets_thinking_cap_bounds_budget_forcing_below_its_own_cap() -> None:
+    """A budget (or a server request's) cap under the strategy's own: the thinking stops
+    at the budget's cap, never creeping past it a token per call."""
+    recipe = thinking_recipe(
+        forcing(5, max_thinking_tokens=192), reasoning={}, budget={"max_thinking_tokens": 40}
+    )
+    [result] = solve(recipe, 1)
+    graph = graph_of(result)
+    path = graph.path(result.node_id or "")[1:]
+    forced_end = [n for n in path if n.forced and n.text == END]
+    assert len(forced_end) == 1
+    assert path_thinking(graph, forced_end[0].id) <= 40 + len(END)
+    assert path[-1].answer is not None
+
+
 def test_thinking_longer_answers_better_sequential_scaling() -> None:
     # the scripted model's answers go wrong less often after longer thinking (decay 0.7 a
     # line), and it plans 1-4 lines: waits lengthen the thinking and raise accuracy
