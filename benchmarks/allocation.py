@@ -12,6 +12,7 @@ Writes benchmarks/results/allocation[_SPLIT].json. The test split only with ``--
 
     python benchmarks/allocation.py [--split val] [--problems 60] [--budgets 160,320,640]
         [--probe 4] [--temperature 0.6] [--seed 0]
+    python benchmarks/allocation.py --render   # run nothing: redo the BENCHMARKS.md section
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.markdown import RESULTS, write_json
+from benchmarks.markdown import RESULTS, table, write_json, write_section
 from benchmarks.strategies import ANSWER, DATA, MAX_TOKENS, POLICY, PROMPT, STEP_DELIMITER, sha256
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
@@ -141,6 +142,53 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def section(data: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section, generated from the results alone."""
+    split, n = data["split"], data["problems"]
+    order = [
+        a
+        for a in ("agreement", "uniform", "plain")
+        if data["rows"] and a in data["rows"][0]["arms"]
+    ]
+    rows = []
+    for r in data["rows"]:
+        arms, test = r["arms"], r["agreement_vs_uniform"]
+        rows.append(
+            [r["budget_per_problem"]]
+            + [f"{arms[a]['accuracy']:.3f} ({arms[a]['tokens_per_problem']})" for a in order]
+            + [
+                f"{100 * test['difference']:+.1f} "
+                f"[{100 * test['ci95'][0]:+.1f}, {100 * test['ci95'][1]:+.1f}]",
+                f"{test['only_a']} / {test['only_b']}",
+                f"{test['p_value']:.3g}",
+            ]
+        )
+    headers = (
+        ["budget (tokens per problem)"]
+        + [f"{a}: accuracy (tokens)" for a in order]
+        + ["agreement - uniform (points, 95% CI)", "only agreement / only uniform", "McNemar p"]
+    )
+    only_a = sum(r["agreement_vs_uniform"]["only_a"] for r in data["rows"])
+    only_b = sum(r["agreement_vs_uniform"]["only_b"] for r in data["rows"])
+    ahead = sum(r["agreement_vs_uniform"]["difference"] > 0 for r in data["rows"])
+    significant = sum(r["agreement_vs_uniform"]["p_value"] < 0.05 for r in data["rows"])
+    return (
+        f"## Run-level budget ({split} split): agreement allocation against an even split\n\n"
+        f"{n} testbed {split} problems (sha256 `{data['data_sha256']}`), self-consistency at "
+        f"T={data['temperature']}, a probe of {data['probe']} samples per problem, seed "
+        f"{data['seed']}; {data['total_seconds'] / 60:.1f} min in all. A small-scale "
+        f"{split}-split measurement. `agreement` and `uniform` spend the same run budget "
+        "after the same probe (only the split differs); `plain` is self-consistency with the "
+        "samples an even split pays for, no probe.\n"
+        f"Command: `{data['command']}`.\n\n"
+        f"{table(headers, rows)}\n\n"
+        f"Against the even split, the agreement split is ahead at {ahead} of "
+        f"{len(data['rows'])} budgets; summed over the budgets, {only_a} problems were right "
+        f"only with it and {only_b} only with the even split; paired tests (exact McNemar) "
+        f"below p = 0.05: {significant} of {len(data['rows'])}.\n"
+    )
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,6 +202,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--probe", type=int, default=4, help="probe samples per problem")
     parser.add_argument("--temperature", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--render", action="store_true", help="run nothing: redo the section from the results"
+    )
     args = parser.parse_args()
     if args.split == "test" and not args.final:
         parser.error("--split test reads the held-back test split: only the final run may")
@@ -167,10 +218,16 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    data = asyncio.run(run(args))
     name = "allocation" if args.split == "val" else f"allocation_{args.split}"
-    write_json(name, data)
-    print(f"wrote {RESULTS / name}.json")
+    if args.render:
+        data = json.loads((RESULTS / f"{name}.json").read_text())
+    else:
+        data = asyncio.run(run(args))
+        write_json(name, data)
+        print(f"wrote {RESULTS / name}.json")
+    body = section(data)
+    print(body)
+    write_section(name, body)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ compared paired (wins and losses of arithmetic against ancestral).
 
     python benchmarks/arithmetic_sampling.py [--problems 60] [--n 4,8] [--seeds 0,1]
         [--temperature 1.0] [--top-p 1.0]
+    python benchmarks/arithmetic_sampling.py --render   # run nothing: redo the section
 
-Writes benchmarks/results/arithmetic_sampling.json (not committed: the lead reruns it).
+Writes benchmarks/results/arithmetic_sampling.json and its BENCHMARKS.md section.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.markdown import write_json
+from benchmarks.markdown import RESULTS, table, write_json, write_section
 from benchmarks.strategies import ANSWER, DATA, MAX_TOKENS, POLICY, PROMPT, ROOT, STEP_DELIMITER
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.paired_stats import mcnemar_exact
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
@@ -150,12 +152,68 @@ async def main(args: argparse.Namespace) -> None:
         "rows": rows,
         "summary": summary,
         "paired": paired(rows),
+        "command": " ".join(["python benchmarks/arithmetic_sampling.py", *sys.argv[1:]]),
     }
     for line in summary:
         print(json.dumps(line))
     for line in data["paired"]:
         print(json.dumps(line))
     write_json("arithmetic_sampling", data)
+
+
+def command(data: dict[str, Any]) -> str:
+    """The command that wrote the results (rebuilt from their parameters if not recorded)."""
+    if "command" in data:
+        return f"`{data['command']}`"
+    ns = ",".join(str(n) for n in dict.fromkeys(line["n"] for line in data["summary"]))
+    seeds = ",".join(str(s) for s in data["seeds"])
+    return (
+        f"`python benchmarks/arithmetic_sampling.py --problems {data['problems']} --n {ns} "
+        f"--seeds {seeds} --temperature {data['temperature']} --top-p {data['top_p']}` "
+        "(rebuilt from the recorded parameters)"
+    )
+
+
+def section(data: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section, generated from the results alone."""
+    split, seeds = data["split"], data["seeds"]
+    rows = [
+        [line["n"], line["method"]]
+        + [f"{line[key]:.3f}" for key in AVERAGED[:-1]]
+        + [f"{line['tokens_per_problem']:.1f}"]
+        for line in data["summary"]
+    ]
+    headers = ["N", "sampling", "accuracy", "duplicate rate", "distinct answers", "coverage",
+               "tokens per problem"]  # fmt: skip
+    lines = [
+        f"## Arithmetic against ancestral sampling ({split} split): self-consistency\n",
+        f"{data['problems']} testbed {split} problems, self-consistency with N samples per "
+        f"problem at T={data['temperature']}, top-p {data['top_p']}, run seeds "
+        f"{', '.join(map(str, seeds))}, one in-process vLLM engine; means over the seeds. A "
+        f"small-scale {split}-split measurement.\nCommand: {command(data)}.\n",
+        table(headers, rows) + "\n",
+    ]
+    for n in dict.fromkeys(line["n"] for line in data["summary"]):
+        by = {line["method"]: line for line in data["summary"] if line["n"] == n}
+        if not {"ancestral", "arithmetic"} <= set(by):
+            continue
+        anc, ari = by["ancestral"], by["arithmetic"]
+        pairs = [p for p in data["paired"] if p["n"] == n]
+        wins, losses = sum(p["wins"] for p in pairs), sum(p["losses"] for p in pairs)
+        lines.append(
+            f"At N={n} arithmetic sampling repeats {ari['duplicate_rate']:.3f} of the samples "
+            f"against {anc['duplicate_rate']:.3f} ancestral, with accuracy "
+            f"{ari['accuracy']:.3f} against {anc['accuracy']:.3f} "
+            f"({_points(ari['accuracy'] - anc['accuracy'])} points); paired on the same "
+            f"problems and seed, summed over {len(pairs)} seeds: {wins} wins, {losses} losses "
+            f"(exact McNemar on the sums, p = {mcnemar_exact(wins, losses):.3g}; the seeds share "
+            "the problems, so the p-value is only indicative)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _points(difference: float) -> str:
+    return f"{round(100 * difference, 1) + 0.0:+.1f}"
 
 
 if __name__ == "__main__":
@@ -165,7 +223,14 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", default="0,1", help="run seeds, comma-separated")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument(
+        "--render", action="store_true", help="run nothing: redo the section from the results"
+    )
     parsed = parser.parse_args()
     parsed.n = [int(x) for x in parsed.n.split(",")]
     parsed.seeds = [int(x) for x in parsed.seeds.split(",")]
-    asyncio.run(main(parsed))
+    if not parsed.render:
+        asyncio.run(main(parsed))
+    body = section(json.loads((RESULTS / "arithmetic_sampling.json").read_text()))
+    print(body)
+    write_section("arithmetic_sampling", body)

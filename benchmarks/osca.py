@@ -12,6 +12,7 @@ arm reads. The test split runs only with ``--final`` (the lead's final run).
 
     python benchmarks/osca.py [--split val] [--problems 200] [--samples 16]
         [--budgets 4,8,16] [--run-budget 8] [--seed 0]
+    python benchmarks/osca.py --render   # run nothing: redo the BENCHMARKS.md section
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.markdown import RESULTS, write_json
+from benchmarks.markdown import RESULTS, table, write_json, write_section
 from benchmarks.strategies import ANSWER, DATA, MAX_TOKENS, POLICY, PROMPT, STEP_DELIMITER, sha256
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
@@ -38,6 +39,7 @@ from branchwise.orchestrator.osca_fit import (
     fit_allocation,
     fragment,
 )
+from branchwise.orchestrator.paired_stats import mcnemar_exact
 from branchwise.orchestrator.recipe import Recipe, parse_recipe
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.strategies.div_sampling import APPROACHES, ROLES
@@ -163,6 +165,71 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _mix(allocation: dict[str, int]) -> str:
+    return " + ".join(f"{v} {k}" for k, v in sorted(allocation.items()))
+
+
+def _points(difference: float) -> str:
+    """A difference of two rates in points, signed, with no -0.0."""
+    return f"{round(100 * difference, 1) + 0.0:+.1f}"
+
+
+def section(data: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section, generated from the results alone."""
+    split = data["split"]
+    rows = [
+        [
+            r["objective"],
+            r["budget"],
+            _mix(r["allocation"]),
+            r["best_single"],
+            f"{r['fit']['learned']:.3f} / {r['fit']['best_single']:.3f}",
+            f"{r['check']['learned']:.3f}",
+            f"{r['check']['best_single']:.3f}",
+            _points(r["check"]["learned"] - r["check"]["best_single"]),
+        ]
+        for r in data["rows"]
+    ]
+    headers = ["objective", "samples", "learned mix", "best single", "fit half: mix / single",
+               "check half: mix", "check half: single", "mix - single (points)"]  # fmt: skip
+    lines = [
+        f"## OSCA ({split} split): a learned mix of sampling configurations against the best "
+        "single one\n",
+        f"{data['problems']} testbed {split} problems (sha256 `{data['data_sha256']}`): the mix "
+        f"is fitted on the first {data['problems'] - data['check_problems']} and checked on "
+        f"the other {data['check_problems']}, {data['samples_per_configuration']} samples per "
+        f"configuration and problem ({', '.join(data['configurations'])}), seed "
+        f"{data['seed']}; {data['total_seconds'] / 60:.1f} min in all. A small-scale "
+        f"{split}-split measurement.\nCommand: `{data['command']}`.\n",
+        "Estimated vote accuracy (objective `vote`) or coverage (`coverage`) at equal samples "
+        "per problem, from each half's own samples:\n",
+        table(headers, rows) + "\n",
+    ]
+    for objective, what in (("vote", "vote accuracy"), ("coverage", "coverage")):
+        mine = [r for r in data["rows"] if r["objective"] == objective]
+        diffs = [r["check"]["learned"] - r["check"]["best_single"] for r in mine]
+        if mine:
+            lines.append(
+                f"On the check half the mix fitted for {objective} differs in {what} from the "
+                f"best single configuration by {_points(min(diffs))} to {_points(max(diffs))} "
+                f"points over {len(mine)} budgets ({', '.join(str(r['budget']) for r in mine)} "
+                "samples)."
+            )
+    measured = data.get("measured_on_check_half") or {}
+    if {"learned", "best_single"} <= set(measured):
+        a, b = measured["learned"], measured["best_single"]
+        only_a = sum(x and not y for x, y in zip(a["correct"], b["correct"], strict=True))
+        only_b = sum(y and not x for x, y in zip(a["correct"], b["correct"], strict=True))
+        lines.append(
+            f"Real runs at {data['run_budget']} samples on the check half: the mix "
+            f"({_mix(a['allocation'])}) {a['accuracy']:.3f} at {a['tokens_per_problem']} "
+            f"tokens per problem against {b['accuracy']:.3f} for {_mix(b['allocation'])} at "
+            f"{b['tokens_per_problem']}; {only_a} problems right only with the mix, {only_b} "
+            f"only with the single one (exact McNemar p = {mcnemar_exact(only_a, only_b):.3g})."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,6 +241,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budgets", default="4,8,16", help="samples per problem to fit for")
     parser.add_argument("--run-budget", type=int, default=8, help="budget of the real runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--render", action="store_true", help="run nothing: redo the section from the results"
+    )
     args = parser.parse_args()
     if args.split == "test" and not args.final:
         parser.error("--split test reads the held-back test split: only the final run may")
@@ -187,10 +257,16 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    data = asyncio.run(run(args))
     name = "osca" if args.split == "val" else f"osca_{args.split}"
-    write_json(name, data)
-    print(f"wrote {RESULTS / name}.json")
+    if args.render:
+        data = json.loads((RESULTS / f"{name}.json").read_text())
+    else:
+        data = asyncio.run(run(args))
+        write_json(name, data)
+        print(f"wrote {RESULTS / name}.json")
+    body = section(data)
+    print(body)
+    write_section(name, body)
 
 
 if __name__ == "__main__":

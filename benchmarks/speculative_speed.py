@@ -7,6 +7,7 @@ samples' lengths, drafted or generated) per wall second, once with every problem
 (throughput) and once one problem at a time (latency). Validation split only.
 
     python benchmarks/speculative_speed.py [--problems 40] [--n 8] [--seed 0]
+    python benchmarks/speculative_speed.py --render   # run nothing: redo the BENCHMARKS.md section
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.markdown import table, write_section
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
@@ -99,7 +101,78 @@ async def main(args: argparse.Namespace) -> None:
         for concurrency in (len(problems), 1):
             for strategy in arms:
                 rows.append(await arm(engine, strategy, problems, concurrency, args.seed))
-    OUT.write_text(json.dumps({"problems": len(problems), "n": args.n, "rows": rows}, indent=1))
+    data = {
+        "split": "val",
+        "problems": len(problems),
+        "n": args.n,
+        "seed": args.seed,
+        "rows": rows,
+        "command": " ".join(["python benchmarks/speculative_speed.py", *sys.argv[1:]]),
+    }
+    OUT.write_text(json.dumps(data, indent=1))
+
+
+def _arm(strategy: dict[str, Any]) -> str:
+    knobs = [f"{k}={v}" for k, v in strategy.items() if k not in ("name", "n")]
+    return " ".join([strategy["name"], *knobs])
+
+
+def section(data: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section, generated from the results alone."""
+    split = data.get("split", "val")
+    command = (
+        f"`{data['command']}`"
+        if "command" in data
+        # results from before the command was recorded: the one their parameters give
+        else (
+            "`python benchmarks/speculative_speed.py "
+            f"--problems {data['problems']} --n {data['n']}` "
+            "(rebuilt from the recorded parameters; the seed was not recorded, its default is 0)"
+        )
+    )
+    rows = [
+        [
+            _arm(r["strategy"]),
+            "all" if r["concurrency"] > 1 else "one",
+            r["seconds"],
+            r["written_tokens"],
+            r["tokens_per_second"],
+            r["generated_tokens"],
+            r["prompt_tokens"],
+            r["engine_calls"],
+            "-" if r.get("acceptance_rate") is None else r["acceptance_rate"],
+            "-" if r.get("drafted_share") is None else r["drafted_share"],
+            f"{r['accuracy']:.3f}",
+        ]
+        for r in data["rows"]
+    ]
+    headers = ["arm", "problems in flight", "s", "written tokens", "written tok/s",
+               "generated tokens", "prompt tokens", "engine calls", "acceptance",
+               "drafted share", "accuracy"]  # fmt: skip
+    lines = [
+        f"## Speculative consensus ({split} split): tokens per second against plain sampling\n",
+        f"{data['problems']} testbed {split} problems, {data['n']} exact samples per problem "
+        "at T=1 on one in-process vLLM engine; written tokens (drafted or generated) per wall "
+        "second with every problem in flight, then one at a time. A small-scale "
+        f"{split}-split measurement.\nCommand: {command}.\n",
+        table(headers, rows) + "\n",
+    ]
+    for concurrency in sorted({r["concurrency"] for r in data["rows"]}, reverse=True):
+        mine = [r for r in data["rows"] if r["concurrency"] == concurrency]
+        plain = next((r for r in mine if r["strategy"]["name"] == "self_consistency"), None)
+        drafted = [r for r in mine if r["strategy"]["name"] == "speculative_consensus"]
+        if plain is None or not drafted:
+            continue
+        ratios = ", ".join(
+            f"{r['tokens_per_second'] / plain['tokens_per_second']:.2f}x ({_arm(r['strategy'])})"
+            for r in drafted
+        )
+        where = "every problem in flight" if concurrency > 1 else "one problem at a time"
+        lines.append(
+            f"With {where}, drafting writes {ratios} the tokens per second of plain sampling "
+            f"({plain['tokens_per_second']} tok/s)."
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
@@ -107,4 +180,12 @@ if __name__ == "__main__":
     parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--render", action="store_true", help="run nothing: redo the section from the results"
+    )
+    args = parser.parse_args()
+    if not args.render:
+        asyncio.run(main(args))
+    body = section(json.loads(OUT.read_text()))
+    print(body)
+    write_section("speculative_speed_val", body)
