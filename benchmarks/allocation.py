@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import RESULTS, table, write_json, write_section
+from benchmarks.splits import check_split
 from benchmarks.strategies import ANSWER, DATA, MAX_TOKENS, POLICY, PROMPT, STEP_DELIMITER, sha256
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
@@ -206,10 +207,7 @@ def parse_args() -> argparse.Namespace:
         "--render", action="store_true", help="run nothing: redo the section from the results"
     )
     args = parser.parse_args()
-    if args.split == "test" and not args.final:
-        parser.error("--split test reads the held-back test split: only the final run may")
-    if args.final and args.split != "test":
-        parser.error("--final is the run on the test split: add --split test")
+    check_split(parser, args)
     args.budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
     if not args.budgets or min(args.budgets) < 1 or args.problems < 1 or args.probe < 1:
         parser.error("--budgets, --problems and --probe must be positive")

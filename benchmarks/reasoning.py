@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import RESULTS, table, write_json, write_section
+from benchmarks.splits import check_split
 from benchmarks.strategies_claims import ALPHA, outcomes
 from benchmarks.strategies_report import summarise
 from branchwise.core.problem import Problem
@@ -308,13 +309,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model", type=Path, default=MODEL, help="default: the committed one")
     args = parser.parse_args(argv)
-    if args.split == "test" and not args.final:
-        parser.error(
-            "--split test reads the held-back test split: only the final run may, once every "
-            "choice is made on val; add --final to run it"
-        )
-    if args.final and args.split != "test":
-        parser.error("--final is the run on the test split: add --split test")
+    check_split(parser, args)
     if not (DATA / f"{args.split}.jsonl").exists():
         parser.error(f"--split {args.split}: {DATA / args.split}.jsonl is missing")
     args.model = args.model.resolve()

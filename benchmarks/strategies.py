@@ -55,6 +55,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import RESULTS, write_json, write_section
+from benchmarks.splits import check_split
 from benchmarks.strategies_claims import claims, claims_note
 from benchmarks.strategies_cost import compute, parameter_count
 from benchmarks.strategies_report import (
@@ -745,13 +746,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.merge and not args.strategies:
         parser.error("--merge needs --strategies (the ones to rerun)")
-    if args.split == "test" and not args.final:
-        parser.error(
-            "--split test reads the held-back test split: only the final run may, once every "
-            "choice is made on val; add --final to run it"
-        )
-    if args.final and args.split != "test":
-        parser.error("--final is the run on the test split: add --split test")
+    check_split(parser, args)
     if not (DATA / f"{args.split}.jsonl").exists():
         parser.error(f"--split {args.split}: {DATA / args.split}.jsonl is missing")
     args.tuning = args.tuning.resolve()

@@ -8,10 +8,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from branchwise.core.errors import BudgetExhausted
-from branchwise.core.graph import Node
 from branchwise.core.port import PromptVariant, SearchPort
 from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.sampling import gathered
 
 Perturbation = Literal["none", "role", "instruction", "random_words", "approach"]
 
@@ -93,17 +92,7 @@ class DivSampling(Strategy[DivSamplingConfig]):
             ),
             return_exceptions=True,
         )
-        nodes: list[Node] = []
-        budget_error: BudgetExhausted | None = None
-        for outcome in outcomes:
-            if isinstance(outcome, BudgetExhausted):
-                budget_error = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                nodes.extend(outcome)
-        if not nodes and budget_error is not None:
-            raise budget_error
+        nodes = gathered(outcomes)
         picked = self.select(port)
         detail = {**picked.detail, "samples": len(nodes), "variants": len(groups)}
         return SearchResult(picked.answer, picked.node_id, detail)

@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node
 from branchwise.core.port import PromptVariant, SearchPort, TreeView
 from branchwise.strategies.base import OptionallyScoredConfig, SearchResult, Strategy
+from branchwise.strategies.sampling import gathered
 from branchwise.strategies.selection import argmax, majority_vote, weighted_vote
 
 
@@ -90,17 +90,7 @@ class OSCA(Strategy[OSCAConfig]):
         outcomes = await asyncio.gather(
             *(self._sample(port, name, k) for name, k in used), return_exceptions=True
         )
-        nodes: list[Node] = []
-        budget_error: BudgetExhausted | None = None
-        for outcome in outcomes:
-            if isinstance(outcome, BudgetExhausted):
-                budget_error = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                nodes.extend(outcome)
-        if not nodes and budget_error is not None:
-            raise budget_error
+        nodes = gathered(outcomes)
         if cfg.selection != "vote":
             assert cfg.scorer is not None
             await port.score([n for n in nodes if n.answer is not None], cfg.scorer)

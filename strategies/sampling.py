@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node
@@ -31,6 +32,24 @@ async def sample_solutions(
             raise result
         else:
             nodes.extend(result)
+    if not nodes and budget_error is not None:
+        raise budget_error
+    return nodes
+
+
+def gathered(outcomes: Sequence[list[Node] | BaseException]) -> list[Node]:
+    """The nodes of sample groups run together (``gather(..., return_exceptions=True)``): a
+    group that ran out of budget is skipped while another wrote something; any other error,
+    or every group out of budget, is raised."""
+    nodes: list[Node] = []
+    budget_error: BudgetExhausted | None = None
+    for outcome in outcomes:
+        if isinstance(outcome, BudgetExhausted):
+            budget_error = outcome
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            nodes.extend(outcome)
     if not nodes and budget_error is not None:
         raise budget_error
     return nodes
