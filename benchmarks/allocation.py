@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.markdown import RESULTS, table, write_json, write_section
+from benchmarks.markdown import run_or_render, table
 from benchmarks.splits import check_split
 from benchmarks.strategies import ANSWER, DATA, MAX_TOKENS, POLICY, PROMPT, STEP_DELIMITER, sha256
 from branchwise.core.problem import Problem
@@ -217,15 +217,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     name = "allocation" if args.split == "val" else f"allocation_{args.split}"
-    if args.render:
-        data = json.loads((RESULTS / f"{name}.json").read_text())
-    else:
-        data = asyncio.run(run(args))
-        write_json(name, data)
-        print(f"wrote {RESULTS / name}.json")
-    body = section(data)
-    print(body)
-    write_section(name, body)
+    run_or_render(name, args.render, lambda: asyncio.run(run(args)), section)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +38,22 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def run_or_render(
+    name: str,
+    render: bool,
+    run: Callable[[], dict[str, Any]],
+    section: Callable[[dict[str, Any]], str],
+) -> None:
+    """Run the benchmark and save its results as ``name`` (or, with ``render``, read the saved
+    ones), then print its section and write it into BENCHMARKS.md."""
+    if render:
+        data = json.loads((RESULTS / f"{name}.json").read_text())
+    else:
+        data = run()
+        write_json(name, data)
+        print(f"wrote {RESULTS / name}.json")
+    body = section(data)
+    print(body)
+    write_section(name, body)
