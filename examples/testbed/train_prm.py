@@ -72,7 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--questions", type=int, default=3000)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--extra-layers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--groups", type=int, default=8, help="problems per batch")
     parser.add_argument("--per-group", type=int, default=4, help="solutions per problem")
     parser.add_argument("--perturbed", type=int, default=3, help="perturbed solutions per pool")
