@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import run_or_render, table
-from benchmarks.splits import check_split
+from benchmarks.splits import add_split_arguments, check_split
 from benchmarks.strategies import ANSWER, DATA, MAX_TOKENS, POLICY, PROMPT, STEP_DELIMITER, sha256
 from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
@@ -194,8 +194,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--split", choices=("val", "eval", "test"), default="val")
-    parser.add_argument("--final", action="store_true", help="the final run: may read test")
+    add_split_arguments(parser)
     parser.add_argument("--problems", type=int, default=60)
     parser.add_argument(
         "--budgets", default="160,320,640", help="generated tokens per problem, on average"

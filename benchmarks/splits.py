@@ -14,3 +14,9 @@ def check_split(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         )
     if args.final and args.split != "test":
         parser.error("--final is the run on the test split: add --split test")
+
+
+def add_split_arguments(parser: argparse.ArgumentParser, default: str = "val") -> None:
+    """``--split`` and ``--final``, the pair every benchmark that reads a split takes."""
+    parser.add_argument("--split", choices=("val", "eval", "test"), default=default)
+    parser.add_argument("--final", action="store_true", help="the final run: may read test")
