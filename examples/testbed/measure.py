@@ -8,12 +8,16 @@ majority vote of the same samples, and the largest gap between vLLM's and torch'
 The last line printed is one JSON object; `--out` also writes it to a file.
 
     python examples/testbed/measure.py --out examples/testbed/results/eval.json
+
+The test split is read only with `--final` (`--data data/test.jsonl --final`), once every choice
+is made on val; each result records the SHA-256 of the file it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import statistics
 import sys
@@ -56,7 +60,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--policy-only", action="store_true", help="skip the PRM")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--final", action="store_true", help="the one measurement allowed on the test split"
+    )
+    args = parser.parse_args(argv)
+    if args.data.stem == "test" and not args.final:
+        parser.error(
+            f"--data {args.data.name} is the held-back test split: measure on val or eval while "
+            "choosing, and add --final for the one measurement on test"
+        )
+    return args
 
 
 def measure_policy(
@@ -187,7 +200,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.limit:
         problems = problems[: args.limit]
     start = time.perf_counter()
-    results: dict[str, object] = {"split": args.data.stem, "problems": len(problems)}
+    results: dict[str, object] = {
+        "split": args.data.stem,
+        "problems": len(problems),
+        "data_sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
+    }
     policy, sampled = measure_policy(args, problems)
     results.update(policy)
     if not args.policy_only:

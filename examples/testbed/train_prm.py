@@ -316,6 +316,14 @@ def monitor(
     }
 
 
+def shown_path(path: Path) -> str:
+    """A path as written in training_info.json: relative to the repository when inside it, so
+    the committed file names no machine's folders."""
+    resolved = path.resolve()
+    root = HERE.parent.parent
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path.name
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -416,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "training_seconds": round(training_seconds, 1),
         "steps_trained": done,
         "policy_samples": n_samples,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {k: shown_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     (args.out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
     print(

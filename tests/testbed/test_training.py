@@ -156,16 +156,20 @@ def write_samples(path: Path, train_size: int, questions: int) -> None:
     write_jsonl(path, samples)
 
 
-def test_prm_training_writes_the_qwen_prm_format(tiny_policy: Path, tmp_path: Path) -> None:
-    write_samples(tmp_path / "samples.jsonl", 64, 16)
-    out = tmp_path / "prm"
+def train_tiny_prm(policy: Path, samples: Path, out: Path) -> Path:
     args = [
-        "--policy", str(tiny_policy), "--out", str(out),
-        "--samples-file", str(tmp_path / "samples.jsonl"), "--train-size", "64",
+        "--policy", str(policy), "--out", str(out),
+        "--samples-file", str(samples), "--train-size", "64",
         "--questions", "16", "--steps", "2", "--groups", "2", "--per-group", "3",
         "--warmup", "1", "--extra-layers", "1", "--monitor", "0",
     ]  # fmt: skip
     train_prm.main(args)
+    return out
+
+
+def test_prm_training_writes_the_qwen_prm_format(tiny_policy: Path, tmp_path: Path) -> None:
+    write_samples(tmp_path / "samples.jsonl", 64, 16)
+    out = train_tiny_prm(tiny_policy, tmp_path / "samples.jsonl", tmp_path / "prm")
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == [ARCHITECTURE] and config["model_type"] == "qwen2"
     assert config["num_labels"] == 2 and config["num_hidden_layers"] == 2
@@ -180,6 +184,32 @@ def test_prm_training_writes_the_qwen_prm_format(tiny_policy: Path, tmp_path: Pa
     text = prm_input(QUESTION, ["7 + 15 = 22.", "22 - 4 = 18."])
     (rewards,) = step_rewards(ProcessRewardModel.load(out), tokenizer, [text])
     assert len(rewards) == 2 and all(0.0 < r < 1.0 for r in rewards)
+
+
+def test_prm_training_repeats_bitwise_from_the_same_samples(
+    tiny_policy: Path, tmp_path: Path
+) -> None:
+    """The policy's samples are cached; from them on, the same seed gives the same weights."""
+    write_samples(tmp_path / "samples.jsonl", 64, 16)
+    first = load_file(train_tiny_prm(tiny_policy, tmp_path / "samples.jsonl", tmp_path / "a")
+                      / "model.safetensors")  # fmt: skip
+    second = load_file(train_tiny_prm(tiny_policy, tmp_path / "samples.jsonl", tmp_path / "b")
+                       / "model.safetensors")  # fmt: skip
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_prm_training_info_names_no_machine_folder() -> None:
+    """The committed PRM's record of its command holds repository paths, not this machine's."""
+    info = json.loads((TESTBED / "models" / "prm" / "training_info.json").read_text())
+    paths = [info["args"][k] for k in ("policy", "out", "samples_file")]
+    assert paths == [
+        "examples/testbed/models/policy",
+        "examples/testbed/models/prm",
+        "examples/testbed/data/prm_samples.jsonl",
+    ]
+    assert info["args"]["init_from"] is None  # trained from scratch, in one run
+    assert train_prm.shown_path(TESTBED / "models" / "prm") == "examples/testbed/models/prm"
 
 
 def test_card_metrics() -> None:
