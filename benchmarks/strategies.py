@@ -655,7 +655,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     digest = sha256(data_file)
     settings = {"problems": len(problems), "budgets": args.budgets, "seed": args.seed,
                 "concurrency": args.concurrency, "merge": args.merge, "split": args.split,
-                "data_sha256": digest}  # fmt: skip
+                "data_sha256": digest, "prm_sha256": prm_digest()}  # fmt: skip
     progress = Progress(progress_path(args), settings, fresh=args.fresh)
     done, prm_label, elapsed = await run_rows(rows, problems, args, progress)
     return {
@@ -673,6 +673,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "concurrency": args.concurrency,
         "prm": prm_label,
+        "prm_sha256": prm_digest(),
         "prm_knobs": PRM_KNOBS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "total_seconds": round(elapsed, 1),
@@ -682,6 +683,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prm_digest() -> str | None:
+    """The testbed PRM's weights' hash: rows measured with other weights never mix."""
+    weights = PRM / "model.safetensors"
+    return sha256(weights) if weights.exists() else None
 
 
 def parameters() -> dict[str, int | None]:
@@ -792,6 +799,11 @@ def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[s
         raise SystemExit("--merge: the earlier run used other --problems, --budgets or --seed")
     if old.get("split", "eval") != data["split"]:
         raise SystemExit(f"--merge: the earlier run is on the {old.get('split', 'eval')} split")
+    if old.get("prm_sha256") != data["prm_sha256"]:
+        raise SystemExit(
+            "--merge: the earlier run used other PRM weights (or does not record them); "
+            "rerun every arm"
+        )
     rerun = set(args.strategies)
     fresh: dict[str, list[dict[str, Any]]] = {}
     for row in data["rows"]:

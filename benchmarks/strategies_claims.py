@@ -7,6 +7,11 @@ row's cost keeps the comparison conservative for the strategy, and picking among
 rows (not an interpolation) keeps the outcomes paired problem by problem. Each claim gets
 the paired bootstrap interval of the difference and McNemar's exact p-value; the p-values
 of every claim the report makes are Holm-corrected together.
+
+Besides that common reference, a method added with a natural baseline of its own (``NATURAL``:
+beam search for its variants, target-only decoding for RSD, one plain sample for power
+sampling, ...) is compared with that arm's row spending at least as much, on each axis. Every
+claim says which kind of reference it has (``kind``: baseline, natural or same budget).
 """
 
 from __future__ import annotations
@@ -60,10 +65,11 @@ def claims(rows: list[dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]
             test = paired_test(outcomes(row), outcomes(ref), seed=seed)
             out.append({
                 "arm": row["arm"], "set": row["set"], "budget": row["budget"], "axis": axis,
-                "cost": row[key], "reference": f"{ref['arm']} {label(ref)}",
+                "kind": "baseline", "cost": row[key], "reference": f"{ref['arm']} {label(ref)}",
                 "reference_cost": ref[key], "reference_short": short,
                 **test.to_dict(),
             })  # fmt: skip
+    out += natural(rows, seed)
     out += head_to_head(rows, seed)
     for claim, p in zip(out, holm([c["p_value"] for c in out]), strict=True):
         claim["p_holm"] = p
@@ -83,6 +89,49 @@ HEAD_TO_HEAD = {
 }
 
 
+# Each method's natural baseline from the issues that added it (besides greedy and tuned
+# self-consistency, which every row meets): the arm it refines or replaces.
+NATURAL: dict[str, tuple[str, ...]] = {
+    "best_first_beam_search": ("beam_search",),
+    "diverse_beam_search": ("beam_search",),
+    "cp_beam_search": ("beam_search",),
+    "phi_decoding": ("beam_search",),
+    "treebon": ("best_of_n",),
+    "sample_scrutinize": ("best_of_n",),
+    "rsd": ("target_only",),
+    "power_sampling": ("single_sample",),
+    "speculative_consensus": ("self_consistency",),
+}
+
+
+def natural(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Each NATURAL arm's rows against their baseline arm's cheapest row spending at least as
+    much on the axis (the costliest, flagged, when none does); oracle rows only against oracle
+    rows, the others against any other set."""
+    out = []
+    for row in rows:
+        for base in NATURAL.get(row["arm"], ()) if row.get("outcomes") else ():
+            candidates = [
+                r for r in rows
+                if r["arm"] == base and r.get("outcomes")
+                and (r["set"] == "oracle") == (row["set"] == "oracle")
+            ]  # fmt: skip
+            for axis, key in AXES.items():
+                if not candidates or key not in row:
+                    continue
+                ordered = sorted(candidates, key=lambda r: r[key])
+                enough = [r for r in ordered if r[key] >= row[key]]
+                ref = enough[0] if enough else ordered[-1]
+                test = paired_test(outcomes(row), outcomes(ref), seed=seed)
+                out.append({
+                    "arm": row["arm"], "set": row["set"], "budget": row["budget"], "axis": axis,
+                    "kind": "natural", "cost": row[key],
+                    "reference": f"{ref['arm']} {label(ref)}", "reference_cost": ref[key],
+                    "reference_short": not enough, **test.to_dict(),
+                })  # fmt: skip
+    return out
+
+
 def head_to_head(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     index = {(r["arm"], r["set"], r["budget"]): r for r in rows if r.get("outcomes")}
     out = []
@@ -93,7 +142,8 @@ def head_to_head(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
         test = paired_test(outcomes(row), outcomes(other), seed=seed)
         out.append({
             "arm": arm, "set": which, "budget": budget, "axis": "same budget",
-            "cost": row["tokens_per_problem"], "reference": f"{other['arm']} {budget}x",
+            "kind": "same budget", "cost": row["tokens_per_problem"],
+            "reference": f"{other['arm']} {budget}x",
             "reference_cost": other["tokens_per_problem"], "reference_short": False,
             **test.to_dict(),
         })  # fmt: skip
@@ -112,7 +162,8 @@ def claims_note(found: list[dict[str, Any]], prm_strategies: list[str]) -> list[
             "_No per-problem outcomes in these rows (measured before they were recorded): no "
             "paired claims. Rerun the benchmark to get them._"
         ]
-    tokens = [c for c in found if c["axis"] == "tokens"]
+    common = [c for c in found if c.get("kind", "baseline") == "baseline"]
+    tokens = [c for c in common if c["axis"] == "tokens"]
     at4 = [
         c for c in tokens
         if c["set"] == "prm" and c["arm"] in prm_strategies and c["budget"] == 4
@@ -138,7 +189,7 @@ def claims_note(found: list[dict[str, Any]], prm_strategies: list[str]) -> list[
         + (f": {'; '.join(item(c) for c in ahead4)}" if ahead4 else "")
         + ".",
     ]
-    by_key = {(c["arm"], c["set"], c["budget"], c["axis"]): c for c in found}
+    by_key = {(c["arm"], c["set"], c["budget"], c["axis"]): c for c in common}
     split = [
         c for c in tokens
         if c["verdict"] == "ahead"
@@ -175,14 +226,22 @@ def claims_note(found: list[dict[str, Any]], prm_strategies: list[str]) -> list[
             )
             + "."
         )
+    own = [c for c in found if c.get("kind") == "natural"]
+    if own:
+        lines.append(
+            "- Against each method's natural baseline (the arm it refines or replaces, its row "
+            "spending at least as much): "
+            + "; ".join(f"{item(c)} [{c['axis']}, {c['set']}], {c['verdict']}" for c in own)
+            + "."
+        )
     short = sorted(
-        f"{c['arm']} {c['budget']}x [{c['set']}, {c['axis']}]"
+        f"{c['arm']} {c['budget']}x [{c['set']}, {c['axis']}] vs {c['reference']}"
         for c in found
         if c["reference_short"]
     )
     if short:
         lines.append(
-            "- Rows costing more than every SC row (compared with the costliest): "
+            "- Rows costing more than every reference row (compared with the costliest): "
             + ", ".join(short)
             + "."
         )

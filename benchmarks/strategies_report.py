@@ -389,7 +389,7 @@ def targets(data: dict[str, Any]) -> list[str]:
         paired = [
             f"{c['budget']}x {c['verdict']}"
             for c in data.get("claims") or []
-            if c["arm"] == "deepconf" and c["axis"] == "tokens"
+            if c["arm"] == "deepconf" and c["axis"] == "tokens" and c.get("kind") != "natural"
         ]
         lines.append(
             f"- DeepConf online at least as accurate as SC at the same tokens: {_mark(met)}; "

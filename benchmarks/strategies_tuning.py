@@ -40,6 +40,7 @@ from benchmarks.strategies import (
     UNTUNED,
     Progress,
     arm_names,
+    prm_digest,
     run_rows,
     sampling_for,
     strategy_config,
@@ -153,7 +154,8 @@ def main() -> None:
     write_json(
         args.out,
         {**old, "split": "val", "problems": len(problems), "budget": args.budget,
-         "seed": args.seed, "prm": prm_label, f"{args.axis}_seconds": round(elapsed, 1),
+         "seed": args.seed, "prm": prm_label, "prm_sha256": prm_digest(),
+         f"{args.axis}_seconds": round(elapsed, 1),
          key: {**old.get(key, {}), **chosen}, rows_key: kept_rows(old.get(rows_key, []), done)},
     )  # fmt: skip
     progress.finish()

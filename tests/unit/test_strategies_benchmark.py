@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from benchmarks.strategies import ORACLE, Progress, parse_args, plan
-from benchmarks.strategies_claims import claims, reference
+from benchmarks.strategies_claims import claims, claims_note, reference
 from benchmarks.strategies_cost import compute
 from branchwise.orchestrator.paired_stats import mcnemar_exact
 
@@ -135,3 +135,49 @@ def test_a_row_whose_engine_died_is_not_kept_as_a_measurement(tmp_path: Path) ->
     progress = Progress(path, settings)
     assert progress.get(dead) is None
     assert progress.get(alive) == alive
+
+
+def test_a_merge_refuses_rows_measured_with_other_prm_weights(tmp_path: Path) -> None:
+    from benchmarks.strategies import merged
+
+    earlier = {"problems": 4, "budgets": [1], "seed": 0, "split": "eval", "rows": [],
+               "total_seconds": 1.0, "prm_sha256": "old"}  # fmt: skip
+    path = tmp_path / "strategies.json"
+    path.write_text(json.dumps(earlier))
+    rerun = {**earlier, "prm_sha256": "new", "total_seconds": 2.0}
+    args = parse_args(["--merge", "--strategies", "beam_search"])
+    with pytest.raises(SystemExit, match="other PRM weights"):
+        merged(rerun, path, args)
+    path.write_text(json.dumps({k: v for k, v in earlier.items() if k != "prm_sha256"}))
+    with pytest.raises(SystemExit, match="does not record them"):
+        merged(rerun, path, args)
+    path.write_text(json.dumps({**earlier, "prm_sha256": "new"}))
+    assert merged(rerun, path, args)["total_seconds"] == 3.0
+
+
+def test_methods_meet_their_natural_baseline_and_the_headline_counts_only_the_common_one() -> None:
+    n = 60
+    rows = [
+        *_rows(),
+        _row("beam_search", "prm", 1, [i % 2 == 0 for i in range(n)], 50),
+        _row("beam_search", "prm", 2, [i % 3 != 0 for i in range(n)], 90),
+        _row("diverse_beam_search", "prm", 1, [True] * 58 + [False] * 2, 60),
+        _row("diverse_beam_search", "prm", 4, [True] * 58 + [False] * 2, 120),
+    ]
+    found = claims(rows)
+    own = [c for c in found if c["kind"] == "natural"]
+    # two diverse rows x two axes; 60 tokens meets beam 2x (90), 120 outspends every beam row
+    assert [(c["budget"], c["axis"], c["reference"], c["reference_short"]) for c in own] == [
+        (1, "tokens", "beam_search n=2", False),
+        (1, "compute", "beam_search n=2", False),
+        (4, "tokens", "beam_search n=2", True),
+        (4, "compute", "beam_search n=2", True),
+    ]
+    assert (own[0]["only_a"], own[0]["only_b"]) == (20, 2)  # beam 2x misses every third
+    assert all(c["p_holm"] >= c["p_value"] for c in found)  # one Holm family for all
+    note = "\n".join(claims_note(found, ["beam_search", "diverse_beam_search", "best_of_n"]))
+    assert "natural baseline" in note and "diverse_beam_search 1x" in note
+    assert "diverse_beam_search 4x [prm, tokens] vs beam_search n=2" in note  # flagged short
+    # the headline (target 8) counts claims against greedy / tuned SC only
+    headline = next(line for line in note.splitlines() if "at 4x" in line)
+    assert "of 1 measured" in headline
