@@ -54,6 +54,13 @@ def request_recipe(recipe: Recipe, request: SearchRequest, limits: ServerLimits)
     sampling = recipe.sampling
     if request.sampling:
         sampling = SamplingSpec.model_validate({**sampling.model_dump(), **request.sampling})
+        if sampling.method == "arithmetic" and sampling.temperature == 0:
+            raise bad_field(
+                "temperature",
+                f"model {request.model!r} spreads its samples over the model's distribution "
+                "(arithmetic sampling); at temperature 0 they would all be the one greedy "
+                "answer: send a temperature above 0",
+            )
     _check_thinking(recipe, request)
     budget = Budget.model_validate({**recipe.budget.model_dump(), **request.budget})
     caps: dict[str, float | int] = {}

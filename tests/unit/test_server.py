@@ -21,6 +21,7 @@ from branchwise.orchestrator.engines.scripted import ScriptedEngine
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.server.app import TRACE_HEADER, StrategyServer, create_app
 from branchwise.orchestrator.server.catalog import ModelCatalog, request_recipe
+from branchwise.orchestrator.server.errors import ApiError
 from branchwise.orchestrator.server.main import bind
 from branchwise.orchestrator.server.protocol import parse_request
 from branchwise.orchestrator.server.responses import jsonable
@@ -295,6 +296,18 @@ def test_request_recipe_caps_what_the_recipe_leaves_unlimited() -> None:
     request = parse_request(chat(), "chat", limits)
     budget = request_recipe(recipe, request, limits).budget
     assert (budget.max_generated_tokens, budget.max_seconds, budget.max_nodes) == (999, 20, 50)
+
+
+def test_an_arithmetic_recipe_refuses_a_request_for_greedy_samples() -> None:
+    recipe = parse_recipe(
+        recipe_data(sampling={"temperature": 0.8, "max_tokens": 64, "method": "arithmetic"})
+    )
+    limits = ServerLimits()
+    with pytest.raises(ApiError, match="temperature: model 'sc' spreads its samples") as caught:
+        request_recipe(recipe, parse_request(chat(temperature=0), "chat", limits), limits)
+    assert caught.value.status == 400 and caught.value.param == "temperature"
+    allowed = request_recipe(recipe, parse_request(chat(temperature=0.5), "chat", limits), limits)
+    assert allowed.sampling.temperature == 0.5 and allowed.sampling.method == "arithmetic"
 
 
 # refusals ---------------------------------------------------------------------------------
