@@ -643,8 +643,7 @@ async def run_rows(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    chosen = args.strategies or arm_names()
-    names = sorted(chosen, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    names = run_order(args.strategies or arm_names())
     data_file = DATA / f"{args.split}.jsonl"
     problems = load_problems(data_file, limit=args.problems)
     tuned = tuned_sampling(args.tuning)
@@ -679,6 +678,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "total_seconds": round(elapsed, 1),
         "rows": done,
     }
+
+
+def run_order(names: Sequence[str]) -> list[str]:
+    """Self-consistency, the PRM strategies, RSD's baseline and AB-MCTS's adaptive variants
+    first (the headline targets' rows, so an unfinished run's --partial can already answer
+    them), then the rest in table order."""
+    first = ("self_consistency", *PRM_STRATEGIES, "target_only", "ab_mcts_adaptive",
+             "ab_mcts_m_adaptive")  # fmt: skip
+
+    def rank(name: str) -> tuple[int, int, str]:
+        if name in first:
+            return 0, first.index(name), name
+        return 1, ORDER.index(name) if name in ORDER else len(ORDER), name
+
+    return sorted(names, key=rank)
 
 
 def sha256(path: Path) -> str:

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from benchmarks.strategies import ORACLE, Progress, parse_args, plan
+from benchmarks.strategies import (
+    ORACLE,
+    PRM_STRATEGIES,
+    Progress,
+    arm_names,
+    parse_args,
+    plan,
+    run_order,
+)
 from benchmarks.strategies_claims import claims, claims_note, reference
 from benchmarks.strategies_cost import compute
 from branchwise.orchestrator.paired_stats import mcnemar_exact
@@ -181,3 +189,11 @@ def test_methods_meet_their_natural_baseline_and_the_headline_counts_only_the_co
     # the headline (target 8) counts claims against greedy / tuned SC only
     headline = next(line for line in note.splitlines() if "at 4x" in line)
     assert "of 1 measured" in headline
+
+
+def test_the_headline_rows_run_first_and_every_arm_runs_once() -> None:
+    order = run_order(arm_names())
+    assert sorted(order) == sorted(arm_names())
+    assert order[: 1 + len(PRM_STRATEGIES)] == ["self_consistency", *PRM_STRATEGIES]
+    assert order.index("target_only") < order.index("deepconf")
+    assert order.index("ab_mcts_m_adaptive") < order.index("power_sampling")
