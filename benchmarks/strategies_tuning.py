@@ -18,6 +18,12 @@ a run interrupted is resumed by the same command (its rows are kept in a progres
 
     python benchmarks/strategies_tuning.py --axis sampling|knobs [--problems 100] [--budget 2]
         [--seed 0] [--strategies a,b] [--out strategies_tuning]
+    python benchmarks/strategies_tuning.py --render   # run nothing: redo the BENCHMARKS.md section
+
+Each run also writes the ``strategies_tuning`` section of BENCHMARKS.md: per arm, the chosen
+cell, the spread of val accuracy over the grid, and the standard error that spread is read
+against (at 100 problems most arms' cells lie within it: the choice is then mostly noise,
+and the untuned cell is kept on exact ties only).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.markdown import RESULTS, write_json
+from benchmarks.markdown import RESULTS, table, write_json, write_section
 from benchmarks.strategies import (
     BASE_N,
     FIXED_SAMPLING,
@@ -117,11 +123,58 @@ def kept_rows(old: list[dict[str, Any]], done: list[dict[str, Any]]) -> list[dic
     return [row for row in old if row["arm"] not in rerun] + done
 
 
+def spread(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Per arm: its cells' accuracy range, the chosen (first best) and the default cell's."""
+    out = []
+    for name in dict.fromkeys(r["arm"] for r in rows):
+        cells = [r for r in rows if r["arm"] == name]
+        best = max(cells, key=lambda r: r["accuracy"])  # max keeps the first on ties
+        low = min(r["accuracy"] for r in cells)
+        knobs = " ".join(f"{k}={v}" for k, v in best["knobs"].items())
+        out.append([
+            name, len(cells), knobs, f"{best['accuracy']:.3f}", f"{cells[0]['accuracy']:.3f}",
+            f"{(best['accuracy'] - low) * 100:.1f}", f"{best['stderr'] * 100:.1f}",
+        ])  # fmt: skip
+    return out
+
+
+def section(data: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section: both axes' choices and how far apart their cells are."""
+    head = (
+        f"## Strategies tuning (val split, {data['problems']} problems at {data['budget']}x): "
+        "what each arm runs with on test\n\n"
+        f"PRM: {data.get('prm', '-')} (weights sha256 `{data.get('prm_sha256') or '-'}`). Each "
+        "arm keeps its best cell (the first listed, the default, on ties); `spread` is its best "
+        "minus its worst cell in points, to be read against one cell's standard error (`SE`).\n"
+        "Commands: `python benchmarks/strategies_tuning.py --axis sampling`, then "
+        "`--axis knobs`.\n"
+    )
+    headers = ["arm", "cells", "chosen", "val accuracy", "default cell", "spread (pp)", "SE (pp)"]
+    parts = [head]
+    for key, title in (
+        ("sampling_rows", "Sampling (temperature x top-p; the default cell is T=1, top-p 1)"),
+        ("rows", "PRM knobs (aggregation x answer choice, at the tuned sampling; default first)"),
+    ):
+        if not data.get(key):
+            continue
+        found = spread(data[key])
+        wide = [row[0] for row in found if float(row[5]) > 2 * float(row[6])]
+        parts.append(
+            f"{title}: {len(found) - len(wide)} of {len(found)} arms' cells lie within two "
+            "standard errors of each other (their choice is mostly noise at this size)"
+            + (f"; wider: {', '.join(wide)}" if wide else "")
+            + ".\n\n"
+            + table(headers, found)
+        )
+    return "\n\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--axis", choices=("sampling", "knobs"), required=True)
+    parser.add_argument("--axis", choices=("sampling", "knobs"))
+    parser.add_argument("--render", action="store_true", help="run nothing: redo the section")
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--budget", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -129,6 +182,13 @@ def main() -> None:
     parser.add_argument("--strategies", default="", help="comma-separated subset (default all)")
     parser.add_argument("--out", default="strategies_tuning", help="results name (smoke runs)")
     args = parser.parse_args()
+    if args.render:
+        write_section(
+            "strategies_tuning", section(json.loads((RESULTS / f"{args.out}.json").read_text()))
+        )
+        return
+    if args.axis is None:
+        parser.error("--axis sampling|knobs is required (or --render)")
     arms = arm_names()
     names = [s for s in args.strategies.split(",") if s.strip()] or arms
     unknown = sorted(set(names) - set(arms))
@@ -159,6 +219,8 @@ def main() -> None:
          key: {**old.get(key, {}), **chosen}, rows_key: kept_rows(old.get(rows_key, []), done)},
     )  # fmt: skip
     progress.finish()
+    if args.out == "strategies_tuning":  # smoke runs (--out) leave BENCHMARKS.md alone
+        write_section("strategies_tuning", section(json.loads(path.read_text())))
 
 
 if __name__ == "__main__":

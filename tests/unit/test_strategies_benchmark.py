@@ -197,3 +197,18 @@ def test_the_headline_rows_run_first_and_every_arm_runs_once() -> None:
     assert order[: 1 + len(PRM_STRATEGIES)] == ["self_consistency", *PRM_STRATEGIES]
     assert order.index("target_only") < order.index("deepconf")
     assert order.index("ab_mcts_m_adaptive") < order.index("power_sampling")
+
+
+def test_the_tuning_section_reads_each_spread_against_the_standard_error() -> None:
+    from benchmarks.strategies_tuning import section
+
+    def cell(arm: str, t: float, accuracy: float) -> dict[str, Any]:
+        return {"arm": arm, "knobs": {"temperature": t}, "accuracy": accuracy, "stderr": 0.05}
+
+    data = {"problems": 100, "budget": 2, "prm": "p", "prm_sha256": "abc",
+            "sampling_rows": [cell("sc", 1.0, 0.45), cell("sc", 0.8, 0.48), cell("sc", 0.6, 0.48),
+                              cell("beam", 1.0, 0.55), cell("beam", 0.6, 0.67)]}  # fmt: skip
+    text = section(data)
+    assert "1 of 2 arms' cells lie within two standard errors" in text and "wider: beam." in text
+    assert "| sc | 3 | temperature=0.8 | 0.480 | 0.450 | 3.0 | 5.0 |" in text  # first best kept
+    assert "PRM knobs" not in text  # no knob rows yet
