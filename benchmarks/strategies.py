@@ -124,10 +124,11 @@ ARM_SCORERS: dict[str, list[dict[str, Any]]] = {
 # Arms that are a registered strategy with other settings: arm -> (strategy, settings).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "particle_gibbs": ("particle_filter", {"sweeps": 2}),
-    # the tuned pick (final: best) won on val by one problem; this is the default final choice
+    # the default final choice; the PRM it was added for (4 stages) picked final: best by one
+    # problem on val, the one-command PRM's tuning picks this too (then both arms run alike)
     "particle_filter_vote": ("particle_filter", {"final": "weighted_vote"}),
     # h = 0: the PRM only judges finished paths popped from the frontier (the verifier)
-    "a_star_h0": ("a_star", {"h_scale": 0.0}),
+    "a_star_h0": ("a_star", {"h_scale": 0.0, "verifier": "prm"}),
     "a_star_g_depth": ("a_star", {"g": "steps", "g_scale": 0.1}),  # g = depth
     # AB-MCTS where its adaptivity can matter: iterations 4-8x parallel (the plain arms have
     # iterations = parallel = 4 at 1x, a weighted best-of-4 by construction)
@@ -145,26 +146,25 @@ SINGLE_PATH = ("rsd", "target_only")
 # Arms run on the target policy as their engine (the rest on POLICY).
 ON_TARGET = ("target_only",)
 ADAPTIVE = ("ab_mcts_adaptive", "ab_mcts_m_adaptive")
-# How each PRM strategy reads the PRM (step aggregation, final choice). One shared rule: every
-# PRM strategy got the same 2x2 grid on 100 val problems at budget 2x and keeps its best cell
-# (benchmarks/strategies_tuning.py -> benchmarks/results/strategies_tuning.json).
+# How each PRM strategy reads the PRM (step aggregation, final choice; RSD's threshold). One
+# shared rule: every PRM strategy got the same grid on 100 val problems at budget 2x with the
+# one-command PRM and keeps its best cell (benchmarks/strategies_tuning.py ->
+# benchmarks/results/strategies_tuning.json, whose `chosen` is read at run time; these are its
+# picks, the fallback when that file has none).
 PRM_KNOBS: dict[str, dict[str, Any]] = {
-    "best_of_n": {"aggregation": "last", "weighted": True},
+    "best_of_n": {"aggregation": "min", "weighted": False},
     "beam_search": {"aggregation": "last", "final": "best"},
-    "dvts": {"aggregation": "last", "final": "weighted_vote"},
-    "particle_filter": {"aggregation": "min", "final": "best"},
+    "dvts": {"aggregation": "min", "final": "weighted_vote"},
+    "particle_filter": {"aggregation": "min", "final": "weighted_vote"},
     "mcts": {"aggregation": "min", "final": "best"},
-    "ab_mcts": {"aggregation": "min", "final": "weighted_vote"},
+    "ab_mcts": {"aggregation": "last", "final": "best"},
     "ab_mcts_m": {"aggregation": "min", "final": "weighted_vote"},
-    "a_star": {"aggregation": "min", "verifier": "prm"},
-    # not tuned yet: the knob grid's defaults until strategies_tuning.py --axis knobs reruns
+    "a_star": {"aggregation": "last", "verifier": None},
     "best_first_beam_search": {"aggregation": "min"},
-    "diverse_beam_search": {"aggregation": "min", "final": "best"},
-    "cp_beam_search": {"aggregation": "min", "final": "best"},
-    "treebon": {"aggregation": "min"},
-    # val, 300 problems: 0.5 is within one problem of 0.7's accuracy (0.500 vs 0.503) with
-    # 62% of steps drafted instead of 48%
-    "rsd": {"aggregation": "last", "threshold": 0.5},
+    "diverse_beam_search": {"aggregation": "last", "final": "best"},
+    "cp_beam_search": {"aggregation": "last", "final": "best"},
+    "treebon": {"aggregation": "last"},
+    "rsd": {"aggregation": "min", "threshold": 0.3},
 }
 ORDER = (
     "self_consistency", "adaptive_self_consistency", "deepconf", "mbr", "first_finish",
