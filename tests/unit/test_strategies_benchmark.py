@@ -99,10 +99,12 @@ def test_the_test_split_needs_the_final_flag(capsys: pytest.CaptureFixture[str])
 
 def test_oracle_rows_name_their_scorer_and_tuned_sampling_reaches_every_arm() -> None:
     tuned = {"self_consistency": {"temperature": 0.6, "top_p": 0.9}}
-    rows = plan(["self_consistency", "best_of_n", "a_star"], [1], True, tuned)
+    rows = plan(["self_consistency", "best_of_n", "a_star_h0"], [1], True, tuned)
     oracle = [r for r in rows if r["set"] == "oracle"]
     assert oracle and all(r["config"]["scorer"] == ORACLE for r in oracle)
-    assert next(r for r in oracle if r["arm"] == "a_star")["config"]["verifier"] == ORACLE
+    # a verifier naming the PRM names the oracle's scorer in the oracle rows
+    assert next(r for r in rows if r["arm"] == "a_star_h0")["config"]["verifier"] == "prm"
+    assert next(r for r in oracle if r["arm"] == "a_star_h0")["config"]["verifier"] == ORACLE
     assert all(r["config"]["scorer"] == "prm" for r in rows if r["set"] == "prm")
     sc = [r for r in rows if r["arm"] in ("self_consistency", "single_sample")]
     assert all((r["temperature"], r["top_p"]) == (0.6, 0.9) for r in sc)
