@@ -214,3 +214,14 @@ def test_the_tuning_section_reads_each_spread_against_the_standard_error() -> No
     assert "1 of 2 arms' cells lie within two standard errors" in text and "wider: beam." in text
     assert "| sc | 3 | temperature=0.8 | 0.480 | 0.450 | 3.0 | 5.0 |" in text  # first best kept
     assert "PRM knobs" not in text  # no knob rows yet
+
+
+def test_rows_mixed_with_older_rows_pair_only_with_rows_that_keep_outcomes() -> None:
+    rows = _rows()
+    older = [{**r, "outcomes": None} for r in rows if r["arm"] in ("greedy", "self_consistency")]
+    newer = [r for r in rows if r["arm"] not in ("greedy", "self_consistency")]
+    found = claims(older + newer)
+    assert found and all(c["kind"] == "same budget" for c in found)  # no baseline to pair with
+    assert all(c["shared"] == 60 for c in found)
+    mixed = claims([*older, rows[2], *newer])  # SC 2x keeps its outcomes: the only reference
+    assert {c["reference"] for c in mixed if c["kind"] == "baseline"} == {"self_consistency n=2"}
