@@ -662,9 +662,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "data_file": str(data_file.relative_to(ROOT)),
         "data_sha256": digest,
         "final": args.final,
-        "sampling": f"tuned on val ({args.tuning.relative_to(ROOT)})"
-        if tuned
-        else "UNTUNED: T=1, top-p 1 for every arm (no sampling grid in strategies_tuning.json)",
+        "sampling": f"tuned on val ({args.tuning.relative_to(ROOT)})" if tuned else UNTUNED_NOTE,
         "parameters": parameters(),
         "problems": len(problems),
         "budgets": args.budgets,
@@ -678,6 +676,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "total_seconds": round(elapsed, 1),
         "rows": done,
     }
+
+
+UNTUNED_NOTE = "UNTUNED: T=1, top-p 1 for every arm (no sampling grid in strategies_tuning.json)"
 
 
 def run_order(names: Sequence[str]) -> list[str]:
@@ -796,9 +797,11 @@ def arm_names() -> list[str]:
 def equivalent_command(data: dict[str, Any]) -> str:
     """The command that reproduces a results file that does not record its command."""
     budgets = ",".join(str(b) for b in data["budgets"])
+    split = data.get("split", "eval")
+    where = "" if split == "eval" else f" --split {split}" + (" --final" if split == "test" else "")
     return (
         f"python benchmarks/strategies.py --problems {data['problems']} --budgets {budgets} "
-        f"--seed {data['seed']}"
+        f"--seed {data['seed']}{where}"
     )
 
 
@@ -875,10 +878,16 @@ def partial(args: argparse.Namespace) -> dict[str, Any]:
     measured = read_rows(lines[1:])
     names = sorted(arm_names(), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
     use_tuned_knobs(args.tuning)
-    planned = plan(names, settings["budgets"], True, tuned_sampling(args.tuning))
+    tuned = tuned_sampling(args.tuning)
+    planned = plan(names, settings["budgets"], True, tuned)
     rows = [measured[key] for key in map(Progress.key, planned) if key in measured]
+    split = settings.get("split", "eval")
     return {
         **settings,
+        "split": split,
+        "data_file": str((DATA / f"{split}.jsonl").relative_to(ROOT)),
+        "final": split == "test",
+        "sampling": f"tuned on val ({args.tuning.relative_to(ROOT)})" if tuned else UNTUNED_NOTE,
         "base_n": BASE_N,
         "prm": "testbed PRM (examples/testbed/models/prm)",
         "prm_knobs": PRM_KNOBS,

@@ -225,3 +225,19 @@ def test_rows_mixed_with_older_rows_pair_only_with_rows_that_keep_outcomes() -> 
     assert all(c["shared"] == 60 for c in found)
     mixed = claims([*older, rows[2], *newer])  # SC 2x keeps its outcomes: the only reference
     assert {c["reference"] for c in mixed if c["kind"] == "baseline"} == {"self_consistency n=2"}
+
+
+def test_a_partial_test_run_names_its_data_file_and_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import benchmarks.strategies as bench
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    args = parse_args(["--split", "test", "--final", "--partial"])
+    settings = {"problems": 4, "budgets": [1], "seed": 0, "concurrency": 1, "merge": False,
+                "split": "test", "data_sha256": "x", "prm_sha256": "y"}  # fmt: skip
+    (tmp_path / "strategies_test.progress.jsonl").write_text(json.dumps(settings) + "\n")
+    data = bench.partial(args)
+    assert data["data_file"] == "examples/testbed/data/test.jsonl" and data["final"]
+    assert data["split"] == "test" and data["prm_sha256"] == "y"
+    assert data["rows"] == [] and data["partial"].startswith("0 of the ")
