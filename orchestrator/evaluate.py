@@ -120,6 +120,8 @@ async def evaluate(
         recipe=recipe.model_dump(mode="json"), fingerprint=recipe.fingerprint(), dataset=dataset
     )
     store.check_questions(problems)
+    if recipe.budget.run_generated_tokens is not None:
+        _refuse_a_second_run_budget(store)
     done = store.done_ids()
     finished = {p.id: store.lending(p.id) for p in problems if p.id in done}
     spent_before = (
@@ -226,6 +228,17 @@ async def _run(
     if isinstance(beat_outcome, StoreError):
         raise beat_outcome  # the store failed between results (claims and results went on)
     return ran
+
+
+def _refuse_a_second_run_budget(store: ResultStore) -> None:
+    """One process splits a run-level budget: a second writer would spend all of it again."""
+    running = store.claimed_elsewhere()
+    if running:
+        raise StoreError(
+            f"{store.folder}: another process is running {len(running)} of its problems under "
+            "budget.run_generated_tokens, which one process splits (two would each spend the "
+            "whole budget); wait for it to finish, then rerun to resume"
+        )
 
 
 def _spent(store: ResultStore, wanted: set[str]) -> int:

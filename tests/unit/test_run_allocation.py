@@ -13,6 +13,7 @@ import yaml
 
 from branchwise.core.errors import RecipeError
 from branchwise.orchestrator.cli import main
+from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.scripted import EOS, Continuation
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
@@ -218,3 +219,30 @@ def test_ray_refuses_a_run_budget(tmp_path: Path, capsys: pytest.CaptureFixture[
     ]
     assert main(argv) == 2
     assert "Ray workers would each spend it" in capsys.readouterr().err
+
+
+def test_a_second_writer_under_a_run_budget_is_refused_while_the_first_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    val = REPO / "examples/testbed/data/val.jsonl"
+    data = yaml.safe_load((REPO / "examples/recipes/run_budget.yaml").read_text())
+    data["engine"] = {"kind": "scripted", "error_rate": 0.3, "solutions": str(val)}
+    data["sampling"]["max_tokens"] = 200
+    data["dataset"] = {"path": str(val)}
+    data["budget"] = {"run_generated_tokens": 20_000}
+    recipe = tmp_path / "run_budget.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert main(["eval", str(recipe), "--out", str(out), "--limit", "4", "--quiet"]) == 0
+    other = ResultStore(out)  # another writer (a live process on this host) holds a problem
+    with other:
+        assert other.claim(load_problems(val, limit=8)[6], 6)
+        capsys.readouterr()
+        assert main(["eval", str(recipe), "--out", str(out), "--limit", "8", "--quiet"]) != 0
+        err = capsys.readouterr().err
+        assert "another process is running 1 of its problems under budget.run_gen" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        other.release()
+    with ResultStore(out, read_only=True) as store:
+        assert len(store.done_ids()) == 4  # the finished problems are untouched
+    assert main(["eval", str(recipe), "--out", str(out), "--limit", "8", "--quiet"]) == 0
