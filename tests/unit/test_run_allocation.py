@@ -174,17 +174,25 @@ def test_the_server_refuses_a_run_budget(tmp_path: Path) -> None:
         ModelCatalog.load([recipe], ServerLimits())
 
 
+VAL = REPO / "examples/testbed/data/val.jsonl"
+
+
+def run_budget_recipe(folder: Path, tokens: int) -> Path:
+    """The bundled run-budget recipe on the scripted engine over val, with ``tokens`` to spend."""
+    data = yaml.safe_load((REPO / "examples/recipes/run_budget.yaml").read_text())
+    data["engine"] = {"kind": "scripted", "error_rate": 0.3, "solutions": str(VAL)}
+    data["sampling"]["max_tokens"] = 200  # one token per character on the scripted engine
+    data["dataset"] = {"path": str(VAL)}
+    data["budget"] = {"run_generated_tokens": tokens}
+    recipe = folder / "run_budget.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    return recipe
+
+
 def test_eval_keeps_to_the_run_budget_across_a_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    val = REPO / "examples/testbed/data/val.jsonl"
-    data = yaml.safe_load((REPO / "examples/recipes/run_budget.yaml").read_text())
-    data["engine"] = {"kind": "scripted", "error_rate": 0.3, "solutions": str(val)}
-    data["sampling"]["max_tokens"] = 200  # one token per character on the scripted engine
-    data["dataset"] = {"path": str(val)}
-    data["budget"] = {"run_generated_tokens": 40_000}
-    recipe = tmp_path / "run_budget.yaml"
-    recipe.write_text(yaml.safe_dump(data))
+    recipe = run_budget_recipe(tmp_path, 40_000)
     out = tmp_path / "run"
     assert main(["eval", str(recipe), "--out", str(out), "--limit", "10", "--quiet"]) == 0
     first = ResultStore(out, read_only=True)
@@ -224,19 +232,13 @@ def test_ray_refuses_a_run_budget(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_a_second_writer_under_a_run_budget_is_refused_while_the_first_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    val = REPO / "examples/testbed/data/val.jsonl"
-    data = yaml.safe_load((REPO / "examples/recipes/run_budget.yaml").read_text())
-    data["engine"] = {"kind": "scripted", "error_rate": 0.3, "solutions": str(val)}
-    data["sampling"]["max_tokens"] = 200
-    data["dataset"] = {"path": str(val)}
-    data["budget"] = {"run_generated_tokens": 20_000}
-    recipe = tmp_path / "run_budget.yaml"
-    recipe.write_text(yaml.safe_dump(data))
+
+    recipe = run_budget_recipe(tmp_path, 20_000)
     out = tmp_path / "run"
     assert main(["eval", str(recipe), "--out", str(out), "--limit", "4", "--quiet"]) == 0
     other = ResultStore(out)  # another writer (a live process on this host) holds a problem
     with other:
-        assert other.claim(load_problems(val, limit=8)[6], 6)
+        assert other.claim(load_problems(VAL, limit=8)[6], 6)
         capsys.readouterr()
         assert main(["eval", str(recipe), "--out", str(out), "--limit", "8", "--quiet"]) != 0
         err = capsys.readouterr().err
