@@ -10,10 +10,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from branchwise.core.errors import BudgetExhausted
 from branchwise.core.graph import Node
 from branchwise.core.port import SampleStream, SearchPort, TreeView
 from branchwise.strategies.base import SearchResult, Strategy, StrategyConfig
+from branchwise.strategies.sampling import budget_error_of
 from branchwise.strategies.selection import weighted_vote
 from branchwise.strategies.set_cover import Hypothesis, token_units, weighted_cover
 
@@ -136,12 +136,7 @@ class CoverPruning(Strategy[CoverPruningConfig]):
             *(self._hypothesis(key, stream, rounds) for key, stream in enumerate(streams)),
             return_exceptions=True,
         )
-        budget_error: BudgetExhausted | None = None
-        for outcome in outcomes:
-            if isinstance(outcome, BudgetExhausted):
-                budget_error = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
+        budget_error = budget_error_of(outcomes)
         recorded = [s.node for s in streams if s.node is not None]
         if not recorded and budget_error is not None:
             raise budget_error

@@ -23,33 +23,29 @@ async def sample_solutions(
     results = await asyncio.gather(
         *(ctx.sample(k, logprobs=logprobs) for k in sizes), return_exceptions=True
     )
-    nodes: list[Node] = []
-    budget_error: BudgetExhausted | None = None
-    for result in results:
-        if isinstance(result, BudgetExhausted):
-            budget_error = result
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            nodes.extend(result)
-    if not nodes and budget_error is not None:
-        raise budget_error
-    return nodes
+    return gathered(results)
 
 
 def gathered(outcomes: Sequence[list[Node] | BaseException]) -> list[Node]:
     """The nodes of sample groups run together (``gather(..., return_exceptions=True)``): a
     group that ran out of budget is skipped while another wrote something; any other error,
     or every group out of budget, is raised."""
-    nodes: list[Node] = []
+    budget_error = budget_error_of(outcomes)
+    nodes = [node for outcome in outcomes if not isinstance(outcome, BaseException)
+             for node in outcome]  # fmt: skip
+    if not nodes and budget_error is not None:
+        raise budget_error
+    return nodes
+
+
+def budget_error_of(outcomes: Sequence[object]) -> BudgetExhausted | None:
+    """Of tasks run together (``gather(..., return_exceptions=True)``): raise the first error
+    that is not running out of budget; else the budget error, if any, for the caller to raise
+    only when nothing was written."""
     budget_error: BudgetExhausted | None = None
     for outcome in outcomes:
         if isinstance(outcome, BudgetExhausted):
             budget_error = outcome
         elif isinstance(outcome, BaseException):
             raise outcome
-        else:
-            nodes.extend(outcome)
-    if not nodes and budget_error is not None:
-        raise budget_error
-    return nodes
+    return budget_error
