@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import RESULTS, ROOT, table, write_section
+from benchmarks.strategies_claims import outcomes
 from branchwise.orchestrator.paired_stats import holm, paired_test
 
 
@@ -36,13 +37,6 @@ def rows_at(revision: str, name: str) -> list[dict[str, Any]]:
         raise SystemExit(f"--before {revision}: git has no {path} there ({shown.stderr.strip()})")
     rows: list[dict[str, Any]] = json.loads(shown.stdout)["rows"]
     return rows
-
-
-def correctness(row: dict[str, Any]) -> dict[str, bool] | None:
-    outcomes = row.get("outcomes")
-    if not outcomes:
-        return None
-    return {str(o["id"]): bool(o["correct"]) for o in outcomes}
 
 
 def compared(
@@ -62,9 +56,8 @@ def compared(
             "tokens_before": prior["tokens_per_problem"], "tokens_after": row["tokens_per_problem"],
             "difference": row["accuracy"] - prior["accuracy"],
         }  # fmt: skip
-        a, b = correctness(row), correctness(prior)
-        if a is not None and b is not None:
-            test = paired_test(a, b)
+        if row.get("outcomes") and prior.get("outcomes"):
+            test = paired_test(outcomes(row), outcomes(prior))
             entry.update(paired=True, p_value=test.p_value, ci95=list(test.ci95))
         else:
             se = math.hypot(prior.get("stderr", 0.0), row.get("stderr", 0.0))

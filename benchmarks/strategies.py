@@ -651,10 +651,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rows = plan(names, args.budgets, args.oracle, tuned)
     if args.merge:
         rows = [r for r in rows if r["set"] != "baseline"]  # kept from the earlier run
-    digest = sha256(data_file)
+    digest, prm_weights = sha256(data_file), prm_digest()
     settings = {"problems": len(problems), "budgets": args.budgets, "seed": args.seed,
                 "concurrency": args.concurrency, "merge": args.merge, "split": args.split,
-                "data_sha256": digest, "prm_sha256": prm_digest()}  # fmt: skip
+                "data_sha256": digest, "prm_sha256": prm_weights}  # fmt: skip
     progress = Progress(progress_path(args), settings, fresh=args.fresh)
     done, prm_label, elapsed = await run_rows(rows, problems, args, progress)
     return {
@@ -670,7 +670,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "concurrency": args.concurrency,
         "prm": prm_label,
-        "prm_sha256": prm_digest(),
+        "prm_sha256": prm_weights,
         "prm_knobs": PRM_KNOBS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "total_seconds": round(elapsed, 1),
