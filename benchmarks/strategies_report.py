@@ -339,12 +339,21 @@ def targets(data: dict[str, Any]) -> list[str]:
     for c in comparison:
         if c["set"] == "prm" and c["arm"] in ahead and c["inside"] and c["difference"] > 0:
             ahead[c["arm"]].append(c["budget"])
-    measured = {c["arm"] for c in comparison if c["set"] == "prm"}
-    short = [f"{n} ({len(ahead[n])}/{len(budgets)})" for n in names if len(ahead[n]) < 2]
-    missing = [n for n in names if n not in measured]
+    ran: dict[str, set[int]] = {name: set() for name in names}
+    for c in comparison:
+        if c["set"] == "prm" and c["arm"] in ran:
+            ran[c["arm"]].add(c["budget"])
+    # A single-path strategy (RSD) has one row whatever the budget: it is held to every
+    # budget it ran at, the rest to two of the budgets.
+    need = {n: min(2, len(ran[n])) for n in names}
+    short = [f"{n} ({len(ahead[n])}/{len(ran[n])})" for n in names
+             if ran[n] and len(ahead[n]) < need[n]]  # fmt: skip
+    single = [n for n in names if len(ran[n]) == 1 and len(budgets) > 1]
+    missing = [n for n in names if not ran[n]]
     lines.append(
-        f"- Every PRM strategy ahead at two budgets or more (SC measured there): "
-        f"{_mark(not short)}"
+        "- Every PRM strategy ahead at two budgets or more (SC measured there"
+        + (f"; {', '.join(single)} ran one budget, so held to that one" if single else "")
+        + f"): {_mark(not short)}"
         + (f"; not: {', '.join(short)}" if short else "")
         + (f" (not measured: {', '.join(missing)})" if missing else "")
         + "."

@@ -241,3 +241,27 @@ def test_a_partial_test_run_names_its_data_file_and_split(
     assert data["data_file"] == "examples/testbed/data/test.jsonl" and data["final"]
     assert data["split"] == "test" and data["prm_sha256"] == "y"
     assert data["rows"] == [] and data["partial"].startswith("0 of the ")
+
+
+def test_a_single_path_strategy_is_held_to_the_one_budget_it_ran() -> None:
+    from benchmarks.strategies_report import targets
+
+    def point(arm: str, budget: int, difference: float) -> dict[str, Any]:
+        return {"set": "prm", "arm": arm, "budget": budget, "inside": True,
+                "difference": difference}  # fmt: skip
+
+    sc = [_row("self_consistency", "sampling", b, [True, False], 40 * b) for b in (1, 2)]
+    comparison = [point("best_of_n", 1, 0.1), point("best_of_n", 2, 0.1), point("rsd", 1, 0.2)]
+    names = ["best_of_n", "rsd"]
+    data: dict[str, Any] = {
+        "rows": sc,
+        "budgets": [1, 2, 4, 8],
+        "prm_strategies": names,
+        "comparison": comparison,
+    }
+    line = targets(data)[2]
+    assert "rsd ran one budget" in line and ": met." in line
+    comparison[2]["difference"] = -0.1
+    assert "**missed**; not: rsd (0/1)" in targets(data)[2]
+    data["comparison"] = [comparison[0], comparison[2]]
+    assert "best_of_n (1/1)" not in targets(data)[2] and "rsd (0/1)" in targets(data)[2]
