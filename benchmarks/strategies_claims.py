@@ -105,6 +105,12 @@ NATURAL: dict[str, tuple[str, ...]] = {
     "rsd": ("target_only",),
     "power_sampling": ("single_sample",),
     "speculative_consensus": ("self_consistency",),
+    # issue 21's sampling methods refine or re-weight plain (tuned) self-consistency
+    "self_consistency_arithmetic": ("self_consistency",),
+    "cover_pruning": ("self_consistency",),
+    "rpc": ("self_consistency",),
+    "div_sampling": ("self_consistency",),
+    "osca": ("self_consistency",),
 }
 
 
