@@ -34,6 +34,7 @@ from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.paired_stats import paired_test
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.runner import Orchestrator
@@ -191,9 +192,7 @@ def section(data: dict[str, Any]) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     add_split_arguments(parser)
     parser.add_argument("--problems", type=int, default=60)
     parser.add_argument(

@@ -34,6 +34,7 @@ from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.paired_stats import mcnemar_exact
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
@@ -217,7 +218,9 @@ def _points(difference: float) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpWithDefaults, description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--problems", type=int, default=60)
     parser.add_argument("--n", default="4,8", help="samples per problem, comma-separated")
     parser.add_argument("--seeds", default="0,1", help="run seeds, comma-separated")

@@ -40,6 +40,7 @@ from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.recipe import Recipe
 
 LAYOUTS = ("stock", "small-cpu")
@@ -122,9 +123,7 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--strategy", default="particle_filter", choices=STEP_STRATEGIES)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--n", type=int, default=8)

@@ -29,6 +29,7 @@ from benchmarks.markdown import table, write_json, write_section
 from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
 from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
+from branchwise.orchestrator.help_format import HelpWithDefaults
 
 CLIENTS = ("httpx", "aiohttp")
 TOKENS = 32  # per completion
@@ -97,9 +98,7 @@ async def measure(url: str, client: str, in_flight: int, requests: int) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--delay", type=float, default=0.02, help="server seconds per request")
     parser.add_argument("--in-flight", default="8,32,128")

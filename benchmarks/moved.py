@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import RESULTS, ROOT, table, write_section
 from benchmarks.strategies_claims import outcomes
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.paired_stats import holm, paired_test
 
 
@@ -94,9 +95,7 @@ def section(entries: list[dict[str, Any]], before: str, name: str, command: str)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--before", required=True, help="git revision of the earlier results")
     parser.add_argument("--strategies", required=True, help="comma-separated rerun arms")
     parser.add_argument("--name", default="strategies", help="results name (default strategies)")

@@ -33,6 +33,7 @@ from benchmarks.strategies import ANSWER, DATA, MAX_TOKENS, POLICY, PROMPT, STEP
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.osca_fit import (
     Objective,
     collect_outcomes,
@@ -232,9 +233,7 @@ def section(data: dict[str, Any]) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     add_split_arguments(parser)
     parser.add_argument("--problems", type=int, default=200, help="half fit, half check")
     parser.add_argument("--samples", type=int, default=16, help="per configuration and problem")

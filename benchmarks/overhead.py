@@ -50,6 +50,7 @@ from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.types import GenerationRequest, GenerationResult
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine, to_sampling_params
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.prompting import render_prompt
 from branchwise.orchestrator.recipe import Recipe
 
@@ -298,9 +299,7 @@ def write_step_section(data: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)

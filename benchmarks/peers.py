@@ -55,6 +55,7 @@ from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
 from branchwise.orchestrator.engines.vllm_server import VLLMServer
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.prompting import render_prompt
 from branchwise.orchestrator.recipe import Recipe
 from branchwise.verifiers.answers import extract_answer
@@ -399,9 +400,7 @@ def report(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=32, help="problems at a time")
     parser.add_argument("--budget", type=int, default=8, help="particles / beam paths / samples")

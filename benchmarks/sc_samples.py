@@ -14,6 +14,7 @@ from branchwise.core.graph import Node, path_key
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.runner import Orchestrator
 
@@ -53,9 +54,7 @@ async def sample_problems(
 
 def replay_args(doc: str | None) -> argparse.Namespace:
     """A replay's command line: how many eval problems, and the seed."""
-    parser = argparse.ArgumentParser(
-        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=doc, formatter_class=HelpWithDefaults)
     parser.add_argument("--problems", type=int, default=PROBLEMS)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()

@@ -36,6 +36,7 @@ from branchwise.core.problem import Problem
 from branchwise.core.scorers import Candidate, ScorerResources
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.vllm_server import VLLMServer
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.runner import Orchestrator
 from branchwise.orchestrator.steps import split_steps
@@ -245,9 +246,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--nodes", type=int, default=256)
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument(

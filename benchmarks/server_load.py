@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import table, write_json, write_section
 from branchwise.orchestrator.engines.vllm_server import free_port, wait_healthy
+from branchwise.orchestrator.help_format import HelpWithDefaults
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_HEADER = "x-branchwise-trace-id"
@@ -242,9 +243,7 @@ def report_table(summary: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--recipe", type=Path, default=ROOT / "examples/recipes/demo.yaml")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)

@@ -26,6 +26,7 @@ from benchmarks.markdown import table, write_section
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator
@@ -176,7 +177,9 @@ def section(data: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpWithDefaults, description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

@@ -70,6 +70,7 @@ from branchwise.core.scorers import ScorerResources
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import VLLMEngineConfig
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.recipe import parse_recipe
 from branchwise.orchestrator.results import ProblemResult
 from branchwise.orchestrator.runner import Orchestrator, build_scorers
@@ -716,9 +717,7 @@ def parameters() -> dict[str, int | None]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--problems", type=int, default=None, help=f"default {PROBLEMS} (quick: 6)")
     parser.add_argument(
         "--budgets", default=None, help=f"multiples of N=4, comma-separated (default {BUDGETS})"

@@ -55,6 +55,7 @@ from benchmarks.strategies import (
 )
 from benchmarks.strategies_report import rows_table
 from branchwise.orchestrator.datasets import load_problems
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.strategies.base import STRATEGIES
 
 VAL = TESTBED / "data" / "val.jsonl"
@@ -170,9 +171,7 @@ def section(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpWithDefaults)
     parser.add_argument("--axis", choices=("sampling", "knobs"))
     parser.add_argument("--render", action="store_true", help="run nothing: redo the section")
     parser.add_argument("--problems", type=int, default=100)

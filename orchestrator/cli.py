@@ -37,6 +37,7 @@ from branchwise.orchestrator.exit_codes import (
     EXIT_PROBLEMS_FAILED,
     EXIT_STORE_FAULT,
 )
+from branchwise.orchestrator.help_format import HelpWithDefaults
 from branchwise.orchestrator.metrics import run_metrics
 from branchwise.orchestrator.recipe import Recipe, load_recipe
 from branchwise.orchestrator.report import summary_text
@@ -83,23 +84,6 @@ def _positive(text: str) -> int:
 
 def _budgets(text: str) -> list[int]:
     return [_positive(part) for part in text.split(",") if part.strip()]
-
-
-class HelpWithDefaults(argparse.RawDescriptionHelpFormatter):
-    """Epilogs as written, and every option's default in its help (unless it says it)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if (
-            action.option_strings
-            and not any(default is nothing for nothing in (None, False, argparse.SUPPRESS))
-            and default != []
-            and "default" not in text
-        ):
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            text = f"{text} (default: {shown})".lstrip()
-        return text
 
 
 def _parser() -> argparse.ArgumentParser:

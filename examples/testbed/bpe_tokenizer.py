@@ -210,7 +210,10 @@ def delimiter_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, list[str]]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the testbed's byte-level BPE tokenizer.")
+    parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the testbed's byte-level BPE tokenizer.",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "tokenizer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--problems", type=int, default=20_000)

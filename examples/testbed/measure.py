@@ -49,7 +49,10 @@ DEFAULT_AGGREGATION = "last"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Measure the testbed models.")
+    parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Measure the testbed models.",
+    )
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")
     parser.add_argument("--prm", type=Path, default=HERE / "models" / "prm")
     parser.add_argument("--data", type=Path, default=HERE / "data" / "eval.jsonl")

@@ -126,7 +126,10 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the testbed policy.")
+    parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the testbed policy.",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60_000)

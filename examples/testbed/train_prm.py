@@ -59,7 +59,9 @@ SAMPLING_SEED = 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the testbed PRM.")
+    parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, description="Train the testbed PRM."
+    )
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")
     parser.add_argument("--out", type=Path, default=HERE / "models" / "prm")
     parser.add_argument("--samples-file", type=Path, default=HERE / "data" / "prm_samples.jsonl")

@@ -72,7 +72,10 @@ def encode_trace(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the reasoning testbed.")
+    parser = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the reasoning testbed.",
+    )
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")
     parser.add_argument("--out", type=Path, default=HERE / "models" / "reasoning")
     parser.add_argument("--seed", type=int, default=0)
