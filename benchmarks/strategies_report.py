@@ -21,19 +21,25 @@ def summarise(results: list[ProblemResult], scorer: str = "prm") -> dict[str, An
     """One row's numbers and its per-problem outcomes (so any two rows compare paired).
 
     Coverage = a right answer among all finished paths (pruned too). PRM tokens are the
-    sequences the scorer named ``scorer`` read (prompt + path), in policy tokens.
+    sequences the scorer named ``scorer`` read (prompt + path), in policy tokens. Generated
+    and prompt tokens include what LLM scorers (self-verification) spent on the policy: they
+    are part of the method's cost.
     """
     count = len(results)
 
     def total(key: str) -> float:
         return float(sum(r.usage.get(key, 0) for r in results))
 
+    def generated(r: ProblemResult) -> int:
+        own, scorers = r.usage.get("generated_tokens", 0), r.usage.get("scorer_generated_tokens", 0)
+        return int(own) + int(scorers)
+
     accuracy = statistics.fmean(bool(r.correct) for r in results)
     covered = 0
     for r in results:
         finished = r.graph.terminals(include_pruned=True) if r.graph is not None else []
         covered += any(answers_match(n.answer, r.reference) for n in finished)
-    prompt = total("prompt_tokens")
+    prompt = total("prompt_tokens") + total("scorer_prompt_tokens")
     errors = [r.error for r in results if r.error]
     outcomes: list[dict[str, Any]] = []
     for r in results:
@@ -48,7 +54,7 @@ def summarise(results: list[ProblemResult], scorer: str = "prm") -> dict[str, An
             errors += [f"{r.problem_id} {n.id}: {s.error}" for n, s in scores if s and s.error]
         outcomes.append({
             "id": r.problem_id, "answer": r.answer, "correct": bool(r.correct),
-            "tokens": int(r.usage.get("generated_tokens", 0)), "prm_tokens": prm_tokens,
+            "tokens": generated(r), "prm_tokens": prm_tokens,
         })  # fmt: skip
     return {
         "problems": count,
@@ -56,9 +62,13 @@ def summarise(results: list[ProblemResult], scorer: str = "prm") -> dict[str, An
         "stderr": (accuracy * (1 - accuracy) / count) ** 0.5,
         "coverage": covered / count,
         "answered": statistics.fmean(r.answer is not None for r in results),
-        "tokens_per_problem": total("generated_tokens") / count,
+        "tokens_per_problem": sum(generated(r) for r in results) / count,
+        "scorer_generated_tokens_per_problem": total("scorer_generated_tokens") / count,
         "prompt_tokens_per_problem": prompt / count,
-        "cache_hit_rate": total("cached_prompt_tokens") / prompt if prompt else 0.0,
+        "cache_hit_rate": (total("cached_prompt_tokens") + total("scorer_cached_prompt_tokens"))
+        / prompt
+        if prompt
+        else 0.0,
         "prm_calls_per_problem": total("scorer_calls") / count,
         "prm_tokens_per_problem": sum(int(o["prm_tokens"]) for o in outcomes) / count,
         "engine_calls_per_problem": total("engine_calls") / count,

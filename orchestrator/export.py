@@ -28,6 +28,8 @@ USAGE_FIELDS = (
     "generated_tokens",
     "engine_calls",
     "scorer_calls",
+    "scorer_prompt_tokens",
+    "scorer_generated_tokens",
     "nodes",
     "aborted_requests",
     "seconds",

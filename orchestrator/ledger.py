@@ -21,6 +21,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from branchwise.core.errors import BudgetExhausted
+from branchwise.core.scorer_spend import ScorerSpend
 from branchwise.orchestrator.admission import AdmissionOrder
 
 
@@ -74,6 +75,12 @@ class Usage:
     engine_calls: int = 0
     scorer_calls: int = 0
     scorer_cache_hits: int = 0
+    scorer_prompt_tokens: int = 0
+    """Prompt tokens LLM scorers (judges, self-verification) sent to an engine."""
+    scorer_cached_prompt_tokens: int = 0
+    scorer_generated_tokens: int = 0
+    """Tokens LLM scorers generated (verdicts, rewritten checks); apart from generated_tokens,
+    which the generation budget caps."""
     nodes: int = 0
     aborted_requests: int = 0
     seconds: float = 0.0
@@ -381,6 +388,12 @@ class Ledger:
     def count_thinking(self, count: int) -> None:
         """Count generated tokens that were thinking (already paid as generated tokens)."""
         self.usage.thinking_tokens += count
+
+    def count_scorer_tokens(self, spend: ScorerSpend) -> None:
+        """Count what LLM scorers spent on an engine for this search (reported, not capped)."""
+        self.usage.scorer_prompt_tokens += spend.prompt_tokens
+        self.usage.scorer_cached_prompt_tokens += spend.cached_prompt_tokens
+        self.usage.scorer_generated_tokens += spend.generated_tokens
 
     def count_cache_hits(self, count: int) -> None:
         """Count scores served from the memo instead of a scorer."""

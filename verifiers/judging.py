@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from branchwise.core.errors import ScorerError
+from branchwise.core.scorer_spend import charge
 from branchwise.orchestrator.engines.base import Engine
 from branchwise.orchestrator.engines.types import Completion, GenerationRequest, SamplingSpec
 
@@ -48,6 +49,11 @@ class JudgeClient:
             sampling=sampling.model_copy(update={"seed": self.seed if seed is None else seed}),
         )
         result = await self.engine.generate(request)
+        charge(
+            prompt=result.prompt_tokens or len(ids),
+            cached=result.cached_prompt_tokens,
+            generated=sum(len(c.token_ids) for c in result.completions),
+        )
         if not result.completions:
             raise ScorerError(f"judge engine returned no completion for {request.request_id}")
         return result.completions[0], prompt

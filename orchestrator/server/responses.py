@@ -193,14 +193,21 @@ def split_thinking(text: str, fmt: ReasoningFormat) -> tuple[str, str]:
 
 
 def openai_usage(usage: dict[str, float | int]) -> dict[str, Any]:
-    """OpenAI's usage object; ``reasoning_tokens``: the generated tokens that thought."""
-    prompt = int(usage.get("prompt_tokens", 0))
-    generated = int(usage.get("generated_tokens", 0))
+    """OpenAI's usage object: every token the search spent, its LLM scorers' (judges,
+    self-verification) included; ``reasoning_tokens``: the generated tokens that thought."""
+
+    def count(*keys: str) -> int:
+        return sum(int(usage.get(key, 0)) for key in keys)
+
+    prompt = count("prompt_tokens", "scorer_prompt_tokens")
+    generated = count("generated_tokens", "scorer_generated_tokens")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": generated,
         "total_tokens": prompt + generated,
-        "prompt_tokens_details": {"cached_tokens": int(usage.get("cached_prompt_tokens", 0))},
+        "prompt_tokens_details": {
+            "cached_tokens": count("cached_prompt_tokens", "scorer_cached_prompt_tokens")
+        },
         "completion_tokens_details": {"reasoning_tokens": int(usage.get("thinking_tokens", 0))},
     }
 

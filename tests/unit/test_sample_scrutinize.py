@@ -83,6 +83,14 @@ def test_verifier_tokens_are_reported_and_pairs_need_a_pairwise_scorer() -> None
     [result] = run_strategy(SSS, PROBLEMS[:1], ScriptedEngine(VerifyingPolicy()), scorers=SCORERS)
     assert result.detail["verifier_tokens"] > 0 and result.detail["verified"] == 8
     assert result.usage["scorer_calls"] >= 8
+    # the checks and comparisons are charged to the search that asked for them, apart from its
+    # own samples, also when one scorer serves several problems at once
+    results = run_strategy(SSS, PROBLEMS[:6], ScriptedEngine(VerifyingPolicy()), scorers=SCORERS)
+    spent = [r.usage["scorer_generated_tokens"] for r in results]
+    assert spent == [r.detail["verifier_tokens"] for r in results] and len(set(spent)) > 1
+    assert all(r.usage["scorer_prompt_tokens"] > r.usage["prompt_tokens"] for r in results)
+    plain = run_strategy({"name": "self_consistency", "n": 8}, PROBLEMS[:1], ScriptedEngine())
+    assert plain[0].usage["scorer_generated_tokens"] == 0
     with pytest.raises(RecipeError, match="compares pairs"):
         run_strategy(
             {**SSS, "verifier": "oracle"},

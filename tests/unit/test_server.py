@@ -732,3 +732,19 @@ def test_branchwise_serve_runs_the_command_end_to_end(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "serving scripted_sc on" in err and "server stopped" in err
     assert "Traceback" not in err
+
+
+def test_openai_usage_counts_what_llm_scorers_spent() -> None:
+    from branchwise.orchestrator.server.responses import openai_usage
+
+    usage = {"prompt_tokens": 40, "cached_prompt_tokens": 10, "generated_tokens": 30,
+             "scorer_prompt_tokens": 200, "scorer_cached_prompt_tokens": 5,
+             "scorer_generated_tokens": 60, "thinking_tokens": 3}  # fmt: skip
+    found = openai_usage(usage)
+    assert (found["prompt_tokens"], found["completion_tokens"], found["total_tokens"]) == (
+        240,
+        90,
+        330,
+    )
+    assert found["prompt_tokens_details"] == {"cached_tokens": 15}
+    assert openai_usage({"prompt_tokens": 4, "generated_tokens": 2})["total_tokens"] == 6

@@ -265,3 +265,18 @@ def test_a_single_path_strategy_is_held_to_the_one_budget_it_ran() -> None:
     assert "**missed**; not: rsd (0/1)" in targets(data)[2]
     data["comparison"] = [comparison[0], comparison[2]]
     assert "best_of_n (1/1)" not in targets(data)[2] and "rsd (0/1)" in targets(data)[2]
+
+
+def test_a_rows_cost_includes_what_its_llm_scorer_spent_on_the_policy() -> None:
+    from benchmarks.strategies_report import summarise
+    from branchwise.orchestrator.results import ProblemResult
+
+    usage: dict[str, float | int] = {
+        "generated_tokens": 80, "prompt_tokens": 20, "cached_prompt_tokens": 10,
+        "scorer_generated_tokens": 120, "scorer_prompt_tokens": 380,
+        "scorer_cached_prompt_tokens": 190,
+    }  # fmt: skip
+    row = summarise([ProblemResult("p0", "4", reference="4", correct=True, usage=usage)])
+    assert row["tokens_per_problem"] == 200 and row["outcomes"][0]["tokens"] == 200
+    assert row["scorer_generated_tokens_per_problem"] == 120
+    assert row["prompt_tokens_per_problem"] == 400 and row["cache_hit_rate"] == 0.5
