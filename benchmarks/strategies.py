@@ -59,6 +59,7 @@ from benchmarks.splits import check_split
 from benchmarks.strategies_claims import claims, claims_note
 from benchmarks.strategies_cost import compute, parameter_count
 from benchmarks.strategies_report import (
+    SINGLE_PATH,
     compare_to_self_consistency,
     note,
     plot,
@@ -142,8 +143,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # Arms that sample other than ancestrally: arm -> the recipe's sampling.method.
 SAMPLING_METHODS = {"self_consistency_arithmetic": "arithmetic"}
-# Arms that write one path whatever the budget: they run at the smallest budget only.
-SINGLE_PATH = ("rsd", "target_only")
 # Arms run on the target policy as their engine (the rest on POLICY).
 ON_TARGET = ("target_only",)
 ADAPTIVE = ("ab_mcts_adaptive", "ab_mcts_m_adaptive")

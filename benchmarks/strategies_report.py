@@ -15,6 +15,8 @@ from branchwise.orchestrator.results import ProblemResult
 from branchwise.verifiers.reference import answers_match
 
 HIDDEN_KEYS = {"name", "scorer", "max_depth", "step_max_tokens"}
+# Arms that write one path whatever the budget: they run at the smallest budget only.
+SINGLE_PATH = ("rsd", "target_only")
 
 
 def summarise(results: list[ProblemResult], scorer: str = "prm") -> dict[str, Any]:
@@ -344,7 +346,6 @@ def targets(data: dict[str, Any]) -> list[str]:
     ]
     # The strategies themselves; their variants (particle Gibbs, A*'s ablations) are extra arms.
     names = data.get("prm_strategies") or list(verdicts(comparison, "prm"))
-    budgets = data["budgets"]
     ahead: dict[str, list[int]] = {name: [] for name in names}
     for c in comparison:
         if c["set"] == "prm" and c["arm"] in ahead and c["inside"] and c["difference"] > 0:
@@ -353,12 +354,12 @@ def targets(data: dict[str, Any]) -> list[str]:
     for c in comparison:
         if c["set"] == "prm" and c["arm"] in ran:
             ran[c["arm"]].add(c["budget"])
-    # A single-path strategy (RSD) has one row whatever the budget: it is held to every
-    # budget it ran at, the rest to two of the budgets.
-    need = {n: min(2, len(ran[n])) for n in names}
+    # A single-path strategy (RSD) has one row whatever the budget: it is held to that row,
+    # the rest to two of their budgets.
+    single = [n for n in names if n in SINGLE_PATH and ran[n]]
+    need = {n: 1 if n in single else 2 for n in names}
     short = [f"{n} ({len(ahead[n])}/{len(ran[n])})" for n in names
              if ran[n] and len(ahead[n]) < need[n]]  # fmt: skip
-    single = [n for n in names if len(ran[n]) == 1 and len(budgets) > 1]
     missing = [n for n in names if not ran[n]]
     lines.append(
         "- Every PRM strategy ahead at two budgets or more (SC measured there"

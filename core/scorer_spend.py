@@ -2,46 +2,50 @@
 that asked for the scores.
 
 A scorer is shared by every problem of a run, so it cannot know whose score it computes. The
-search context opens a tally around each call into a scorer (``tallied``); the engine calls
-the scorer makes inside, in tasks it spawns too, add to that tally (``charge``). Outside a
-tally (a scorer used on its own) nothing is counted.
+search context names a sink around each call into a scorer (``charged_to``); every engine call
+the scorer makes inside, in tasks it spawns too, goes straight to that sink (``charge``), so a
+call that ends after the scorer returned (a sibling of a failed check) is still counted.
+Outside such a block (a scorer used on its own) nothing is counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScorerSpend:
+    """One scorer engine call's tokens."""
+
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     generated_tokens: int = 0
-    engine_calls: int = 0
 
 
-_current: ContextVar[ScorerSpend | None] = ContextVar("branchwise_scorer_spend", default=None)
+Sink = Callable[[ScorerSpend], None]
+
+_sink: ContextVar[Sink | None] = ContextVar("branchwise_scorer_sink", default=None)
 
 
 @contextmanager
-def tallied() -> Iterator[ScorerSpend]:
-    """Count what scorer engine calls inside the block spend (nested blocks count apart)."""
-    spend = ScorerSpend()
-    token = _current.set(spend)
+def charged_to(sink: Sink) -> Iterator[None]:
+    """Scorer engine calls started inside the block are charged to ``sink``."""
+    token = _sink.set(sink)
     try:
-        yield spend
+        yield
     finally:
-        _current.reset(token)
+        _sink.reset(token)
 
 
 def charge(*, prompt: int, generated: int, cached: int = 0) -> None:
-    """Add one scorer engine call to the open tally, if any."""
-    spend = _current.get()
-    if spend is not None:
-        spend.prompt_tokens += prompt
-        spend.cached_prompt_tokens += cached
-        spend.generated_tokens += generated
-        spend.engine_calls += 1
+    """Charge one scorer engine call to the current sink, if any."""
+    sink = _sink.get()
+    if sink is not None:
+        sink(
+            ScorerSpend(
+                prompt_tokens=prompt, cached_prompt_tokens=cached, generated_tokens=generated
+            )
+        )

@@ -29,6 +29,7 @@ USAGE_FIELDS = (
     "engine_calls",
     "scorer_calls",
     "scorer_prompt_tokens",
+    "scorer_cached_prompt_tokens",
     "scorer_generated_tokens",
     "nodes",
     "aborted_requests",

@@ -67,7 +67,8 @@ class Budget(BaseModel):
 
 @dataclass
 class Usage:
-    """Everything one search spent; every field is traceable to graph nodes."""
+    """Everything one search spent; every field but the scorer tokens is traceable to graph
+    nodes (those are what LLM scorers spent on an engine to score them)."""
 
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
@@ -390,7 +391,7 @@ class Ledger:
         self.usage.thinking_tokens += count
 
     def count_scorer_tokens(self, spend: ScorerSpend) -> None:
-        """Count what LLM scorers spent on an engine for this search (reported, not capped)."""
+        """Count one LLM scorer engine call made for this search (reported, not capped)."""
         self.usage.scorer_prompt_tokens += spend.prompt_tokens
         self.usage.scorer_cached_prompt_tokens += spend.cached_prompt_tokens
         self.usage.scorer_generated_tokens += spend.generated_tokens

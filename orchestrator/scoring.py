@@ -16,7 +16,7 @@ from typing import Any
 from branchwise.core.graph import Node, Score, SearchGraph
 from branchwise.core.problem import Problem
 from branchwise.core.reasoning import Reads, ReasoningFormat, read_steps
-from branchwise.core.scorer_spend import tallied
+from branchwise.core.scorer_spend import charged_to
 from branchwise.core.scorers import Candidate, PairwiseScorer, Scorer
 from branchwise.core.values import Aggregation, score_value
 from branchwise.orchestrator.ledger import Ledger
@@ -107,11 +107,8 @@ class Scoring:
         reads = _reads(found)
         views = [(self.candidate(a, reads), self.candidate(b, reads)) for a, b in pairs]
         try:
-            with tallied() as spend:
-                try:
-                    scores = await found.compare(self.problem, views)
-                finally:
-                    self.budget.count_scorer_tokens(spend)
+            with charged_to(self.budget.count_scorer_tokens):
+                scores = await found.compare(self.problem, views)
             if len(scores) != len(pairs):
                 raise ValueError(f"returned {len(scores)} scores for {len(pairs)} pairs")
         except asyncio.CancelledError:
@@ -164,11 +161,8 @@ class Scoring:
             reads = _reads(self.scorers[scorer])
             candidates = [self.candidate(n, reads) for n in todo]
             try:
-                with tallied() as spend:
-                    try:
-                        scores = await self.scorers[scorer].score(self.problem, candidates)
-                    finally:
-                        self.budget.count_scorer_tokens(spend)
+                with charged_to(self.budget.count_scorer_tokens):
+                    scores = await self.scorers[scorer].score(self.problem, candidates)
                 if len(scores) != len(todo):
                     raise ValueError(f"returned {len(scores)} scores for {len(todo)} nodes")
             except asyncio.CancelledError:

@@ -30,6 +30,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from branchwise.orchestrator.help_format import HelpWithDefaults
+
 ENDOFTEXT, IM_START, IM_END, STEP_TAG = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"
 SPECIAL_TOKENS: tuple[str, ...] = (ENDOFTEXT, IM_START, IM_END, STEP_TAG)
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -211,7 +213,7 @@ def delimiter_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, list[str]]
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpWithDefaults,
         description="Train the testbed's byte-level BPE tokenizer.",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "tokenizer")

@@ -27,6 +27,8 @@ from task import (
     write_jsonl,
 )
 
+from branchwise.orchestrator.help_format import HelpWithDefaults
+
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -43,7 +45,7 @@ def test_split(seed: int, size: int) -> list[Problem]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0]
+        formatter_class=HelpWithDefaults, description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", type=Path, default=DATA)
     parser.add_argument("--seed", type=int, default=0)

@@ -35,6 +35,7 @@ from card_metrics import pass_at_k, roc_auc, within_problem_auc  # noqa: E402
 from prm_model import prm_input  # noqa: E402
 from task import read_jsonl  # noqa: E402
 
+from branchwise.orchestrator.help_format import HelpWithDefaults  # noqa: E402
 from branchwise.verifiers.arithmetic_steps import (  # noqa: E402
     check_steps,
     extract_answer,
@@ -50,7 +51,7 @@ DEFAULT_AGGREGATION = "last"
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpWithDefaults,
         description="Measure the testbed models.",
     )
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")

@@ -32,6 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from branchwise.orchestrator.help_format import HelpWithDefaults
+
 NAMES: tuple[tuple[str, str], ...] = (
     ("Ann", "She"), ("Bob", "He"), ("Cal", "He"), ("Dan", "He"), ("Eve", "She"),
     ("Fay", "She"), ("Gus", "He"), ("Ivy", "She"), ("Jon", "He"), ("Kim", "She"),
@@ -233,7 +235,7 @@ def write_splits(out: Path, splits: dict[str, list[Problem]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.splitlines()[0]
+        formatter_class=HelpWithDefaults, description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data")
     parser.add_argument("--seed", type=int, default=0)

@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bpe_tokenizer import ENDOFTEXT, IM_END, load_tokenizer, render_prompt, save_tokenizer
 from task import Problem, make_splits
 
+from branchwise.orchestrator.help_format import HelpWithDefaults
+
 HERE = Path(__file__).resolve().parent
 
 IGNORE = -100
@@ -127,7 +129,7 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpWithDefaults,
         description="Train the testbed policy.",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "policy")

@@ -53,6 +53,8 @@ from prm_model import ProcessRewardModel
 from task import Problem, make_splits, read_jsonl, write_jsonl
 from train_policy import lr_at
 
+from branchwise.orchestrator.help_format import HelpWithDefaults
+
 HERE = Path(__file__).resolve().parent
 
 SAMPLING_SEED = 0
@@ -60,7 +62,7 @@ SAMPLING_SEED = 0
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, description="Train the testbed PRM."
+        formatter_class=HelpWithDefaults, description="Train the testbed PRM."
     )
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")
     parser.add_argument("--out", type=Path, default=HERE / "models" / "prm")

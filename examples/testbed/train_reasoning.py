@@ -36,6 +36,8 @@ from reasoning_task import THINK_END, THINK_START, TraceStyle, traced_solution
 from task import Problem, make_splits
 from train_policy import lr_at, make_batch, write_generation_config
 
+from branchwise.orchestrator.help_format import HelpWithDefaults
+
 HERE = Path(__file__).resolve().parent
 GENERATION_PROMPT = "<|im_start|>assistant\\n"
 THINKING_PROMPT = f"<|im_start|>assistant\\n{THINK_START}\\n"
@@ -73,7 +75,7 @@ def encode_trace(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpWithDefaults,
         description="Train the reasoning testbed.",
     )
     parser.add_argument("--policy", type=Path, default=HERE / "models" / "policy")

@@ -1,7 +1,8 @@
 """Response bodies and stream chunks in OpenAI's shapes, plus Branchwise's own facts.
 
 Every body carries OpenAI's ``usage`` (``prompt_tokens``: every prompt token the search sent
-to the engine; ``completion_tokens``: every token it generated, on all paths, kept or not;
+to the engine; ``completion_tokens``: every token it generated, on all paths, kept or not; both
+with what its LLM scorers (judges, self-verification) spent on an engine;
 ``prompt_tokens_details.cached_tokens``: the prompt tokens served from the prefix cache) and a
 ``branchwise`` object: the trace id, the extracted answer, the node it came from, the
 strategy, the search's whole usage (engine and scorer calls, nodes, aborted requests,

@@ -148,3 +148,24 @@ def test_judge_can_build_its_own_engine() -> None:
     (score,) = asyncio.run(scorer.score(PROBLEM, [candidate(0, "42")]))
     assert not score.ok  # the default policy cannot grade, and that shows as a failure
     asyncio.run(scorer.aclose())
+
+
+@pytest.mark.parametrize(
+    ("cls", "mode"),
+    [(PointwiseJudge, "score"), (PairwiseJudge, "pair"), (TournamentJudge, "pair")],
+)
+def test_every_judge_call_is_charged_to_the_search_that_asked(cls: type, mode: str) -> None:
+    from branchwise.core.scorer_spend import ScorerSpend, charged_to
+
+    scorer, engine = judge(cls, JudgePolicy(mode))
+    spent: list[ScorerSpend] = []
+
+    async def scored() -> None:
+        with charged_to(spent.append):
+            await scorer.score(PROBLEM, [candidate(0, "41"), candidate(1, "42")])  # type: ignore[attr-defined]
+
+    asyncio.run(scored())
+    assert len(spent) == len(engine.requests) > 0
+    assert all(s.prompt_tokens > 0 and s.generated_tokens > 0 for s in spent)
+    scores_of(scorer, [candidate(0, "41")])  # outside a search nothing is charged
+    assert len(spent) == len(engine.requests) - (1 if cls is PointwiseJudge else 0)

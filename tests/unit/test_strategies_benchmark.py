@@ -264,7 +264,7 @@ def test_a_single_path_strategy_is_held_to_the_one_budget_it_ran() -> None:
     comparison[2]["difference"] = -0.1
     assert "**missed**; not: rsd (0/1)" in targets(data)[2]
     data["comparison"] = [comparison[0], comparison[2]]
-    assert "best_of_n (1/1)" not in targets(data)[2] and "rsd (0/1)" in targets(data)[2]
+    assert "best_of_n (1/1)" in targets(data)[2]  # one row of a strategy that runs several
 
 
 def test_a_rows_cost_includes_what_its_llm_scorer_spent_on_the_policy() -> None:
