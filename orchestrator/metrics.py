@@ -113,6 +113,8 @@ class RunMetrics:
     accuracy_at: dict[int, float] = field(default_factory=dict)
     tokens_per_problem: float = 0.0
     generated_tokens: int = 0
+    scorer_generated_tokens: int = 0
+    """Tokens LLM scorers (judges, self-verification) generated for the run's searches."""
     latency: dict[str, float] = field(default_factory=dict)
     prefix_cache_hit_rate: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
@@ -129,6 +131,7 @@ class RunMetrics:
             "accuracy_at": self.accuracy_at,
             "tokens_per_problem": self.tokens_per_problem,
             "generated_tokens": self.generated_tokens,
+            "scorer_generated_tokens": self.scorer_generated_tokens,
             "latency": self.latency,
             "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
             "errors": self.errors,
@@ -175,6 +178,9 @@ def run_metrics(records: Sequence[dict[str, Any]]) -> RunMetrics:
     generated = [int((r.get("usage") or {}).get("generated_tokens", 0)) for r in records]
     metrics.generated_tokens = sum(generated)
     metrics.tokens_per_problem = sum(generated) / total if total else 0.0
+    metrics.scorer_generated_tokens = sum(
+        int((r.get("usage") or {}).get("scorer_generated_tokens", 0)) for r in records
+    )
     latencies = [float(r["latency"]) for r in records if r.get("latency") is not None]
     metrics.latency = {f"p{q}": round(percentile(latencies, q), 4) for q in (50, 90, 99)}
     prompt = sum(int((r.get("usage") or {}).get("prompt_tokens", 0)) for r in records)

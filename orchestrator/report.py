@@ -25,9 +25,14 @@ def summary_text(metrics: RunMetrics, *, title: str = "") -> str:
             + "  ".join(f"N={n} {v:.3f}" for n, v in m.accuracy_at.items())
         )
     lat = m.latency
+    judged = (
+        f"; LLM scorers generated {m.scorer_generated_tokens} more"
+        if m.scorer_generated_tokens
+        else ""
+    )
     lines.append(
-        f"tokens: {m.tokens_per_problem:.1f} generated per problem ({m.generated_tokens} in all); "
-        f"prefix-cache hit rate {m.prefix_cache_hit_rate:.0%}"
+        f"tokens: {m.tokens_per_problem:.1f} generated per problem ({m.generated_tokens} in all"
+        f"{judged}); prefix-cache hit rate {m.prefix_cache_hit_rate:.0%}"
     )
     if lat:
         lines.append(

@@ -90,3 +90,15 @@ def test_percentiles_and_compare() -> None:
     assert (c.shared, c.only_a, c.only_b) == (8, 7, 0)
     assert c.significant and c.p_value == pytest.approx(2 / 128)
     assert c.difference == pytest.approx(7 / 8) and c.ci95[0] <= 7 / 8 <= c.ci95[1]
+
+
+def test_the_summary_counts_what_llm_scorers_generated_apart() -> None:
+    from branchwise.orchestrator.report import summary_text
+
+    judged = {"problem_id": "p0", "answer": "1", "reference": "1", "correct": True,
+              "usage": {"generated_tokens": 40, "scorer_generated_tokens": 90}}  # fmt: skip
+    metrics = run_metrics([judged, {**judged, "problem_id": "p1"}])
+    assert metrics.generated_tokens == 80 and metrics.scorer_generated_tokens == 180
+    assert "(80 in all; LLM scorers generated 180 more)" in summary_text(metrics)
+    plain = run_metrics([{**judged, "usage": {"generated_tokens": 40}}])
+    assert "LLM scorers" not in summary_text(plain)
