@@ -654,7 +654,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     digest, prm_weights = sha256(data_file), prm_digest()
     settings = {"problems": len(problems), "budgets": args.budgets, "seed": args.seed,
                 "concurrency": args.concurrency, "merge": args.merge, "split": args.split,
-                "data_sha256": digest, "prm_sha256": prm_weights}  # fmt: skip
+                "data_sha256": digest, "prm_sha256": prm_weights,
+                "cost_rule": COST_RULE}  # fmt: skip
     progress = Progress(progress_path(args), settings, fresh=args.fresh)
     done, prm_label, elapsed = await run_rows(rows, problems, args, progress)
     return {
@@ -671,6 +672,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "prm": prm_label,
         "prm_sha256": prm_weights,
+        "cost_rule": COST_RULE,
         "prm_knobs": PRM_KNOBS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "total_seconds": round(elapsed, 1),
@@ -694,6 +696,11 @@ def run_order(names: Sequence[str]) -> list[str]:
         return 1, ORDER.index(name) if name in ORDER else len(ORDER), name
 
     return sorted(names, key=rank)
+
+
+# How a row's cost is counted; a progress file kept under another rule is not resumed (2: the
+# tokens LLM scorers such as self-verification spend on the policy are part of the cost).
+COST_RULE = 2
 
 
 def sha256(path: Path) -> str:
@@ -835,6 +842,9 @@ def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[s
         **old,
         "rows": rows,
         "prm_knobs": PRM_KNOBS,
+        # arms measured under an earlier rule spend nothing it changed unless they use an LLM
+        # scorer; those are the ones a merge reruns
+        "cost_rule": data.get("cost_rule", old.get("cost_rule", 1)),
         "total_seconds": old["total_seconds"] + data["total_seconds"],
         # the same merge again supersedes the earlier one
         "commands": [c for c in old.get("commands", [equivalent_command(old)]) if c != command]
