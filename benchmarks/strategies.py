@@ -141,6 +141,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # RSD's baseline: one sample written by the target policy alone (engine: TARGET)
     "target_only": ("self_consistency", {"n": 1}),
 }
+# How a row's cost is counted; a progress file kept under another rule is not resumed (2: the
+# tokens LLM scorers such as self-verification spend on the policy are part of the cost).
+COST_RULE = 2
 # Arms that sample other than ancestrally: arm -> the recipe's sampling.method.
 SAMPLING_METHODS = {"self_consistency_arithmetic": "arithmetic"}
 # Arms run on the target policy as their engine (the rest on POLICY).
@@ -698,11 +701,6 @@ def run_order(names: Sequence[str]) -> list[str]:
     return sorted(names, key=rank)
 
 
-# How a row's cost is counted; a progress file kept under another rule is not resumed (2: the
-# tokens LLM scorers such as self-verification spend on the policy are part of the cost).
-COST_RULE = 2
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -842,9 +840,9 @@ def merged(data: dict[str, Any], path: Path, args: argparse.Namespace) -> dict[s
         **old,
         "rows": rows,
         "prm_knobs": PRM_KNOBS,
-        # arms measured under an earlier rule spend nothing it changed unless they use an LLM
-        # scorer; those are the ones a merge reruns
-        "cost_rule": data.get("cost_rule", old.get("cost_rule", 1)),
+        # the kept arms cost the same under this rule unless they use an LLM scorer, and those
+        # are the arms a merge for the rule reruns
+        "cost_rule": data["cost_rule"],
         "total_seconds": old["total_seconds"] + data["total_seconds"],
         # the same merge again supersedes the earlier one
         "commands": [c for c in old.get("commands", [equivalent_command(old)]) if c != command]

@@ -16,6 +16,7 @@ claim says which kind of reference it has (``kind``: baseline, natural or same b
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from branchwise.orchestrator.paired_stats import holm, paired_test
@@ -75,11 +76,7 @@ def claims(rows: list[dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]
             })  # fmt: skip
     # a natural baseline that is the common reference's own row would repeat its claim (and
     # widen the Holm family for nothing)
-    common = {(c["arm"], c["set"], c["budget"], c["axis"], c["reference"]) for c in out}
-    out += [
-        c for c in natural(rows, seed)
-        if (c["arm"], c["set"], c["budget"], c["axis"], c["reference"]) not in common
-    ]  # fmt: skip
+    out += natural(rows, seed, made={_claim_key(c) for c in out})
     out += head_to_head(rows, seed)
     for claim, p in zip(out, holm([c["p_value"] for c in out]), strict=True):
         claim["p_holm"] = p
@@ -120,10 +117,19 @@ NATURAL: dict[str, tuple[str, ...]] = {
 }
 
 
-def natural(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+def _claim_key(claim: dict[str, Any]) -> tuple[Any, ...]:
+    return claim["arm"], claim["set"], claim["budget"], claim["axis"], claim["reference"]
+
+
+def natural(
+    rows: list[dict[str, Any]],
+    seed: int,
+    made: Collection[tuple[Any, ...]] = (),
+) -> list[dict[str, Any]]:
     """Each NATURAL arm's rows against their baseline arm's cheapest row spending at least as
     much on the axis (the costliest, flagged, when none does); oracle rows only against oracle
-    rows, the others against any other set."""
+    rows, the others against any other set; a comparison in ``made`` (by ``_claim_key``) is
+    not made again."""
     out = []
     for row in rows:
         for base in NATURAL.get(row["arm"], ()) if row.get("outcomes") else ():
@@ -138,13 +144,15 @@ def natural(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
                 ordered = sorted(candidates, key=lambda r: r[key])
                 enough = [r for r in ordered if r[key] >= row[key]]
                 ref = enough[0] if enough else ordered[-1]
-                test = paired_test(outcomes(row), outcomes(ref), seed=seed)
-                out.append({
+                claim = {
                     "arm": row["arm"], "set": row["set"], "budget": row["budget"], "axis": axis,
                     "kind": "natural", "cost": row[key],
                     "reference": f"{ref['arm']} {label(ref)}", "reference_cost": ref[key],
-                    "reference_short": not enough, **test.to_dict(),
-                })  # fmt: skip
+                    "reference_short": not enough,
+                }  # fmt: skip
+                if _claim_key(claim) not in made:
+                    test = paired_test(outcomes(row), outcomes(ref), seed=seed)
+                    out.append(claim | test.to_dict())
     return out
 
 

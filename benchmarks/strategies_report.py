@@ -42,6 +42,7 @@ def summarise(results: list[ProblemResult], scorer: str = "prm") -> dict[str, An
         finished = r.graph.terminals(include_pruned=True) if r.graph is not None else []
         covered += any(answers_match(n.answer, r.reference) for n in finished)
     prompt = total("prompt_tokens") + total("scorer_prompt_tokens")
+    cached = total("cached_prompt_tokens") + total("scorer_cached_prompt_tokens")
     errors = [r.error for r in results if r.error]
     outcomes: list[dict[str, Any]] = []
     for r in results:
@@ -67,10 +68,7 @@ def summarise(results: list[ProblemResult], scorer: str = "prm") -> dict[str, An
         "tokens_per_problem": sum(generated(r) for r in results) / count,
         "scorer_generated_tokens_per_problem": total("scorer_generated_tokens") / count,
         "prompt_tokens_per_problem": prompt / count,
-        "cache_hit_rate": (total("cached_prompt_tokens") + total("scorer_cached_prompt_tokens"))
-        / prompt
-        if prompt
-        else 0.0,
+        "cache_hit_rate": cached / prompt if prompt else 0.0,
         "prm_calls_per_problem": total("scorer_calls") / count,
         "prm_tokens_per_problem": sum(int(o["prm_tokens"]) for o in outcomes) / count,
         "engine_calls_per_problem": total("engine_calls") / count,

@@ -49,9 +49,10 @@ class SampleScrutinize(Strategy[SampleScrutinizeConfig]):
     same verifier (each asked in both orders), and the most wins (summed P(win)) is the
     answer; ties go to the earliest node. Cost: ``n`` samples, n x k verification
     generations, and t(t-1)/2 comparisons of two generations each for t tied answers; the
-    ledger counts one scorer call per candidate and per pair, and the verifier's tokens are
-    in ``detail``. ``select`` (the anytime answer, and a stored tree) takes the best
-    verification score without the tie-break, whose verdicts are not kept in the tree.
+    ledger counts one scorer call per candidate and per pair, and the verifier's engine
+    tokens in the usage (``scorer_*_tokens``). ``select`` (the anytime answer, and a stored
+    tree) takes the best verification score without the tie-break, whose verdicts are not
+    kept in the tree.
     Knobs: ``n``, ``verifier`` (and its ``verifications``), ``tie_margin``, ``max_tied``,
     ``tie_break``.
     """
@@ -66,13 +67,11 @@ class SampleScrutinize(Strategy[SampleScrutinizeConfig]):
         answered = [n for n in nodes if n.answer is not None]
         scores = await port.score(answered, cfg.verifier)
         values = {n.id: s.value for n, s in zip(answered, scores, strict=True) if s.ok}
-        tokens = sum(_tokens(s.detail) for s in scores)
         picked = self.select(port)
         detail: dict[str, object] = {
             **picked.detail,
             "samples": len(nodes),
             "verified": len(values),
-            "verifier_tokens": tokens,
         }
         tied = self._tied(answered, values)
         detail["tied_answers"] = len(tied)
@@ -85,13 +84,11 @@ class SampleScrutinize(Strategy[SampleScrutinizeConfig]):
             if verdict.ok and verdict.value is not None:
                 wins[a.id] += verdict.value
                 wins[b.id] += 1.0 - verdict.value
-            tokens += _tokens(verdict.detail)
         winner = max(tied, key=lambda n: wins[n.id])  # max keeps the earliest of equals
         detail.update(
             {
                 "comparisons": len(pairs),
                 "wins": {n.id: round(wins[n.id], 6) for n in tied},
-                "verifier_tokens": tokens,
             }
         )
         return SearchResult(winner.answer, winner.id, detail)
@@ -119,8 +116,3 @@ class SampleScrutinize(Strategy[SampleScrutinizeConfig]):
                 per_answer[str(node.answer)] = node
         ranked = sorted(per_answer.values(), key=lambda n: -(values[n.id] or 0.0))
         return sorted(ranked[: self.config.max_tied], key=lambda n: answered.index(n))
-
-
-def _tokens(detail: dict[str, object]) -> int:
-    value = detail.get("tokens", 0)
-    return value if isinstance(value, int) else 0

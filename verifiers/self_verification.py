@@ -85,13 +85,11 @@ class SelfVerification(_Judge, PairwiseScorer[SelfVerificationConfig]):  # type:
             )
         )
         verdicts: list[bool] = []
-        tokens = 0
-        for text, used in texts:
-            tokens += used
+        for text in texts:
             found = re.findall(cfg.verdict_pattern, text, flags=re.IGNORECASE)
             if found:
                 verdicts.append(str(found[-1]).lower() == "correct")
-        detail: dict[str, object] = {"verdicts": verdicts, "tokens": tokens, "checks": len(texts)}
+        detail: dict[str, object] = {"verdicts": verdicts, "checks": len(texts)}
         if not verdicts:
             return Score(value=None, error="no readable verdict", detail=detail)
         return Score(value=sum(verdicts) / len(verdicts), detail=detail)
@@ -107,24 +105,23 @@ class SelfVerification(_Judge, PairwiseScorer[SelfVerificationConfig]):  # type:
     ) -> Score:
         cfg = self._cfg
         votes: list[float] = []
-        tokens = 0
         for a, b, a_is_first in ((first, second, True), (second, first, False)):
             prompt = cfg.compare_template.format(
                 question=problem.question, solution_a=a.text, solution_b=b.text
             )
             seed = derive_seed(cfg.seed, problem.id, first.node_id, second.node_id, str(a_is_first))
-            text, used = await self._write(client, prompt, seed)
-            tokens += used
+            text = await self._write(client, prompt, seed)
             try:
                 choice = parse_choice(text, cfg.choice_pattern, "AB")
             except JudgeParseError:
                 continue
             votes.append(1.0 if (choice == "A") == a_is_first else 0.0)
         if not votes:
-            return Score(value=None, error="no readable comparison", detail={"tokens": tokens})
-        return Score(value=sum(votes) / len(votes), detail={"tokens": tokens})
+            return Score(value=None, error="no readable comparison")
+        return Score(value=sum(votes) / len(votes))
 
-    async def _write(self, client: JudgeClient, prompt: str, seed: int) -> tuple[str, int]:
+    async def _write(self, client: JudgeClient, prompt: str, seed: int) -> str:
+        """One check's text (its engine tokens are charged to the asking search's usage)."""
         async with self._slots:
             completion, _ = await client.complete(prompt, self.sampling(), seed=seed)
-        return completion.text, len(completion.token_ids)
+        return completion.text

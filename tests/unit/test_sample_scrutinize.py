@@ -79,15 +79,17 @@ def test_the_pairwise_tie_break_settles_tied_candidates() -> None:
     assert broken >= unbroken + 4
 
 
-def test_verifier_tokens_are_reported_and_pairs_need_a_pairwise_scorer() -> None:
-    [result] = run_strategy(SSS, PROBLEMS[:1], ScriptedEngine(VerifyingPolicy()), scorers=SCORERS)
-    assert result.detail["verifier_tokens"] > 0 and result.detail["verified"] == 8
-    assert result.usage["scorer_calls"] >= 8
+def test_verifier_tokens_are_charged_and_pairs_need_a_pairwise_scorer() -> None:
+    def alone(problem: object) -> int:
+        [r] = run_strategy(SSS, [problem], ScriptedEngine(VerifyingPolicy()), scorers=SCORERS)
+        assert r.detail["verified"] == 8 and r.usage["scorer_calls"] >= 8
+        return int(r.usage["scorer_generated_tokens"])
+
     # the checks and comparisons are charged to the search that asked for them, apart from its
-    # own samples, also when one scorer serves several problems at once
+    # own samples: six problems sharing one scorer at once are each charged what it costs alone
     results = run_strategy(SSS, PROBLEMS[:6], ScriptedEngine(VerifyingPolicy()), scorers=SCORERS)
     spent = [r.usage["scorer_generated_tokens"] for r in results]
-    assert spent == [r.detail["verifier_tokens"] for r in results] and len(set(spent)) > 1
+    assert spent == [alone(p) for p in PROBLEMS[:6]] and len(set(spent)) > 1 and min(spent) > 0
     assert all(r.usage["scorer_prompt_tokens"] > r.usage["prompt_tokens"] for r in results)
     plain = run_strategy({"name": "self_consistency", "n": 8}, PROBLEMS[:1], ScriptedEngine())
     assert plain[0].usage["scorer_generated_tokens"] == 0

@@ -154,7 +154,7 @@ def test_a_merge_refuses_rows_measured_with_other_prm_weights(tmp_path: Path) ->
                "total_seconds": 1.0, "prm_sha256": "old"}  # fmt: skip
     path = tmp_path / "strategies.json"
     path.write_text(json.dumps(earlier))
-    rerun = {**earlier, "prm_sha256": "new", "total_seconds": 2.0}
+    rerun = {**earlier, "prm_sha256": "new", "total_seconds": 2.0, "cost_rule": 2}
     args = parse_args(["--merge", "--strategies", "beam_search"])
     with pytest.raises(SystemExit, match="other PRM weights"):
         merged(rerun, path, args)
@@ -162,7 +162,8 @@ def test_a_merge_refuses_rows_measured_with_other_prm_weights(tmp_path: Path) ->
     with pytest.raises(SystemExit, match="does not record them"):
         merged(rerun, path, args)
     path.write_text(json.dumps({**earlier, "prm_sha256": "new"}))
-    assert merged(rerun, path, args)["total_seconds"] == 3.0
+    both = merged(rerun, path, args)
+    assert both["total_seconds"] == 3.0 and both["cost_rule"] == 2  # the rerun's rule
 
 
 def test_methods_meet_their_natural_baseline_and_the_headline_counts_only_the_common_one() -> None:
@@ -280,3 +281,19 @@ def test_a_rows_cost_includes_what_its_llm_scorer_spent_on_the_policy() -> None:
     assert row["tokens_per_problem"] == 200 and row["outcomes"][0]["tokens"] == 200
     assert row["scorer_generated_tokens_per_problem"] == 120
     assert row["prompt_tokens_per_problem"] == 400 and row["cache_hit_rate"] == 0.5
+
+
+def test_a_natural_claim_that_repeats_the_common_one_is_not_made_twice() -> None:
+    n = 60
+    better_sc = [i % 5 != 0 for i in range(n)]  # 48 / 60: SC beats greedy (30 / 60)
+    rows = [
+        _row("greedy", "baseline", 0, [i % 2 == 0 for i in range(n)], 10) | {"temperature": 0.0},
+        _row("self_consistency", "sampling", 1, better_sc, 40),
+        _row("rpc", "sampling", 1, [True] * 50 + [False] * 10, 40),
+    ]
+    found = [c for c in claims(rows) if c["arm"] == "rpc"]
+    # the common reference is SC n=1, rpc's natural baseline too: one claim per axis, not two
+    assert [(c["kind"], c["axis"], c["reference"]) for c in found] == [
+        ("baseline", "tokens", "self_consistency n=1"),
+        ("baseline", "compute", "self_consistency n=1"),
+    ]
