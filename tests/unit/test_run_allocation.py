@@ -232,7 +232,6 @@ def test_ray_refuses_a_run_budget(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_a_second_writer_under_a_run_budget_is_refused_while_the_first_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-
     recipe = run_budget_recipe(tmp_path, 20_000)
     out = tmp_path / "run"
     assert main(["eval", str(recipe), "--out", str(out), "--limit", "4", "--quiet"]) == 0
