@@ -57,7 +57,14 @@ class VLLMEngineConfig(EngineConfig):
     given_logprobs: ClassVar[bool] = True
     arithmetic_sampling: ClassVar[bool] = True
     plumbing: ClassVar[frozenset[str]] = frozenset(
-        {"gpu_memory_utilization", "max_num_seqs", "block_size", "enforce_eager", "cpu_layout"}
+        {
+            "gpu_memory_utilization",
+            "max_num_seqs",
+            "block_size",
+            "enforce_eager",
+            "cpu_layout",
+            "stop_tokens",
+        }
     )
     model: str = Field(description="Model folder (relative to the recipe) or name.")
     dtype: str = Field("auto", description="Weights dtype, e.g. float32 on CPU.")
@@ -83,6 +90,13 @@ class VLLMEngineConfig(EngineConfig):
         "orchestrator on few cores); stock is vLLM's own; auto is small-cpu on CPU-only machines "
         "with up to 4 cores. Same tokens either way.",
     )
+    stop_tokens: bool = Field(
+        True,
+        description="Also stop on the tokens whose text holds a stop string "
+        "(orchestrator/engines/stop_tokens.py): same completions, and vLLM's engine stops on "
+        "them in its own step instead of generating on until its front end finds the stop "
+        "string and aborts.",
+    )
 
     def resolved_model(self, base_dir: Path | None) -> str:
         path = Path(self.model)
@@ -99,7 +113,7 @@ class OpenAIEngineConfig(EngineConfig):
     plumbing: ClassVar[frozenset[str]] = frozenset(
         {"base_urls", "timeout", "max_retries", "backoff_seconds", "requests_per_second",
          "max_concurrency", "api_key_env", "tokenizer", "local_tokenizer", "http_client",
-         "health_check_seconds"}
+         "health_check_seconds", "stop_tokens"}
     )  # fmt: skip
     base_urls: list[str] = Field(min_length=1, description="Server roots, e.g. http://h:8000.")
     model: str = Field(description="Model name the servers serve.")
@@ -147,6 +161,13 @@ class OpenAIEngineConfig(EngineConfig):
         description="Without `tokenizer`: decode and encode plain text with the served "
         "model's own folder (the servers' /v1/models root) when it is on this machine and "
         "agrees with the server on a probe, instead of a /detokenize call per completion.",
+    )
+    stop_tokens: bool = Field(
+        True,
+        description="With the tokenizer here, also send the tokens whose text holds a stop "
+        "string as stop_token_ids (orchestrator/engines/stop_tokens.py): same completions, "
+        "and the engine stops on them in its own step instead of generating on until the "
+        "server's front end finds the stop string and aborts.",
     )
 
 

@@ -37,6 +37,7 @@ from branchwise.orchestrator.engines.http_transport import (
     TransportError,
     TransportTimeout,
 )
+from branchwise.orchestrator.engines.stop_tokens import StopTokenCache, StopTokens
 from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -88,6 +89,7 @@ class OpenAIEngine:
         self._served_probe: asyncio.Future[Any] | None = None
         self._probe_unanswered = False
         self._pieces: dict[int, asyncio.Future[str]] = {}
+        self._stop_tokens = StopTokenCache()
         self._limit = asyncio.Semaphore(config.in_flight_limit)
         self._throttle = _throttler(config.requests_per_second)
         self._health_task: asyncio.Task[None] | None = None
@@ -179,7 +181,7 @@ class OpenAIEngine:
             self.pool.mark_down(server, f"health check answered {response.status}")
 
     async def tokenize(self, text: str) -> tuple[int, ...]:
-        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
+        tokenizer = await self._tokenizer_here()
         if tokenizer is not None:
             return tuple(int(t) for t in tokenizer.encode(text, add_special_tokens=True))
         body = {"model": self.config.model, "prompt": text, "add_special_tokens": True}
@@ -219,7 +221,7 @@ class OpenAIEngine:
 
     async def decode(self, token_ids: Sequence[int]) -> str:
         """Text of token ids (special tokens skipped, as the server skips them)."""
-        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
+        tokenizer = await self._tokenizer_here()
         if tokenizer is not None:
             return str(tokenizer.decode(list(token_ids), skip_special_tokens=True))
         return await self._detokenize(tuple(token_ids))
@@ -310,12 +312,21 @@ class OpenAIEngine:
         }
         if s.seed is not None:
             body["seed"] = s.seed
+        stops = StopTokens()
+        if s.stop and self.config.stop_tokens:
+            stops = await self._stop_tokens.get(s.stop, self._tokenizer_here)
+            if stops.held:
+                body["stop_token_ids"] = stops.ids
         if s.logprobs is not None:
             body["logprobs"] = s.logprobs
         data = await self._post(
             "/v1/completions", body, affinity=request.affinity, request_id=request.request_id
         )
-        return await self._with_whole_tokens(_to_result(data, request))
+        return await self._with_whole_tokens(_to_result(data, request, stops))
+
+    async def _tokenizer_here(self) -> Any:
+        """The tokenizer on this machine (the config's, or the served folder's), or None."""
+        return self._local_tokenizer() or await self._served_tokenizer()
 
     async def _with_whole_tokens(self, result: GenerationResult) -> GenerationResult:
         """Completions whose text is the decode of all their tokens.
@@ -329,7 +340,7 @@ class OpenAIEngine:
         cut = [i for i, c in enumerate(result.completions) if c.ended_by_stop_string]
         if not cut:
             return result
-        tokenizer = self._local_tokenizer() or await self._served_tokenizer()
+        tokenizer = await self._tokenizer_here()
         if tokenizer is not None:
             texts = [
                 str(
@@ -479,7 +490,9 @@ def _throttler(per_second: float | None) -> Throttler | None:
     return Throttler(rate_limit=1, period=1.0 / per_second)
 
 
-def _to_result(data: dict[str, Any], request: GenerationRequest) -> GenerationResult:
+def _to_result(
+    data: dict[str, Any], request: GenerationRequest, stops: StopTokens | None = None
+) -> GenerationResult:
     usage = data.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
     prompt_tokens = int(usage.get("prompt_tokens") or len(request.prompt_token_ids))
@@ -513,7 +526,7 @@ def _to_result(data: dict[str, Any], request: GenerationRequest) -> GenerationRe
                 token_ids=tuple(int(t) for t in choice.get("token_ids") or ()),
                 text=choice["text"],
                 finish_reason=finish,
-                stop_reason=choice.get("stop_reason"),
+                stop_reason=(stops or StopTokens()).reason(choice.get("stop_reason")),
                 token_logprobs=chosen,
                 top_logprobs=tops,
                 prompt_tokens=prompt_tokens,

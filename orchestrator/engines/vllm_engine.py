@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from branchwise.core.cpu_layout import laid_out
 from branchwise.core.errors import EngineError
+from branchwise.orchestrator.engines.stop_tokens import StopTokenCache, StopTokens
 from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -50,6 +51,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._tokenizer: Any = None
         self._inflight: set[str] = set()
+        self._stop_tokens = StopTokenCache()
         self._watchdog: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> Self:
@@ -172,12 +174,13 @@ class VLLMEngine:
         if request.codes and request.n > 1:
             return await self._generate_coded(request)
         final: Any = None
-        async with contextlib.aclosing(self._run(request, stream=False)) as outputs:
+        stops = await self._stops(request)
+        async with contextlib.aclosing(self._run(request, stream=False, stops=stops)) as outputs:
             async for output in outputs:
                 final = output
         if final is None:
             raise EngineError(f"vLLM returned nothing for {request.request_id}")
-        return _to_result(final, request.sampling, self._decode_output)
+        return _to_result(final, request.sampling, self._decode_output, stops=stops)
 
     async def _generate_coded(self, request: GenerationRequest) -> GenerationResult:
         """Arithmetic sampling with n > 1: one request per code point, run at once.
@@ -219,9 +222,10 @@ class VLLMEngine:
         # only the final chunk (in between, vLLM's own incremental text), or a long completion
         # costs time quadratic in its length (2,000 tokens with top-20 logprobs: ~15 s of CPU).
         seen: dict[int, _Converted] = {}
-        async with contextlib.aclosing(self._run(request, stream=True)) as outputs:
+        stops = await self._stops(request)
+        async with contextlib.aclosing(self._run(request, stream=True, stops=stops)) as outputs:
             async for output in outputs:
-                yield _to_result(output, request.sampling, self._decode_output, seen)
+                yield _to_result(output, request.sampling, self._decode_output, seen, stops)
 
     async def logprobs_of(self, request: LogprobRequest) -> LogprobResult:
         """Log-probabilities of given tokens (prompt log-probabilities; see vllm_scoring)."""
@@ -229,10 +233,21 @@ class VLLMEngine:
 
         return await score_given_tokens(self.llm, request, self._inflight)
 
-    async def _run(self, request: GenerationRequest, *, stream: bool) -> AsyncGenerator[Any, None]:
+    async def _stops(self, request: GenerationRequest) -> StopTokens:
+        """The request's stop tokens (none when the config turns them off)."""
+        if not request.sampling.stop or not self.config.stop_tokens:
+            return StopTokens()
+        return await self._stop_tokens.get(request.sampling.stop, self._tokenizer_now)
+
+    async def _tokenizer_now(self) -> Any:
+        return self._tokenizer
+
+    async def _run(
+        self, request: GenerationRequest, *, stream: bool, stops: StopTokens
+    ) -> AsyncGenerator[Any, None]:
         from vllm.inputs import TokensPrompt
 
-        params = to_sampling_params(request, stream=stream)
+        params = to_sampling_params(request, stream=stream, stop_token_ids=stops.ids)
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
         rid = request.request_id
         self._inflight.add(rid)
@@ -249,7 +264,10 @@ class VLLMEngine:
             await generator.aclose()  # aborts in the engine if it had not finished
 
 
-def to_sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
+def to_sampling_params(
+    request: GenerationRequest, *, stream: bool, stop_token_ids: Sequence[int] = ()
+) -> Any:
+    """vLLM's sampling parameters for a request (``stop_token_ids``: see ``stop_tokens``)."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     s = request.sampling
@@ -262,6 +280,7 @@ def to_sampling_params(request: GenerationRequest, *, stream: bool) -> Any:
         min_p=s.min_p,
         seed=s.seed,
         stop=list(s.stop) or None,
+        stop_token_ids=list(stop_token_ids) or None,
         include_stop_str_in_output=True,
         logprobs=s.logprobs,
         output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
@@ -315,6 +334,7 @@ def _to_result(
     sampling: SamplingSpec,
     decode: Callable[[Sequence[int]], str],
     seen: dict[int, _Converted] | None = None,
+    stops: StopTokens | None = None,
 ) -> GenerationResult:
     """One engine output as a result; ``seen`` carries a stream's work from chunk to chunk."""
     prompt_tokens = len(output.prompt_token_ids or ())
@@ -327,6 +347,7 @@ def _to_result(
             cached,
             decode,
             None if seen is None else seen.setdefault(c.index, _Converted()),
+            stops or StopTokens(),
         )
         for c in sorted(output.outputs, key=lambda c: c.index)
     )
@@ -340,6 +361,7 @@ def _to_completion(
     cached: int,
     decode: Callable[[Sequence[int]], str],
     converted: _Converted | None = None,
+    stops: StopTokens | None = None,
 ) -> Completion:
     token_ids = tuple(int(t) for t in c.token_ids)
     chosen: tuple[float, ...] = ()
@@ -363,7 +385,7 @@ def _to_completion(
         token_ids=token_ids,
         text=str(c.text) if streaming else decode(token_ids),
         finish_reason=reason,
-        stop_reason=c.stop_reason,
+        stop_reason=(stops or StopTokens()).reason(c.stop_reason),
         token_logprobs=chosen,
         top_logprobs=tops,
         top_token_ids=top_ids,

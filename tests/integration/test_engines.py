@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,11 @@ from branchwise.core.problem import Problem
 from branchwise.orchestrator.datasets import load_problems
 from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
-from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
+from branchwise.orchestrator.engines.types import (
+    GenerationRequest,
+    GenerationResult,
+    SamplingSpec,
+)
 from branchwise.orchestrator.engines.vllm_engine import VLLMEngine
 from branchwise.orchestrator.prompting import PromptSpec
 from branchwise.orchestrator.recipe import Recipe, parse_recipe
@@ -180,3 +185,50 @@ def test_openai_engine_matches_in_process_engine(
         texts_b = [n.text for n in b.graph.nodes()]
         assert texts_a == texts_b
         assert a.usage["generated_tokens"] == b.usage["generated_tokens"]
+
+
+def test_stop_tokens_change_no_completion(
+    engine_loop: EngineLoop, vllm_engine: VLLMEngine, vllm_server: str
+) -> None:
+    """Stopping on the tokens that hold the step delimiter: the same completions as stopping on
+    the string alone, in process and served (orchestrator/engines/stop_tokens.py)."""
+    problems = _problems(3)
+
+    def seen(result: GenerationResult) -> list[tuple[object, ...]]:
+        return [
+            (c.token_ids, c.text, c.finish_reason, c.stop_reason, c.ended_by_stop_string)
+            for c in result.completions
+        ]
+
+    async def in_process(request: GenerationRequest, stop_tokens: bool) -> GenerationResult:
+        config = vllm_engine.config
+        vllm_engine.config = config.model_copy(update={"stop_tokens": stop_tokens})
+        try:
+            return await vllm_engine.generate(request)
+        finally:
+            vllm_engine.config = config
+
+    async def served(request: GenerationRequest, stop_tokens: bool) -> GenerationResult:
+        config = OpenAIEngineConfig(
+            base_urls=[vllm_server], model="policy", stop_tokens=stop_tokens
+        )
+        async with OpenAIEngine(config) as engine:
+            return await engine.generate(request)
+
+    async def go() -> int:
+        ended = 0
+        for index, problem in enumerate(problems):
+            prompt = await _chat_prompt(vllm_engine, problem)
+            spec = SamplingSpec(max_tokens=48, temperature=1.0, stop=("\n\n",), seed=index)
+            request = GenerationRequest(f"stop-{index}", prompt, spec, n=16)
+            results = [
+                await run(replace(request, request_id=f"{request.request_id}-{i}"), on)
+                for i, (run, on) in enumerate(
+                    itertools.product((in_process, served), (True, False))
+                )
+            ]
+            assert all(seen(r) == seen(results[0]) for r in results[1:])
+            ended += sum(c.ended_by_stop_string for c in results[0].completions)
+        return ended
+
+    assert engine_loop.run(go()) > 30  # most samples ended a step
