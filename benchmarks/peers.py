@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -172,6 +173,14 @@ def peer_python(given: str | None) -> str:
     return str(python)
 
 
+# the server's counters read before and after each arm; iteration_tokens_total's sum is the
+# tokens the engine computed (prompt tokens not found in the prefix cache, plus generated
+# ones), its count the engine steps
+COUNTERS = ("generation_tokens_total", "num_requests_running", "num_requests_waiting",
+            "prompt_tokens_total", "request_success_total", "iteration_tokens_total_sum",
+            "iteration_tokens_total_count")  # fmt: skip
+
+
 class Metrics:
     """Samples the server's /metrics while an arm runs: running requests, generated tokens."""
 
@@ -185,8 +194,7 @@ class Metrics:
         async with session.get(self.url) as response:
             text = await response.text()
         values: dict[str, float] = {}
-        for name in ("generation_tokens_total", "num_requests_running", "num_requests_waiting",
-                     "prompt_tokens_total", "request_success_total"):  # fmt: skip
+        for name in COUNTERS:
             total = 0.0
             for match in re.finditer(rf"^vllm:{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
                 total += float(match.group(1))
@@ -225,10 +233,14 @@ async def measured(url: str, pid: int, arm: Coroutine[Any, Any, dict[str, Any]])
         cpu_after = server_cpu(pid)
     wall = figures["wall_seconds"]
     generated = after["generation_tokens_total"] - before["generation_tokens_total"]
+    computed = after["iteration_tokens_total_sum"] - before["iteration_tokens_total_sum"]
+    steps = after["iteration_tokens_total_count"] - before["iteration_tokens_total_count"]
     return {
         **figures,
         "server_generated_tokens": int(generated),
         "server_requests": int(after["request_success_total"] - before["request_success_total"]),
+        "server_computed_tokens": int(computed),
+        "server_engine_steps": int(steps),
         "mean_running_requests": statistics.fmean(metrics.running or [0.0]),
         "mean_waiting_requests": statistics.fmean(metrics.waiting or [0.0]),
         "generation_tokens_per_second": generated / wall,
@@ -266,6 +278,11 @@ async def run_its_hub(
         correct += grade(answer, problem.reference, recipe.grading)
     return {"wall_seconds": out["wall_seconds"], "cpu_seconds": out["cpu_seconds"],
             "correct": correct}  # fmt: skip
+
+
+def pair_order(repeat: int) -> tuple[str, str]:
+    """Which arm runs first in a repeat: its_hub, then Branchwise first, and so on."""
+    return ("its_hub", "branchwise") if repeat % 2 == 0 else ("branchwise", "its_hub")
 
 
 async def check_prompt(
@@ -329,16 +346,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 await run_branchwise(recipe, problems[:8])  # warm-up (prefix cache, connections)
                 arms: dict[str, list[dict[str, Any]]] = {"its_hub": [], "branchwise": []}
-                for _ in range(args.repeats):
+                runs = {
+                    "its_hub": functools.partial(run_its_hub, python, job, base, problems),
+                    "branchwise": functools.partial(run_branchwise, recipe, problems),
+                }
+                for repeat in range(args.repeats):
                     assert server.pid is not None
-                    arms["its_hub"].append(
-                        await measured(
-                            server.url, server.pid, run_its_hub(python, job, base, problems)
-                        )
-                    )
-                    arms["branchwise"].append(
-                        await measured(server.url, server.pid, run_branchwise(recipe, problems))
-                    )
+                    # the order alternates: a server that slows over a session (it does, for
+                    # both clients) must not always charge the same arm for the later run
+                    for arm in pair_order(repeat):
+                        arms[arm].append(await measured(server.url, server.pid, runs[arm]()))
                     print(strategy, json.dumps({k: v[-1] for k, v in arms.items()}), flush=True)
                 results[strategy] = arms
     return {
@@ -357,6 +374,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(r[key]) for r in runs)
+
+
+def _counter(runs: list[dict[str, Any]], key: str) -> str:
+    """A server counter's median, or "-" for runs recorded before it was read."""
+    if any(key not in r for r in runs):
+        return "-"
+    return f"{_median(runs, key):.0f}"
 
 
 def report(data: dict[str, Any]) -> str:
@@ -384,8 +408,13 @@ def report(data: dict[str, Any]) -> str:
                 f"{_median(runs, 'generation_tokens_per_second'):.0f}",
                 f"{engine:.1f}",
                 f"{engine / wall:.0%}" if one_thread else "-",
+                _counter(runs, "server_computed_tokens"),
+                _counter(runs, "server_engine_steps"),
             ])  # fmt: skip
         ratio = f"{strategy} {speed['branchwise'] / speed['its_hub']:.2f}x"
+        pairs = zip(arms["its_hub"], arms["branchwise"], strict=True)
+        each = ", ".join(f"{a['wall_seconds'] / b['wall_seconds']:.2f}" for a, b in pairs)
+        ratio += f" (per repeat {each})" if len(arms["branchwise"]) > 1 else ""
         if one_thread:
             need = min(_median(runs, "server_engine_cpu_seconds") for runs in arms.values())
             ratio += f" (ceiling {_median(arms['its_hub'], 'wall_seconds') / need:.2f}x)"
@@ -393,7 +422,7 @@ def report(data: dict[str, Any]) -> str:
     text = table(
         ["strategy", "system", "problems/s", "wall s", "generated tokens (server)", "accuracy",
          "client CPU s", "mean running requests", "server gen tokens/s", "engine CPU s",
-         "engine busy"],
+         "engine busy", "tokens the engine computed", "engine steps"],
         rows,
     )  # fmt: skip
     return text + "\n\nBranchwise / its_hub problems/s: " + ", ".join(ratios)
@@ -405,7 +434,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="problems at a time")
     parser.add_argument("--budget", type=int, default=8, help="particles / beam paths / samples")
     parser.add_argument("--strategies", default="particle_filter,beam_search,self_consistency")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--server-layout",
         choices=("small-cpu", "stock"),
