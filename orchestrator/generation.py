@@ -37,6 +37,11 @@ from branchwise.verifiers.answers import AnswerSpec, extract_answer
 T = TypeVar("T")
 
 
+def step_stop(step_delimiter: str, stop: Sequence[str]) -> tuple[str, ...]:
+    """A one-step request's stop strings: the step delimiter first, then the recipe's own."""
+    return tuple(dict.fromkeys((step_delimiter, *stop)))
+
+
 @dataclass(frozen=True)
 class Rewritten:
     """A completion as a thinking budget rewrote it (see :meth:`Generation.expand`)."""
@@ -91,8 +96,7 @@ class Generation:
         """The recipe's sampling with a call's overrides; one-step requests stop at steps."""
         update: dict[str, object] = {}
         if one_step:
-            # the step delimiter first, then any stop strings the recipe adds
-            update["stop"] = tuple(dict.fromkeys((self.step_delimiter, *self.sampling.stop)))
+            update["stop"] = step_stop(self.step_delimiter, self.sampling.stop)
         if max_tokens is not None:
             update["max_tokens"] = max_tokens
         if temperature is not None:

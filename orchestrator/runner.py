@@ -23,8 +23,15 @@ from branchwise.core.problem import Problem
 from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scorers import SCORERS, Scorer, ScorerResources
 from branchwise.orchestrator.context import SearchContext, SearchSettings
-from branchwise.orchestrator.engines.base import CodeBookEngine, Engine, LogprobEngine, TokenEngine
+from branchwise.orchestrator.engines.base import (
+    CodeBookEngine,
+    Engine,
+    LogprobEngine,
+    StopTokenEngine,
+    TokenEngine,
+)
 from branchwise.orchestrator.engines.config import arithmetic_engines, given_logprobs_refusal
+from branchwise.orchestrator.generation import step_stop
 from branchwise.orchestrator.ledger import Ledger
 from branchwise.orchestrator.lending import LendingPool, PoolSeat
 from branchwise.orchestrator.prompting import RenderedPrompt, render_prompt
@@ -126,6 +133,7 @@ class Orchestrator:
     async def __aenter__(self) -> Self:
         if self._owns_engine:
             await self.engine.__aenter__()
+        await self._prepare_stop_tokens()
         if self.engines:
             started: list[Engine] = []
             try:
@@ -140,6 +148,16 @@ class Orchestrator:
                     await self.engine.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
         return self
+
+    async def _prepare_stop_tokens(self) -> None:
+        """The engine finds the recipe's stop tokens now (a large vocabulary takes ~0.5 s),
+        so the first search does not wait for them."""
+        if not isinstance(self.engine, StopTokenEngine):
+            return
+        sampling, delimiter = self.recipe.sampling, self.recipe.step_delimiter
+        for stop in dict.fromkeys((step_stop(delimiter, sampling.stop), tuple(sampling.stop))):
+            if stop:
+                await self.engine.prepare_stop_tokens(stop)
 
     async def _check_shared_tokenizer(self) -> None:
         """Named engines extend the same token ids as the recipe's engine: refuse one whose

@@ -105,3 +105,12 @@ class CodeBookEngine(Engine, Protocol):
 
     samples_from_codes: bool
     """True: ``GenerationRequest.codes`` decide the completions."""
+
+
+@runtime_checkable
+class StopTokenEngine(Engine, Protocol):
+    """An engine that also stops on the tokens holding a stop string (``stop_tokens.py``)."""
+
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
+        """Find ``stop``'s tokens now (at start), not in the first request that stops on it."""
+        ...

@@ -324,6 +324,11 @@ class OpenAIEngine:
         )
         return await self._with_whole_tokens(_to_result(data, request, stops))
 
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
+        """Find ``stop``'s tokens now, so the first request that stops on it does not wait."""
+        if stop and self.config.stop_tokens:
+            await self._stop_tokens.get(stop, self._tokenizer_here)
+
     async def _tokenizer_here(self) -> Any:
         """The tokenizer on this machine (the config's, or the served folder's), or None."""
         return self._local_tokenizer() or await self._served_tokenizer()

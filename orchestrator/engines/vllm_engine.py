@@ -233,11 +233,19 @@ class VLLMEngine:
 
         return await score_given_tokens(self.llm, request, self._inflight)
 
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
+        """Find ``stop``'s tokens now, so the first request that stops on it does not wait."""
+        await self._stop_tokens_of(stop)
+
     async def _stops(self, request: GenerationRequest) -> StopTokens:
-        """The request's stop tokens (none when the config turns them off)."""
-        if not request.sampling.stop or not self.config.stop_tokens:
+        return await self._stop_tokens_of(request.sampling.stop)
+
+    async def _stop_tokens_of(self, stop: Sequence[str]) -> StopTokens:
+        """The stop tokens of ``stop`` (none when the config turns them off)."""
+        if not stop or not self.config.stop_tokens:
             return StopTokens()
-        return await self._stop_tokens.get(request.sampling.stop, self._tokenizer_now)
+        self.llm  # noqa: B018 - raise early if not started
+        return await self._stop_tokens.get(stop, self._tokenizer_now)
 
     async def _tokenizer_now(self) -> Any:
         return self._tokenizer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,16 @@ import pytest
 from branchwise.orchestrator.engines import stop_tokens
 from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
+from branchwise.orchestrator.engines.scripted import ScriptedEngine
 from branchwise.orchestrator.engines.stop_tokens import (
     StopTokenCache,
     StopTokens,
     find_stop_tokens,
 )
 from branchwise.orchestrator.engines.types import GenerationRequest, SamplingSpec
+from branchwise.orchestrator.generation import step_stop
+from tests.conftest import make_problem
+from tests.unit.sampling_support import run_strategy
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples/testbed/models/policy"
@@ -161,3 +166,25 @@ def test_no_stop_tokens_when_turned_off_or_without_a_tokenizer() -> None:
     _generate(_served(bodies, "\n\n", [1, 2]), tokenizer=str(POLICY), stop_tokens=False)
     _generate(_served(bodies, "\n\n", [1, 2]))  # the served folder is not on this machine
     assert [("stop_token_ids" in body) for body in bodies] == [False, False]
+
+
+class _PreparingEngine(ScriptedEngine):
+    """The scripted engine, recording which stop strings it was asked to prepare."""
+
+    def __init__(self) -> None:
+        super().__init__(error_rate=0.0)
+        self.prepared: list[tuple[str, ...]] = []
+
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
+        self.prepared.append(tuple(stop))
+
+
+def test_the_orchestrator_has_the_engine_find_its_stop_tokens_at_start() -> None:
+    engine = _PreparingEngine()
+    strategy = {"name": "beam_search", "beam_width": 2, "expansions": 2, "scorer": "prm"}
+    scorers = [{"kind": "reference_steps", "name": "prm"}]
+    [result] = run_strategy(strategy, [make_problem(0)], engine, scorers=scorers)
+    assert result.error is None
+    one_step = step_stop("\n", ())
+    assert one_step == ("\n",) and engine.prepared == [one_step]  # (the recipe adds none)
+    assert all(r.sampling.stop == one_step for r in engine.requests)
