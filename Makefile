@@ -98,7 +98,8 @@ bench: $(VENV)/.setup-$(BENCH)
 	$(PY) benchmarks/overhead.py --strategy beam_search --n 8 --problems 100 --repeats 5
 	$(PY) benchmarks/cpu_layout.py
 	$(PY) benchmarks/http_client.py
-	$(PY) benchmarks/peers.py
+	$(PY) benchmarks/peers.py --also stop_tokens=false
+	$(PY) benchmarks/peers_first_result.py
 	$(PY) benchmarks/scorers.py
 	$(PY) benchmarks/strategies.py
 	$(PY) benchmarks/server_load.py

@@ -4,15 +4,18 @@ One server (loopback, the testbed policy, a chat template that renders the testb
 exactly, checked against Branchwise's own rendering before anything runs); then for each
 strategy, at equal budgets, its_hub (in its own virtual environment, ``benchmarks/peer_its_hub.py``)
 and Branchwise (the ``openai`` engine at its default settings) solve the same problems the
-same number at a time, alternating. Reported per arm: problems/s, generated tokens (the
-server's own counter), accuracy (one grader for both), the client's CPU seconds, and the
-server's mean running requests (batch occupancy) and generation throughput from ``/metrics``.
+same number at a time, in turn (the first arm rotating from repeat to repeat). Reported per
+arm: problems/s, generated tokens (the server's own counter), accuracy (one grader for both),
+the client's CPU seconds, and the server's mean running requests (batch occupancy),
+generation throughput, computed tokens and engine steps from ``/metrics``. ``--also``
+adds Branchwise arms with other engine settings, side by side in the same rotation.
 
 its_hub is installed on first use into ``.venv-bench/its_hub`` (``--peer-python`` to use
 another interpreter); the pinned requirements are ``benchmarks/peers-requirements.txt``.
 
     python benchmarks/peers.py [--problems 100] [--concurrency 32] [--budget 8]
-        [--strategies particle_filter,beam_search,self_consistency] [--repeats 1]
+        [--strategies particle_filter,beam_search,self_consistency] [--repeats 5]
+        [--also stop_tokens=false]
 """
 
 from __future__ import annotations
@@ -280,9 +283,16 @@ async def run_its_hub(
             "correct": correct}  # fmt: skip
 
 
-def pair_order(repeat: int) -> tuple[str, str]:
-    """Which arm runs first in a repeat: its_hub, then Branchwise first, and so on."""
-    return ("its_hub", "branchwise") if repeat % 2 == 0 else ("branchwise", "its_hub")
+def arm_order(arms: list[str], repeat: int) -> list[str]:
+    """The arms in the order they run in a repeat: rotated by one each repeat, so each runs
+    first (and last) as often as the others."""
+    shift = repeat % len(arms)
+    return arms[shift:] + arms[:shift]
+
+
+def variant_name(setting: dict[str, Any]) -> str:
+    """Branchwise's arm with other engine settings, e.g. ``branchwise (stop_tokens=false)``."""
+    return "branchwise (" + ", ".join(f"{k}={json.dumps(v)}" for k, v in setting.items()) + ")"
 
 
 async def check_prompt(
@@ -345,16 +355,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     args.served_name,
                 )
                 await run_branchwise(recipe, problems[:8])  # warm-up (prefix cache, connections)
-                arms: dict[str, list[dict[str, Any]]] = {"its_hub": [], "branchwise": []}
                 runs = {
                     "its_hub": functools.partial(run_its_hub, python, job, base, problems),
                     "branchwise": functools.partial(run_branchwise, recipe, problems),
                 }
+                for setting in args.also:
+                    other = branchwise_recipe(
+                        base, strategy, args.budget, server.url, args.concurrency,
+                        {**args.engine, **setting}, args.served_name,
+                    )  # fmt: skip
+                    runs[variant_name(setting)] = functools.partial(run_branchwise, other, problems)
+                arms: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
                 for repeat in range(args.repeats):
                     assert server.pid is not None
-                    # the order alternates: a server that slows over a session (it does, for
-                    # both clients) must not always charge the same arm for the later run
-                    for arm in pair_order(repeat):
+                    # the order rotates: a server that slows over a session (it does, for
+                    # every client) must not always charge the same arm for the later run
+                    for arm in arm_order(list(runs), repeat):
                         arms[arm].append(await measured(server.url, server.pid, runs[arm]()))
                     print(strategy, json.dumps({k: v[-1] for k, v in arms.items()}), flush=True)
                 results[strategy] = arms
@@ -367,6 +383,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "results": results,
         "engine_settings": args.engine,
+        "also": [variant_name(setting) for setting in args.also],
         "server_layout": args.server_layout,
         "server_env": dict(layout_environment(args.server_layout)),
     }
@@ -418,6 +435,9 @@ def report(data: dict[str, Any]) -> str:
         if one_thread:
             need = min(_median(runs, "server_engine_cpu_seconds") for runs in arms.values())
             ratio += f" (ceiling {_median(arms['its_hub'], 'wall_seconds') / need:.2f}x)"
+        for arm in arms:
+            if arm not in ("its_hub", "branchwise"):
+                ratio += f"; {arm} {speed[arm] / speed['its_hub']:.2f}x"
         ratios.append(ratio)
     text = table(
         ["strategy", "system", "problems/s", "wall s", "generated tokens (server)", "accuracy",
@@ -426,6 +446,11 @@ def report(data: dict[str, Any]) -> str:
         rows,
     )  # fmt: skip
     return text + "\n\nBranchwise / its_hub problems/s: " + ", ".join(ratios)
+
+
+def settings(pairs: list[str]) -> dict[str, Any]:
+    """Engine settings from ``KEY=VALUE`` strings (JSON values)."""
+    return {k: json.loads(v) for k, _, v in (pair.partition("=") for pair in pairs)}
 
 
 def main() -> None:
@@ -458,9 +483,18 @@ def main() -> None:
         help="the name the server serves the policy under (another than its folder's checks "
         "that the client finds the policy's tokenizer without the name)",
     )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="one more Branchwise arm with these engine settings, e.g. stop_tokens=false: "
+        "what a setting is worth, side by side on the same server",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    args.engine = {k: json.loads(v) for k, _, v in (e.partition("=") for e in args.engine)}
+    args.engine = settings(args.engine)
+    args.also = [settings(a.split(",")) for a in args.also]
     data = asyncio.run(main_async(args))
     text = report(data)
     print(text)
@@ -468,6 +502,10 @@ def main() -> None:
         return
     write_json("peers", data)
     layout_flag = "" if data["server_layout"] == "small-cpu" else " --server-layout stock"
+    also_flags = "".join(
+        " --also " + ",".join(f"{k}={json.dumps(v)}" for k, v in setting.items())
+        for setting in args.also
+    )
     write_section(
         "peers",
         "## Branchwise against its_hub on one vLLM server\n\n"
@@ -477,12 +515,12 @@ def main() -> None:
         "its_hub 1.2.0 and Branchwise's `openai` engine at their default settings"
         + (f" (Branchwise engine: {data['engine_settings']})" if data["engine_settings"] else "")
         + ", the "
-        "testbed's exact step checker as the PRM for both, alternating runs "
+        "testbed's exact step checker as the PRM for both, in turn, the first arm rotating "
         f"(medians of {data['repeats']}). Generated tokens and occupancy are the server's own "
         "`/metrics` (mean running requests sampled every 0.25 s); client CPU is the client "
         "process's CPU time; engine CPU is the server's engine processes' CPU time.\n"
         + LAYOUTS[data["server_layout"]]
-        + f"\nCommand: `python benchmarks/peers.py{layout_flag}`.\n\n"
+        + f"\nCommand: `python benchmarks/peers.py{layout_flag}{also_flags}`.\n\n"
         f"{text}\n",
     )
 

@@ -21,11 +21,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import ROOT, run_or_render, table
-from benchmarks.peers import SERVED_NAME, main_async
+from benchmarks.peers import SERVED_NAME, main_async, variant_name
 from branchwise.orchestrator.help_format import HelpWithDefaults
 
 OTHER_NAME = "toy-math-policy"
 TARGET = 1.2
+ABLATION = {"stop_tokens": False}  # a third arm: what stopping on tokens is worth
 
 
 def cases(args: argparse.Namespace) -> list[tuple[int, str, int]]:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         peers_args = argparse.Namespace(
             problems=problems, concurrency=32, budget=8, strategies="particle_filter",
             repeats=repeats, server_layout="small-cpu", peer_python=None, engine={},
-            served_name=served_name,
+            served_name=served_name, also=[ABLATION],
         )  # fmt: skip
         data = asyncio.run(main_async(peers_args))
         runs.append({"served_name": served_name, **data})
@@ -62,31 +63,38 @@ def section(data: dict[str, Any]) -> str:
         arms = case["results"]["particle_filter"]
         theirs, ours = arms["its_hub"], arms["branchwise"]
         ratio = _median(theirs, "wall_seconds") / _median(ours, "wall_seconds")
+        without = arms.get(variant_name(ABLATION))
+        ablated = (
+            f"{_median(theirs, 'wall_seconds') / _median(without, 'wall_seconds'):.2f}x"
+            if without
+            else "-"
+        )
         each = [a["wall_seconds"] / b["wall_seconds"] for a, b in zip(theirs, ours, strict=True)]
         need = min(_median(runs, "server_engine_cpu_seconds") for runs in (theirs, ours))
         rows.append([
             case["problems"], f"`{case['served_name']}`", case["repeats"],
             f"{_median(theirs, 'wall_seconds'):.1f}", f"{_median(ours, 'wall_seconds'):.1f}",
-            f"**{ratio:.2f}x**", " ".join(f"{r:.2f}" for r in each),
+            f"**{ratio:.2f}x**", " ".join(f"{r:.2f}" for r in each), ablated,
             f"{_median(theirs, 'wall_seconds') / need:.2f}x",
             f"{_median(theirs, 'correct'):.0f} / {_median(ours, 'correct'):.0f}",
             "met" if ratio >= TARGET else "missed",
         ])  # fmt: skip
     body = table(
         ["problems", "served as", "repeats", "its_hub wall s", "Branchwise wall s",
-         "Branchwise / its_hub", "per repeat", "ceiling", "correct (its_hub / Branchwise)",
-         f"{TARGET}x"],
+         "Branchwise / its_hub", "per repeat", "without stop tokens", "ceiling",
+         "correct (its_hub / Branchwise)", f"{TARGET}x"],
         rows,
     )  # fmt: skip
     policy = Path(data["runs"][0]["policy"]).relative_to(ROOT) if data["runs"] else "policy"
     return (
         "## A fast first result over HTTP: Branchwise against its_hub, particle filtering\n\n"
         f"Particle filtering with 8 particles, 32 problems at a time, each case on a fresh "
-        f"`vllm serve` of `{policy}` (layout `small-cpu`), its_hub and Branchwise alternating "
-        "(which runs first alternates too); medians over the repeats. `policy` is the "
+        f"`vllm serve` of `{policy}` (layout `small-cpu`), its_hub and Branchwise in turn "
+        "(which runs first rotates); medians over the repeats. `policy` is the "
         f"folder's own name; under `{OTHER_NAME}` the client finds the tokenizer through "
         "`/v1/models`. The ceiling is its_hub's wall time over the engine CPU the work needs "
-        "(no client can gain more on this server). Target: Branchwise at least "
+        '(no client can gain more on this server). "Without stop tokens" is a third arm, '
+        "Branchwise with `stop_tokens: false`, in the same rotation. Target: Branchwise at least "
         f"{TARGET}x its_hub in every case.\n"
         "Command: `python benchmarks/peers_first_result.py`.\n\n" + body + "\n"
     )

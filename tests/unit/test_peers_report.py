@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.markdown import ROOT
-from benchmarks.peers import pair_order, report
+from benchmarks.peers import arm_order, report, settings, variant_name
 from benchmarks.peers_first_result import section
 
 
@@ -33,16 +33,25 @@ def _case(problems: int, served: str, theirs: list[float], ours: list[float]) ->
     }
 
 
-def test_the_arm_that_runs_first_alternates() -> None:
-    assert [pair_order(i)[0] for i in range(4)] == ["its_hub", "branchwise"] * 2
-    assert all(sorted(pair_order(i)) == ["branchwise", "its_hub"] for i in range(4))
+def test_each_arm_runs_first_and_last_in_turn() -> None:
+    arms = ["its_hub", "branchwise", "branchwise (stop_tokens=false)"]
+    orders = [arm_order(arms, repeat) for repeat in range(6)]
+    assert all(sorted(order) == sorted(arms) for order in orders)
+    assert [order[0] for order in orders] == arms * 2
+    assert [order[-1] for order in orders] == [arms[2], arms[0], arms[1]] * 2
+    assert variant_name(settings(["stop_tokens=false"])) == "branchwise (stop_tokens=false)"
 
 
 def test_the_peer_report_gives_each_repeats_ratio_and_tolerates_older_runs() -> None:
     case = _case(100, "policy", [6.0, 9.0], [5.0, 6.0])
     case["results"]["particle_filter"]["branchwise"][0]["server_computed_tokens"] = 7
+    case["results"]["particle_filter"]["branchwise (stop_tokens=false)"] = [
+        _run(6.0, 5.0),
+        _run(9.0, 5.0),
+    ]
     text = report(case)
     assert "per repeat 1.20, 1.50" in text
+    assert "; branchwise (stop_tokens=false) 1.00x" in text
     assert "| - | - |" in text  # a run without the server's computed-token counter
 
 
