@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 
-from benchmarks.markdown import table, write_json, write_section
+from benchmarks.markdown import RESULTS, table, write_json, write_section
 from benchmarks.process_cpu import cpu_seconds, is_vllm_engine, process_tree
 from benchmarks.testbed import (
     BEAM_WIDTH,
@@ -384,6 +384,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "engine_settings": args.engine,
         "also": [variant_name(setting) for setting in args.also],
+        "also_settings": args.also,
         "server_layout": args.server_layout,
         "server_env": dict(layout_environment(args.server_layout)),
     }
@@ -437,15 +438,15 @@ def report(data: dict[str, Any]) -> str:
             ratio += f" (ceiling {_median(arms['its_hub'], 'wall_seconds') / need:.2f}x)"
         for arm in arms:
             if arm not in ("its_hub", "branchwise"):
-                ratio += f"; {arm} {speed[arm] / speed['its_hub']:.2f}x"
-        ratios.append(ratio)
+                ratio += f"; {arm}: {speed[arm] / speed['its_hub']:.2f}x"
+        ratios.append("- " + ratio)
     text = table(
         ["strategy", "system", "problems/s", "wall s", "generated tokens (server)", "accuracy",
          "client CPU s", "mean running requests", "server gen tokens/s", "engine CPU s",
          "engine busy", "tokens the engine computed", "engine steps"],
         rows,
     )  # fmt: skip
-    return text + "\n\nBranchwise / its_hub problems/s: " + ", ".join(ratios)
+    return text + "\n\nBranchwise / its_hub problems/s:\n\n" + "\n".join(ratios)
 
 
 def settings(pairs: list[str]) -> dict[str, Any]:
@@ -492,22 +493,30 @@ def main() -> None:
         "what a setting is worth, side by side on the same server",
     )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--render", action="store_true", help="rewrite the saved results' section")
     args = parser.parse_args()
+    if args.render:
+        data = json.loads((RESULTS / "peers.json").read_text())
+        print(report(data))
+        write_section("peers", section(data))
+        return
     args.engine = settings(args.engine)
     args.also = [settings(a.split(",")) for a in args.also]
     data = asyncio.run(main_async(args))
-    text = report(data)
-    print(text)
-    if args.no_write:
-        return
-    write_json("peers", data)
+    print(report(data))
+    if not args.no_write:
+        write_json("peers", data)
+        write_section("peers", section(data))
+
+
+def section(data: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section of a run: what ran, the command, the table and the ratios."""
     layout_flag = "" if data["server_layout"] == "small-cpu" else " --server-layout stock"
     also_flags = "".join(
         " --also " + ",".join(f"{k}={json.dumps(v)}" for k, v in setting.items())
-        for setting in args.also
+        for setting in data.get("also_settings", [])
     )
-    write_section(
-        "peers",
+    return (
         "## Branchwise against its_hub on one vLLM server\n\n"
         f"{data['problems']} testbed eval problems, {data['concurrency']} at a time, budget "
         f"{data['budget']} (particles / beam paths / samples), one `vllm serve` of "
@@ -521,7 +530,7 @@ def main() -> None:
         "process's CPU time; engine CPU is the server's engine processes' CPU time.\n"
         + LAYOUTS[data["server_layout"]]
         + f"\nCommand: `python benchmarks/peers.py{layout_flag}{also_flags}`.\n\n"
-        f"{text}\n",
+        f"{report(data)}\n"
     )
 
 

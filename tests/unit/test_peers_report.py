@@ -51,7 +51,7 @@ def test_the_peer_report_gives_each_repeats_ratio_and_tolerates_older_runs() -> 
     ]
     text = report(case)
     assert "per repeat 1.20, 1.50" in text
-    assert "; branchwise (stop_tokens=false) 1.00x" in text
+    assert "; branchwise (stop_tokens=false): 1.00x" in text
     assert "| - | - |" in text  # a run without the server's computed-token counter
 
 
