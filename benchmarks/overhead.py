@@ -90,9 +90,10 @@ async def raw(
 
     async def one(request: GenerationRequest, prompt: Any) -> int:
         final = None
-        async for out in llm.generate(
-            prompt, to_sampling_params(request, stream=False), request_id=request.request_id
-        ):
+        # the same stop tokens the engine sends (orchestrator/engines/stop_tokens.py)
+        stops = await engine.prepare_stop_tokens(request.sampling.stop)
+        params = to_sampling_params(request, stream=False, stop_token_ids=stops.ids)
+        async for out in llm.generate(prompt, params, request_id=request.request_id):
             final = out
         assert final is not None
         return sum(len(c.token_ids) for c in final.outputs)
@@ -157,9 +158,11 @@ async def replay(
 
     async def send(request: GenerationRequest, request_id: str) -> int:
         final = None
+        # the same stop tokens the engine sends (orchestrator/engines/stop_tokens.py)
+        stops = await engine.prepare_stop_tokens(request.sampling.stop)
         async for out in llm.generate(
             TokensPrompt(prompt_token_ids=list(request.prompt_token_ids)),
-            to_sampling_params(request, stream=False),
+            to_sampling_params(request, stream=False, stop_token_ids=stops.ids),
             request_id=request_id,
         ):
             final = out

@@ -284,8 +284,9 @@ async def run_its_hub(
 
 
 def arm_order(arms: list[str], repeat: int) -> list[str]:
-    """The arms in the order they run in a repeat: rotated by one each repeat, so each runs
-    first (and last) as often as the others."""
+    """The arms in the order they run in a repeat, rotated by one each repeat: over a number
+    of repeats that is a multiple of the arms, each runs first (and last) as often as the
+    others; otherwise the first arms run first once more."""
     shift = repeat % len(arms)
     return arms[shift:] + arms[:shift]
 
@@ -490,7 +491,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE[,KEY=VALUE]",
         help="one more Branchwise arm with these engine settings, e.g. stop_tokens=false: "
-        "what a setting is worth, side by side on the same server",
+        "what a setting is worth, side by side on the same server (a value holds no comma)",
     )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--render", action="store_true", help="rewrite the saved results' section")

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
-from branchwise.core.errors import BranchwiseError, BudgetExhausted, RecipeError
+from branchwise.core.errors import BranchwiseError, BudgetExhausted, EngineError, RecipeError
 from branchwise.core.problem import Problem
 from branchwise.core.reasoning import ReasoningTags
 from branchwise.core.scorers import SCORERS, Scorer, ScorerResources
@@ -133,7 +133,12 @@ class Orchestrator:
     async def __aenter__(self) -> Self:
         if self._owns_engine:
             await self.engine.__aenter__()
-        await self._prepare_stop_tokens()
+        try:
+            await self._prepare_stop_tokens()
+        except BaseException as exc:
+            if self._owns_engine:
+                await self.engine.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         if self.engines:
             started: list[Engine] = []
             try:
@@ -156,8 +161,12 @@ class Orchestrator:
             return
         sampling, delimiter = self.recipe.sampling, self.recipe.step_delimiter
         for stop in dict.fromkeys((step_stop(delimiter, sampling.stop), tuple(sampling.stop))):
-            if stop:
+            if not stop:
+                continue
+            try:
                 await self.engine.prepare_stop_tokens(stop)
+            except EngineError:  # e.g. an engine passed in not started: its requests will say
+                return
 
     async def _check_shared_tokenizer(self) -> None:
         """Named engines extend the same token ids as the recipe's engine: refuse one whose

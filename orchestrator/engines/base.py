@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from branchwise.orchestrator.engines.stop_tokens import StopTokens
 from branchwise.orchestrator.engines.types import (
     GenerationRequest,
     GenerationResult,
@@ -111,6 +112,6 @@ class CodeBookEngine(Engine, Protocol):
 class StopTokenEngine(Engine, Protocol):
     """An engine that also stops on the tokens holding a stop string (``stop_tokens.py``)."""
 
-    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
-        """Find ``stop``'s tokens now (at start), not in the first request that stops on it."""
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> StopTokens:
+        """``stop``'s stop tokens, found now (at start), not in the first request that stops."""
         ...

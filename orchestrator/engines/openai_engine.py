@@ -258,7 +258,11 @@ class OpenAIEngine:
         """
         if self._served_probe is None:
             self._served_probe = asyncio.ensure_future(self._find_served_tokenizer())
-        return await asyncio.shield(self._served_probe)
+        probe = self._served_probe
+        found = await asyncio.shield(probe)
+        if self._probe_unanswered and self._served_probe is probe:
+            self._served_probe = None  # no server answered (none up yet): ask again next time
+        return found
 
     async def _find_served_tokenizer(self) -> Any:
         if not self.config.local_tokenizer:
@@ -312,11 +316,9 @@ class OpenAIEngine:
         }
         if s.seed is not None:
             body["seed"] = s.seed
-        stops = StopTokens()
-        if s.stop and self.config.stop_tokens:
-            stops = await self._stop_tokens.get(s.stop, self._tokenizer_here)
-            if stops.held:
-                body["stop_token_ids"] = stops.ids
+        stops = await self.prepare_stop_tokens(s.stop)
+        if stops.held:
+            body["stop_token_ids"] = stops.ids
         if s.logprobs is not None:
             body["logprobs"] = s.logprobs
         data = await self._post(
@@ -324,10 +326,12 @@ class OpenAIEngine:
         )
         return await self._with_whole_tokens(_to_result(data, request, stops))
 
-    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
-        """Find ``stop``'s tokens now, so the first request that stops on it does not wait."""
-        if stop and self.config.stop_tokens:
-            await self._stop_tokens.get(stop, self._tokenizer_here)
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> StopTokens:
+        """``stop``'s stop tokens (found once; none without a tokenizer here, or when the
+        config turns them off). Asked at start, the first request that stops does not wait."""
+        if not self.config.stop_tokens:
+            return StopTokens()
+        return await self._stop_tokens.get(stop, self._tokenizer_here)
 
     async def _tokenizer_here(self) -> Any:
         """The tokenizer on this machine (the config's, or the served folder's), or None."""
@@ -531,7 +535,9 @@ def _to_result(
                 token_ids=tuple(int(t) for t in choice.get("token_ids") or ()),
                 text=choice["text"],
                 finish_reason=finish,
-                stop_reason=(stops or StopTokens()).reason(choice.get("stop_reason")),
+                stop_reason=(stops or StopTokens()).reason(
+                    choice.get("stop_reason"), choice.get("text") or ""
+                ),
                 token_logprobs=chosen,
                 top_logprobs=tops,
                 prompt_tokens=prompt_tokens,

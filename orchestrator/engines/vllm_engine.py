@@ -233,19 +233,16 @@ class VLLMEngine:
 
         return await score_given_tokens(self.llm, request, self._inflight)
 
-    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
-        """Find ``stop``'s tokens now, so the first request that stops on it does not wait."""
-        await self._stop_tokens_of(stop)
-
-    async def _stops(self, request: GenerationRequest) -> StopTokens:
-        return await self._stop_tokens_of(request.sampling.stop)
-
-    async def _stop_tokens_of(self, stop: Sequence[str]) -> StopTokens:
-        """The stop tokens of ``stop`` (none when the config turns them off)."""
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> StopTokens:
+        """``stop``'s stop tokens (found once; none when the config turns them off). Asked at
+        start, the first request that stops does not wait."""
         if not stop or not self.config.stop_tokens:
             return StopTokens()
         self.llm  # noqa: B018 - raise early if not started
         return await self._stop_tokens.get(stop, self._tokenizer_now)
+
+    async def _stops(self, request: GenerationRequest) -> StopTokens:
+        return await self.prepare_stop_tokens(request.sampling.stop)
 
     async def _tokenizer_now(self) -> Any:
         return self._tokenizer
@@ -393,7 +390,7 @@ def _to_completion(
         token_ids=token_ids,
         text=str(c.text) if streaming else decode(token_ids),
         finish_reason=reason,
-        stop_reason=(stops or StopTokens()).reason(c.stop_reason),
+        stop_reason=(stops or StopTokens()).reason(c.stop_reason, str(c.text)),
         token_logprobs=chosen,
         top_logprobs=tops,
         top_token_ids=top_ids,

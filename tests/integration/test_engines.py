@@ -204,6 +204,8 @@ def test_stop_tokens_change_no_completion(
         config = vllm_engine.config
         vllm_engine.config = config.model_copy(update={"stop_tokens": stop_tokens})
         try:
+            sent = await vllm_engine.prepare_stop_tokens(request.sampling.stop)
+            assert bool(sent.held) == stop_tokens  # what generate sends along
             return await vllm_engine.generate(request)
         finally:
             vllm_engine.config = config
@@ -213,6 +215,8 @@ def test_stop_tokens_change_no_completion(
             base_urls=[vllm_server], model="policy", stop_tokens=stop_tokens
         )
         async with OpenAIEngine(config) as engine:
+            sent = await engine.prepare_stop_tokens(request.sampling.stop)
+            assert bool(sent.held) == stop_tokens  # the served folder's tokenizer was found
             return await engine.generate(request)
 
     async def go() -> int:

@@ -8,6 +8,7 @@ and through the OpenAI engine's request body and answer, with the server simulat
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from branchwise.core.errors import EngineError
 from branchwise.orchestrator.engines import stop_tokens
 from branchwise.orchestrator.engines.config import OpenAIEngineConfig
 from branchwise.orchestrator.engines.openai_engine import OpenAIEngine
@@ -60,9 +62,10 @@ def test_each_token_reads_as_the_first_stop_string_it_holds(tokenizer: Any) -> N
     found = find_stop_tokens(tokenizer, (".\n", "\n"))
     dot_newline = tokenizer.convert_tokens_to_ids(".Ċ")
     newline = tokenizer.convert_tokens_to_ids("Ċ")
-    assert found.reason(dot_newline) == ".\n" and found.reason(newline) == "\n"
-    assert found.reason(7) == 7  # a token that holds none (an EOS, say) is left as it was
-    assert found.reason("\n") == "\n" and found.reason(None) is None
+    assert found.reason(dot_newline, "1+1=2.\n") == ".\n"
+    assert found.reason(newline, "1+1=2\n") == "\n"
+    assert found.reason(7, "a\n") == 7  # a token that holds none (an EOS, say) stays as it was
+    assert found.reason("\n", "a\n") == "\n" and found.reason(None, "a") is None
 
 
 def test_at_most_the_cap_and_none_without_stop_strings(
@@ -175,8 +178,9 @@ class _PreparingEngine(ScriptedEngine):
         super().__init__(error_rate=0.0)
         self.prepared: list[tuple[str, ...]] = []
 
-    async def prepare_stop_tokens(self, stop: Sequence[str]) -> None:
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> StopTokens:
         self.prepared.append(tuple(stop))
+        return StopTokens()
 
 
 def test_the_orchestrator_has_the_engine_find_its_stop_tokens_at_start() -> None:
@@ -188,3 +192,97 @@ def test_the_orchestrator_has_the_engine_find_its_stop_tokens_at_start() -> None
     one_step = step_stop("\n", ())
     assert one_step == ("\n",) and engine.prepared == [one_step]  # (the recipe adds none)
     assert all(r.sampling.stop == one_step for r in engine.requests)
+
+
+def test_tokens_the_tokenizer_marks_special_are_left_out(tokenizer: Any) -> None:
+    """Special tokens beyond the named ones (added with special=True) read as nothing."""
+    from tokenizers import AddedToken
+
+    special = copy.deepcopy(tokenizer)
+    special.add_tokens([AddedToken("<|a\n\n|>", special=True)])
+    added = special.convert_tokens_to_ids("<|a\n\n|>")
+    assert added not in find_stop_tokens(special, ("\n\n",)).ids
+    special.add_tokens([AddedToken("<b\n\n>", special=False)])
+    assert special.convert_tokens_to_ids("<b\n\n>") in find_stop_tokens(special, ("\n\n",)).ids
+
+
+def test_a_token_id_reads_as_its_string_only_where_the_text_holds_it() -> None:
+    stops = StopTokens({7: "\n\n"})
+    assert stops.reason(7, "1+1=2\n\n") == "\n\n"
+    assert stops.reason(7, "1+1=2") == 7  # the server found no string there: left as it was
+
+
+def test_a_tokenizer_that_cannot_be_searched_gives_no_stop_tokens_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unsearchable:
+        def __len__(self) -> int:
+            return 3
+
+        def batch_decode(self, ids: Any) -> list[str]:  # no keyword arguments
+            return ["a"] * len(ids)
+
+    calls = []
+
+    async def tokenizer() -> Any:
+        calls.append(1)
+        return Unsearchable()
+
+    async def main() -> list[StopTokens]:
+        cache = StopTokenCache()
+        return [await cache.get(("\n",), tokenizer) for _ in range(3)]
+
+    assert asyncio.run(main()) == [StopTokens()] * 3
+    assert calls == [1]  # remembered: searched once, warned once
+    assert sum("no stop tokens" in r.message for r in caplog.records) == 1
+
+
+def test_no_tokenizer_yet_or_a_failed_ask_is_asked_again() -> None:
+    answers: list[Any] = [EngineError("no server up"), None, None]
+
+    async def tokenizer() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def main() -> None:
+        cache = StopTokenCache()
+        with pytest.raises(EngineError):
+            await cache.get(("\n",), tokenizer)
+        assert await cache.get(("\n",), tokenizer) == StopTokens()  # none here yet
+        assert await cache.get(("\n",), tokenizer) == StopTokens()
+
+    asyncio.run(main())
+    assert answers == []
+
+
+def test_a_waiter_cancelled_leaves_the_shared_search_to_the_others() -> None:
+    release = asyncio.Event()
+
+    async def tokenizer() -> Any:
+        await release.wait()
+        return None
+
+    async def main() -> StopTokens:
+        cache = StopTokenCache()
+        first = asyncio.ensure_future(cache.get(("\n",), tokenizer))
+        second = asyncio.ensure_future(cache.get(("\n",), tokenizer))
+        await asyncio.sleep(0)
+        first.cancel()
+        release.set()
+        return await second
+
+    assert asyncio.run(main()) == StopTokens()
+
+
+class _NotReadyEngine(_PreparingEngine):
+    async def prepare_stop_tokens(self, stop: Sequence[str]) -> StopTokens:
+        raise EngineError("not started")
+
+
+def test_an_engine_that_cannot_prepare_still_searches() -> None:
+    strategy = {"name": "beam_search", "beam_width": 2, "expansions": 2, "scorer": "prm"}
+    scorers = [{"kind": "reference_steps", "name": "prm"}]
+    [result] = run_strategy(strategy, [make_problem(0)], _NotReadyEngine(), scorers=scorers)
+    assert result.error is None and result.answer is not None
