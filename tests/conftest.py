@@ -37,6 +37,17 @@ def make_problem(index: int, steps: int = 3, seed: int = 0) -> Problem:
     )
 
 
+TESTBED_POLICY = REPO / "examples" / "testbed" / "models" / "policy"
+
+
+@pytest.fixture(scope="session")
+def testbed_tokenizer() -> Any:
+    """The testbed policy's byte-level BPE tokenizer (it merges ".\\n\\n" into one token)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(TESTBED_POLICY), local_files_only=True)
+
+
 @pytest.fixture
 def problems() -> list[Problem]:
     return [make_problem(i) for i in range(12)]

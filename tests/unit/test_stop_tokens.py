@@ -37,14 +37,8 @@ POLICY = REPO / "examples/testbed/models/policy"
 SOLUTIONS = REPO / "examples/testbed/data/eval.jsonl"
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(POLICY), local_files_only=True)
-
-
-def test_every_token_holding_the_delimiter_is_found_shortest_first(tokenizer: Any) -> None:
+def test_every_token_holding_the_delimiter_is_found_shortest_first(testbed_tokenizer: Any) -> None:
+    tokenizer = testbed_tokenizer
     found = find_stop_tokens(tokenizer, ("\n\n",))
     special = set(tokenizer.all_special_ids)
     expected = {
@@ -58,7 +52,8 @@ def test_every_token_holding_the_delimiter_is_found_shortest_first(tokenizer: An
     assert tokenizer.convert_tokens_to_ids("Ċ") not in found.ids  # "\n" alone holds no "\n\n"
 
 
-def test_each_token_reads_as_the_first_stop_string_it_holds(tokenizer: Any) -> None:
+def test_each_token_reads_as_the_first_stop_string_it_holds(testbed_tokenizer: Any) -> None:
+    tokenizer = testbed_tokenizer
     found = find_stop_tokens(tokenizer, (".\n", "\n"))
     dot_newline = tokenizer.convert_tokens_to_ids(".Ċ")
     newline = tokenizer.convert_tokens_to_ids("Ċ")
@@ -69,15 +64,19 @@ def test_each_token_reads_as_the_first_stop_string_it_holds(tokenizer: Any) -> N
 
 
 def test_at_most_the_cap_and_none_without_stop_strings(
-    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+    testbed_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    tokenizer = testbed_tokenizer
     monkeypatch.setattr(stop_tokens, "MAX_STOP_TOKENS", 3)
     assert len(find_stop_tokens(tokenizer, ("\n",)).ids) == 3
     assert find_stop_tokens(tokenizer, ()) == StopTokens()
 
 
-def test_a_stop_token_never_ends_a_step_before_the_stop_string_would(tokenizer: Any) -> None:
+def test_a_stop_token_never_ends_a_step_before_the_stop_string_would(
+    testbed_tokenizer: Any,
+) -> None:
     """Every step of the testbed's solutions ends at the same token by string or by token."""
+    tokenizer = testbed_tokenizer
     stop = "\n\n"
     ids_holding = set(find_stop_tokens(tokenizer, (stop,)).ids)
     by_token = 0
@@ -154,7 +153,8 @@ def _generate(transport: httpx.MockTransport, **config: Any) -> Any:
     return asyncio.run(main())
 
 
-def test_the_openai_engine_sends_stop_tokens_and_reads_them_back(tokenizer: Any) -> None:
+def test_the_openai_engine_sends_stop_tokens_and_reads_them_back(testbed_tokenizer: Any) -> None:
+    tokenizer = testbed_tokenizer
     bodies: list[dict[str, Any]] = []
     ids = tokenizer.encode("1+1=2\n\n", add_special_tokens=False)
     completion = _generate(_served(bodies, ids[-1], ids), tokenizer=str(POLICY))
@@ -194,8 +194,9 @@ def test_the_orchestrator_has_the_engine_find_its_stop_tokens_at_start() -> None
     assert all(r.sampling.stop == one_step for r in engine.requests)
 
 
-def test_tokens_the_tokenizer_marks_special_are_left_out(tokenizer: Any) -> None:
+def test_tokens_the_tokenizer_marks_special_are_left_out(testbed_tokenizer: Any) -> None:
     """Special tokens beyond the named ones (added with special=True) read as nothing."""
+    tokenizer = testbed_tokenizer
     from tokenizers import AddedToken
 
     special = copy.deepcopy(tokenizer)

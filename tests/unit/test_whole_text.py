@@ -27,13 +27,6 @@ POLICY = REPO / "examples/testbed/models/policy"
 SOLUTIONS = REPO / "examples/testbed/data/eval.jsonl"
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(POLICY), local_files_only=True)
-
-
 def _cut(tokenizer: Any, ids: list[int], stop: str) -> tuple[list[int], str] | None:
     """What vLLM returns: the ids up to the token that completes ``stop``, the text cut at it."""
     for k in range(1, len(ids) + 1):
@@ -92,8 +85,9 @@ def _request(index: int, stop: str) -> GenerationRequest:
 
 @pytest.mark.parametrize("stop", ["\n", "."])
 def test_one_character_stops_are_completed_exactly_with_one_ask_per_token_id(
-    tokenizer: Any, stop: str
+    testbed_tokenizer: Any, stop: str
 ) -> None:
+    tokenizer = testbed_tokenizer
     served = _cases(tokenizer, stop)
     short = [(ids, text) for ids, text in served if tokenizer.decode(ids) != text]
     assert len(served) > 40 and short  # some completions are cut inside their last token
@@ -112,7 +106,8 @@ def test_one_character_stops_are_completed_exactly_with_one_ask_per_token_id(
     assert asked["detokenize"] == len(distinct_last) < len(served) / 10
 
 
-def test_longer_stop_strings_still_ask_the_server(tokenizer: Any) -> None:
+def test_longer_stop_strings_still_ask_the_server(testbed_tokenizer: Any) -> None:
+    tokenizer = testbed_tokenizer
     served = _cases(tokenizer, "\n\n")[:30]
 
     async def go() -> tuple[list[str], dict[str, int]]:
@@ -126,8 +121,9 @@ def test_longer_stop_strings_still_ask_the_server(tokenizer: Any) -> None:
     assert asked["detokenize"] == len(served)  # a two-character stop may start a token early
 
 
-def test_the_engine_is_ready_when_its_start_returns(tokenizer: Any) -> None:
+def test_the_engine_is_ready_when_its_start_returns(testbed_tokenizer: Any) -> None:
     """The tokenizer is loaded (or the served model's probed) at start, not in a request."""
+    tokenizer = testbed_tokenizer
     seen: list[str] = []
 
     def route(request: httpx.Request) -> httpx.Response:
