@@ -10,7 +10,9 @@ how fast the engine streams (two recordings of the same code differed there, and
 there); so is rsd, whose contract recipe names scripted engines beside the policy (its vLLM
 test is test_rsd_vllm.py). Strategies added after the recording are observed once it is
 re-recorded. Re-record a deliberate change with ``BRANCHWISE_RECORD_SNAPSHOT=1`` and say why
-in the commit.
+in the commit. Last re-recorded with the engine's stop tokens on (stop_tokens.py): the 26
+entries recorded before them came out unchanged, and osca, power_sampling and
+speculative_consensus joined.
 """
 
 from __future__ import annotations
