@@ -70,6 +70,13 @@ async def orchestrated(
     return run.wall_seconds, run.generated_tokens
 
 
+async def engine_params(engine: VLLMEngine, request: GenerationRequest) -> Any:
+    """vLLM's sampling parameters for ``request`` as the engine sends them, its stop tokens
+    (orchestrator/engines/stop_tokens.py) included; built before a timed arm starts."""
+    stops = await engine.prepare_stop_tokens(request.sampling.stop)
+    return to_sampling_params(request, stream=False, stop_token_ids=stops.ids)
+
+
 async def raw(
     engine: VLLMEngine, recipe: Recipe, problems: list[Problem], tag: str
 ) -> tuple[float, int]:
@@ -86,20 +93,18 @@ async def raw(
             update={"seed": derive_seed(recipe.seed, problem.id, "r.0")}
         )
         request = GenerationRequest(f"raw-{tag}-{problem.id}", ids, spec, n=recipe.strategy.n)  # type: ignore[attr-defined]
-        prepared.append((request, TokensPrompt(prompt_token_ids=list(ids))))
+        params = await engine_params(engine, request)
+        prepared.append((request, TokensPrompt(prompt_token_ids=list(ids)), params))
 
-    async def one(request: GenerationRequest, prompt: Any) -> int:
+    async def one(request: GenerationRequest, prompt: Any, params: Any) -> int:
         final = None
-        # the same stop tokens the engine sends (orchestrator/engines/stop_tokens.py)
-        stops = await engine.prepare_stop_tokens(request.sampling.stop)
-        params = to_sampling_params(request, stream=False, stop_token_ids=stops.ids)
         async for out in llm.generate(prompt, params, request_id=request.request_id):
             final = out
         assert final is not None
         return sum(len(c.token_ids) for c in final.outputs)
 
     start = time.perf_counter()
-    counts = await asyncio.gather(*(one(r, p) for r, p in prepared))
+    counts = await asyncio.gather(*(one(*each) for each in prepared))
     return time.perf_counter() - start, sum(counts)
 
 
@@ -156,13 +161,17 @@ async def replay(
     llm = engine.llm
     gate = asyncio.Semaphore(concurrency)
 
-    async def send(request: GenerationRequest, request_id: str) -> int:
+    params = {
+        (name, index): await engine_params(engine, sent.request)
+        for name, stream in streams.items()
+        for index, sent in enumerate(stream)
+    }
+
+    async def send(request: GenerationRequest, request_id: str, params: Any) -> int:
         final = None
-        # the same stop tokens the engine sends (orchestrator/engines/stop_tokens.py)
-        stops = await engine.prepare_stop_tokens(request.sampling.stop)
         async for out in llm.generate(
             TokensPrompt(prompt_token_ids=list(request.prompt_token_ids)),
-            to_sampling_params(request, stream=False, stop_token_ids=stops.ids),
+            params,
             request_id=request_id,
         ):
             final = out
@@ -178,7 +187,9 @@ async def replay(
                 for before in sent.after:
                     await finished[before].wait()
                 if not sent.cancelled:
-                    counts[index] = await send(sent.request, f"replay-{tag}-{name}-{index}")
+                    counts[index] = await send(
+                        sent.request, f"replay-{tag}-{name}-{index}", params[name, index]
+                    )
                 finished[index].set()
 
             await asyncio.gather(*(one(i, sent) for i, sent in enumerate(stream)))

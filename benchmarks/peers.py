@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -384,22 +385,51 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "results": results,
         "engine_settings": args.engine,
-        "also": [variant_name(setting) for setting in args.also],
         "also_settings": args.also,
         "server_layout": args.server_layout,
         "server_env": dict(layout_environment(args.server_layout)),
     }
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float:
+def median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(r[key]) for r in runs)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Branchwise against its_hub over one strategy's repeats."""
+
+    ratio: float
+    """its_hub's median wall time over Branchwise's: Branchwise / its_hub in problems/s."""
+    per_repeat: list[float]
+    ceiling: float
+    """its_hub's median wall over the least engine CPU any arm needed (small-cpu layout: the
+    most any client could gain over its_hub on this server)."""
+    others: dict[str, float]
+    """The ``--also`` arms' ratios, by arm name."""
+
+
+def compare(arms: dict[str, list[dict[str, Any]]]) -> Comparison:
+    theirs = median(arms["its_hub"], "wall_seconds")
+    need = min(median(runs, "server_engine_cpu_seconds") for runs in arms.values())
+    pairs = zip(arms["its_hub"], arms["branchwise"], strict=True)
+    return Comparison(
+        ratio=theirs / median(arms["branchwise"], "wall_seconds"),
+        per_repeat=[a["wall_seconds"] / b["wall_seconds"] for a, b in pairs],
+        ceiling=theirs / need,
+        others={
+            arm: theirs / median(runs, "wall_seconds")
+            for arm, runs in arms.items()
+            if arm not in ("its_hub", "branchwise")
+        },
+    )
 
 
 def _counter(runs: list[dict[str, Any]], key: str) -> str:
     """A server counter's median, or "-" for runs recorded before it was read."""
     if any(key not in r for r in runs):
         return "-"
-    return f"{_median(runs, key):.0f}"
+    return f"{median(runs, key):.0f}"
 
 
 def report(data: dict[str, Any]) -> str:
@@ -413,33 +443,28 @@ def report(data: dict[str, Any]) -> str:
     ratios = []
     one_thread = data.get("server_layout") == "small-cpu"
     for strategy, arms in data["results"].items():
-        speed = {}
         for arm, runs in arms.items():
-            wall = _median(runs, "wall_seconds")
-            speed[arm] = data["problems"] / wall
-            engine = _median(runs, "server_engine_cpu_seconds")
+            wall = median(runs, "wall_seconds")
+            engine = median(runs, "server_engine_cpu_seconds")
             rows.append([
-                strategy, arm, f"{speed[arm]:.2f}", f"{wall:.1f}",
-                f"{_median(runs, 'server_generated_tokens'):.0f}",
-                f"{_median(runs, 'correct') / data['problems']:.2f}",
-                f"{_median(runs, 'cpu_seconds'):.1f}",
-                f"{_median(runs, 'mean_running_requests'):.1f}",
-                f"{_median(runs, 'generation_tokens_per_second'):.0f}",
+                strategy, arm, f"{data['problems'] / wall:.2f}", f"{wall:.1f}",
+                f"{median(runs, 'server_generated_tokens'):.0f}",
+                f"{median(runs, 'correct') / data['problems']:.2f}",
+                f"{median(runs, 'cpu_seconds'):.1f}",
+                f"{median(runs, 'mean_running_requests'):.1f}",
+                f"{median(runs, 'generation_tokens_per_second'):.0f}",
                 f"{engine:.1f}",
                 f"{engine / wall:.0%}" if one_thread else "-",
                 _counter(runs, "server_computed_tokens"),
                 _counter(runs, "server_engine_steps"),
             ])  # fmt: skip
-        ratio = f"{strategy} {speed['branchwise'] / speed['its_hub']:.2f}x"
-        pairs = zip(arms["its_hub"], arms["branchwise"], strict=True)
-        each = ", ".join(f"{a['wall_seconds'] / b['wall_seconds']:.2f}" for a, b in pairs)
-        ratio += f" (per repeat {each})" if len(arms["branchwise"]) > 1 else ""
+        found = compare(arms)
+        ratio = f"{strategy} {found.ratio:.2f}x"
+        if len(found.per_repeat) > 1:
+            ratio += f" (per repeat {', '.join(f'{r:.2f}' for r in found.per_repeat)})"
         if one_thread:
-            need = min(_median(runs, "server_engine_cpu_seconds") for runs in arms.values())
-            ratio += f" (ceiling {_median(arms['its_hub'], 'wall_seconds') / need:.2f}x)"
-        for arm in arms:
-            if arm not in ("its_hub", "branchwise"):
-                ratio += f"; {arm}: {speed[arm] / speed['its_hub']:.2f}x"
+            ratio += f" (ceiling {found.ceiling:.2f}x)"
+        ratio += "".join(f"; {arm}: {value:.2f}x" for arm, value in found.others.items())
         ratios.append("- " + ratio)
     text = table(
         ["strategy", "system", "problems/s", "wall s", "generated tokens (server)", "accuracy",

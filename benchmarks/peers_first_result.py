@@ -1,10 +1,11 @@
 """Branchwise over HTTP against its_hub, particle filtering, in the cases a new user meets first.
 
 Four cases, each on a fresh ``vllm serve`` of the testbed policy (``benchmarks/peers.py``'s
-server, clients and alternating runs): 100 and 400 problems, with the policy served under its
-folder's name and under another one (``toy-math-policy``), where the client can only find
-the policy's tokenizer through the ``root`` that ``/v1/models`` reports. The target (issue 25):
-Branchwise at least 1.2x its_hub's problems/s in every case.
+server, clients and rotating order, with Branchwise without stop tokens as a third arm): 100
+and 400 problems, with the policy served under its folder's name and under another one
+(``toy-math-policy``), where the client can only find the policy's tokenizer through the
+``root`` that ``/v1/models`` reports. The target (issue 25): Branchwise at least 1.2x
+its_hub's problems/s in every case.
 
     python benchmarks/peers_first_result.py [--repeats-100 6] [--repeats-400 4]
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.markdown import ROOT, run_or_render, table
-from benchmarks.peers import SERVED_NAME, main_async, variant_name
+from benchmarks.peers import SERVED_NAME, compare, main_async, median, variant_name
 from branchwise.orchestrator.help_format import HelpWithDefaults
 
 OTHER_NAME = "toy-math-policy"
@@ -53,31 +53,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "target": TARGET}
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(float(r[key]) for r in runs)
-
-
 def section(data: dict[str, Any]) -> str:
     rows = []
     for case in data["runs"]:
         arms = case["results"]["particle_filter"]
         theirs, ours = arms["its_hub"], arms["branchwise"]
-        ratio = _median(theirs, "wall_seconds") / _median(ours, "wall_seconds")
-        without = arms.get(variant_name(ABLATION))
-        ablated = (
-            f"{_median(theirs, 'wall_seconds') / _median(without, 'wall_seconds'):.2f}x"
-            if without
-            else "-"
-        )
-        each = [a["wall_seconds"] / b["wall_seconds"] for a, b in zip(theirs, ours, strict=True)]
-        need = min(_median(runs, "server_engine_cpu_seconds") for runs in (theirs, ours))
+        found = compare(arms)
+        without = found.others.get(variant_name(ABLATION))
         rows.append([
             case["problems"], f"`{case['served_name']}`", case["repeats"],
-            f"{_median(theirs, 'wall_seconds'):.1f}", f"{_median(ours, 'wall_seconds'):.1f}",
-            f"**{ratio:.2f}x**", " ".join(f"{r:.2f}" for r in each), ablated,
-            f"{_median(theirs, 'wall_seconds') / need:.2f}x",
-            f"{_median(theirs, 'correct'):.0f} / {_median(ours, 'correct'):.0f}",
-            "met" if ratio >= TARGET else "missed",
+            f"{median(theirs, 'wall_seconds'):.1f}", f"{median(ours, 'wall_seconds'):.1f}",
+            f"**{found.ratio:.2f}x**", " ".join(f"{r:.2f}" for r in found.per_repeat),
+            "-" if without is None else f"{without:.2f}x", f"{found.ceiling:.2f}x",
+            f"{median(theirs, 'correct'):.0f} / {median(ours, 'correct'):.0f}",
+            "met" if found.ratio >= TARGET else "missed",
         ])  # fmt: skip
     body = table(
         ["problems", "served as", "repeats", "its_hub wall s", "Branchwise wall s",

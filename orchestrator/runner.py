@@ -133,25 +133,20 @@ class Orchestrator:
     async def __aenter__(self) -> Self:
         if self._owns_engine:
             await self.engine.__aenter__()
+        started: list[Engine] = []
         try:
             await self._prepare_stop_tokens()
+            for named in self.engines.values() if self._owns_engines else ():
+                await named.__aenter__()
+                started.append(named)
+            if self.engines:
+                await self._check_shared_tokenizer()
         except BaseException as exc:
+            for named in reversed(started):
+                await named.__aexit__(type(exc), exc, exc.__traceback__)
             if self._owns_engine:
                 await self.engine.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-        if self.engines:
-            started: list[Engine] = []
-            try:
-                for named in self.engines.values() if self._owns_engines else ():
-                    await named.__aenter__()
-                    started.append(named)
-                await self._check_shared_tokenizer()
-            except BaseException as exc:
-                for named in reversed(started):
-                    await named.__aexit__(type(exc), exc, exc.__traceback__)
-                if self._owns_engine:
-                    await self.engine.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
         return self
 
     async def _prepare_stop_tokens(self) -> None:

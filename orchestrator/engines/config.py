@@ -48,7 +48,19 @@ class EngineConfig(BaseModel):
         return engine
 
 
-class VLLMEngineConfig(EngineConfig):
+class VLLMBackedConfig(EngineConfig):
+    """What the engines that drive vLLM (in process or over HTTP) share."""
+
+    stop_tokens: bool = Field(
+        True,
+        description="Also stop on the tokens whose text holds a stop string "
+        "(orchestrator/engines/stop_tokens.py; over HTTP it needs the tokenizer here): same "
+        "completions, and vLLM's engine stops on them in its own step instead of generating "
+        "on until its front end finds the stop string and aborts.",
+    )
+
+
+class VLLMEngineConfig(VLLMBackedConfig):
     """In-process vLLM. Memory utilisation on CPU is the share of RAM for the KV cache."""
 
     kind: Literal["vllm"] = "vllm"
@@ -90,13 +102,6 @@ class VLLMEngineConfig(EngineConfig):
         "orchestrator on few cores); stock is vLLM's own; auto is small-cpu on CPU-only machines "
         "with up to 4 cores. Same tokens either way.",
     )
-    stop_tokens: bool = Field(
-        True,
-        description="Also stop on the tokens whose text holds a stop string "
-        "(orchestrator/engines/stop_tokens.py): same completions, and vLLM's engine stops on "
-        "them in its own step instead of generating on until its front end finds the stop "
-        "string and aborts.",
-    )
 
     def resolved_model(self, base_dir: Path | None) -> str:
         path = Path(self.model)
@@ -105,7 +110,7 @@ class VLLMEngineConfig(EngineConfig):
         return str(path.resolve()) if path.exists() else self.model
 
 
-class OpenAIEngineConfig(EngineConfig):
+class OpenAIEngineConfig(VLLMBackedConfig):
     """One or several OpenAI-compatible ``/v1/completions`` servers (e.g. ``vllm serve``)."""
 
     kind: Literal["openai"] = "openai"
@@ -161,13 +166,6 @@ class OpenAIEngineConfig(EngineConfig):
         description="Without `tokenizer`: decode and encode plain text with the served "
         "model's own folder (the servers' /v1/models root) when it is on this machine and "
         "agrees with the server on a probe, instead of a /detokenize call per completion.",
-    )
-    stop_tokens: bool = Field(
-        True,
-        description="With the tokenizer here, also send the tokens whose text holds a stop "
-        "string as stop_token_ids (orchestrator/engines/stop_tokens.py): same completions, "
-        "and the engine stops on them in its own step instead of generating on until the "
-        "server's front end finds the stop string and aborts.",
     )
 
 

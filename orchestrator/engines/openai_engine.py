@@ -37,7 +37,11 @@ from branchwise.orchestrator.engines.http_transport import (
     TransportError,
     TransportTimeout,
 )
-from branchwise.orchestrator.engines.stop_tokens import StopTokenCache, StopTokens
+from branchwise.orchestrator.engines.stop_tokens import (
+    NO_STOP_TOKENS,
+    StopTokenCache,
+    StopTokens,
+)
 from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -330,7 +334,7 @@ class OpenAIEngine:
         """``stop``'s stop tokens (found once; none without a tokenizer here, or when the
         config turns them off). Asked at start, the first request that stops does not wait."""
         if not self.config.stop_tokens:
-            return StopTokens()
+            return NO_STOP_TOKENS
         return await self._stop_tokens.get(stop, self._tokenizer_here)
 
     async def _tokenizer_here(self) -> Any:
@@ -500,7 +504,7 @@ def _throttler(per_second: float | None) -> Throttler | None:
 
 
 def _to_result(
-    data: dict[str, Any], request: GenerationRequest, stops: StopTokens | None = None
+    data: dict[str, Any], request: GenerationRequest, stops: StopTokens = NO_STOP_TOKENS
 ) -> GenerationResult:
     usage = data.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
@@ -535,9 +539,7 @@ def _to_result(
                 token_ids=tuple(int(t) for t in choice.get("token_ids") or ()),
                 text=choice["text"],
                 finish_reason=finish,
-                stop_reason=(stops or StopTokens()).reason(
-                    choice.get("stop_reason"), choice.get("text") or ""
-                ),
+                stop_reason=stops.reason(choice.get("stop_reason"), choice.get("text") or ""),
                 token_logprobs=chosen,
                 top_logprobs=tops,
                 prompt_tokens=prompt_tokens,

@@ -47,6 +47,9 @@ class StopTokens:
         return stop_reason
 
 
+NO_STOP_TOKENS = StopTokens()
+
+
 def find_stop_tokens(tokenizer: Any, stop: Sequence[str]) -> StopTokens:
     """The tokenizer's tokens whose text alone holds one of ``stop`` (at most MAX_STOP_TOKENS).
 
@@ -55,7 +58,7 @@ def find_stop_tokens(tokenizer: Any, stop: Sequence[str]) -> StopTokens:
     alone is not whole characters is left out (its bytes may join its neighbours' in context).
     """
     if not stop:
-        return StopTokens()
+        return NO_STOP_TOKENS
     texts = tokenizer.batch_decode(
         [[token_id] for token_id in range(len(tokenizer))],
         skip_special_tokens=True,
@@ -87,7 +90,7 @@ class StopTokenCache:
         """The tokens for ``stop``; ``tokenizer`` gives the tokenizer, or None (none here)."""
         key = tuple(stop)
         if not key:
-            return StopTokens()
+            return NO_STOP_TOKENS
         known = self._found.get(key)
         if known is None:
             known = asyncio.ensure_future(self._find(key, tokenizer))
@@ -100,7 +103,7 @@ class StopTokenCache:
             raise
         if found is None:
             self._forget(key, known)
-            return StopTokens()
+            return NO_STOP_TOKENS
         return found
 
     def _forget(self, key: tuple[str, ...], known: asyncio.Future[StopTokens | None]) -> None:
@@ -118,4 +121,4 @@ class StopTokenCache:
             return await asyncio.to_thread(find_stop_tokens, found, stop)
         except Exception as exc:  # a tokenizer without batch_decode's usual arguments
             log.warning("no stop tokens for %r (stop strings alone): %s", stop, exc)
-            return StopTokens()
+            return NO_STOP_TOKENS

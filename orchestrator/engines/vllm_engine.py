@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from branchwise.core.cpu_layout import laid_out
 from branchwise.core.errors import EngineError
-from branchwise.orchestrator.engines.stop_tokens import StopTokenCache, StopTokens
+from branchwise.orchestrator.engines.stop_tokens import (
+    NO_STOP_TOKENS,
+    StopTokenCache,
+    StopTokens,
+)
 from branchwise.orchestrator.engines.types import (
     Completion,
     FinishReason,
@@ -174,7 +178,7 @@ class VLLMEngine:
         if request.codes and request.n > 1:
             return await self._generate_coded(request)
         final: Any = None
-        stops = await self._stops(request)
+        stops = await self.prepare_stop_tokens(request.sampling.stop)
         async with contextlib.aclosing(self._run(request, stream=False, stops=stops)) as outputs:
             async for output in outputs:
                 final = output
@@ -222,7 +226,7 @@ class VLLMEngine:
         # only the final chunk (in between, vLLM's own incremental text), or a long completion
         # costs time quadratic in its length (2,000 tokens with top-20 logprobs: ~15 s of CPU).
         seen: dict[int, _Converted] = {}
-        stops = await self._stops(request)
+        stops = await self.prepare_stop_tokens(request.sampling.stop)
         async with contextlib.aclosing(self._run(request, stream=True, stops=stops)) as outputs:
             async for output in outputs:
                 yield _to_result(output, request.sampling, self._decode_output, seen, stops)
@@ -236,13 +240,10 @@ class VLLMEngine:
     async def prepare_stop_tokens(self, stop: Sequence[str]) -> StopTokens:
         """``stop``'s stop tokens (found once; none when the config turns them off). Asked at
         start, the first request that stops does not wait."""
-        if not stop or not self.config.stop_tokens:
-            return StopTokens()
+        if not self.config.stop_tokens:
+            return NO_STOP_TOKENS
         self.llm  # noqa: B018 - raise early if not started
         return await self._stop_tokens.get(stop, self._tokenizer_now)
-
-    async def _stops(self, request: GenerationRequest) -> StopTokens:
-        return await self.prepare_stop_tokens(request.sampling.stop)
 
     async def _tokenizer_now(self) -> Any:
         return self._tokenizer
@@ -339,7 +340,7 @@ def _to_result(
     sampling: SamplingSpec,
     decode: Callable[[Sequence[int]], str],
     seen: dict[int, _Converted] | None = None,
-    stops: StopTokens | None = None,
+    stops: StopTokens = NO_STOP_TOKENS,
 ) -> GenerationResult:
     """One engine output as a result; ``seen`` carries a stream's work from chunk to chunk."""
     prompt_tokens = len(output.prompt_token_ids or ())
@@ -352,7 +353,7 @@ def _to_result(
             cached,
             decode,
             None if seen is None else seen.setdefault(c.index, _Converted()),
-            stops or StopTokens(),
+            stops,
         )
         for c in sorted(output.outputs, key=lambda c: c.index)
     )
@@ -366,7 +367,7 @@ def _to_completion(
     cached: int,
     decode: Callable[[Sequence[int]], str],
     converted: _Converted | None = None,
-    stops: StopTokens | None = None,
+    stops: StopTokens = NO_STOP_TOKENS,
 ) -> Completion:
     token_ids = tuple(int(t) for t in c.token_ids)
     chosen: tuple[float, ...] = ()
@@ -390,7 +391,7 @@ def _to_completion(
         token_ids=token_ids,
         text=str(c.text) if streaming else decode(token_ids),
         finish_reason=reason,
-        stop_reason=(stops or StopTokens()).reason(c.stop_reason, str(c.text)),
+        stop_reason=stops.reason(c.stop_reason, str(c.text)),
         token_logprobs=chosen,
         top_logprobs=tops,
         top_token_ids=top_ids,

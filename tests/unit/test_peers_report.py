@@ -1,4 +1,4 @@
-"""The peer benchmarks' reports: alternating order, per-repeat ratios, the target per case."""
+"""The peer benchmarks' reports: rotating order, per-repeat ratios, the target per case."""
 
 from __future__ import annotations
 
